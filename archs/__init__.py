@@ -1,0 +1,19 @@
+"""glassbox models: one backbone with pluggable feed-forward slots and named hook points."""
+
+from archs.checkpoint import load_pretrained, save_pretrained
+from archs.config import ConfigError, FFNConfig, ModelConfig, MoEConfig, TranscoderConfig
+from archs.hooks import ActivationCache, HookPoint
+from archs.transformer import Transformer
+
+__all__ = [
+    "ActivationCache",
+    "ConfigError",
+    "FFNConfig",
+    "HookPoint",
+    "ModelConfig",
+    "MoEConfig",
+    "Transformer",
+    "TranscoderConfig",
+    "load_pretrained",
+    "save_pretrained",
+]
