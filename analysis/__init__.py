@@ -1,0 +1,1 @@
+"""Analysis: capability and interpretability metrics, causal tools, the gap report."""
