@@ -1,0 +1,20 @@
+"""Converters between glassbox models and outside formats, one function per direction.
+
+- `to_hf_llama(model)` / `from_hf_llama(hf_model)`: HF transformers' LlamaForCausalLM;
+  `export_hf(model_or_checkpoint, out_dir)` writes a `from_pretrained` directory.
+- `to_transformer_lens(model)`: a TransformerLens HookedTransformer.
+
+The peers (transformers, transformer-lens) are optional extras, imported only when a
+converter runs.
+"""
+
+from archs.export.errors import ExportError
+from archs.export.hf import export_hf, from_hf_llama, hf_llama_config, to_hf_llama
+
+__all__ = [
+    "ExportError",
+    "export_hf",
+    "from_hf_llama",
+    "hf_llama_config",
+    "to_hf_llama",
+]

@@ -1,0 +1,268 @@
+"""HF transformers' LlamaForCausalLM <-> glassbox Transformer.
+
+The dense baseline (`ffn.kind: dense, activation: swiglu`) is a Llama: the same
+weights give the same logits (tests/test_hf_parity.py checks 1e-5 in float32). The
+weights map one to one, with no reshaping: both split heads as (..., heads, d_head)
+and rotate the two halves of each head (GPT-NeoX / Llama rotary).
+
+| glassbox                       | LlamaForCausalLM                                   |
+|--------------------------------|----------------------------------------------------|
+| W_E.weight                     | model.embed_tokens.weight                          |
+| blocks.{i}.ln1.w               | model.layers.{i}.input_layernorm.weight            |
+| blocks.{i}.attn.W_{Q,K,V,O}    | model.layers.{i}.self_attn.{q,k,v,o}_proj          |
+| blocks.{i}.ln2.w               | model.layers.{i}.post_attention_layernorm.weight   |
+| blocks.{i}.mlp.W_gate / W_in   | model.layers.{i}.mlp.gate_proj / up_proj           |
+| blocks.{i}.mlp.W_out           | model.layers.{i}.mlp.down_proj                     |
+| ln_final.w                     | model.norm.weight                                  |
+| W_U.weight                     | lm_head.weight                                     |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from archs.checkpoint import atomic_write_dir
+from archs.config import FFNConfig, ModelConfig
+from archs.export.errors import ExportError, llama_ffn, require
+from archs.transformer import Transformer
+
+TARGET = "hf"
+
+# Token strings tried, in order, for the ids HF keeps in its config and tokenizer.
+BOS_CANDIDATES = ("<bos>", "<|bos|>", "<s>", "<|begin_of_text|>", "<|startoftext|>", "[BOS]")
+EOS_CANDIDATES = ("<eos>", "<|eos|>", "</s>", "<|end_of_text|>", "<|endoftext|>", "[EOS]")
+UNK_CANDIDATES = ("<unk>", "<|unk|>", "[UNK]")
+
+
+def _layer_map(i: int, bias: bool) -> list[tuple[str, str]]:
+    ours, hf = f"blocks.{i}.", f"model.layers.{i}."
+    pairs = [
+        ("ln1.w", "input_layernorm.weight"),
+        ("attn.W_Q.weight", "self_attn.q_proj.weight"),
+        ("attn.W_K.weight", "self_attn.k_proj.weight"),
+        ("attn.W_V.weight", "self_attn.v_proj.weight"),
+        ("attn.W_O.weight", "self_attn.o_proj.weight"),
+        ("ln2.w", "post_attention_layernorm.weight"),
+    ]
+    for a, b in (("W_gate", "gate_proj"), ("W_in", "up_proj"), ("W_out", "down_proj")):
+        pairs.append((f"mlp.{a}.weight", f"mlp.{b}.weight"))
+        if bias:
+            pairs.append((f"mlp.{a}.bias", f"mlp.{b}.bias"))
+    return [(ours + a, hf + b) for a, b in pairs]
+
+
+def name_map(cfg: ModelConfig) -> list[tuple[str, str]]:
+    """(glassbox parameter name, LlamaForCausalLM parameter name) for every weight.
+    With tied embeddings W_U.weight is W_E.weight and lm_head follows embed_tokens."""
+    bias = llama_ffn(cfg, TARGET).bias
+    pairs = [("W_E.weight", "model.embed_tokens.weight")]
+    for i in range(cfg.n_layers):
+        pairs += _layer_map(i, bias)
+    pairs.append(("ln_final.w", "model.norm.weight"))
+    if not cfg.tie_embeddings:
+        pairs.append(("W_U.weight", "lm_head.weight"))
+    return pairs
+
+
+def _token_id(tokenizer, candidates: tuple[str, ...]) -> int | None:
+    if tokenizer is None:
+        return None
+    for tok in candidates:
+        i = tokenizer.token_to_id(tok)
+        if i is not None:
+            return i
+    return None
+
+
+def special_token_ids(model) -> dict[str, int | None]:
+    """pad/bos/eos/unk ids as far as they are known: pad from the config, the others
+    from well-known token strings in the model's tokenizer (None when absent)."""
+    tok = getattr(model, "tokenizer", None)
+    pad = model.cfg.pad_token_id
+    if tok is not None and tok.id_to_token(pad) is None:
+        pad = None
+    return {
+        "pad": pad,
+        "bos": _token_id(tok, BOS_CANDIDATES),
+        "eos": _token_id(tok, EOS_CANDIDATES),
+        "unk": _token_id(tok, UNK_CANDIDATES),
+    }
+
+
+def hf_llama_config(model, attn_implementation: str = "sdpa"):
+    """A transformers.LlamaConfig describing `model` (a dense glassbox Transformer).
+
+    Raises ExportError when some layer is not a dense SwiGLU MLP.
+    """
+    transformers = require("transformers", TARGET)
+    cfg: ModelConfig = model.cfg
+    ffn = llama_ffn(cfg, TARGET)
+    ids = special_token_ids(model)
+    config = transformers.LlamaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=ffn.d_ff,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.kv_heads,
+        head_dim=cfg.d_head,
+        hidden_act="silu",
+        max_position_embeddings=cfg.max_seq_len,
+        initializer_range=cfg.init_std,
+        rms_norm_eps=cfg.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
+        attention_bias=False,
+        attention_dropout=0.0,
+        mlp_bias=ffn.bias,
+        tie_word_embeddings=cfg.tie_embeddings,
+        pad_token_id=ids["pad"],
+        bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"],
+        dtype=next(model.parameters()).dtype,
+    )
+    config._attn_implementation = attn_implementation
+    return config
+
+
+@torch.no_grad()
+def to_hf_llama(model: Transformer, attn_implementation: str = "sdpa"):
+    """glassbox Transformer -> transformers.LlamaForCausalLM with copies of its
+    weights, in eval mode, on the model's device and dtype.
+
+    attn_implementation: HF's attention kernel ("sdpa", "eager", ...).
+    Raises ExportError for a model that is not a dense SwiGLU Llama.
+    """
+    transformers = require("transformers", TARGET)
+    config = hf_llama_config(model, attn_implementation)
+    param = next(model.parameters())
+    hf = transformers.LlamaForCausalLM(config).to(device=param.device, dtype=param.dtype)
+    ours = model.state_dict()
+    theirs = hf.state_dict()
+    for a, b in name_map(model.cfg):
+        theirs[b].copy_(ours[a])
+    return hf.eval()
+
+
+def _glassbox_config(hf_config) -> ModelConfig:
+    """ModelConfig of a LlamaConfig, or ExportError for what our backbone lacks."""
+    c = hf_config
+    target = "glassbox (from hf)"
+    if getattr(c, "model_type", "llama") != "llama":
+        raise ExportError(target, "model_type", c.model_type, "only 'llama' can be imported")
+    if c.hidden_act != "silu":
+        raise ExportError(target, "hidden_act", c.hidden_act, "only 'silu' (SwiGLU) is supported")
+    if c.attention_bias:
+        raise ExportError(
+            target, "attention_bias", True, "glassbox attention has no biases; only False"
+        )
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    if head_dim * c.num_attention_heads != c.hidden_size:
+        raise ExportError(
+            target,
+            "head_dim",
+            head_dim,
+            f"must be hidden_size/num_attention_heads={c.hidden_size // c.num_attention_heads}",
+        )
+    rope = dict(getattr(c, "rope_parameters", None) or {})
+    if rope.get("rope_type", "default") != "default":
+        raise ExportError(
+            target,
+            "rope_parameters.rope_type",
+            rope.get("rope_type"),
+            "only 'default' rotary (no scaling) is supported",
+        )
+    if (getattr(c, "pretraining_tp", 1) or 1) != 1:
+        raise ExportError(target, "pretraining_tp", c.pretraining_tp, "only 1 is supported")
+    theta = rope.get("rope_theta", getattr(c, "rope_theta", 10000.0))
+    kv = c.num_key_value_heads or c.num_attention_heads
+    return ModelConfig(
+        vocab_size=c.vocab_size,
+        d_model=c.hidden_size,
+        n_layers=c.num_hidden_layers,
+        n_heads=c.num_attention_heads,
+        n_kv_heads=None if kv == c.num_attention_heads else kv,
+        max_seq_len=c.max_position_embeddings,
+        rope_theta=float(theta),
+        norm_eps=c.rms_norm_eps,
+        tie_embeddings=bool(c.tie_word_embeddings),
+        init_std=c.initializer_range,
+        ffn=FFNConfig(
+            kind="dense", activation="swiglu", d_ff=c.intermediate_size, bias=bool(c.mlp_bias)
+        ),
+        pad_token_id=c.pad_token_id if c.pad_token_id is not None else 0,
+        name=getattr(c, "_name_or_path", "") or "llama",
+    )
+
+
+@torch.no_grad()
+def from_hf_llama(hf_model) -> Transformer:
+    """transformers.LlamaForCausalLM (or a directory it loads from) -> glassbox
+    Transformer with copies of its weights, in eval mode, on its device and dtype.
+
+    Raises ExportError for Llama variants our backbone does not have (attention
+    biases, scaled rotary, another activation).
+    """
+    if isinstance(hf_model, str | os.PathLike):
+        transformers = require("transformers", TARGET)
+        hf_model = transformers.LlamaForCausalLM.from_pretrained(hf_model)
+    cfg = _glassbox_config(hf_model.config)
+    param = next(hf_model.parameters())
+    model = Transformer(cfg).to(device=param.device, dtype=param.dtype)
+    ours = model.state_dict()
+    theirs = hf_model.state_dict()
+    for a, b in name_map(cfg):
+        ours[a].copy_(theirs[b])
+    return model.eval()
+
+
+def hf_tokenizer(model):
+    """transformers.PreTrainedTokenizerFast wrapping model.tokenizer (a
+    tokenizers.Tokenizer), with the special tokens the model knows; None when the
+    model has no tokenizer. Pads on the left, as glassbox generation does."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return None
+    transformers = require("transformers", TARGET)
+    ids = special_token_ids(model)
+    special = {f"{k}_token": tok.id_to_token(i) for k, i in ids.items() if i is not None}
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        padding_side="left",
+        model_max_length=model.cfg.max_seq_len,
+        **special,
+    )
+
+
+def export_hf(
+    model_or_checkpoint: Transformer | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    attn_implementation: str = "sdpa",
+) -> Path:
+    """Write a directory that `transformers.LlamaForCausalLM.from_pretrained` and
+    `AutoModelForCausalLM.from_pretrained` load: config.json, model.safetensors,
+    generation_config.json, and the tokenizer files when the model has a tokenizer
+    (so `AutoTokenizer.from_pretrained` works too).
+
+    model_or_checkpoint: a Transformer, or a glassbox checkpoint directory / hub id.
+    The directory appears at `out_dir` complete or not at all (written beside it,
+    then renamed). Returns out_dir as a Path. Raises ExportError for a model that is
+    not a dense SwiGLU Llama, before anything is written.
+    """
+    if isinstance(model_or_checkpoint, str | os.PathLike):
+        from archs.checkpoint import load_pretrained
+
+        model = load_pretrained(model_or_checkpoint)
+    else:
+        model = model_or_checkpoint
+    hf = to_hf_llama(model, attn_implementation)
+    tokenizer = hf_tokenizer(model)
+
+    def write(tmp: Path) -> None:
+        hf.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+
+    return atomic_write_dir(out_dir, write)
