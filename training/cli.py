@@ -1,0 +1,174 @@
+"""The `glassbox` command line (DESIGN.md):
+
+glassbox train CONFIG [key=value ...]
+glassbox eval CHECKPOINT [--json]
+glassbox generate CHECKPOINT PROMPT
+glassbox export CHECKPOINT --to hf DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from archs.config import ConfigError
+
+
+def _cmd_train(args) -> int:
+    from training.config import load_config
+    from training.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    export = train(cfg)
+    print(f"exported checkpoint: {export}")
+    return 0
+
+
+def load_suite_for(path: str | Path, model):
+    """Rebuild the data a checkpoint was trained on (from config.yaml's data section),
+    checking that it gives the checkpoint's own vocabulary."""
+    from omegaconf import OmegaConf
+
+    from archs.checkpoint import read_config
+    from training.data import DataConfig, build_datasets
+
+    config = read_config(path)
+    if "data" not in config:
+        raise ConfigError("data", None, f"{path}/config.yaml has no data section to evaluate on")
+    data_cfg: DataConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(DataConfig), config["data"])
+    )  # type: ignore[assignment]
+    suite = build_datasets(data_cfg)
+    if model.tokenizer is not None and model.tokenizer.get_vocab() != suite.tokenizer.get_vocab():
+        raise ValueError(
+            f"the data config in {path}/config.yaml builds a vocabulary that differs from {path}/tokenizer.json"
+        )
+    return suite, data_cfg
+
+
+def _cmd_eval(args) -> int:
+    from archs.checkpoint import load_pretrained, read_metrics, resolve_checkpoint
+    from training.evaluate import evaluate_model
+
+    path = resolve_checkpoint(args.checkpoint)
+    model = load_pretrained(path, device=args.device)
+    suite, data_cfg = load_suite_for(path, model)
+    metrics = evaluate_model(
+        model, suite, batch_size=data_cfg.batch_size, max_batches=args.max_batches
+    )
+    saved = read_metrics(path)
+    metrics["params"] = {"total": model.num_params(), "active": model.num_params(active=True)}
+    if "train" in saved:
+        metrics["train"] = saved["train"]
+    if args.json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+    else:
+        print(
+            f"val_loss {metrics['val_loss']:.4f}  perplexity {metrics['perplexity']:.3f}  ({metrics['split']} split)"
+        )
+        for name, vals in sorted(metrics.get("skills", {}).items()):
+            cols = "  ".join(f"{k} {v:.3f}" for k, v in vals.items())
+            print(f"  {name:<10} {cols}")
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from archs.checkpoint import load_pretrained
+
+    model = load_pretrained(args.checkpoint, device=args.device)
+    tok = model.tokenizer
+    if tok is None:
+        raise ValueError(f"{args.checkpoint} has no tokenizer.json; cannot encode a text prompt")
+    ids = tok.encode(args.prompt).ids
+    bos = tok.token_to_id("<bos>")
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    unk = tok.token_to_id("<unk>")
+    if unk is not None and unk in ids:
+        unknown = [w for w in args.prompt.split() if tok.token_to_id(w) is None]
+        print(f"warning: not in the vocabulary: {' '.join(unknown)}", file=sys.stderr)
+    stops = [t for t in (tok.token_to_id("<eos>"),) if t is not None]
+    out = model.generate(
+        [ids],
+        max_new_tokens=min(args.max_new_tokens, model.cfg.max_seq_len - len(ids)),
+        temperature=args.temperature,
+        top_k=args.top_k,
+        stop_tokens=stops,
+        seed=args.seed,
+    )
+    print(tok.decode(out.continuations[0], skip_special_tokens=False))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    if args.to == "hf":
+        from archs.export.hf import export_hf
+
+        export_hf(args.checkpoint, args.dir)
+    else:
+        from archs.export.transformer_lens import export_transformer_lens
+
+        export_transformer_lens(args.checkpoint, args.dir)
+    print(f"exported {args.checkpoint} to {args.dir} ({args.to})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="glassbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a config")
+    t.add_argument("config", help="a run config, e.g. configs/dense.yaml")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=200")
+    t.set_defaults(fn=_cmd_train)
+
+    e = sub.add_parser("eval", help="capability metrics of a checkpoint")
+    e.add_argument("checkpoint", help="checkpoint directory or hub id")
+    e.add_argument("--json", action="store_true", help="print metrics as JSON (DESIGN.md keys)")
+    e.add_argument("--max-batches", type=int, default=0, help="batches per split (0 = all)")
+    e.add_argument("--device", default=None)
+    e.set_defaults(fn=_cmd_eval)
+
+    g = sub.add_parser("generate", help="continue a prompt")
+    g.add_argument("checkpoint")
+    g.add_argument("prompt", help='space-separated tokens of the vocabulary, e.g. "3 4 + 5 8 ="')
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--device", default=None)
+    g.set_defaults(fn=_cmd_generate)
+
+    x = sub.add_parser("export", help="export a checkpoint to another library's format")
+    x.add_argument("checkpoint")
+    x.add_argument("--to", required=True, choices=["hf", "transformer-lens"])
+    x.add_argument("dir", help="output directory")
+    x.set_defaults(fn=_cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"glassbox {args.command}: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        print(f"glassbox {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        from training.callbacks import NonFiniteError
+
+        if isinstance(e, NonFiniteError):
+            print(f"glassbox {args.command}: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Run configuration: model, data, optimiser, trainer and run sections, each a typed
+dataclass checked by omegaconf.
+
+A run config is a YAML file. It may compose parts from configs/<group>/<name>.yaml
+with a `defaults:` list (Hydra's spelling), then set keys of its own; `key=value`
+overrides on the command line come last:
+
+    defaults:
+      - model: dense        # configs/model/dense.yaml -> the model: section
+      - data: skills
+    trainer:
+      max_steps: 2000
+
+Any unknown key, wrong type or impossible combination raises `ConfigError` with one
+line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from archs.config import ConfigError, ModelConfig, validate_model_config
+from training.data import DataConfig, validate_data_config
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.1  # decoupled weight decay on >=2-D weights (not norms, not biases)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    warmup_steps: int = 100  # linear warm-up from 0 to lr
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at trainer.max_steps
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 2000  # optimizer steps
+    val_every_n_steps: int = 250  # validation (and per-skill metrics) interval
+    limit_val_batches: int = 20  # validation batches per split per check
+    accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps
+    devices: str = "auto"  # auto, a count ("2") or a list ("0,1")
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | fsdp | deepspeed... (Lightning's strategies)
+    precision: str = "auto"  # auto: bf16-mixed on a GPU that has it, else 32-true
+    gradient_clip_val: float = 1.0  # clip the global gradient norm (0 disables)
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 500  # resumable Lightning checkpoints (last + periodic)
+    keep_checkpoints: int = 2  # periodic checkpoints kept besides last.ckpt
+    progress_bar: bool = True
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])  # csv | tensorboard
+    compile: bool = False  # torch.compile the model
+    deterministic: bool = False  # torch deterministic algorithms
+
+
+@dataclass
+class RunConfig:
+    name: str = "dense"  # label for logs, the model card and the report
+    out_dir: str = "runs/dense"  # run directory: logs/, checkpoints/, checkpoint/ (exported)
+    seed: int = 0  # seeds model init and data order
+    resume: str = ""  # "" start fresh | "last" (out_dir/checkpoints/last.ckpt) | a .ckpt path
+    eval_max_batches: int = 50  # batches per split in the final evaluation (0 = all)
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "64-true")
+LOGGERS = ("csv", "tensorboard")
+
+
+def _describe(e: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(e, "full_key", None) or "?"
+    if isinstance(e, ConfigKeyError):
+        parent, _, leaf = key.rpartition(".")
+        schema = OmegaConf.structured(ExperimentConfig)
+        try:
+            node = OmegaConf.select(schema, parent) if parent else schema
+            allowed = ", ".join(node.keys()) if isinstance(node, DictConfig) else "?"
+        except OmegaConfBaseException:
+            allowed = "?"
+        return ConfigError(key, leaf, f"unknown key (in {source}); keys here: {allowed}")
+    if isinstance(e, ValidationError):
+        value = getattr(e, "value", None)
+        msg = str(e).splitlines()[0]
+        return ConfigError(key, value, f"{msg} (in {source})")
+    return ConfigError(key, None, f"{str(e).splitlines()[0]} (in {source})")
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise _describe(e, source) from None
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError("config", str(path), "no such file")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # yaml syntax
+        raise ConfigError(
+            "config", str(path), f"not valid YAML: {str(e).splitlines()[0]}"
+        ) from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError("config", str(path), "must be a YAML mapping of sections")
+    return cfg
+
+
+def _resolve_defaults(raw: DictConfig, path: Path) -> DictConfig:
+    """Expand a `defaults:` list into sections loaded from configs/<group>/<name>.yaml."""
+    composed = OmegaConf.create({})
+    defaults = raw.pop("defaults", [])
+    for entry in defaults:
+        if not isinstance(entry, DictConfig) or len(entry) != 1:
+            raise ConfigError("defaults", entry, f"entries are `- group: name` (in {path})")
+        group, name = next(iter(entry.items()))
+        part = None
+        for root in (path.parent, CONFIG_DIR):
+            candidate = root / group / f"{name}.yaml"
+            if candidate.is_file():
+                part = _load_yaml(candidate)
+                break
+        if part is None:
+            choices = sorted(p.stem for p in (CONFIG_DIR / str(group)).glob("*.yaml"))
+            raise ConfigError(f"defaults.{group}", name, f"one of {', '.join(choices) or '(none)'}")
+        composed = OmegaConf.merge(composed, {group: part})
+    return OmegaConf.merge(composed, raw)  # type: ignore[return-value]
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Schema defaults <- the YAML file (with its defaults list) <- key=value overrides.
+
+    Returns a checked ExperimentConfig; raises ConfigError (one line) on any problem.
+    """
+    cfg = OmegaConf.structured(ExperimentConfig)
+    if path is not None:
+        path = Path(path)
+        cfg = _merge(cfg, _resolve_defaults(_load_yaml(path), path), str(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(item, None, "overrides are key=value, e.g. trainer.max_steps=200")
+        key, _, value = item.partition("=")
+        try:
+            parsed = OmegaConf.from_dotlist([f"{key}={value}"])
+        except OmegaConfBaseException as e:
+            raise ConfigError(key, value, f"cannot parse: {e}") from None
+        cfg = _merge(cfg, parsed, "command line")
+    try:
+        exp: ExperimentConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except OmegaConfBaseException as e:
+        raise _describe(e, "config") from None
+    validate(exp)
+    return exp
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    validate_model_config(cfg.model, "model")
+    validate_data_config(cfg.data, "data")
+    o, t, r = cfg.optim, cfg.trainer, cfg.run
+    if o.lr <= 0:
+        raise ConfigError("optim.lr", o.lr, "must be > 0")
+    if not 0 <= o.min_lr_ratio <= 1:
+        raise ConfigError("optim.min_lr_ratio", o.min_lr_ratio, "must be in [0, 1]")
+    if t.max_steps <= 0:
+        raise ConfigError("trainer.max_steps", t.max_steps, "must be a positive integer")
+    if not 0 <= o.warmup_steps < t.max_steps:
+        raise ConfigError(
+            "optim.warmup_steps", o.warmup_steps, f"must be in [0, trainer.max_steps={t.max_steps})"
+        )
+    if t.precision not in PRECISIONS:
+        raise ConfigError("trainer.precision", t.precision, f"one of {', '.join(PRECISIONS)}")
+    for key in (
+        "val_every_n_steps",
+        "checkpoint_every_n_steps",
+        "log_every_n_steps",
+        "accumulate_grad_batches",
+    ):
+        if getattr(t, key) <= 0:
+            raise ConfigError(f"trainer.{key}", getattr(t, key), "must be a positive integer")
+    for lg in t.loggers:
+        if lg not in LOGGERS:
+            raise ConfigError("trainer.loggers", lg, f"each one of {', '.join(LOGGERS)}")
+    if r.resume not in ("", "last") and not r.resume.endswith(".ckpt"):
+        raise ConfigError("run.resume", r.resume, '"" (fresh), "last", or a path to a .ckpt file')
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
