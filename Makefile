@@ -1,0 +1,34 @@
+# Set-up is part of every target: the first run creates .venv and installs glassbox
+# with a pinned torch (a CPU build on machines without CUDA; unpinned pip would pull
+# several GB of CUDA wheels). Override with `make TORCH=torch==X.Y.Z ...`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.glassbox-installed
+
+.PHONY: setup report test lint bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[peers,test]" --config-settings editable_mode=compat
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job on the embedded skill suite (CPU, about 15 minutes).
+report: $(STAMP)
+	$(BIN)/glassbox train configs/dense.yaml
+	$(BIN)/glassbox eval runs/dense/checkpoint
+
+# The whole test suite; pytest's "no tests collected" (exit 5) fails like any error.
+test: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_dense.py
