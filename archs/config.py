@@ -25,15 +25,15 @@ class ConfigError(ValueError):
 @dataclass
 class MoEConfig:
     n_experts: int = 16  # routed experts per layer (fine-grained: 16 to 128)
-    k: int = 2  # experts per token (top-k); every token gets exactly k
+    k: int = 2  # experts per token (top-k); every token gets exactly k (dropless)
     d_expert: int = 64  # hidden width of one expert
-    router: str = "softmax"  # softmax (Switch/Mixtral top-k) | relu (MoE-X style sparse router)
+    router: str = "softmax"  # softmax (Switch/Mixtral top-k) | relu (MoE-X style: ReLU gates, sparsity-aware choice)
     expert_activation: str = "swiglu"  # swiglu | gelu | relu (MoE-X uses relu experts)
-    n_shared_experts: int = 0  # always-on shared experts (DeepSeekMoE)
+    n_shared_experts: int = 0  # always-on shared experts of width d_expert each (DeepSeekMoE)
     normalize_weights: bool = True  # renormalise the top-k gate weights to sum to 1
-    load_balance_weight: float = 0.01  # Switch load-balancing loss weight
-    z_loss_weight: float = 0.001  # router z-loss weight
-    sparsity_weight: float = 0.0  # relu router: L1 on router activations
+    load_balance_weight: float = 0.01  # Switch load-balancing loss weight (1.0 = balanced)
+    z_loss_weight: float = 0.001  # router z-loss weight (ST-MoE)
+    sparsity_weight: float = 0.0  # relu router: weight of the L1 penalty on ReLU(router logits)
 
 
 @dataclass
@@ -139,20 +139,28 @@ def validate_ffn_config(ffn: FFNConfig, prefix: str) -> None:
             raise ConfigError(f"{prefix}.d_ff", ffn.d_ff, "must be a positive integer")
     if ffn.kind == "moe":
         m = ffn.moe
+        p = f"{prefix}.moe"
         if m.n_experts <= 0:
-            raise ConfigError(f"{prefix}.moe.n_experts", m.n_experts, "must be a positive integer")
+            raise ConfigError(f"{p}.n_experts", m.n_experts, "must be a positive integer")
         if not 1 <= m.k <= m.n_experts:
-            raise ConfigError(
-                f"{prefix}.moe.k", m.k, f"must be between 1 and moe.n_experts={m.n_experts}"
-            )
+            raise ConfigError(f"{p}.k", m.k, f"must be between 1 and moe.n_experts={m.n_experts}")
         if m.router not in ("softmax", "relu"):
-            raise ConfigError(f"{prefix}.moe.router", m.router, "one of softmax, relu")
+            raise ConfigError(f"{p}.router", m.router, "one of softmax, relu")
         if m.expert_activation not in ("swiglu", "gelu", "relu"):
             raise ConfigError(
-                f"{prefix}.moe.expert_activation", m.expert_activation, "one of swiglu, gelu, relu"
+                f"{p}.expert_activation", m.expert_activation, "one of swiglu, gelu, relu"
             )
         if m.d_expert <= 0:
-            raise ConfigError(f"{prefix}.moe.d_expert", m.d_expert, "must be a positive integer")
+            raise ConfigError(f"{p}.d_expert", m.d_expert, "must be a positive integer")
+        if m.n_shared_experts < 0:
+            raise ConfigError(f"{p}.n_shared_experts", m.n_shared_experts, "must be >= 0")
+        for key in ("load_balance_weight", "z_loss_weight", "sparsity_weight"):
+            if not getattr(m, key) >= 0:
+                raise ConfigError(f"{p}.{key}", getattr(m, key), "must be >= 0 (0 disables)")
+        if m.sparsity_weight > 0 and m.router != "relu":
+            raise ConfigError(
+                f"{p}.sparsity_weight", m.sparsity_weight, "only applies to moe.router=relu; set 0"
+            )
     if ffn.kind == "transcoder":
         t = ffn.transcoder
         if t.activation not in ("topk", "batchtopk", "jumprelu"):

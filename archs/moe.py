@@ -1,0 +1,398 @@
+"""Sparse mixture of experts: many small experts, top-k routing, dropless.
+
+Every token is processed by exactly k of the n_experts routed experts (no capacity
+factor, nothing dropped), plus the always-on shared experts if any (DeepSeekMoE):
+
+    logits  = W_router x                                   (E,)   hook_router_logits
+    experts = top-k of score(logits)                       (k,)   hook_expert_indices
+    w       = gate(logits)[experts], renormalised          (k,)   hook_expert_weights
+    y       = sum_j w_j * expert_{experts_j}(x)  +  shared(x)
+
+Routers (`moe.router`):
+  softmax  Switch / Mixtral: score = gate = softmax(logits).
+  relu     sparsity-aware, in the spirit of MoE-X (Yang et al. 2025): gates are
+           ReLU(logits) (non-negative, exactly zero for rejected experts, with an
+           L1 penalty `moe.sparsity_weight`), and the choice favours experts expected
+           to fire few hidden units on this token: score = logits + log(1 - rho),
+           where rho = P(pre-activation > 0) under a Gaussian model of the expert's
+           input weights (mean and variance over its hidden units). Meant for ReLU
+           experts (`expert_activation: relu`), where rho is the expected fraction
+           of non-zero hidden units.
+
+Auxiliary losses (`self.aux_losses`, summed over layers by the backbone):
+  load_balance  Switch: E * sum_e f_e P_e, f_e = share of the N*k token-slots sent
+                to expert e, P_e = mean softmax router probability; 1 when balanced.
+  router_z      ST-MoE z-loss: mean over tokens of logsumexp(logits)^2.
+  router_l1     relu router only: mean over tokens of sum_e ReLU(logits_e).
+
+Dispatch: token-slots are sorted by expert and every expert matmul runs as one
+grouped matmul (`torch.nn.functional.grouped_mm`, segment by segment on CPU),
+or, where that kernel does not apply (older torch, float64, unaligned widths),
+as one bmm over a padded (E, C_max, d) batch, C_max the largest load of this batch.
+
+Interventions: `ablate_experts(model, {layer: [experts]}, mode="zero"|"mean")` and
+`force_routing(model, {layer: experts})`, context managers that undo themselves on
+exit even when the body raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archs.config import FFNConfig
+from archs.ffn import register_ffn
+from archs.hooks import HookPoint
+
+_INIT_STD = 0.02  # the backbone re-initialises with model.init_std
+
+
+class ExpertLinear(nn.Module):
+    """E independent linear maps without bias: `weight` is (E, d_in, d_out).
+
+    Called on token-slots sorted by expert, with `counts[e]` rows for expert e.
+    A module (not a bare parameter) so that the weight is named `W_in.weight`,
+    `W_out.weight`, ... like the dense MLP's, and the backbone's init treats the
+    output projection the same way (scaled by 1/sqrt(2 n_layers)).
+    """
+
+    def __init__(self, n_experts: int, d_in: int, d_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_experts, d_in, d_out) * _INIT_STD)
+
+    def forward(self, x: Tensor, counts: Tensor, offsets: Tensor) -> Tensor:
+        # x (S, d_in) sorted by expert; counts (E,) int64; offsets (E,) int32 cumsum
+        return grouped_matmul(x, self.weight, counts, offsets)
+
+    def extra_repr(self) -> str:
+        E, d_in, d_out = self.weight.shape
+        return f"n_experts={E}, d_in={d_in}, d_out={d_out}"
+
+
+def _grouped_mm_applies(x: Tensor, w: Tensor) -> bool:
+    if not hasattr(F, "grouped_mm") or x.dtype != w.dtype:
+        return False
+    if x.device.type == "cpu":
+        ok_dtype = x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    else:  # CUDA kernels: bf16 on sm80+
+        ok_dtype = x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 8
+    # The kernel wants 16-byte aligned row strides.
+    return ok_dtype and all(n * x.element_size() % 16 == 0 for n in (x.shape[1], w.shape[2]))
+
+
+def grouped_matmul(x: Tensor, w: Tensor, counts: Tensor, offsets: Tensor) -> Tensor:
+    """Rows of x sorted by group times that group's matrix.
+
+    x (S, d_in), rows [offsets[e-1], offsets[e]) belong to group e; w (E, d_in, d_out);
+    counts (E,) rows per group; offsets (E,) int32 inclusive cumsum of counts.
+    Returns (S, d_out).
+    """
+    if _grouped_mm_applies(x, w):
+        return F.grouped_mm(x, w, offs=offsets)
+    # Padded batch: scatter the rows into (E, C_max, d_in), one bmm, gather back.
+    E, S = w.shape[0], x.shape[0]
+    c_max = int(counts.max()) if S else 0
+    group = torch.repeat_interleave(torch.arange(E, device=x.device), counts)  # (S,)
+    slot = group * c_max + torch.arange(S, device=x.device) - (offsets.long() - counts)[group]
+    padded = x.new_zeros(E * c_max, x.shape[1]).index_copy(0, slot, x)
+    out = torch.bmm(padded.view(E, c_max, -1), w)  # (E, C_max, d_out)
+    return out.view(E * c_max, -1).index_select(0, slot)
+
+
+class SharedExpert(nn.Module):
+    """Always-on expert(s) (DeepSeekMoE): a plain MLP of width n_shared * d_expert."""
+
+    def __init__(self, d_model: int, d_hidden: int, activation: str):
+        super().__init__()
+        self.activation = activation
+        if activation == "swiglu":
+            self.W_gate = nn.Linear(d_model, d_hidden, bias=False)
+        self.W_in = nn.Linear(d_model, d_hidden, bias=False)
+        self.W_out = nn.Linear(d_hidden, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.W_in(x)
+        h = F.silu(self.W_gate(x)) * h if self.activation == "swiglu" else _act(h, self.activation)
+        return self.W_out(h)
+
+
+def _act(h: Tensor, activation: str) -> Tensor:
+    return F.gelu(h) if activation == "gelu" else F.relu(h)
+
+
+@register_ffn("moe")
+class MoE(nn.Module):
+    """Mixture of `n_experts` small MLPs, each token through exactly `k` of them.
+
+    Parameters: W_router (Linear d_model -> E); per expert e: W_gate.weight[e]
+    (swiglu only), W_in.weight[e] (d_model, d_expert), W_out.weight[e]
+    (d_expert, d_model); `shared` (optional, always on).
+
+    Hook points: hook_router_logits (B, T, E), hook_expert_indices (B, T, k) int64,
+    hook_expert_weights (B, T, k). A hook on hook_expert_indices that returns a
+    tensor forces the routing; the gate weights are then read at the forced experts.
+
+    Interventions: `self.ablation` maps expert -> None (zero its output) or a
+    (d_model,) tensor (replace its output by it); set it through `ablate_experts`.
+    """
+
+    def __init__(self, d_model: int, cfg: FFNConfig):
+        super().__init__()
+        m = cfg.moe
+        self.d_model, self.n_experts, self.k, self.d_expert = d_model, m.n_experts, m.k, m.d_expert
+        self.router, self.activation = m.router, m.expert_activation
+        self.normalize_weights = m.normalize_weights
+        self.loss_weights = {
+            "load_balance": m.load_balance_weight,
+            "router_z": m.z_loss_weight,
+            "router_l1": m.sparsity_weight,
+        }
+        self.W_router = nn.Linear(d_model, m.n_experts, bias=False)
+        if m.expert_activation == "swiglu":
+            self.W_gate = ExpertLinear(m.n_experts, d_model, m.d_expert)
+        self.W_in = ExpertLinear(m.n_experts, d_model, m.d_expert)
+        self.W_out = ExpertLinear(m.n_experts, m.d_expert, d_model)
+        self.shared = (
+            SharedExpert(d_model, m.n_shared_experts * m.d_expert, m.expert_activation)
+            if m.n_shared_experts
+            else None
+        )
+        self.hook_router_logits = HookPoint()
+        self.hook_expert_indices = HookPoint()
+        self.hook_expert_weights = HookPoint()
+        self.ablation: dict[int, Tensor | None] = {}
+        self.aux_losses: dict[str, tuple[float, Tensor]] = {}
+
+    # --- bookkeeping -------------------------------------------------------------
+
+    def expert_params(self) -> int:
+        """Parameters of one routed expert."""
+        n_mats = 3 if self.activation == "swiglu" else 2
+        return n_mats * self.d_model * self.d_expert
+
+    def inactive_params(self) -> int:
+        """Parameters a token does not use: the n_experts - k experts it skips."""
+        return (self.n_experts - self.k) * self.expert_params()
+
+    # --- routing -----------------------------------------------------------------
+
+    def _sparsity_estimate(self, x: Tensor) -> Tensor:
+        """rho (N, E): P(a hidden unit's pre-activation > 0) per expert, with the
+        pre-activation x . w_j ~ Normal(x . mean_j(w), sum_i x_i^2 var_j(w_i))."""
+        w = (self.W_gate if self.activation == "swiglu" else self.W_in).weight.detach()
+        mean, var = w.mean(-1), w.var(-1, correction=0)  # (E, d_model) each
+        mu = x @ mean.T  # (N, E)
+        sigma = ((x * x) @ var.T).clamp_min(1e-12).sqrt()
+        return 0.5 * (1 + torch.erf(mu / (sigma * math.sqrt(2))))
+
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, d_model) -> logits (B, T, E), indices (B, T, k), weights (B, T, k)."""
+        logits = self.hook_router_logits(self.W_router(x))  # (B, T, E)
+        lf = logits.float()
+        if self.router == "softmax":
+            gates = lf.softmax(-1)
+            score = gates
+        else:
+            gates = F.relu(lf)
+            with torch.no_grad():
+                rho = self._sparsity_estimate(x.detach().float().flatten(0, -2))
+                score = lf + torch.log1p(-rho.clamp(max=1 - 1e-6)).view_as(lf)
+        indices = self.hook_expert_indices(score.topk(self.k, dim=-1, sorted=True).indices)
+        weights = gates.gather(-1, indices)  # (B, T, k)
+        if self.normalize_weights:
+            weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-9)
+        weights = self.hook_expert_weights(weights.to(x.dtype))
+        return logits, indices, weights
+
+    def _aux(self, logits: Tensor, counts: Tensor) -> dict[str, tuple[float, Tensor]]:
+        lf = logits.float().flatten(0, -2)  # (N, E)
+        probs = lf.softmax(-1).mean(0)  # P_e
+        frac = counts.to(probs.dtype) / counts.sum().clamp_min(1)  # f_e
+        out = {
+            "load_balance": (
+                self.loss_weights["load_balance"],
+                self.n_experts * (frac * probs).sum(),
+            ),
+            "router_z": (self.loss_weights["router_z"], lf.logsumexp(-1).square().mean()),
+        }
+        if self.router == "relu":
+            out["router_l1"] = (self.loss_weights["router_l1"], F.relu(lf).sum(-1).mean())
+        return out
+
+    # --- experts -----------------------------------------------------------------
+
+    def experts(self, xs: Tensor, counts: Tensor) -> Tensor:
+        """Token-slots sorted by expert (S, d_model), counts (E,) -> outputs (S, d_model)."""
+        offsets = counts.cumsum(0).to(torch.int32)
+        h = self.W_in(xs, counts, offsets)  # (S, d_expert)
+        if self.activation == "swiglu":
+            h = F.silu(self.W_gate(xs, counts, offsets)) * h
+        else:
+            h = _act(h, self.activation)
+        return self.W_out(h, counts, offsets)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, d_model)
+        shape = x.shape
+        logits, indices, weights = self.route(x)
+        xf = x.reshape(-1, self.d_model)  # (N, d_model)
+        flat = indices.reshape(-1)  # (S,) S = N * k, token-major
+        counts = torch.bincount(flat, minlength=self.n_experts)  # (E,)
+        order = flat.argsort(stable=True)  # slots grouped by expert
+        token = order.div(self.k, rounding_mode="floor")  # (S,) token of each sorted slot
+        ys = self.experts(xf.index_select(0, token), counts)  # (S, d_model)
+        if self.ablation:
+            ys = self._ablate(ys, flat.index_select(0, order))
+        ys = ys * weights.reshape(-1, 1).index_select(0, order)
+        out = torch.zeros_like(xf).index_add_(0, token, ys)
+        if self.shared is not None:
+            out = out + self.shared(xf)
+        self.aux_losses = self._aux(logits, counts)
+        return out.view(shape)
+
+    def _ablate(self, ys: Tensor, expert: Tensor) -> Tensor:
+        """Replace the outputs of ablated experts (zero, or their given mean)."""
+        repl = ys.new_zeros(self.n_experts, self.d_model)
+        mask = torch.zeros(self.n_experts, dtype=torch.bool, device=ys.device)
+        for e, value in self.ablation.items():
+            mask[e] = True
+            if value is not None:
+                repl[e] = value.to(ys)
+        return torch.where(mask[expert, None], repl[expert], ys)
+
+    def expert_output(self, x: Tensor, expert: int) -> Tensor:
+        """One expert's unweighted output on x (N, d_model) -> (N, d_model)."""
+        counts = torch.zeros(self.n_experts, dtype=torch.long, device=x.device)
+        counts[expert] = x.shape[0]
+        return self.experts(x, counts)
+
+
+# --- interventions ---------------------------------------------------------------
+
+
+def moe_layers(model: nn.Module) -> dict[int, MoE]:
+    """{layer index: MoE module} of a Transformer (layers whose FFN is `moe`)."""
+    return {i: b.mlp for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)}
+
+
+def _check_layers(model: nn.Module, layers: Sequence[int]) -> dict[int, MoE]:
+    moes = moe_layers(model)
+    for layer in layers:
+        if layer not in moes:
+            raise ValueError(
+                f"layer {layer} has no MoE feed-forward; MoE layers are {sorted(moes) or 'none'}"
+            )
+    return moes
+
+
+@contextmanager
+def ablate_experts(
+    model: nn.Module,
+    experts: Mapping[int, Sequence[int]],
+    mode: str = "zero",
+    means: Mapping[int, Tensor] | None = None,
+) -> Iterator[nn.Module]:
+    """Run the body with the given experts ablated: {layer: [expert, ...]}.
+
+    mode="zero": the expert's output is zero for every token routed to it (the
+    token keeps its k slots; the other experts' outputs and weights are unchanged).
+    mode="mean": the output is replaced by `means[layer][expert]` (a (n_experts,
+    d_model) tensor per layer, e.g. from `expert_means`). Restored on exit, also
+    when the body raises.
+    """
+    if mode not in ("zero", "mean"):
+        raise ValueError(f"ablate_experts: mode={mode!r}: one of 'zero', 'mean'")
+    if mode == "mean" and means is None:
+        raise ValueError("ablate_experts: mode='mean' needs means={layer: (n_experts, d_model)}")
+    moes = _check_layers(model, list(experts))
+    saved = {layer: dict(moes[layer].ablation) for layer in experts}
+    try:
+        for layer, es in experts.items():
+            moe = moes[layer]
+            for e in es:
+                if not 0 <= int(e) < moe.n_experts:
+                    raise ValueError(f"layer {layer}: expert {e} is not in 0..{moe.n_experts - 1}")
+                moe.ablation[int(e)] = None if mode == "zero" else means[layer][int(e)]
+        yield model
+    finally:
+        for layer, old in saved.items():
+            moes[layer].ablation = old
+
+
+@contextmanager
+def force_routing(
+    model: nn.Module, routing: Mapping[int, Tensor | Sequence[int] | Callable[[Tensor], Tensor]]
+) -> Iterator[nn.Module]:
+    """Run the body with the routing of the given layers replaced.
+
+    routing[layer] is a tensor of expert indices broadcastable to (B, T, k) (e.g.
+    `[3, 7]` sends every token to experts 3 and 7 when k=2), or a function from
+    the router's indices (B, T, k) to new ones. The gate weights are read at the
+    forced experts. Works through `hook_expert_indices`; hooks removed on exit.
+    """
+    moes = _check_layers(model, list(routing))
+
+    def make_hook(layer: int, spec):
+        moe = moes[layer]
+
+        def hook(indices: Tensor, _hook) -> Tensor:
+            new = spec(indices) if callable(spec) else torch.as_tensor(spec)
+            new = new.to(device=indices.device, dtype=torch.long).expand_as(indices)
+            if new.min() < 0 or new.max() >= moe.n_experts:
+                raise ValueError(
+                    f"force_routing: layer {layer}: experts must be in 0..{moe.n_experts - 1}"
+                )
+            return new.contiguous()
+
+        return hook
+
+    hooks = [
+        (f"blocks.{layer}.mlp.hook_expert_indices", make_hook(layer, spec))
+        for layer, spec in routing.items()
+    ]
+    with model.hooks(hooks):
+        yield model
+
+
+@torch.no_grad()
+def expert_means(
+    model: nn.Module, batches, layers: Sequence[int] | None = None
+) -> dict[int, Tensor]:
+    """Mean unweighted output of every expert over the tokens routed to it.
+
+    batches: iterable of (B, T) token tensors or dicts with `input_ids` (and
+    optionally `attention_mask`; padded positions are left out). Returns
+    {layer: (n_experts, d_model)}; an expert that received no token gets zeros.
+    """
+    moes = _check_layers(model, list(layers) if layers is not None else list(moe_layers(model)))
+    layers = list(layers) if layers is not None else list(moes)
+    sums = {i: torch.zeros(moes[i].n_experts, moes[i].d_model) for i in layers}
+    counts = {i: torch.zeros(moes[i].n_experts) for i in layers}
+    names = [f"blocks.{i}.hook_mlp_in" for i in layers]
+    names += [f"blocks.{i}.mlp.hook_expert_indices" for i in layers]
+    for batch in batches:
+        tokens, mask = (
+            (batch["input_ids"], batch.get("attention_mask"))
+            if isinstance(batch, Mapping)
+            else (batch, None)
+        )
+        tokens = tokens.to(model.device)
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+        keep = (mask.bool() if mask is not None else torch.ones_like(tokens, dtype=torch.bool)).to(
+            tokens.device
+        )
+        for i in layers:
+            moe = moes[i]
+            x = cache[f"blocks.{i}.hook_mlp_in"][keep]  # (N, d_model)
+            idx = cache[f"blocks.{i}.mlp.hook_expert_indices"][keep]  # (N, k)
+            flat = idx.reshape(-1)
+            c = torch.bincount(flat, minlength=moe.n_experts)
+            order = flat.argsort(stable=True)
+            ys = moe.experts(x.index_select(0, order.div(moe.k, rounding_mode="floor")), c)
+            sums[i].index_add_(0, flat[order].cpu(), ys.float().cpu())
+            counts[i] += c.float().cpu()
+    return {i: sums[i] / counts[i].clamp_min(1)[:, None] for i in layers}
