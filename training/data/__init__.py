@@ -1,0 +1,30 @@
+"""Data: the skill suite (synthetic tasks with ground truth on every token) and text corpora.
+
+    from training.data import DataConfig, build_datasets, collate
+
+    data = build_datasets(DataConfig())          # SuiteData
+    data.splits["train"][0]                      # input_ids, loss_mask, answer_mask, skill, features, ...
+    batch = collate(rows, data.pad_id)           # dict of padded tensors
+
+The skills, their formats and every ground-truth variable: training/data/SKILLS.md.
+"""
+
+from training.data.build import build_datasets
+from training.data.collate import collate
+from training.data.config import DataConfig, data_config_from_dict, validate_data_config
+from training.data.knowledge import KnowledgeGraph, knowledge_graph
+from training.data.skills import SKILLS
+from training.data.suite import SuiteData, suite_tokenizer
+
+__all__ = [
+    "SKILLS",
+    "DataConfig",
+    "KnowledgeGraph",
+    "SuiteData",
+    "build_datasets",
+    "collate",
+    "data_config_from_dict",
+    "knowledge_graph",
+    "suite_tokenizer",
+    "validate_data_config",
+]

@@ -1,0 +1,45 @@
+"""build_datasets: the one entry point from a DataConfig to splits and a tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from training.data.cache import config_hash, load_entry, save_entry
+from training.data.config import DataConfig, validate_data_config
+from training.data.suite import SuiteData, build_skill_datasets
+
+
+def build_datasets(cfg: DataConfig) -> SuiteData:
+    """Splits and tokenizer for `cfg`, from the cache under cfg.cache_dir when a
+    build of the same config is there, else built (and cached).
+
+    skills: DatasetDict train / val / test / ood of one example per row.
+    text: train / val / test of packed blocks (IterableDatasets when streaming)."""
+    validate_data_config(cfg)
+    if cfg.source == "text":
+        from training.data.text import build_text_datasets
+
+        return build_text_datasets(cfg)
+    path = Path(cfg.cache_dir) / f"skills-{config_hash(cfg)}"
+    hit = load_entry(path)
+    if hit is not None:
+        splits, tokenizer, meta = hit
+        return SuiteData(
+            splits,
+            tokenizer,
+            meta["skill_names"],
+            meta["feature_names"],
+            meta["pad_id"],
+            meta["feature_kinds"],
+        )
+    data = build_skill_datasets(cfg)
+    meta = {
+        "skill_names": data.skill_names,
+        "feature_names": data.feature_names,
+        "feature_kinds": data.feature_kinds,
+        "pad_id": data.pad_id,
+        "config": asdict(cfg),
+    }
+    save_entry(path, data.splits, data.tokenizer, meta)
+    return data

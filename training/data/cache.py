@@ -1,0 +1,71 @@
+"""On-disk cache of built splits: cache_dir/<kind>-<hash of the data config>/.
+
+A directory holds the DatasetDict (save_to_disk), tokenizer.json and meta.json
+(names, and the config that made it). It is written under a temporary name and
+renamed into place, so a crashed build never leaves a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets import DatasetDict, load_from_disk
+from omegaconf import OmegaConf
+from tokenizers import Tokenizer
+
+# Bump when generation changes what a config produces: old cache entries then miss.
+DATA_VERSION = 1
+# Keys that do not change the data.
+NOT_HASHED = ("batch_size", "num_workers", "cache_dir")
+
+
+def config_hash(cfg: Any, extra: Any = None) -> str:
+    """16 hex digits of sha256 over the data config (minus NOT_HASHED), DATA_VERSION
+    and `extra` (e.g. fingerprints of the input files)."""
+    d = OmegaConf.to_container(OmegaConf.structured(cfg))
+    assert isinstance(d, dict)
+    for k in NOT_HASHED:
+        d.pop(k, None)
+    if d.get("source") == "skills":
+        d.pop("text", None)
+    blob = json.dumps({"v": DATA_VERSION, "cfg": d, "extra": extra}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_entry(path: Path) -> tuple[DatasetDict, Tokenizer, dict] | None:
+    """The cached splits, tokenizer and meta at `path`, or None if there is no entry."""
+    if not (path / "meta.json").is_file():
+        return None
+    meta = json.loads((path / "meta.json").read_text())
+    return (
+        load_from_disk(str(path / "splits")),
+        Tokenizer.from_file(str(path / "tokenizer.json")),
+        meta,
+    )
+
+
+def save_entry(path: Path, splits: DatasetDict, tokenizer: Tokenizer, meta: dict) -> None:
+    """Write an entry atomically; if another process wrote it first, keep theirs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    quiet = not datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        splits.save_to_disk(str(tmp / "splits"))
+        tokenizer.save(str(tmp / "tokenizer.json"))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        os.rename(tmp, path)
+    except OSError:
+        if not (path / "meta.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not quiet:
+            datasets.enable_progress_bars()

@@ -1,0 +1,34 @@
+"""The skill registry. Index in SKILLS = skill id (the `skill` column).
+
+To add a skill: write a `Skill` subclass in a module of this package and append
+it here (appending keeps the ids of the others). A skill may read an existing
+config section through `config_key` (a tool-call variant of addition reads
+`data.addition`), and should emit only words that are already in the
+vocabulary (the tool tokens and its tag are reserved in training.data.vocab).
+"""
+
+from __future__ import annotations
+
+from training.data.skills.addition import AdditionSkill
+from training.data.skills.base import Example, Feature, Skill
+from training.data.skills.dyck import DyckSkill
+from training.data.skills.facts import FactsSkill
+from training.data.skills.ioi import IOISkill
+from training.data.skills.lists import CopySkill, ReverseSkill, SortSkill
+from training.data.skills.modadd import ModAddSkill
+
+SKILLS: dict[str, type[Skill]] = {
+    s.name: s
+    for s in (
+        CopySkill,
+        ReverseSkill,
+        SortSkill,
+        ModAddSkill,
+        AdditionSkill,
+        DyckSkill,
+        FactsSkill,
+        IOISkill,
+    )
+}
+
+__all__ = ["SKILLS", "Example", "Feature", "Skill"]

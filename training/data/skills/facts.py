@@ -1,0 +1,92 @@
+"""facts: queries about a synthetic knowledge graph (training.data.knowledge).
+
+    Bako city = lima            (phrasing 0: entity relation)
+    city of Bako = lima         (phrasing 1: relation of entity)
+
+The entity names (synthetic, used by no other skill) and the relation words are
+the content cue. Answer: the attribute.
+
+Ground truth (from the token where the prefix determines it to the answer; -1 elsewhere):
+
+| variable | tokens | value |
+|---|---|---|
+| facts.entity | entity .. answer | entity id (index in KnowledgeGraph.entities) |
+| facts.relation | relation .. answer | relation id (index in KnowledgeGraph.relations) |
+| facts.attribute | later of entity/relation .. answer | attribute id (index in KnowledgeGraph.attributes) |
+| facts.phrasing | every token | 0: "E r =", 1: "r of E =" |
+
+Splits (`facts.holdout`). A query about a fact never seen in training cannot be
+answered, so every fact is in train either way:
+- phrasing (default): train asks every fact in phrasing 0, and in phrasing 1
+  about a `phrasing_train_fraction` share of the entities; val and test ask in
+  phrasing 1 about the other entities (half each). Held-out queries are never
+  trained on; the skill measures whether a fact learnt in one phrasing can be
+  recalled in the other.
+- none: a memorisation skill. Every split asks every fact in both phrasings; val
+  and test overlap train by design. No ood split.
+"""
+
+from __future__ import annotations
+
+import random
+
+from training.data.knowledge import knowledge_graph
+from training.data.skills.base import Example, Feature, Skill
+
+
+class FactsSkill(Skill):
+    name = "facts"
+    config_key = "facts"
+    features = (
+        Feature("entity", "cat", "entity id, from the entity token on"),
+        Feature("relation", "cat", "relation id, from the relation token on"),
+        Feature("attribute", "cat", "attribute id, from where entity and relation are both known"),
+        Feature("phrasing", "cat", "0: 'E r =', 1: 'r of E ='"),
+    )
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.kg = knowledge_graph(cfg)
+        self.queries = self._split_queries(cfg.seed)
+
+    @property
+    def disjoint_splits(self) -> bool:
+        return self.cfg.holdout != "none"
+
+    def words(self) -> list[str]:
+        return ["of", "=", *self.kg.relations, *self.kg.entities, *self.kg.attributes]
+
+    def _split_queries(self, seed: int) -> dict[str, list[tuple[int, int, int]]]:
+        """(entity id, relation id, phrasing) of the queries each split asks."""
+        n_e, n_r = len(self.kg.entities), len(self.kg.relations)
+        if self.cfg.holdout == "none":
+            every = [(e, r, p) for e in range(n_e) for r in range(n_r) for p in (0, 1)]
+            return dict.fromkeys(("train", "val", "test"), every)
+        ents = list(range(n_e))
+        random.Random(f"{seed}:facts:entities").shuffle(ents)
+        n_both = round(n_e * self.cfg.phrasing_train_fraction)
+        n_val = (n_e - n_both + 1) // 2
+        groups = {"val": ents[n_both : n_both + n_val], "test": ents[n_both + n_val :]}
+        out = {k: [(e, r, 1) for e in g for r in range(n_r)] for k, g in groups.items()}
+        out["train"] = [(e, r, 0) for e in range(n_e) for r in range(n_r)]
+        out["train"] += [(e, r, 1) for e in ents[:n_both] for r in range(n_r)]
+        return out
+
+    def sample(self, rng: random.Random, split: str) -> Example:
+        e, r, phrasing = rng.choice(self.queries[split])
+        entity, relation = self.kg.entities[e], self.kg.relations[r]
+        value = self.kg.attribute(entity, relation)
+        if phrasing == 0:
+            words, pe, pr = [entity, relation, "=", value], 0, 1
+        else:
+            words, pe, pr = [relation, "of", entity, "=", value], 2, 0
+        n = len(words)
+        both = max(pe, pr)
+        return self.example(
+            words,
+            n - 1,
+            entity=[-1] * pe + [e] * (n - pe),
+            relation=[-1] * pr + [r] * (n - pr),
+            attribute=[-1] * both + [self.kg.attributes.index(value)] * (n - both),
+            phrasing=[phrasing] * n,
+        )
