@@ -40,12 +40,13 @@ class MoEConfig:
 class TranscoderConfig:
     d_latent: int = 1024  # width of the sparse bottleneck
     activation: str = "topk"  # topk | batchtopk | jumprelu
-    k: int = 16  # active latents per token (topk, batchtopk mean)
+    k: int = 16  # active latents per token (topk; batchtopk: the mean over a batch)
     skip: bool = False  # add a linear skip W_skip (skip transcoder)
-    normalize_decoder: bool = True  # keep W_dec columns at unit norm
+    normalize_decoder: bool = True  # keep W_dec rows at unit norm (call normalize_decoder())
+    batchtopk_threshold_lr: float = 0.01  # batchtopk: rate of the running-average eval threshold
     jumprelu_init_threshold: float = 0.001  # initial JumpReLU threshold
-    jumprelu_bandwidth: float = 0.001  # straight-through kernel width of JumpReLU
-    l0_weight: float = 0.0  # JumpReLU sparsity penalty
+    jumprelu_bandwidth: float = 0.001  # width of JumpReLU's straight-through rectangle kernel
+    l0_weight: float = 0.0  # JumpReLU L0 penalty weight (needs > 0 to become sparse)
     aux_k: int = 256  # AuxK: dead latents used to model the residual error
     aux_k_weight: float = 1 / 32  # AuxK loss weight (0 disables)
     dead_after_tokens: int = 10_000_000  # a latent silent this many tokens counts as dead
@@ -163,19 +164,28 @@ def validate_ffn_config(ffn: FFNConfig, prefix: str) -> None:
             )
     if ffn.kind == "transcoder":
         t = ffn.transcoder
+        p = f"{prefix}.transcoder"
         if t.activation not in ("topk", "batchtopk", "jumprelu"):
-            raise ConfigError(
-                f"{prefix}.transcoder.activation", t.activation, "one of topk, batchtopk, jumprelu"
-            )
+            raise ConfigError(f"{p}.activation", t.activation, "one of topk, batchtopk, jumprelu")
         if t.d_latent <= 0:
-            raise ConfigError(
-                f"{prefix}.transcoder.d_latent", t.d_latent, "must be a positive integer"
-            )
+            raise ConfigError(f"{p}.d_latent", t.d_latent, "must be a positive integer")
         if t.activation in ("topk", "batchtopk") and not 1 <= t.k <= t.d_latent:
             raise ConfigError(
-                f"{prefix}.transcoder.k",
-                t.k,
-                f"must be between 1 and transcoder.d_latent={t.d_latent}",
+                f"{p}.k", t.k, f"must be between 1 and transcoder.d_latent={t.d_latent}"
+            )
+        if not 0 < t.batchtopk_threshold_lr <= 1:
+            raise ConfigError(
+                f"{p}.batchtopk_threshold_lr", t.batchtopk_threshold_lr, "must be in (0, 1]"
+            )
+        for key in ("jumprelu_init_threshold", "jumprelu_bandwidth"):
+            if not getattr(t, key) > 0:
+                raise ConfigError(f"{p}.{key}", getattr(t, key), "must be > 0")
+        for key in ("l0_weight", "aux_k", "aux_k_weight"):
+            if getattr(t, key) < 0:
+                raise ConfigError(f"{p}.{key}", getattr(t, key), "must be >= 0 (0 disables)")
+        if t.dead_after_tokens <= 0:
+            raise ConfigError(
+                f"{p}.dead_after_tokens", t.dead_after_tokens, "must be a positive integer"
             )
 
 
