@@ -89,6 +89,8 @@ def _describe(ch: str) -> str:
 class Calculator(Tool):
     """Exact integer arithmetic on bounded numbers.
 
+    name: the word that names it in calls; "calc" is the one the suite's vocabulary
+    reserves (training/data/vocab.py TOOL_WORDS).
     limits: the bounds (CalculatorLimits). digit_tokens: write results digit by
     digit ('- 5 7 9') for word-level vocabularies; False writes '-579'.
     join_spaced_digits: read '1 2 3' as 123 (the suite's spelling of numbers);
@@ -99,7 +101,7 @@ class Calculator(Tool):
         self,
         limits: CalculatorLimits | None = None,
         *,
-        name: str = "calculator",
+        name: str = "calc",
         digit_tokens: bool = True,
         join_spaced_digits: bool = True,
     ):

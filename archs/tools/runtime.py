@@ -2,7 +2,7 @@
 
 The model writes a call as tokens and the runtime writes the result back:
 
-    <call> calculator 1 2 3 + 4 5 6 </call> <result> 5 7 9 </result>
+    <call> calc 1 2 3 + 4 5 6 </call> <result> 5 7 9 </result>
     |------------ sampled -------------|   |---------- forced ---------|
 
 `ToolForcer` is an `archs.generation.TokenForcer`: after each token of each
@@ -17,6 +17,10 @@ Modes, for measuring how much the model relies on its tools:
 
 - "execute": the tool's answer is forced (on error, `error_text` is forced and the
   message goes into the trace).
+
+A result the vocabulary cannot spell (a word the tokenizer would write as <unk>,
+such as `error` in a vocabulary without that word) is forced as an empty result,
+`<result> </result>`, and the trace says which words were missing.
 - "withhold": the tool is disabled: `<result> </result>` is forced with nothing
   inside. The protocol tokens stay where the model expects them, so what changes
   is only the missing content. The tool still runs, and the trace keeps what it
@@ -58,16 +62,21 @@ class TokenCodec:
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
+        self.vocab: dict[str, int] | None = None
+        self.unk_token: str | None = None
         if isinstance(tokenizer, Mapping):
             self.vocab = dict(tokenizer)
             self.inverse = {i: t for t, i in self.vocab.items()}
         elif all(hasattr(tokenizer, m) for m in ("encode", "decode")):
-            self.vocab = None
+            model = getattr(tokenizer, "model", None)  # tokenizers.Tokenizer keeps it there
+            unk = getattr(model, "unk_token", None) or getattr(tokenizer, "unk_token", None)
+            self.unk_token = unk if isinstance(unk, str) else None
         else:
             raise TypeError(
                 f"tokenizer: expected a tokenizers.Tokenizer or a {{token: id}} mapping, "
                 f"got {type(tokenizer).__name__}"
             )
+        self.unk_id = self.token_id(self.unk_token) if self.unk_token else None
 
     def token_id(self, token: str) -> int | None:
         if self.vocab is not None:
@@ -80,13 +89,24 @@ class TokenCodec:
         return None if not ids or ids[0] is None or ids[0] == unk else ids[0]
 
     def encode(self, text: str) -> list[int]:
+        """Text -> ids; ValueError naming the words the vocabulary cannot spell
+        (rather than writing <unk> into the stream)."""
         if self.vocab is not None:
-            try:
-                return [self.vocab[w] for w in text.split()]
-            except KeyError as e:
-                raise ValueError(f"word {e.args[0]!r} is not in the vocabulary") from None
-        out = self.tokenizer.encode(text, add_special_tokens=False)
-        return list(getattr(out, "ids", out))
+            unknown = [w for w in text.split() if w not in self.vocab]
+            ids = [self.vocab.get(w) for w in text.split()]
+        else:
+            out = self.tokenizer.encode(text, add_special_tokens=False)
+            ids = list(getattr(out, "ids", out))
+            offsets = getattr(out, "offsets", None) or [None] * len(ids)
+            unknown = [
+                "?" if span is None else text[span[0] : span[1]]
+                for i, span in zip(ids, offsets)
+                if self.unk_id is not None and i == self.unk_id
+            ]
+            unknown = [w for w in unknown if w != self.unk_token]
+        if unknown:
+            raise ValueError(f"not in the vocabulary: {', '.join(map(repr, unknown))}")
+        return ids  # type: ignore[return-value]
 
     def decode(self, ids: Sequence[int]) -> str:
         if self.vocab is not None:
@@ -261,8 +281,8 @@ class ToolForcer:
             body = error if self.error_text is None else self.error_text
         try:
             inner = self.codec.encode(body) if body else []
-        except Exception as e:  # text the tokenizer cannot spell: force an empty result
-            error = f"{error + '; ' if error else ''}result {body[:40]!r} cannot be tokenized: {e}"
+        except Exception as e:  # text the vocabulary cannot spell: force an empty result
+            error = f"{error + '; ' if error else ''}result {body[:40]!r} cannot be written: {e}"
             body, inner = "", []
         return ToolCall(
             seq=seq,
@@ -381,9 +401,9 @@ def _span(a: int | None, b: int) -> str:
 def format_trace(trace: ToolGenerationOutput | Sequence[ToolCall], max_arg_chars: int = 60) -> str:
     """The trace as a table, one line per call:
 
-    seq  call   result  tool        arguments      -> result
-    0    3-9    10-14   calculator  1 2 + 3 4      -> 4 6
-    1    0-4    5-7     calculator  1 / 0          -> error: calculator: division by zero ...
+    seq  call  result  tool  arguments  -> result
+    0    3-9   10-14   calc  1 2 + 3 4  -> 4 6
+    1    0-4   5-7     calc  1 / 0      -> error: calc: division by zero at position 2
     """
     calls = trace.trace if isinstance(trace, ToolGenerationOutput) else list(trace)
     if not calls:
