@@ -207,6 +207,24 @@ def validate_data_config(cfg: DataConfig, prefix: str = "data") -> None:
             i.n_names,
             f"facts.n_entities + ioi.n_names must be <= {MAX_NAMES} (synthetic name pool)",
         )
+    _validate_train_share(cfg, prefix)
+
+
+def _validate_train_share(cfg: DataConfig, prefix: str) -> None:
+    """Each skill's share of n_train must cover what it has to teach (facts: every fact)."""
+    from training.data.skills import SKILLS
+    from training.data.suite import allocate
+
+    active = {k: w for k, w in cfg.mix.items() if w > 0}
+    for name, n in allocate(cfg.n_train, active).items():
+        need = SKILLS[name](cfg).min_train_examples()
+        if n < need:
+            raise ConfigError(
+                f"{prefix}.n_train",
+                cfg.n_train,
+                f"{name} gets {n} train examples but needs >= {need} (one per training "
+                f"query); raise n_train or {prefix}.mix.{name}, or set it to 0",
+            )
 
 
 def _validate_list_task(c: ListTaskConfig, prefix: str) -> None:

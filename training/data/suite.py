@@ -78,7 +78,7 @@ def sample_split(
     keeps its splits disjoint; if the skill has fewer such examples, fewer come back."""
     rng = random.Random(f"{seed}:{skill.name}:{split}")
     if split == "train":
-        return [skill.sample(rng, split) for _ in range(n)]
+        return skill.sample_train(rng, n)
     out: list[Example] = []
     seen = set(exclude) if skill.disjoint_splits else set()
     for _ in range(n * MAX_TRIES_PER_EXAMPLE):

@@ -72,6 +72,14 @@ class Skill(ABC):
     def sample(self, rng: random.Random, split: str) -> Example:
         """One example of `split` (train | val | test | ood)."""
 
+    def sample_train(self, rng: random.Random, n: int) -> list[Example]:
+        """The n train examples (a skill that must cover a finite set overrides this)."""
+        return [self.sample(rng, "train") for _ in range(n)]
+
+    def min_train_examples(self) -> int:
+        """Fewest train examples the skill can work with (facts: one per training query)."""
+        return 0
+
     def token_id(self, word: str) -> int:
         return self.vocab[word]
 
@@ -82,6 +90,16 @@ class Skill(ABC):
             if len(v) != n:
                 raise AssertionError(f"{self.name}.{k}: {len(v)} values for {n} words")
         return Example(words, [0] * answer_from + [1] * (n - answer_from), features)
+
+
+def shuffled_passes(rng: random.Random, pool: list, n: int) -> list:
+    """n draws from `pool` in shuffled passes: every item once before any item twice."""
+    out: list = []
+    while len(out) < n:
+        order = list(pool)
+        rng.shuffle(order)
+        out += order[: n - len(out)]
+    return out
 
 
 def na(n: int) -> list[int]:

@@ -47,8 +47,8 @@ class DyckSkill(Skill):
         n = self.cfg.n_types
         return ["=", *OPENERS[:n], *CLOSERS[:n]]
 
-    def _prompt(self, rng: random.Random, split: str) -> list[tuple[bool, int]]:
-        """(is_open, type) per prompt bracket."""
+    def _prompt(self, rng: random.Random, split: str) -> tuple[list[tuple[bool, int]], list[int]]:
+        """(is_open, type) per prompt bracket, and the types the prompt leaves open."""
         c = self.cfg
         if split == "ood":
             lo, hi, cap = c.max_depth + 1, c.ood_max_len, c.ood_max_depth
@@ -65,20 +65,17 @@ class DyckSkill(Skill):
                     out.append((True, stack[-1]))
                     peak = max(peak, len(stack))
             if stack and (split != "ood" or peak > c.max_depth):
-                return out
+                return out, stack
 
     def sample(self, rng: random.Random, split: str) -> Example:
-        prompt = self._prompt(rng, split)
-        stack: list[tuple[int, int]] = []  # (position, type) of open brackets
-        for i, (opening, t) in enumerate(prompt):
-            stack.append((i, t)) if opening else stack.pop()
-        brackets = prompt + [(False, t) for _, t in reversed(stack)]
+        prompt, still_open = self._prompt(rng, split)
+        brackets = prompt + [(False, t) for t in reversed(still_open)]
         eq = len(prompt)  # position of "="; the answer follows it
         words = [OPENERS[t] if o else CLOSERS[t] for o, t in prompt]
-        words += ["="] + [CLOSERS[t] for o, t in brackets[eq:]]
+        words += ["="] + [CLOSERS[t] for t in reversed(still_open)]
         n = len(words)
         depth, is_open, typ, match, top = na(n), na(n), na(n), na(n), na(n)
-        stack = []
+        stack: list[tuple[int, int]] = []  # (position, type) of open brackets
         for i, (opening, t) in enumerate(brackets):
             pos = i if i < eq else i + 1  # answer brackets sit after "="
             if opening:

@@ -24,6 +24,9 @@ answered, so every fact is in train either way:
   recalled in the other.
 - none: a memorisation skill. Every split asks every fact in both phrasings; val
   and test overlap train by design. No ood split.
+Train draws its queries in shuffled passes, each once before any twice, and the
+config check demands at least one pass (facts' share of n_train >= the number of
+training queries), so every fact is in train.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from __future__ import annotations
 import random
 
 from training.data.knowledge import knowledge_graph
-from training.data.skills.base import Example, Feature, Skill
+from training.data.skills.base import Example, Feature, Skill, shuffled_passes
 
 
 class FactsSkill(Skill):
@@ -72,8 +75,19 @@ class FactsSkill(Skill):
         out["train"] += [(e, r, 1) for e in ents[:n_both] for r in range(n_r)]
         return out
 
+    def min_train_examples(self) -> int:
+        return len(self.queries["train"])
+
+    def sample_train(self, rng: random.Random, n: int) -> list[Example]:
+        # Shuffled passes over the training queries: with n >= min_train_examples,
+        # every fact (and every training query) is in train.
+        return [self.query(*q) for q in shuffled_passes(rng, self.queries["train"], n)]
+
     def sample(self, rng: random.Random, split: str) -> Example:
-        e, r, phrasing = rng.choice(self.queries[split])
+        return self.query(*rng.choice(self.queries[split]))
+
+    def query(self, e: int, r: int, phrasing: int) -> Example:
+        """The example asking about entity e, relation r in a phrasing (0 or 1)."""
         entity, relation = self.kg.entities[e], self.kg.relations[r]
         value = self.kg.attribute(entity, relation)
         if phrasing == 0:

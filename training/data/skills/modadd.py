@@ -15,14 +15,15 @@ Ground truth (from the token where the prefix determines it to the answer; -1 el
 
 Splits: the p*p (a, b) pairs are shuffled from the seed and divided: a
 `train_fraction` share for train, the rest halved between val and test, so no
-held-out pair is ever trained on. No ood split.
+held-out pair is ever trained on; train draws its pairs in shuffled passes (each
+pair once before any twice). No ood split.
 """
 
 from __future__ import annotations
 
 import random
 
-from training.data.skills.base import Example, Feature, Skill
+from training.data.skills.base import Example, Feature, Skill, shuffled_passes
 
 A, B, ANSWER = 1, 3, 5  # word positions in: mod a + b = c
 
@@ -43,8 +44,14 @@ class ModAddSkill(Skill):
     def words(self) -> list[str]:
         return ["mod", "+", "=", *(str(v) for v in range(self.cfg.p))]
 
+    def sample_train(self, rng: random.Random, n: int) -> list[Example]:
+        # Shuffled passes over the train pairs: every pair once before any twice.
+        return [self.pair(a, b) for a, b in shuffled_passes(rng, self.pairs["train"], n)]
+
     def sample(self, rng: random.Random, split: str) -> Example:
-        a, b = rng.choice(self.pairs[split])
+        return self.pair(*rng.choice(self.pairs[split]))
+
+    def pair(self, a: int, b: int) -> Example:
         c = (a + b) % self.cfg.p
         words = ["mod", str(a), "+", str(b), "=", str(c)]
         n = len(words)
