@@ -402,3 +402,32 @@ def test_with_the_suite_tokenizer_and_knowledge_graph():
     assert f"unknown entity {not_an_entity!r}" in c2.error
     # 'error' is not a suite word: the failed call's result is forced empty
     assert "not in the vocabulary: 'error'" in c2.error and c2.forced_text == ""
+
+
+def test_real_transformer_sees_the_forced_tokens():
+    """With a real (random) Transformer and its KV cache: every sampled token after
+    a forced result is the greedy choice of a full forward pass over the whole
+    sequence, so the forced tokens were fed back into the cache."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=len(VOCAB), d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
+    model = Transformer(cfg)
+    prompts = [ids("Q 1 2"), ids("A")]
+    plain = model.generate(prompts, max_new_tokens=6)
+    # Make the token the model greedily says at step 2 of row 0 the call's end marker:
+    # the call is then certain to happen (as a stray '</call>': an error result).
+    marker = WORDS[plain.continuations[0][2]]
+    specials = {"<call>", "<result>", "</result>", "error"}
+    if marker in specials:
+        pytest.skip("the random model picked a protocol token")
+    markers = CallMarkers(call_end=marker)
+    out = generate_with_tools(model, prompts, VOCAB, REGISTRY, max_new_tokens=20, markers=markers)
+    first = out.calls(0)[0]
+    assert first.call_end == 2 and first.error
+    assert out.continuations[0][3:6] == ids("<result> error </result>")
+    for b, prompt in enumerate(prompts):
+        seq = torch.tensor([prompt + out.continuations[b]])
+        greedy = model(seq)[0].argmax(-1).tolist()  # no cache, no padding
+        for i, (tok, forced) in enumerate(zip(out.continuations[b], out.forced[b])):
+            if not forced:
+                assert tok == greedy[len(prompt) + i - 1], (b, i)
+    assert sum(map(sum, out.forced)) >= 3
