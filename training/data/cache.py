@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +53,25 @@ def load_entry(path: Path) -> tuple[DatasetDict, Tokenizer, dict] | None:
     )
 
 
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """datasets' progress bars off inside the block (restored after)."""
+    was_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets.enable_progress_bars()
+
+
 def save_entry(path: Path, splits: DatasetDict, tokenizer: Tokenizer, meta: dict) -> None:
     """Write an entry atomically; if another process wrote it first, keep theirs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    quiet = not datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
     try:
-        splits.save_to_disk(str(tmp / "splits"))
+        with quiet_progress():
+            splits.save_to_disk(str(tmp / "splits"))
         tokenizer.save(str(tmp / "tokenizer.json"))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         os.rename(tmp, path)
@@ -67,5 +80,3 @@ def save_entry(path: Path, splits: DatasetDict, tokenizer: Tokenizer, meta: dict
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not quiet:
-            datasets.enable_progress_bars()

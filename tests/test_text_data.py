@@ -1,0 +1,260 @@
+"""Text corpora: local .txt / .jsonl / .parquet through `datasets`, byte-level BPE,
+packing, streaming, caching. Offline: the hub path is exercised with a local
+dataset folder (the same `load_dataset` call a hub name takes)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader
+
+from archs.config import ConfigError
+from training.data import DataConfig, build_datasets, collate, data_config_from_dict
+from training.data.config import TextConfig
+from training.data.vocab import SPECIAL_TOKENS
+
+WORDS = "the a cat dog sat ran on under over mat tree house red blue quick slow and then".split()
+
+
+def sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
+
+
+def documents(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    docs = []
+    for i in range(n):
+        lines = [sentence(rng) for _ in range(rng.randint(1, 3))]
+        if i % 7 == 0:
+            lines.append("Ünïcödé ✓ 数字 42 <eos> tabs\tand  spaces")  # bytes, and a literal <eos>
+        docs.append("\n".join(lines))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A folder with .txt (paragraph per document), .jsonl and .parquet files."""
+    root = tmp_path_factory.mktemp("corpus")
+    txt_docs, json_docs, pq_docs = documents(0, 40), documents(1, 30), documents(2, 30)
+    (root / "a").mkdir()
+    (root / "a" / "one.txt").write_text("\n\n".join(txt_docs[:20]) + "\n")
+    (root / "a" / "two.txt").write_text("\n\n".join(txt_docs[20:]) + "\n")
+    with open(root / "b.jsonl", "w") as f:
+        for d in json_docs:
+            f.write(json.dumps({"body": d, "id": 1}) + "\n")
+    pq.write_table(pa.table({"body": pq_docs}), root / "c.parquet")
+    (root / "ignored.md").write_text("not a corpus file")
+    return root, txt_docs + json_docs + pq_docs
+
+
+def text_cfg(tmp: Path, paths, **kw) -> DataConfig:
+    t = dict(paths=[str(p) for p in paths], text_field="body", vocab_size=400, block_size=32)
+    t.update(kw)
+    return DataConfig(source="text", cache_dir=str(tmp / "cache"), text=TextConfig(**t))
+
+
+def split_docs(data, split: str) -> list[str]:
+    """The documents of a split, read back from its packed rows (the last paragraph of
+    a .txt file keeps the file's final line break: dropped here)."""
+    eos = data.tokenizer.token_to_id("<eos>")
+    stream: list[int] = []
+    for row in data.splits[split]:
+        stream += row["input_ids"][1:]
+    docs, cur = [], []
+    for i in stream:
+        if i == eos:
+            docs.append(data.tokenizer.decode(cur).removesuffix("\n"))
+            cur = []
+        else:
+            cur.append(i)
+    assert not cur, "a document without its <eos>"
+    return docs
+
+
+@pytest.fixture(scope="module")
+def built(corpus, tmp_path_factory):
+    root, docs = corpus
+    cfg = text_cfg(tmp_path_factory.mktemp("run"), [root])
+    return cfg, build_datasets(cfg)
+
+
+def test_rows_are_packed_blocks(built):
+    cfg, data = built
+    assert set(data.splits) == {"train", "val", "test"}
+    assert data.pad_id == 0 and data.skill_names == [] and data.feature_names == []
+    bos = data.tokenizer.token_to_id("<bos>")
+    for split in data.splits:
+        rows = list(data.splits[split])
+        assert rows
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            assert r["input_ids"][0] == bos and 2 <= n <= cfg.text.block_size
+            if i < len(rows) - 1:  # only the last block of a packing batch is short
+                assert n == cfg.text.block_size
+            assert r["loss_mask"] == r["answer_mask"] == [0] + [1] * (n - 1)
+            assert r["skill"] == [-1] * n and r["features"] == [[]] * n
+            assert r["example_skill"] == -1
+
+
+def test_documents_survive_packing_and_splits_are_disjoint(built, corpus):
+    _, docs = corpus
+    _, data = built
+    got = {s: split_docs(data, s) for s in ("train", "val", "test")}
+    assert sorted(got["train"] + got["val"] + got["test"]) == sorted(docs)
+    n = len(docs)
+    assert len(got["val"]) == len(got["test"]) == round(0.05 * n)
+    # a literal "<eos>" in a document is text, not the token
+    assert any("<eos>" in d for d in got["train"] + got["val"] + got["test"])
+
+
+def test_collate_text_rows(built):
+    _, data = built
+    loader = DataLoader(
+        data.splits["train"], batch_size=4, collate_fn=lambda r: collate(r, data.pad_id)
+    )
+    b = next(iter(loader))
+    assert b["input_ids"].shape == (4, 32) and b["features"].shape == (4, 32, 0)
+    assert b["skill"].eq(-1).all() and b["example_skill"].tolist() == [-1] * 4
+
+
+def test_bpe_trains_saves_reloads_and_encodes_identically(built, tmp_path, corpus):
+    _, data = built
+    tok = data.tokenizer
+    # a tiny corpus runs out of merges before vocab_size
+    assert 256 + len(SPECIAL_TOKENS) < tok.get_vocab_size() <= 400
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    again = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    # (text holding a literal special token such as "<eos>" encodes it as the token)
+    texts = [d for d in corpus[1] if "<eos>" not in d] + ["Ünïcödé ✓ 数字 unseen 🙂 \t\n x"]
+    for text in texts:
+        ids = tok.encode(text).ids
+        assert again.encode(text).ids == ids
+        assert tok.decode(ids) == text  # byte-level: lossless
+    assert again.to_str() == tok.to_str()
+
+
+def test_given_tokenizer_is_used(built, corpus, tmp_path):
+    cfg, data = built
+    data.tokenizer.save(str(tmp_path / "tok.json"))
+    other = replace(cfg, text=replace(cfg.text, tokenizer_path=str(tmp_path / "tok.json")))
+    other = replace(other, cache_dir=str(tmp_path / "cache"))
+    again = build_datasets(other)
+    assert again.tokenizer.to_str() == data.tokenizer.to_str()
+    assert again.splits["val"].to_dict() == data.splits["val"].to_dict()
+
+
+def test_tokenizer_without_pad_zero_is_refused(tmp_path, corpus):
+    from tokenizers.models import WordLevel
+
+    bad = Tokenizer(WordLevel({"x": 0, "<pad>": 1, "<bos>": 2, "<eos>": 3}, unk_token="x"))
+    bad.save(str(tmp_path / "bad.json"))
+    cfg = text_cfg(tmp_path, [corpus[0]], tokenizer_path=str(tmp_path / "bad.json"))
+    with pytest.raises(ConfigError, match="<pad> to id 0"):
+        build_datasets(cfg)
+
+
+def test_cache_hit_and_invalidation(corpus, tmp_path, monkeypatch):
+    import training.data.text as text
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    docs = documents(5, 30)
+    (root / "x.txt").write_text("\n\n".join(docs))
+    cfg = text_cfg(tmp_path, [root])
+    first = build_datasets(cfg)
+
+    def fail(*a, **k):
+        raise AssertionError("rebuilt although cached")
+
+    monkeypatch.setattr(text, "load_documents", fail)
+    hit = build_datasets(replace(cfg, batch_size=3))
+    assert hit.splits["train"].to_dict() == first.splits["train"].to_dict()
+    assert hit.tokenizer.to_str() == first.tokenizer.to_str()
+    (root / "x.txt").write_text("\n\n".join(docs[:-1]))  # the corpus changed
+    with pytest.raises(AssertionError, match="rebuilt"):
+        build_datasets(cfg)
+    with pytest.raises(AssertionError, match="rebuilt"):
+        build_datasets(replace(cfg, text=replace(cfg.text, block_size=16)))
+
+
+def test_streaming(corpus, tmp_path):
+    root, docs = corpus
+    cfg = text_cfg(tmp_path, [root], streaming=True, val_size=3, test_size=2)
+    streamed = build_datasets(cfg)
+    for split in ("train", "val", "test"):
+        assert isinstance(streamed.splits[split], torch.utils.data.IterableDataset)
+    # streaming carves off the first documents (txt files first, in path order)
+    assert split_docs(streamed, "val") == docs[:3]
+    assert split_docs(streamed, "test") == docs[3:5]
+    assert sorted(split_docs(streamed, "train")) == sorted(docs[5:])
+    loader = DataLoader(
+        streamed.splits["train"], batch_size=8, collate_fn=lambda r: collate(r, streamed.pad_id)
+    )
+    b = next(iter(loader))
+    assert b["input_ids"].shape == (8, 32)
+    # the trained tokenizer is cached beside the config hash and reused
+    again = build_datasets(cfg)
+    assert again.tokenizer.to_str() == streamed.tokenizer.to_str()
+
+
+def test_hub_path_with_a_local_dataset_folder(tmp_path):
+    """paths empty: load_dataset(hub_name) — here a local folder, as offline CI allows."""
+    root = tmp_path / "hub"
+    root.mkdir()
+    docs = documents(7, 40)
+    with open(root / "train.jsonl", "w") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d}) + "\n")
+    cfg = DataConfig(
+        source="text",
+        cache_dir=str(tmp_path / "cache"),
+        text=TextConfig(hub_name=str(root), vocab_size=300, block_size=64, val_size=2, test_size=2),
+    )
+    data = build_datasets(cfg)
+    got = split_docs(data, "train") + split_docs(data, "val") + split_docs(data, "test")
+    assert sorted(got) == sorted(docs)
+
+
+def test_hub_failure_names_the_key(tmp_path):
+    cfg = DataConfig(
+        source="text",
+        cache_dir=str(tmp_path),
+        text=TextConfig(hub_name=str(tmp_path / "no-such-dataset")),
+    )
+    with pytest.raises(RuntimeError, match="data.text.hub_name"):
+        build_datasets(cfg)
+
+
+def test_errors_name_the_key(corpus, tmp_path):
+    root, _ = corpus
+    with pytest.raises(ConfigError, match="data.text.text_field"):
+        build_datasets(text_cfg(tmp_path, [root / "b.jsonl"], text_field="content"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no .txt"):
+        build_datasets(text_cfg(tmp_path, [empty]))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_datasets(text_cfg(tmp_path, [tmp_path / "missing"]))
+    with pytest.raises(ConfigError, match="data.text.paths"):
+        build_datasets(DataConfig(source="text", cache_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match="data.text.val_size"):
+        build_datasets(text_cfg(tmp_path, [root], streaming=True))  # a fraction when streaming
+    one = tmp_path / "one.txt"
+    one.write_text("just one document")
+    with pytest.raises(ConfigError, match="sample_by"):
+        build_datasets(text_cfg(tmp_path, [one], sample_by="document"))
+
+
+def test_example_config(tmp_path):
+    cfg = data_config_from_dict(OmegaConf.load("configs/data/text.yaml"))
+    assert cfg.source == "text" and cfg.text.paths

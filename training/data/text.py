@@ -1,0 +1,281 @@
+"""Text corpora: documents through `datasets`, a byte-level BPE, packed fixed-length blocks.
+
+    data:
+      source: text
+      text: {paths: [corpus/], vocab_size: 4096, block_size: 256}
+
+Documents come from local .txt (one per line, paragraph or file: `sample_by`),
+.jsonl / .json and .parquet files (the `text_field` column), or, when `paths` is
+empty, from `datasets.load_dataset(hub_name)` (a hub name, where a network
+exists, or a local dataset folder). Val and test documents are carved off first
+(by a seeded shuffle, or the first documents when streaming), so no document is
+split between train and a held-out split.
+
+The tokenizer is a byte-level BPE trained with `tokenizers` on train documents
+(or read from `tokenizer_path`); its special tokens are those of the skill suite,
+so `<pad>` is 0, `<bos>` 1, `<eos>` 2. Documents are encoded, joined with `<eos>`
+after each, and cut into rows of `block_size` tokens, each opening with `<bos>`
+(block_size - 1 corpus tokens after it); the last row of each batch of 1000
+documents may be shorter. Rows have the suite's columns: loss_mask and
+answer_mask are 1 on every token but `<bos>`, skill and example_skill are -1, and
+features are empty (no ground truth in text).
+
+Non-streaming builds are cached under cache_dir/text-<hash of the config and of
+the input files' paths, sizes and modification times>. Streaming reads lazily
+(splits are IterableDatasets) and caches only the tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import datasets
+import numpy as np
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from archs.config import ConfigError
+from training.data.cache import config_hash, load_entry, save_entry
+from training.data.config import DataConfig, TextConfig
+from training.data.suite import SuiteData
+from training.data.vocab import BOS, EOS, PAD, SPECIAL_TOKENS
+
+# file suffix -> datasets' packaged builder
+BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+PACK_BATCH = 1000  # documents encoded and packed together
+ROW_FEATURES = datasets.Features(
+    {
+        "input_ids": datasets.List(datasets.Value("int32")),
+        "loss_mask": datasets.List(datasets.Value("int32")),
+        "answer_mask": datasets.List(datasets.Value("int32")),
+        "skill": datasets.List(datasets.Value("int32")),
+        "features": datasets.List(datasets.List(datasets.Value("int32"))),
+        "example_skill": datasets.Value("int32"),
+    }
+)
+
+
+def corpus_files(paths: list[str]) -> list[Path]:
+    """The corpus files named by `paths` (files, or folders searched recursively), sorted."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix in BUILDERS and f.is_file())
+            if not found:
+                raise FileNotFoundError(f"data.text.paths: no {'/'.join(BUILDERS)} files under {p}")
+            files += found
+        elif p.is_file():
+            if p.suffix not in BUILDERS:
+                raise ConfigError("data.text.paths", str(p), f"files end in {', '.join(BUILDERS)}")
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"data.text.paths: {p} does not exist")
+    return files
+
+
+def load_documents(
+    t: TextConfig, cache_dir: str, streaming: bool = False
+) -> Dataset | IterableDataset:
+    """Every document of the corpus as rows {"text": str} (empty documents dropped)."""
+    hf_cache = str(Path(cache_dir) / "hf")
+    parts = []
+    if t.paths:
+        by_builder: dict[str, list[str]] = {}
+        for f in corpus_files(list(t.paths)):
+            by_builder.setdefault(BUILDERS[f.suffix], []).append(str(f))
+        for builder, files in by_builder.items():
+            kwargs = {}
+            if builder == "text":  # keep a paragraph's or a file's inner line breaks
+                kwargs = {"sample_by": t.sample_by, "keep_linebreaks": t.sample_by != "line"}
+            ds = datasets.load_dataset(
+                builder,
+                data_files=files,
+                split="train",
+                streaming=streaming,
+                cache_dir=hf_cache,
+                **kwargs,
+            )
+            parts.append(_text_column(ds, "text" if builder == "text" else t.text_field, files[0]))
+    else:
+        try:
+            ds = datasets.load_dataset(
+                t.hub_name,
+                t.hub_config or None,
+                split=t.hub_split,
+                streaming=streaming,
+                cache_dir=hf_cache,
+            )
+        except Exception as e:  # the hub path needs a network: say what failed
+            raise RuntimeError(
+                f"data.text.hub_name={t.hub_name!r}: load_dataset failed ({e}); "
+                "without a network, give local files in data.text.paths"
+            ) from e
+        parts.append(_text_column(ds, t.text_field, t.hub_name))
+    docs = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    return docs.filter(lambda b: [bool(s.strip()) for s in b["text"]], batched=True)
+
+
+def _text_column(ds, field: str, where: str):
+    columns = list(ds.column_names or [])
+    if ds.column_names is not None and field not in columns:
+        raise ConfigError("data.text.text_field", field, f"{where} has columns {columns}")
+    ds = ds.select_columns([field])
+    return ds.rename_column(field, "text") if field != "text" else ds
+
+
+def train_bpe(texts: Iterator[str], vocab_size: int) -> Tokenizer:
+    """A byte-level BPE (GPT-2 style pre-tokenizer and decoder) trained on `texts`,
+    with the suite's special tokens first (<pad> = 0, <bos> = 1, <eos> = 2)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def check_specials(tok: Tokenizer, where: str) -> None:
+    vocab = tok.get_vocab()
+    for i, s in enumerate((PAD, BOS, EOS)):
+        if vocab.get(s) != i:
+            raise ConfigError(
+                "data.text.tokenizer_path", where, f"the tokenizer must map {s} to id {i}"
+            )
+
+
+class Packer:
+    """The batched map from documents to packed rows (picklable, for datasets.map)."""
+
+    def __init__(self, tokenizer: Tokenizer, block_size: int):
+        # A copy that reads "<eos>" written in a document as text, not as the token.
+        self.tok = Tokenizer.from_str(tokenizer.to_str())
+        self.tok.encode_special_tokens = True
+        self.step = block_size - 1
+        vocab = tokenizer.get_vocab()
+        self.bos, self.eos = vocab[BOS], vocab[EOS]
+
+    def __call__(self, batch: dict) -> dict:
+        stream: list[int] = []
+        for enc in self.tok.encode_batch(batch["text"], add_special_tokens=False):
+            stream += enc.ids
+            stream.append(self.eos)
+        blocks = [[self.bos, *stream[i : i + self.step]] for i in range(0, len(stream), self.step)]
+        masks = [[0] + [1] * (len(b) - 1) for b in blocks]
+        return {
+            "input_ids": blocks,
+            "loss_mask": masks,
+            "answer_mask": masks,
+            "skill": [[-1] * len(b) for b in blocks],
+            "features": [[[]] * len(b) for b in blocks],
+            "example_skill": [-1] * len(blocks),
+        }
+
+
+def pack(docs: Dataset | IterableDataset, tokenizer: Tokenizer, block_size: int):
+    """Rows of packed blocks (see the module docstring) from documents {"text": str}."""
+    return docs.map(
+        Packer(tokenizer, block_size),
+        batched=True,
+        batch_size=PACK_BATCH,
+        remove_columns=["text"],
+        features=ROW_FEATURES,
+    )
+
+
+def _count(size: float, n: int) -> int:
+    return int(size) if size >= 1 else max(1, round(n * size))
+
+
+def _fingerprint(t: TextConfig) -> list:
+    """What identifies the input: each file's path, size and mtime (or the hub name),
+    and the content of a given tokenizer."""
+    out: list = []
+    if t.paths:
+        for f in corpus_files(list(t.paths)):
+            st = f.stat()
+            out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    if t.tokenizer_path:
+        out.append(hashlib.sha256(Path(t.tokenizer_path).read_bytes()).hexdigest())
+    return out
+
+
+def _tokenizer(t: TextConfig, train_texts: Iterator[str]) -> Tokenizer:
+    if t.tokenizer_path:
+        tok = Tokenizer.from_file(t.tokenizer_path)
+        check_specials(tok, t.tokenizer_path)
+        return tok
+    return train_bpe(train_texts, t.vocab_size)
+
+
+def _texts(docs: Dataset | IterableDataset, limit: int) -> Iterator[str]:
+    """The first `limit` documents' texts."""
+    for batch in docs.take(limit).iter(batch_size=PACK_BATCH):
+        yield from batch["text"]
+
+
+def build_text_datasets(cfg: DataConfig) -> SuiteData:
+    """train / val / test of packed blocks of the corpus `cfg.text` names."""
+    t = cfg.text
+    key = config_hash(cfg, extra=_fingerprint(t))
+    path = Path(cfg.cache_dir) / f"text-{key}"
+    if t.streaming:
+        return _build_streaming(cfg, path)
+    hit = load_entry(path)
+    if hit is not None:
+        splits, tok, _ = hit
+        return SuiteData(splits, tok, [], [], tok.token_to_id(PAD), [])
+
+    docs = load_documents(t, cfg.cache_dir)
+    n = len(docs)
+    n_val, n_test = _count(t.val_size, n), _count(t.test_size, n)
+    if n_val + n_test >= n:
+        raise ConfigError(
+            "data.text.val_size",
+            t.val_size,
+            f"val ({n_val}) + test ({n_test}) documents leave none of the {n} for train"
+            + (" (try data.text.sample_by=paragraph or line)" if n < 10 else ""),
+        )
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    parts = {
+        "val": docs.select(order[:n_val]),
+        "test": docs.select(order[n_val : n_val + n_test]),
+        "train": docs.select(order[n_val + n_test :]),
+    }
+    tok = _tokenizer(t, _texts(parts["train"], t.tokenizer_train_docs))
+    splits = DatasetDict({k: pack(parts[k], tok, t.block_size) for k in ("train", "val", "test")})
+    save_entry(path, splits, tok, {"config": asdict(cfg)})
+    hit = load_entry(path)  # serve the saved copy: memory-mapped, not the map's cache files
+    assert hit is not None
+    return SuiteData(hit[0], tok, [], [], tok.token_to_id(PAD), [])
+
+
+def _build_streaming(cfg: DataConfig, path: Path) -> SuiteData:
+    t = cfg.text
+    docs = load_documents(t, cfg.cache_dir, streaming=True)
+    n_val, n_test = int(t.val_size), int(t.test_size)
+    parts = {
+        "val": docs.take(n_val),
+        "test": docs.skip(n_val).take(n_test),
+        "train": docs.skip(n_val + n_test),
+    }
+    tok_file = path / "tokenizer.json"
+    if tok_file.is_file():
+        tok = Tokenizer.from_file(str(tok_file))
+    else:
+        tok = _tokenizer(t, _texts(parts["train"], t.tokenizer_train_docs))
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / f".tokenizer.json.tmp-{id(tok)}"
+        tok.save(str(tmp))
+        tmp.replace(tok_file)
+    splits = IterableDatasetDict(
+        {k: pack(parts[k], tok, t.block_size) for k in ("train", "val", "test")}
+    )
+    return SuiteData(splits, tok, [], [], tok.token_to_id(PAD), [])
