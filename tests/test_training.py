@@ -1,0 +1,206 @@
+"""Training: config errors, a short run that learns, exact resumption, the NaN guard,
+the exported checkpoint and the CLI around them."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import archs
+from archs.config import ConfigError
+from training.cli import load_suite_for, main
+from training.config import load_config
+from training.evaluate import evaluate_model
+from training.module import cosine_with_warmup
+from training.train import train
+
+# A small, quickly learnable slice of the suite: copying short lists of 16 symbols
+# (an induction task: it needs two layers of attention working together).
+FAST = [
+    "model.d_model=64",
+    "model.n_layers=2",
+    "model.n_heads=4",
+    "model.ffn.d_ff=128",
+    "model.max_seq_len=64",
+    "data.mix={copy: 1, modadd: 0, reverse: 0, sort: 0, addition: 0, dyck: 0, facts: 0, ioi: 0}",
+    "data.copy.n_values=16",
+    "data.copy.min_len=2",
+    "data.copy.max_len=5",
+    "data.copy.ood_max_len=8",
+    "data.n_train=2000",
+    "data.n_val=200",
+    "data.n_test=200",
+    "data.n_ood=100",
+    "data.batch_size=32",
+    "trainer.progress_bar=false",
+    "trainer.loggers=[csv]",
+    "trainer.limit_val_batches=2",
+    "run.eval_max_batches=4",
+]
+
+
+def fast_cfg(tmp_path, *extra: str):
+    return load_config(
+        "configs/dense.yaml",
+        FAST + [f"data.cache_dir={tmp_path / 'data'}", f"run.out_dir={tmp_path / 'run'}", *extra],
+    )
+
+
+@pytest.mark.parametrize(
+    "override, key, fragment",
+    [
+        (["model.n_heads=5"], "model.d_model", "divisible by model.n_heads=5"),
+        (["model.dmodel=64"], "model.dmodel", "unknown key"),
+        (["model.d_model=big"], "model.d_model", "big"),
+        (["trainer.max_steps=0"], "trainer.max_steps", "positive"),
+        (["optim.warmup_steps=5000"], "optim.warmup_steps", "max_steps"),
+        (
+            ["model.ffn.kind=moe", "model.ffn.moe.n_experts=4", "model.ffn.moe.k=5"],
+            "model.ffn.moe.k",
+            "n_experts=4",
+        ),
+        (["trainer.precision=fp8"], "trainer.precision", "one of"),
+        (["data.loss_on=some"], "data.loss_on", "answer"),
+        (["run.resume=yesterday"], "run.resume", "last"),
+    ],
+)
+def test_config_errors_are_one_line_naming_key_and_value(override, key, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/dense.yaml", override)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert e.value.key == key, msg
+    assert fragment in msg
+
+
+def test_cli_config_error_exits_2_with_one_line(capsys):
+    assert main(["train", "configs/dense.yaml", "model.n_heads=5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "model.d_model=128" in err and "n_heads=5" in err
+
+
+def test_defaults_compose_and_overrides_win():
+    cfg = load_config("configs/dense.yaml", ["trainer.max_steps=700"])
+    assert cfg.model.ffn.kind == "dense" and cfg.model.ffn.d_ff == 512  # configs/model/dense.yaml
+    assert cfg.trainer.accelerator == "cpu"  # configs/trainer/cpu.yaml
+    assert cfg.trainer.max_steps == 700
+
+
+def test_schedule_closed_form():
+    assert cosine_with_warmup(0, 10, 110, 0.1) == pytest.approx(0.1)
+    assert cosine_with_warmup(9, 10, 110, 0.1) == pytest.approx(1.0)
+    assert cosine_with_warmup(60, 10, 110, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert cosine_with_warmup(110, 10, 110, 0.1) == pytest.approx(0.1)
+    assert cosine_with_warmup(500, 10, 110, 0.1) == pytest.approx(0.1)
+
+
+@pytest.mark.slow
+def test_short_run_learns_and_exports(tmp_path):
+    cfg = fast_cfg(
+        tmp_path, "trainer.max_steps=300", "trainer.val_every_n_steps=300", "optim.warmup_steps=30"
+    )
+    export = train(cfg)
+    metrics = json.loads((export / "metrics.json").read_text())
+    model = archs.load_pretrained(export)
+    torch.manual_seed(cfg.run.seed)
+    untrained = evaluate_model(
+        archs.Transformer(model.cfg), load_suite_for(export, model)[0], max_batches=4
+    )
+    assert untrained["val_loss"] > 0.9 * math.log(
+        model.cfg.vocab_size
+    )  # chance, near-uniform logits
+    assert metrics["val_loss"] < 0.2 * untrained["val_loss"], metrics
+    assert metrics["skills"]["copy"]["accuracy"] > 0.8, metrics
+    assert metrics["skills"]["copy"]["ood_accuracy"] < metrics["skills"]["copy"]["accuracy"] + 0.05
+    assert metrics["params"]["total"] == model.num_params()
+    assert metrics["train"]["tokens"] > 0 and metrics["train"]["flops"] > 0
+    for f in ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json", "README.md"):
+        assert (export / f).is_file()
+    # eval from the CLI reproduces the exported metrics on the same batches
+    import sys
+    from io import StringIO
+
+    out, sys.stdout = sys.stdout, StringIO()
+    try:
+        assert main(["eval", str(export), "--json", "--max-batches", "4"]) == 0
+        printed = json.loads(sys.stdout.getvalue())
+    finally:
+        sys.stdout = out
+    assert printed["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-5)
+    assert printed["skills"]["copy"]["accuracy"] == pytest.approx(
+        metrics["skills"]["copy"]["accuracy"]
+    )
+
+
+@pytest.mark.slow
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    steps = [
+        "trainer.max_steps=24",
+        "trainer.checkpoint_every_n_steps=12",
+        "trainer.keep_checkpoints=3",
+        "trainer.val_every_n_steps=12",
+        "optim.warmup_steps=4",
+        "trainer.log_every_n_steps=1",
+    ]
+    full = fast_cfg(tmp_path / "a", *steps)
+    train(full)
+    ckpt = tmp_path / "a" / "run" / "checkpoints" / "step=12.ckpt"
+    assert ckpt.is_file()
+    resumed = fast_cfg(tmp_path / "b", *steps, f"run.resume={ckpt}")
+    train(resumed)
+    a = archs.load_pretrained(tmp_path / "a" / "run" / "checkpoint")
+    b = archs.load_pretrained(tmp_path / "b" / "run" / "checkpoint")
+    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+    la, lb = _logged_losses(tmp_path / "a" / "run"), _logged_losses(tmp_path / "b" / "run")
+    assert set(range(13, 24)) <= set(lb)
+    for step in range(13, 24):
+        assert la[step] == lb[step], step
+
+
+def _logged_losses(run) -> dict[int, float]:
+    import csv
+
+    out = {}
+    with open(run / "logs" / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            if row.get("train/loss"):
+                out[int(row["step"])] = float(row["train/loss"])
+    return out
+
+
+def test_nan_guard_stops_and_keeps_last_checkpoint(tmp_path):
+    cfg = fast_cfg(
+        tmp_path,
+        "trainer.max_steps=40",
+        "trainer.checkpoint_every_n_steps=5",
+        "trainer.val_every_n_steps=100",
+        "optim.warmup_steps=2",
+    )
+    from training import module as mod
+
+    real = mod.masked_lm_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] == 8 else loss
+
+    mod.masked_lm_loss = poisoned
+    try:
+        from training.callbacks import NonFiniteError
+
+        with pytest.raises(NonFiniteError, match="step 7"):
+            train(cfg)
+    finally:
+        mod.masked_lm_loss = real
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert "step=5.ckpt" in ckpts and "last.ckpt" in ckpts
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 5
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
