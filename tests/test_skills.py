@@ -578,3 +578,45 @@ def test_collate_pads(suite):
         assert b["skill"][i, n:].eq(-1).all() and b["features"][i, n:].eq(-1).all()
         assert b["features"][i, :n].tolist() == r["features"]
     assert b["example_skill"].tolist() == [r["example_skill"] for r in batch_rows]
+
+
+def test_skills_md_documents_every_variable(suite):
+    from pathlib import Path
+
+    import training.data
+
+    doc = (Path(training.data.__file__).parent / "SKILLS.md").read_text()
+    for name in suite.feature_names:
+        assert f"`{name}`" in doc, f"{name} is not documented in SKILLS.md"
+    for skill in suite.skill_names:
+        assert f"| {skill} |" in doc
+
+
+DIGEST = """
+import hashlib, json
+from training.data import DataConfig
+from training.data.suite import build_skill_datasets
+
+def digest(sizes):
+    data = build_skill_datasets(DataConfig(**sizes))
+    blob = json.dumps({k: v.to_dict() for k, v in data.splits.items()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+"""
+
+
+@pytest.mark.slow
+def test_determinism_across_processes():
+    """The same seed gives the same data in a fresh interpreter with another hash seed."""
+    import os
+    import subprocess
+    import sys
+
+    sizes = dict(n_train=2400, n_val=200, n_test=200, n_ood=200)
+    here: dict = {}
+    exec(DIGEST, here)
+    script = DIGEST + f"print(digest({sizes!r}))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == here["digest"](sizes)

@@ -11,8 +11,8 @@ Row layout (one example per row):
     example_skill
 
 Randomness: every (skill, split) has its own generator seeded from
-"seed:skill:split", so a skill's examples do not change when another skill, a
-weight or a split size changes (held-out de-duplication aside).
+"seed:skill:split", so weights and split sizes change how many examples are
+drawn from a skill's stream, never which, and no skill depends on another.
 """
 
 from __future__ import annotations
