@@ -23,6 +23,9 @@ from archs.config import ModelConfig, validate_model_config
 from archs.ffn import build_ffn
 from archs.hooks import HookedModule, HookPoint
 
+# scaled_dot_product_attention(enable_gqa=...) exists from torch 2.5.
+_SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
 
 class RMSNorm(nn.Module):
     """x / rms(x) * w, computed in float32. Hook point `hook_normalized` is the output."""
@@ -34,12 +37,24 @@ class RMSNorm(nn.Module):
         self.hook_normalized = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype) * self.w
+        if x.dtype == torch.float32:
+            # One reduction (the norm) instead of squaring the whole tensor first:
+            # the same value to float rounding, and the cheapest form on CPU.
+            ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / x.shape[-1]
+            y = x * torch.rsqrt(ms + self.eps) * self.w
+        else:
+            y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype) * self.w
         return self.hook_normalized(y)
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding, half-split convention (as Llama / GPT-NeoX)."""
+    """Rotary position embedding, half-split convention (as Llama / GPT-NeoX).
+
+    `cos`, `sin` are the usual tables; `tables()` returns `cos` and `sin_rot`, the sine
+    with its first half negated, which `apply` pairs with the two halves of each head
+    swapped (a roll): rotate_half(x) * sin == roll(x, D/2) * sin_rot, with one copy
+    and no negation of activations.
+    """
 
     def __init__(self, d_head: int, max_seq_len: int, theta: float):
         super().__init__()
@@ -49,27 +64,29 @@ class Rotary(nn.Module):
         emb = torch.cat([freqs, freqs], dim=-1)  # (max_seq_len, D)
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
+        sign = torch.cat([-torch.ones(d_head // 2), torch.ones(d_head // 2)])
+        self.register_buffer("sin_rot", emb.sin() * sign, persistent=False)
         self.max_seq_len = max_seq_len
 
     def tables(self, positions: Tensor | None, T: int) -> tuple[Tensor, Tensor]:
-        """cos, sin broadcastable to (B, T, H, D): (1, T, 1, D) or (B, T, 1, D)."""
+        """cos, sin_rot broadcastable to (B, T, H, D): (1, T, 1, D) or (B, T, 1, D)."""
         if positions is None:
             if T > self.max_seq_len:
                 raise ValueError(
                     f"sequence of {T} tokens is longer than model.max_seq_len={self.max_seq_len}"
                 )
-            return self.cos[:T, None], self.sin[:T, None]
+            return self.cos[:T, None], self.sin_rot[:T, None]
         if int(positions.max()) >= self.max_seq_len:
             raise ValueError(
                 f"position {int(positions.max())} is past model.max_seq_len={self.max_seq_len}"
             )
-        return self.cos[positions][:, :, None], self.sin[positions][:, :, None]
+        return self.cos[positions][:, :, None], self.sin_rot[positions][:, :, None]
 
     @staticmethod
-    def apply(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # x (B, T, H, D)
-        x1, x2 = x.chunk(2, dim=-1)
-        rotated = torch.cat([-x2, x1], dim=-1)
-        return (x * cos + rotated * sin).to(x.dtype)
+    def apply(x: Tensor, cos: Tensor, sin_rot: Tensor) -> Tensor:  # x (B, T, H, D)
+        """x rotated by the tables of `tables()`: x * cos + rotate_half(x) * sin."""
+        rotated = x.roll(x.shape[-1] // 2, dims=-1)  # (x2, x1)
+        return (x * cos + rotated * sin_rot).to(x.dtype)
 
 
 @dataclass
@@ -131,11 +148,17 @@ class Attention(nn.Module):
             cache.v[layer][:, :, start : start + T] = v
             k = cache.k[layer][:, :, : start + T]
             v = cache.v[layer][:, :, : start + T]
-        if self.n_kv != self.n_heads:
+        # Grouped-query: SDPA reads each key/value head for its group of query heads
+        # (no copies) where its fast kernels can; elsewhere the heads are repeated.
+        gqa = self.n_kv != self.n_heads
+        hooked = bool(self.hook_pattern._forward_hooks)
+        if gqa and (hooked or not _SDPA_GQA or (mask is not None and x.device.type != "cpu")):
             rep = self.n_heads // self.n_kv
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
-        if self.hook_pattern._forward_hooks:
+            gqa = False
+        kw = {"enable_gqa": True} if gqa else {}
+        if hooked:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)  # (B, H, T, S)
             if mask is None:
                 mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(
@@ -145,9 +168,9 @@ class Attention(nn.Module):
             pattern = self.hook_pattern(scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype))
             z = pattern @ v
         elif mask is None:
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, **kw)
         else:
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kw)
         z = self.hook_z(z.transpose(1, 2))  # (B, T, H, D)
         return self.W_O(z.reshape(B, T, self.n_heads * self.d_head))
 
