@@ -36,7 +36,7 @@ def fact_model() -> Transformer:
     )
     model = Transformer(cfg).eval()
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() >= 2:
                 p.zero_()
         # embeddings: subject i on dim i, "=" on dim 4, every other token its own dim 12..
