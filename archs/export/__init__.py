@@ -2,7 +2,8 @@
 
 - `to_hf_llama(model)` / `from_hf_llama(hf_model)`: HF transformers' LlamaForCausalLM;
   `export_hf(model_or_checkpoint, out_dir)` writes a `from_pretrained` directory.
-- `to_transformer_lens(model)`: a TransformerLens HookedTransformer.
+- `to_transformer_lens(model)`: a TransformerLens TransformerBridge (TL 4 has no
+  HookedTransformer), with `TL_HOOK_NAMES` mapping our hook names onto its.
 
 The peers (transformers, transformer-lens) are optional extras, imported only when a
 converter runs.
@@ -10,11 +11,15 @@ converter runs.
 
 from archs.export.errors import ExportError
 from archs.export.hf import export_hf, from_hf_llama, hf_llama_config, to_hf_llama
+from archs.export.transformer_lens import TL_HOOK_NAMES, tl_hook_name, to_transformer_lens
 
 __all__ = [
+    "TL_HOOK_NAMES",
     "ExportError",
     "export_hf",
     "from_hf_llama",
     "hf_llama_config",
+    "tl_hook_name",
     "to_hf_llama",
+    "to_transformer_lens",
 ]

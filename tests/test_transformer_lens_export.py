@@ -1,0 +1,125 @@
+"""Export to TransformerLens: the bridge's logits equal ours (1e-4), and every hook
+point of ours carries the same activation as its TL name in TL_HOOK_NAMES."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("transformer_lens.model_bridge.sources")
+
+from archs import FFNConfig, ModelConfig, Transformer  # noqa: E402
+from archs.export import TL_HOOK_NAMES, ExportError, tl_hook_name, to_transformer_lens  # noqa: E402
+
+ATOL = 1e-4
+
+
+def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
+    """Every parameter random, norm weights included: a norm output then differs
+    from x / rms(x), so a hook mapped to the wrong side of a norm is caught."""
+    torch.manual_seed(seed)
+    model = Transformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(0.3 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def gqa_pair():
+    cfg = ModelConfig(
+        vocab_size=67,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        init_std=0.08,
+        ffn=FFNConfig(d_ff=96),
+    )
+    model = random_model(cfg)
+    return model, to_transformer_lens(model)
+
+
+def test_logits_equal_gqa(gqa_pair):
+    model, bridge = gqa_pair
+    x = torch.randint(0, model.cfg.vocab_size, (2, 11), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, theirs = model(x), bridge(x)
+    assert ours.abs().max() > 0.1
+    torch.testing.assert_close(theirs, ours, atol=ATOL, rtol=0)
+
+
+def test_logits_equal_mha_tied():
+    cfg = ModelConfig(
+        vocab_size=50, d_model=48, n_layers=2, n_heads=6, tie_embeddings=True, init_std=0.08
+    )
+    model = random_model(cfg, seed=2)
+    bridge = to_transformer_lens(model)
+    x = torch.randint(0, 50, (3, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(bridge(x), model(x), atol=ATOL, rtol=0)
+
+
+def test_every_hook_maps_onto_tl(gqa_pair):
+    model, bridge = gqa_pair
+    x = torch.randint(0, model.cfg.vocab_size, (2, 11), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        _, ours = model.run_with_cache(x)
+        _, theirs = bridge.run_with_cache(x)
+    assert set(ours) == set(model.hook_names)
+    for name in model.hook_names:
+        tl = tl_hook_name(name)
+        assert tl in theirs, f"{name} -> {tl} is not a TL hook"
+        torch.testing.assert_close(theirs[tl], ours[name], atol=ATOL, rtol=0, msg=name)
+    # the documented subtlety: our hook_mlp_in is the norm's output (weight applied),
+    # which is not TL's ln2.hook_normalized (before the weight) nor its hook_mlp_in
+    assert tl_hook_name("blocks.1.hook_mlp_in") == "blocks.1.ln2.hook_out"
+    assert not torch.allclose(theirs["blocks.1.ln2.hook_normalized"], ours["blocks.1.hook_mlp_in"])
+
+
+def test_hook_name_table():
+    assert tl_hook_name("ln_final.hook_normalized") == "ln_final.hook_out"
+    assert tl_hook_name("blocks.12.attn.hook_pattern") == "blocks.12.attn.hook_pattern"
+    assert all("{i}" in k for k in TL_HOOK_NAMES if k.startswith("blocks"))
+    with pytest.raises(KeyError, match="no TransformerLens counterpart"):
+        tl_hook_name("blocks.0.mlp.hook_latents")
+
+
+def test_patching_through_tl_name_changes_the_same_way(gqa_pair):
+    """Zero-ablating a hook by our name and by its TL name gives equal logits."""
+    model, bridge = gqa_pair
+    x = torch.randint(0, model.cfg.vocab_size, (1, 8), generator=torch.Generator().manual_seed(5))
+
+    def zero(act, hook):
+        return torch.zeros_like(act)
+
+    with torch.no_grad():
+        ours = model.run_with_hooks(x, fwd_hooks=[("blocks.0.hook_mlp_out", zero)])
+        theirs = bridge.run_with_hooks(x, fwd_hooks=[(tl_hook_name("blocks.0.hook_mlp_out"), zero)])
+        clean = model(x)
+    assert not torch.allclose(ours, clean, atol=1e-3)
+    torch.testing.assert_close(theirs, ours, atol=ATOL, rtol=0)
+
+
+def test_tokenizer_comes_along():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(28)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    model = random_model(ModelConfig(vocab_size=len(words), n_layers=1))
+    model.tokenizer = tok
+    bridge = to_transformer_lens(model)
+    ids = bridge.to_tokens("w5 w7", prepend_bos=False)[0].tolist()
+    assert ids == tok.encode("w5 w7").ids
+    assert bridge.tokenizer.eos_token == "<eos>"
+
+
+def test_refuses_non_dense():
+    gelu = Transformer(ModelConfig(vocab_size=32, ffn=FFNConfig(activation="gelu")))
+    with pytest.raises(
+        ExportError, match="^cannot export to transformer-lens: model.ffn.activation"
+    ):
+        to_transformer_lens(gelu)
