@@ -25,8 +25,9 @@ Training aids:
 
 - Unit-norm decoder: the gradient of W_dec has its component parallel to each row
   removed in the backward pass (SAELens, OpenAI), and `normalize_decoder()`, called
-  by the trainer after every optimizer step (`normalize_decoders(model)` walks a
-  whole model), puts the rows back on the sphere.
+  after every optimizer step (training.module calls `after_optimizer_step()` on
+  every module; `normalize_decoders(model)` walks a whole model), puts the rows
+  back on the sphere.
 - Dead latents: `tokens_since_fired` counts, in training forward passes, the tokens
   since each latent was last nonzero; past `dead_after_tokens` a latent is dead.
 - AuxK (Gao et al. 2024): the top-aux_k dead latents model the residual error. When
@@ -269,6 +270,10 @@ class Transcoder(nn.Module):
         `normalize_decoder`). Call after each optimizer step."""
         if self.cfg.normalize_decoder:
             self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    def after_optimizer_step(self) -> None:
+        """The training module calls this on every module after each step."""
+        self.normalize_decoder()
 
     def inactive_params(self) -> int:
         """Parameters a token does not use: the decoder rows of latents that are zero
