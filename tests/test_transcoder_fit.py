@@ -154,7 +154,7 @@ def test_measure_feature_cost_reports_both_routes():
     tc_cfg = ModelConfig(vocab_size=48, d_model=32, n_layers=2, n_heads=2, max_seq_len=32, ffn=ffn)
     by_construction = Transformer(tc_cfg).eval()
     bs = token_batches(2)
-    res = measure_feature_cost(
+    res, tcs = measure_feature_cost(
         by_construction,
         dense,
         bs,
@@ -162,7 +162,9 @@ def test_measure_feature_cost_reports_both_routes():
         cfg=TranscoderConfig(d_latent=128, k=8),
         max_steps=5,
         batch_tokens=64,
+        return_transcoders=True,
     )
+    assert sorted(tcs) == [0, 1] and tcs[0].d_latent == 128
     # An epoch is 120 tokens: batches of 64, then the 56 left; 5 steps = 64+56+64+56+64.
     assert res["fit_tokens"] == 304
     assert res["tokens"] == 2 * (64 - 4)

@@ -389,8 +389,9 @@ def measure_feature_cost(
     fit_batches: Iterable | None = None,
     cfg: TranscoderConfig | None = None,
     repeats: int = 1,
+    return_transcoders: bool = False,
     **fit_kwargs,
-) -> dict[str, float]:
+):
     """The cost of features by construction against post-hoc, measured in one run.
 
     By construction: `tc_model` over `batches` with its latents cached
@@ -403,6 +404,7 @@ def measure_feature_cost(
     by construction), plus the same as FLOP estimates (forward = 2 x active
     parameters per token; the transcoder's encoder and decoder as dense matmuls,
     training = 3 x forward) in `flops_*` and `flops_ratio`, and the token counts.
+    With return_transcoders=True, returns (that dict, the fitted {layer: Transcoder}).
     """
     from analysis.transcoder import compute_cost
 
@@ -457,7 +459,7 @@ def measure_feature_cost(
     )
     if not math.isfinite(out["ratio"]):
         raise RuntimeError("measure_feature_cost: the by-construction pass took no time")
-    return out
+    return (out, fitted["tcs"]) if return_transcoders else out
 
 
 __all__ = [
