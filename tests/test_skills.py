@@ -620,3 +620,23 @@ def test_determinism_across_processes():
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == here["digest"](sizes)
+
+
+def test_registry_declares_its_features():
+    from training.data.skills import SKILLS
+    from training.data.skills.base import FEATURE_KINDS
+
+    for name, cls in SKILLS.items():
+        assert cls.name == name
+        assert cls.features and len({f.name for f in cls.features}) == len(cls.features)
+        assert all(f.kind in FEATURE_KINDS and f.doc for f in cls.features)
+
+
+def test_mix_order_does_not_matter(tmp_path):
+    sizes = dict(n_train=30, n_val=7, n_test=7, n_ood=7)
+    a = only(copy=1.0, sort=1.0, dyck=1.0)
+    b = dict(reversed(list(a.items())))
+    one = build_datasets(make_cfg(tmp_path / "a", mix=a, **sizes))
+    two = build_datasets(make_cfg(tmp_path / "b", mix=b, **sizes))
+    for split in one.splits:
+        assert one.splits[split].to_dict() == two.splits[split].to_dict()

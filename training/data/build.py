@@ -5,17 +5,21 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from training.data.cache import config_hash, load_entry, save_entry
-from training.data.config import DataConfig, validate_data_config
+from training.data.config import DataConfig, data_config_from_dict, validate_data_config
 from training.data.suite import SuiteData, build_skill_datasets
 
 
-def build_datasets(cfg: DataConfig) -> SuiteData:
+def build_datasets(cfg: DataConfig | DictConfig | dict) -> SuiteData:
     """Splits and tokenizer for `cfg`, from the cache under cfg.cache_dir when a
     build of the same config is there, else built (and cached).
 
     skills: DatasetDict train / val / test / ood of one example per row.
     text: train / val / test of packed blocks (IterableDatasets when streaming)."""
+    if not isinstance(cfg, DataConfig):
+        cfg = data_config_from_dict(cfg)
     validate_data_config(cfg)
     if cfg.source == "text":
         from training.data.text import build_text_datasets

@@ -213,10 +213,9 @@ def validate_data_config(cfg: DataConfig, prefix: str = "data") -> None:
 def _validate_train_share(cfg: DataConfig, prefix: str) -> None:
     """Each skill's share of n_train must cover what it has to teach (facts: every fact)."""
     from training.data.skills import SKILLS
-    from training.data.suite import allocate
+    from training.data.suite import active_mix, allocate
 
-    active = {k: w for k, w in cfg.mix.items() if w > 0}
-    for name, n in allocate(cfg.n_train, active).items():
+    for name, n in allocate(cfg.n_train, active_mix(cfg)).items():
         need = SKILLS[name](cfg).min_train_examples()
         if n < need:
             raise ConfigError(

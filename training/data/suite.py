@@ -57,6 +57,12 @@ def suite_tokenizer(cfg: DataConfig, skills: list[Skill] | None = None) -> Token
     return build_word_tokenizer([s.name for s in skills], [w for s in skills for w in s.words()])
 
 
+def active_mix(cfg: DataConfig) -> dict[str, float]:
+    """The skills weighed above 0, in registry order whatever the order of `mix`
+    (the cache key ignores that order, so the data must too)."""
+    return {name: cfg.mix[name] for name in SKILLS if cfg.mix.get(name, 0) > 0}
+
+
 def allocate(n: int, weights: dict[str, float]) -> dict[str, int]:
     """Split n examples by weight, rounding by largest remainder (the counts sum to n)."""
     total = sum(weights.values())
@@ -102,9 +108,10 @@ def build_skill_datasets(cfg: DataConfig) -> SuiteData:
     feature_names = [f"{s.name}.{f.name}" for s in skills for f in s.features]
     kinds = [f.kind for s in skills for f in s.features]
 
-    active = {s.name: cfg.mix.get(s.name, 0.0) for s in skills if cfg.mix.get(s.name, 0.0) > 0}
+    active = active_mix(cfg)
     sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test, "ood": cfg.n_ood}
     by_name = {s.name: s for s in skills}
+    ids = {s.name: i for i, s in enumerate(skills)}
     used: dict[str, set[tuple[str, ...]]] = {name: set() for name in active}
     rows: dict[str, list[tuple[int, Example]]] = {}
     for split in SPLITS:
@@ -117,8 +124,7 @@ def build_skill_datasets(cfg: DataConfig) -> SuiteData:
             skill = by_name[name]
             exs = sample_split(skill, split, n, cfg.seed, used[name])
             used[name].update(tuple(ex.words) for ex in exs)
-            sid = list(SKILLS).index(name)
-            rows[split] += [(sid, ex) for ex in exs]
+            rows[split] += [(ids[name], ex) for ex in exs]
         random.Random(f"{cfg.seed}:shuffle:{split}").shuffle(rows[split])
 
     encoder = _Encoder(cfg, skills, vocab)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from training.data.config import DataConfig
 
 SPLITS = ("train", "val", "test", "ood")
-FEATURE_KINDS = ("bool", "int", "cat", "pos", "token")
+FEATURE_KINDS = ("bool", "int", "cat", "pos", "token")  # see Feature
 
 
 @dataclass(frozen=True)
