@@ -4,6 +4,7 @@ report runner on a tiny model."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -194,3 +195,192 @@ def test_kmeans_recovers_separated_blobs():
 def test_nmi_rejects_unknown_normalization():
     with pytest.raises(ValueError, match="normalization"):
         nmi(torch.ones(2, 2), normalization="max")
+
+
+# --- the runner on hand-built models -------------------------------------------------
+
+N_SKILLS, D = 4, 16  # skill s uses tokens 2s, 2s+1; residual dims 0..3 skill, 4..11 token
+
+
+def built_model(kind: str = "moe"):
+    """One block whose attention writes nothing. Token t of skill s embeds as
+    10 e_s + e_{4+t}. moe: the router sends skill s to expert s (k=1), and expert s
+    (ReLU) writes 10 x 10 x (token one-hot) into the dims of the *other* token of
+    its pair, so the model predicts the alternation 2s, 2s+1, 2s, ... only through
+    expert s. dense: hidden unit s fires on skill s (a one-hot of the skill)."""
+    from archs import FFNConfig, ModelConfig, MoEConfig, Transformer
+
+    moe = MoEConfig(n_experts=N_SKILLS, k=1, d_expert=8, expert_activation="relu")
+    ffn = FFNConfig(kind=kind, activation="gelu", d_ff=N_SKILLS, moe=moe)
+    cfg = ModelConfig(vocab_size=8, d_model=D, n_layers=1, n_heads=2, max_seq_len=16, ffn=ffn)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.zero_()
+        for t in range(8):
+            model.W_E.weight[t, t // 2] = 10.0
+            model.W_E.weight[t, 4 + t] = 1.0
+            model.W_U.weight[t, 4 + t] = 1.0
+        mlp = model.blocks[0].mlp
+        if kind == "moe":
+            for s in range(N_SKILLS):
+                mlp.W_router.weight[s, s] = 1.0
+                for t in (2 * s, 2 * s + 1):
+                    mlp.W_in.weight[s, 4 + t, t] = 10.0
+                    mlp.W_out.weight[s, t, 4 + (t ^ 1)] = 10.0
+        else:
+            for s in range(N_SKILLS):
+                mlp.W_in.weight[s, s] = 10.0
+    return model
+
+
+def built_batches(n_per_skill: int, seed: int):
+    """Alternating sequences of length 8, one skill per sequence; features:
+    'skill_copy' (= the skill), 'parity' (token % 2, balanced within each skill)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for s in range(N_SKILLS):
+        for _ in range(n_per_skill):
+            first = 2 * s + int(torch.randint(0, 2, (1,), generator=g))
+            rows.append(torch.tensor([first, first ^ 1] * 4))
+    ids = torch.stack(rows)
+    skill = (ids // 2).clone()
+    features = torch.stack([skill, ids % 2], dim=-1)
+    answer = torch.ones_like(ids)
+    answer[:, 0] = 0
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "answer_mask": answer,
+        "skill": skill,
+        "features": features,
+        "example_skill": skill[:, 0],
+    }
+    half = ids.shape[0] // 2
+    return [{k: v[:half] for k, v in batch.items()}, {k: v[half:] for k, v in batch.items()}]
+
+
+SKILLS = [f"skill{s}" for s in range(N_SKILLS)]
+
+
+def test_report_on_model_with_known_specialisation(tmp_path):
+    from analysis.moe_report import moe_report, skill_accuracy
+
+    model = built_model("moe")
+    val, test = built_batches(6, seed=0), built_batches(6, seed=1)
+    assert skill_accuracy(model, test, N_SKILLS).tolist() == [1.0] * N_SKILLS
+    report = moe_report(
+        model, val, SKILLS, ["skill_copy", "parity"], causal_batches=test, plot_dir=tmp_path
+    )
+    s, layer = report["summary"], report["layers"]["0"]
+    assert layer["grouping"] == "router"
+    assert s["interp.nmi_expert_skill"] == pytest.approx(1.0)
+    assert s["interp.purity"] == pytest.approx(1.0)
+    assert s["interp.load_cv"] == pytest.approx(0.0, abs=1e-12)  # equal examples per skill
+    assert s["interp.routing_entropy"] == pytest.approx(1.0)
+    assert s["interp.domain_specialization"] == pytest.approx(1.0)
+    assert layer["nmi_features"]["skill_copy"] == pytest.approx(1.0)
+    assert layer["nmi_features"]["parity"] == pytest.approx(0.0, abs=1e-12)
+    # tokens 2s, 2s+1 always go to expert s
+    assert s["interp.vocab_specialization"] == pytest.approx(1.0)
+    # causal: each skill's expert is found and ablating it removes that skill only
+    causal = report["causal"]
+    assert causal["experts"] == {f"skill{i}": {"0": [i]} for i in range(N_SKILLS)}
+    assert causal["drop"] == [[1.0 if i == j else 0.0 for j in range(4)] for i in range(4)]
+    assert s["interp.selectivity"] == pytest.approx(1.0)
+    assert s["interp.delta_target"] == 1.0 and s["interp.delta_others"] == 0.0
+    assert all(Path(p).stat().st_size > 0 for p in report["plots"])
+    # mean ablation: the ablated expert's output is its mean over both tokens of
+    # its skill, which favours neither, so the prediction is back to the input token
+    mean_report = moe_report(model, val, SKILLS, causal_batches=test, ablation="mean")
+    assert mean_report["causal"]["drop"] == causal["drop"]
+    # router saturation against itself is 1; against another routing lower
+    same = moe_report(model, val, SKILLS, reference_model=model)
+    assert same["summary"]["interp.router_saturation"] == 1.0
+
+
+def test_report_dense_baseline_uses_kmeans_clusters():
+    from analysis.moe_report import moe_report
+
+    model = built_model("dense")
+    report = moe_report(
+        model, built_batches(6, seed=0), SKILLS, ["skill_copy", "parity"], n_clusters=4
+    )
+    layer = report["layers"]["0"]
+    assert layer["grouping"] == "kmeans" and layer["n_groups"] == 4
+    # hook_post is a one-hot of the skill: k-means recovers the skills exactly
+    assert report["summary"]["interp.nmi_expert_skill"] == pytest.approx(1.0)
+    assert layer["nmi_features"]["parity"] == pytest.approx(0.0, abs=1e-12)
+    assert report["causal"] is None and "interp.selectivity" not in report["summary"]
+
+
+def test_report_end_to_end_on_skill_suite(tmp_path):
+    from analysis.moe import contingency, nmi
+    from analysis.moe_report import moe_report
+    from archs import FFNConfig, ModelConfig, MoEConfig, Transformer
+    from training.data import DataConfig, build_datasets, collate
+
+    data = build_datasets(
+        DataConfig(n_train=3000, n_val=96, n_test=96, n_ood=8, cache_dir=str(tmp_path / "data"))
+    )
+
+    def batches(split):
+        rows = data.splits[split]
+        return [collate([rows[i] for i in range(j, j + 32)], data.pad_id) for j in (0, 32, 64)]
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        vocab_size=data.tokenizer.get_vocab_size(),
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        max_seq_len=128,
+        ffn=FFNConfig(kind="moe", moe=MoEConfig(n_experts=8, k=2, d_expert=16)),
+    )
+    model = Transformer(cfg)
+    val, test = batches("val"), batches("test")
+    report = moe_report(
+        model, val, data.skill_names, data.feature_names, causal_batches=test, plot_dir=tmp_path
+    )
+    S = len(data.skill_names)
+    summary = report["summary"]
+    for key in (
+        "nmi_expert_skill",
+        "nmi_expert_features",
+        "purity",
+        "load_cv",
+        "routing_entropy",
+        "router_entropy",
+        "domain_specialization",
+        "vocab_specialization",
+        "selectivity",
+        "delta_target",
+        "delta_others",
+    ):
+        assert isinstance(summary[f"interp.{key}"], float), key
+    # the same NMI recomputed straight from the hooks, on the tokens that have a skill
+    nmis = []
+    for i in (0, 1):
+        layer = report["layers"][str(i)]
+        assert sum(layer["load"]) == pytest.approx(1.0) and len(layer["load"]) == 8
+        idx, skill = [], []
+        for b in val:
+            _, cache = model.run_with_cache(
+                b["input_ids"], attention_mask=b["attention_mask"], names_filter="*expert_indices"
+            )
+            keep = b["skill"] >= 0
+            idx.append(cache["expert_indices", i][keep])
+            skill.append(b["skill"][keep])
+        want = nmi(contingency(torch.cat(idx), torch.cat(skill), 8, S))
+        assert layer["nmi_skill"] == pytest.approx(want, rel=1e-9)
+        nmis.append(want)
+        assert set(layer["nmi_features"]) <= set(data.feature_names)
+    assert summary["interp.nmi_expert_skill"] == pytest.approx(sum(nmis) / 2)
+    causal = report["causal"]
+    assert len(causal["drop"]) == S and all(len(r) == S for r in causal["drop"])
+    for per_layer in causal["experts"].values():
+        assert all(len(es) == 2 for es in per_layer.values())  # k experts per layer
+    gaps = [t - o for t, o in zip(causal["delta_target"], causal["delta_others"]) if t is not None]
+    assert summary["interp.selectivity"] == pytest.approx(sum(gaps) / len(gaps))
+    assert len(report["plots"]) == 2

@@ -1,0 +1,354 @@
+"""Expert specialisation report: routing collected from a model on skill-suite
+batches, the metrics of analysis.moe per layer, causal selectivity, plots.
+
+    from analysis.moe_report import moe_report
+    report = moe_report(model, val_batches, data.skill_names, data.feature_names,
+                        causal_batches=test_batches, plot_dir="out/")
+    report["summary"]          # {"interp.nmi_expert_skill": ..., "interp.selectivity": ...}
+
+Batches are the dicts of training.data.collate: input_ids, attention_mask,
+answer_mask, skill (B, T; -1 on padding), features (B, T, F; -1 where not
+applicable). A token enters the routing statistics when its skill is >= 0.
+
+MoE layers are grouped by the router (each token-slot to its expert). Dense layers
+get the comparison point: their hidden activations (`blocks.i.mlp.hook_post`)
+clustered by k-means into as many clusters as the MoE has experts, the same
+metrics computed on the clusters; so "specialised" means more than what a dense
+model's neurons already separate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from analysis.moe import (
+    coactivation,
+    contingency,
+    domain_specialization,
+    expert_load,
+    kmeans,
+    load_cv,
+    mean_purity,
+    nmi,
+    purity,
+    router_saturation,
+    router_token_entropy,
+    routing_entropy,
+    selectivity,
+    skill_experts,
+    specialization_score,
+    vocab_specialization,
+)
+from archs.dense import DenseMLP
+from archs.moe import MoE, ablate_experts, expert_means
+
+
+@dataclass
+class Routing:
+    """What one pass over the batches leaves, for the N tokens with a skill."""
+
+    indices: dict[int, Tensor] = field(default_factory=dict)  # layer -> (N, k) experts
+    logits: dict[int, Tensor] = field(default_factory=dict)  # layer -> (N, E) router logits
+    hidden: dict[int, Tensor] = field(default_factory=dict)  # dense layer -> (N, d_ff)
+    skill: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (N,)
+    features: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.long))
+    tokens: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (N,)
+
+
+def _layers(model) -> tuple[list[int], list[int]]:
+    moe = [i for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)]
+    dense = [i for i, b in enumerate(model.blocks) if isinstance(b.mlp, DenseMLP)]
+    return moe, dense
+
+
+@torch.no_grad()
+def collect_routing(
+    model, batches: Iterable[Mapping[str, Tensor]], max_tokens: int | None = None
+) -> Routing:
+    """Run the model over the batches, caching only the router hooks (MoE layers)
+    and `mlp.hook_post` (dense layers), for the tokens whose skill is >= 0."""
+    moe_layers, dense_layers = _layers(model)
+    names = [
+        f"blocks.{i}.mlp.hook_{h}" for i in moe_layers for h in ("router_logits", "expert_indices")
+    ]
+    names += [f"blocks.{i}.mlp.hook_post" for i in dense_layers]
+    parts: dict[str, list[Tensor]] = {}
+    n = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            keep = batch["skill"] >= 0  # (B, T)
+            ids = batch["input_ids"].to(model.device)
+            mask = batch.get("attention_mask")
+            _, cache = model.run_with_cache(
+                ids,
+                attention_mask=None if mask is None else mask.to(model.device),
+                names_filter=names,
+            )
+            for name in names:
+                parts.setdefault(name, []).append(cache[name][keep.to(model.device)].cpu())
+            parts.setdefault("skill", []).append(batch["skill"][keep])
+            parts.setdefault("features", []).append(batch["features"][keep])
+            parts.setdefault("tokens", []).append(batch["input_ids"][keep])
+            n += int(keep.sum())
+            if max_tokens is not None and n >= max_tokens:
+                break
+    finally:
+        model.train(was_training)
+    if not parts:
+        raise ValueError("collect_routing: no batches")
+    cat = {k: torch.cat(v)[:max_tokens] for k, v in parts.items()}
+    r = Routing(skill=cat["skill"], features=cat["features"], tokens=cat["tokens"])
+    for i in moe_layers:
+        r.indices[i] = cat[f"blocks.{i}.mlp.hook_expert_indices"]
+        r.logits[i] = cat[f"blocks.{i}.mlp.hook_router_logits"].float()
+    for i in dense_layers:
+        r.hidden[i] = cat[f"blocks.{i}.mlp.hook_post"].float()
+    return r
+
+
+def layer_metrics(
+    indices: Tensor,
+    n_groups: int,
+    skill: Tensor,
+    n_skills: int,
+    features: Tensor | None = None,
+    feature_names: Sequence[str] = (),
+    tokens: Tensor | None = None,
+    vocab_size: int | None = None,
+    logits: Tensor | None = None,
+    min_token_count: int = 10,
+) -> dict:
+    """Every routing metric of one layer from its (N, k) groups (experts or clusters)."""
+    counts = contingency(indices, skill, n_groups, n_skills)  # (E, S)
+    load = expert_load(indices, n_groups)
+    share = counts / counts.sum(1, keepdim=True).clamp_min(1)  # P(skill | expert)
+    spec = domain_specialization(indices, skill, n_groups, n_skills)
+    out = {
+        "n_groups": n_groups,
+        "load": load.tolist(),
+        "load_cv": load_cv(load),
+        "routing_entropy": routing_entropy(load),
+        "nmi_skill": nmi(counts),
+        "nmi_skill_label_norm": nmi(counts, normalization="label"),
+        "purity": purity(counts).tolist(),
+        "mean_purity": mean_purity(counts),
+        "expert_skill_share": share.tolist(),
+        "domain_specialization": spec.tolist(),
+        "domain_specialization_score": specialization_score(spec),
+        "coactivation": coactivation(indices, n_groups).tolist() if indices.shape[1] > 1 else None,
+    }
+    if logits is not None:
+        out["router_entropy"] = router_token_entropy(logits)
+    if tokens is not None and vocab_size:
+        vspec, occ = vocab_specialization(indices, tokens, n_groups, vocab_size)
+        out["vocab_specialization_score"] = specialization_score(vspec, occ >= min_token_count)
+    out["nmi_features"] = {}
+    if features is not None:
+        for f, name in enumerate(feature_names):
+            values = features[:, f]
+            if (values >= 0).sum() < 2:
+                continue
+            c = contingency(indices, values, n_groups, int(values.max()) + 1)
+            out["nmi_features"][name] = nmi(c)
+    return out
+
+
+@torch.no_grad()
+def skill_accuracy(model, batches: Iterable[Mapping[str, Tensor]], n_skills: int) -> Tensor:
+    """(n_skills,) share of answer tokens predicted right under teacher forcing:
+    logits[:, :-1].argmax(-1) == input_ids[:, 1:] where answer_mask[:, 1:] is 1,
+    grouped by the answer token's skill. nan for a skill with no answer token."""
+    right = torch.zeros(n_skills, dtype=torch.float64)
+    total = torch.zeros(n_skills, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            ids = batch["input_ids"].to(model.device)
+            mask = batch.get("attention_mask")
+            logits = model(ids, attention_mask=None if mask is None else mask.to(model.device))
+            ok = (logits[:, :-1].argmax(-1) == ids[:, 1:]).cpu()
+            ans = batch["answer_mask"][:, 1:].bool() & (batch["skill"][:, 1:] >= 0)
+            sk = batch["skill"][:, 1:][ans]
+            right += torch.bincount(sk, weights=ok[ans].double(), minlength=n_skills)[:n_skills]
+            total += torch.bincount(sk, minlength=n_skills)[:n_skills].double()
+    finally:
+        model.train(was_training)
+    return torch.where(total > 0, right / total.clamp_min(1), float("nan"))
+
+
+def causal_specialization(
+    model,
+    selection: Routing,
+    causal_batches: Sequence[Mapping[str, Tensor]],
+    skill_names: Sequence[str],
+    n_per_skill: int | None = None,
+    mode: str = "zero",
+    means: Mapping[int, Tensor] | None = None,
+) -> dict:
+    """For each skill: choose, in every MoE layer, the `n_per_skill` experts it uses
+    more than the other skills do (on the selection routing), ablate them, and
+    measure on `causal_batches` the accuracy drop on every skill.
+
+    Returns experts {skill: {layer: [e, ...]}}, base_accuracy (S,), drop (S, S)
+    (row: whose experts were ablated; column: skill measured), delta_target,
+    delta_others and selectivity (analysis.moe.selectivity)."""
+    S = len(skill_names)
+    moes = {i: b.mlp for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)}
+    chosen = {
+        i: skill_experts(selection.indices[i], selection.skill, m.n_experts, S, n_per_skill or m.k)
+        for i, m in moes.items()
+    }
+    base = skill_accuracy(model, causal_batches, S)
+    drop = torch.full((S, S), float("nan"), dtype=torch.float64)
+    experts: dict[str, dict[int, list[int]]] = {}
+    for s, name in enumerate(skill_names):
+        if not (selection.skill == s).any():
+            continue  # no routing seen for this skill: nothing to choose
+        ablate = {i: chosen[i][s].tolist() for i in moes}
+        experts[name] = ablate
+        with ablate_experts(model, ablate, mode=mode, means=means):
+            drop[s] = base - skill_accuracy(model, causal_batches, S)
+    sel = selectivity(drop)
+    return {
+        "mode": mode,
+        "experts": experts,
+        "base_accuracy": base.tolist(),
+        "drop": drop.tolist(),
+        "delta_target": sel["delta_target"].tolist(),
+        "delta_others": sel["delta_others"].tolist(),
+        "selectivity": sel["score"],
+    }
+
+
+def _mean(values: Iterable[float]) -> float:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _clean(x):
+    """JSON-safe: nan -> None, tensors -> lists, int keys -> str."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, Tensor):
+        return _clean(x.tolist())
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
+def moe_report(
+    model,
+    batches: Iterable[Mapping[str, Tensor]],
+    skill_names: Sequence[str],
+    feature_names: Sequence[str] = (),
+    *,
+    causal_batches: Iterable[Mapping[str, Tensor]] | None = None,
+    n_per_skill: int | None = None,
+    ablation: str = "zero",
+    reference_model=None,
+    n_clusters: int | None = None,
+    max_tokens: int | None = 50_000,
+    plot_dir: str | Path | None = None,
+    seed: int = 0,
+) -> dict:
+    """Expert specialisation of `model` on held-out skill-suite batches.
+
+    batches: the split the routing statistics (and the choice of each skill's
+    experts) come from; causal_batches: another split, where ablating those experts
+    is scored (omit to skip the causal part). n_per_skill: experts ablated per skill
+    and layer (default k). ablation: "zero" or "mean" (means over `batches`).
+    reference_model: another checkpoint of the same model, for router saturation.
+    n_clusters: k-means clusters for dense layers (default: the experts of the
+    model's first MoE layer, else 16). plot_dir: write expert_skill.png and
+    selectivity.png there.
+
+    Returns {"summary": {"interp.<metric>": float}, "layers": {layer: metrics},
+    "causal": {...} or None, "plots": [paths]}; JSON-safe (nan as None).
+    Summary numbers are means over the analysed layers.
+    """
+    batches = list(batches)
+    S = len(skill_names)
+    routing = collect_routing(model, batches, max_tokens)
+    moe_layers, dense_layers = _layers(model)
+    if not moe_layers and not dense_layers:
+        raise ValueError("moe_report: the model has neither MoE nor dense MLP layers")
+    if n_clusters is None:
+        n_clusters = model.blocks[moe_layers[0]].mlp.n_experts if moe_layers else 16
+    vocab = model.cfg.vocab_size
+    layers: dict[int, dict] = {}
+    groups: dict[int, Tensor] = {}
+    for i in moe_layers:
+        groups[i] = routing.indices[i]
+        m = layer_metrics(
+            routing.indices[i], model.blocks[i].mlp.n_experts, routing.skill, S,
+            routing.features, feature_names, routing.tokens, vocab, routing.logits[i],
+        )  # fmt: skip
+        layers[i] = {"grouping": "router", **m}
+    for i in dense_layers:
+        clusters = kmeans(routing.hidden[i], n_clusters, seed=seed)[:, None]
+        groups[i] = clusters
+        m = layer_metrics(
+            clusters, n_clusters, routing.skill, S,
+            routing.features, feature_names, routing.tokens, vocab,
+        )  # fmt: skip
+        layers[i] = {"grouping": "kmeans", **m}
+    if reference_model is not None and moe_layers:
+        ref = collect_routing(reference_model, batches, max_tokens)
+        for i in moe_layers:
+            if i in ref.indices:
+                layers[i]["router_saturation"] = router_saturation(
+                    ref.indices[i], routing.indices[i]
+                )
+
+    causal = None
+    if causal_batches is not None and moe_layers:
+        means = expert_means(model, batches, moe_layers) if ablation == "mean" else None
+        causal = causal_specialization(
+            model, routing, list(causal_batches), skill_names, n_per_skill, ablation, means
+        )
+
+    ls = [layers[i] for i in sorted(layers)]
+    summary = {
+        "interp.nmi_expert_skill": _mean(x["nmi_skill"] for x in ls),
+        "interp.nmi_expert_features": _mean(_mean(x["nmi_features"].values()) for x in ls),
+        "interp.purity": _mean(x["mean_purity"] for x in ls),
+        "interp.load_cv": _mean(x["load_cv"] for x in ls),
+        "interp.routing_entropy": _mean(x["routing_entropy"] for x in ls),
+        "interp.domain_specialization": _mean(x["domain_specialization_score"] for x in ls),
+        "interp.vocab_specialization": _mean(x.get("vocab_specialization_score") for x in ls),
+    }
+    if moe_layers:
+        summary["interp.router_entropy"] = _mean(layers[i]["router_entropy"] for i in moe_layers)
+    if any("router_saturation" in x for x in ls):
+        summary["interp.router_saturation"] = _mean(x.get("router_saturation") for x in ls)
+    if causal is not None:
+        summary["interp.selectivity"] = causal["selectivity"]
+        summary["interp.delta_target"] = _mean(causal["delta_target"])
+        summary["interp.delta_others"] = _mean(causal["delta_others"])
+
+    plots = []
+    if plot_dir is not None:
+        from analysis.moe_plots import plot_expert_skill, plot_selectivity
+
+        plot_dir = Path(plot_dir)
+        shares = {i: torch.tensor(layers[i]["expert_skill_share"]) for i in layers}
+        kind = "expert" if moe_layers else "k-means cluster of mlp.hook_post"
+        plot_expert_skill(shares, skill_names, plot_dir / "expert_skill.png", ylabel=kind)
+        plots.append(str(plot_dir / "expert_skill.png"))
+        if causal is not None:
+            plot_selectivity(
+                torch.tensor(causal["drop"]), skill_names, plot_dir / "selectivity.png"
+            )
+            plots.append(str(plot_dir / "selectivity.png"))
+    return _clean({"summary": summary, "layers": layers, "causal": causal, "plots": plots})
