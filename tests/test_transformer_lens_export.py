@@ -103,13 +103,18 @@ def test_patching_through_tl_name_changes_the_same_way(gqa_pair):
     torch.testing.assert_close(theirs, ours, atol=ATOL, rtol=0)
 
 
-def test_tokenizer_comes_along():
+def _word_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    words = ["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(28)]
+    words = ["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(vocab_size - 4)]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    model = random_model(ModelConfig(vocab_size=len(words), n_layers=1))
+    return tok
+
+
+def test_tokenizer_comes_along():
+    tok = _word_tokenizer(32)
+    model = random_model(ModelConfig(vocab_size=32, n_layers=1))
     model.tokenizer = tok
     bridge = to_transformer_lens(model)
     ids = bridge.to_tokens("w5 w7", prepend_bos=False)[0].tolist()
@@ -123,3 +128,21 @@ def test_refuses_non_dense():
         ExportError, match="^cannot export to transformer-lens: model.ffn.activation"
     ):
         to_transformer_lens(gelu)
+
+
+def test_exported_dir_boots_in_tl(tmp_path, monkeypatch):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from archs import save_pretrained
+    from archs.export import export_transformer_lens
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the directory must be enough
+    model = random_model(ModelConfig(vocab_size=40, n_layers=2, n_kv_heads=2, init_std=0.08))
+    model.tokenizer = _word_tokenizer(40)
+    save_pretrained(model, tmp_path / "ckpt")
+    out = export_transformer_lens(str(tmp_path / "ckpt"), tmp_path / "tl")
+    bridge = TransformerBridge.boot_transformers(str(out), device="cpu")
+    x = torch.randint(0, 40, (2, 7), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(bridge(x), model(x), atol=ATOL, rtol=0)
+    assert bridge.to_tokens("w1 w2")[0].tolist() == [1, 5, 6]  # TL prepends <bos>

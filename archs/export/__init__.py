@@ -3,7 +3,9 @@
 - `to_hf_llama(model)` / `from_hf_llama(hf_model)`: HF transformers' LlamaForCausalLM;
   `export_hf(model_or_checkpoint, out_dir)` writes a `from_pretrained` directory.
 - `to_transformer_lens(model)`: a TransformerLens TransformerBridge (TL 4 has no
-  HookedTransformer), with `TL_HOOK_NAMES` mapping our hook names onto its.
+  HookedTransformer), with `TL_HOOK_NAMES` mapping our hook names onto its;
+  `export_transformer_lens(model_or_checkpoint, out_dir)` writes a directory that
+  `TransformerBridge.boot_transformers(out_dir)` loads.
 
 The peers (transformers, transformer-lens) are optional extras, imported only when a
 converter runs.
@@ -11,12 +13,18 @@ converter runs.
 
 from archs.export.errors import ExportError
 from archs.export.hf import export_hf, from_hf_llama, hf_llama_config, to_hf_llama
-from archs.export.transformer_lens import TL_HOOK_NAMES, tl_hook_name, to_transformer_lens
+from archs.export.transformer_lens import (
+    TL_HOOK_NAMES,
+    export_transformer_lens,
+    tl_hook_name,
+    to_transformer_lens,
+)
 
 __all__ = [
     "TL_HOOK_NAMES",
     "ExportError",
     "export_hf",
+    "export_transformer_lens",
     "from_hf_llama",
     "hf_llama_config",
     "tl_hook_name",

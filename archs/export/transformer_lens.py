@@ -21,11 +21,13 @@ own `blocks.{i}.hook_mlp_in`, which sits before ln2. `TL_HOOK_NAMES` is the tabl
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
+from pathlib import Path
 
 from archs.export.errors import llama_ffn, require
-from archs.export.hf import hf_tokenizer, to_hf_llama
+from archs.export.hf import export_hf, hf_tokenizer, to_hf_llama
 from archs.transformer import Transformer
 
 TARGET = "transformer-lens"
@@ -102,3 +104,21 @@ def to_transformer_lens(model: Transformer):
             model_name=model.cfg.name,
         )
     return bridge.eval()
+
+
+def export_transformer_lens(
+    model_or_checkpoint: Transformer | str | os.PathLike, out_dir: str | os.PathLike
+) -> Path:
+    """Write a directory that TransformerLens loads offline:
+    `TransformerBridge.boot_transformers(out_dir)` (TL >= 4 boots HF directories).
+
+    It is the HF export (archs.export.export_hf: config.json, model.safetensors,
+    tokenizer files), checked first against what the TL export supports. Returns
+    out_dir as a Path; ExportError for a model that is not a dense SwiGLU Llama.
+    """
+    if isinstance(model_or_checkpoint, str | os.PathLike):
+        from archs.checkpoint import load_pretrained
+
+        model_or_checkpoint = load_pretrained(model_or_checkpoint)
+    llama_ffn(model_or_checkpoint.cfg, TARGET)
+    return export_hf(model_or_checkpoint, out_dir)
