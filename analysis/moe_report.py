@@ -275,7 +275,10 @@ def moe_report(
 
     Returns {"summary": {"interp.<metric>": float}, "layers": {layer: metrics},
     "causal": {...} or None, "plots": [paths]}; JSON-safe (nan as None).
-    Summary numbers are means over the analysed layers.
+    Summary numbers are means over the analysed layers. nmi_expert_skill is the
+    arithmetic-normalised NMI over token-slots (k > 1 caps it below 1);
+    nmi_expert_skill_label = I / H(skill) is not capped by k, the fairer one
+    against the dense baseline's one-cluster-per-token k-means.
     """
     batches = list(batches)
     S = len(skill_names)
@@ -321,6 +324,7 @@ def moe_report(
     ls = [layers[i] for i in sorted(layers)]
     summary = {
         "interp.nmi_expert_skill": _mean(x["nmi_skill"] for x in ls),
+        "interp.nmi_expert_skill_label": _mean(x["nmi_skill_label_norm"] for x in ls),
         "interp.nmi_expert_features": _mean(_mean(x["nmi_features"].values()) for x in ls),
         "interp.purity": _mean(x["mean_purity"] for x in ls),
         "interp.load_cv": _mean(x["load_cv"] for x in ls),

@@ -352,3 +352,24 @@ def test_model_trains_and_round_trips(tmp_path, router):
     loaded = load_pretrained(path)
     assert isinstance(loaded.blocks[0].mlp, MoE)
     torch.testing.assert_close(loaded(tokens), model(tokens), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("impl", ["eager", "grouped_mm"])
+def test_parity_with_hf_mixtral_sparse_block(impl):
+    mixtral = pytest.importorskip("transformers.models.mixtral.modeling_mixtral")
+    from transformers import MixtralConfig
+
+    torch.manual_seed(14)
+    moe = make_moe(32, n_experts=8, k=2, d_expert=16)
+    cfg = MixtralConfig(
+        hidden_size=32, intermediate_size=16, num_local_experts=8, num_experts_per_tok=2
+    )
+    cfg._experts_implementation = impl
+    hf = mixtral.MixtralSparseMoeBlock(cfg)
+    with torch.no_grad():  # HF stores (E, out, in) with [gate; up] stacked
+        hf.gate.weight.copy_(moe.W_router.weight)
+        gate_up = torch.cat([moe.W_gate.weight, moe.W_in.weight], dim=-1)
+        hf.experts.gate_up_proj.copy_(gate_up.transpose(1, 2))
+        hf.experts.down_proj.copy_(moe.W_out.weight.transpose(1, 2))
+    x = torch.randn(2, 9, 32)
+    torch.testing.assert_close(moe(x), hf(x), atol=1e-6, rtol=1e-5)

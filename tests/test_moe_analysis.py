@@ -276,6 +276,7 @@ def test_report_on_model_with_known_specialisation(tmp_path):
     s, layer = report["summary"], report["layers"]["0"]
     assert layer["grouping"] == "router"
     assert s["interp.nmi_expert_skill"] == pytest.approx(1.0)
+    assert s["interp.nmi_expert_skill_label"] == pytest.approx(1.0)
     assert s["interp.purity"] == pytest.approx(1.0)
     assert s["interp.load_cv"] == pytest.approx(0.0, abs=1e-12)  # equal examples per skill
     assert s["interp.routing_entropy"] == pytest.approx(1.0)
@@ -347,6 +348,7 @@ def test_report_end_to_end_on_skill_suite(tmp_path):
     summary = report["summary"]
     for key in (
         "nmi_expert_skill",
+        "nmi_expert_skill_label",
         "nmi_expert_features",
         "purity",
         "load_cv",
