@@ -23,8 +23,10 @@ the helpers only look for hook names (an MoE layer is one that has
 `blocks.{i}.mlp.hook_latents`).
 
 Clean and corrupted inputs must have the same shape (and the same padding): a
-position means the same slot in both. Each patch is one forward pass of the
-corrupted batch; `metric(logits) -> scalar` reduces over the batch.
+position means the same slot in both. `metric(logits) -> scalar` reduces over
+the batch. Each patch is a run of the corrupted batch; a sweep stacks several
+patched copies of it into one forward pass (up to `max_rows` rows) when the
+model computes every row on its own, which `rows_independent` checks first.
 """
 
 from __future__ import annotations
@@ -127,6 +129,42 @@ def run_with_patches(
 
 
 @torch.no_grad()
+def rows_independent(model, tokens: Tensor, attention_mask: Tensor | None = None) -> bool:
+    """Whether each row of a batch is computed on its own: the logits of `tokens`
+    alone equal their logits next to other rows. False for a model with a
+    batch-level operation (a BatchTopK transcoder choosing its top k*N over the
+    batch), where patches must not share a forward pass."""
+    g = torch.Generator().manual_seed(0)
+    other = torch.randint(0, model.cfg.vocab_size, tokens.shape, generator=g).to(tokens.device)
+    mask = None if attention_mask is None else torch.cat([attention_mask, attention_mask])
+    alone = model(tokens, attention_mask=attention_mask).float()
+    joint = model(torch.cat([tokens, other]), attention_mask=mask)[: len(tokens)].float()
+    return torch.allclose(alone, joint, rtol=1e-4, atol=1e-4 * float(alone.abs().max()))
+
+
+def _stacked_hooks(per_copy: list[Sequence[Hook]], B: int) -> list[Hook]:
+    """Hooks for a batch of stacked copies of the corrupted input: copy j (rows
+    j*B .. (j+1)*B) gets the hooks per_copy[j], applied to its rows only."""
+    by_name: dict[str, list[tuple[int, HookFn]]] = {}
+    for j, hooks in enumerate(per_copy):
+        for name, fn in hooks:
+            by_name.setdefault(name, []).append((j, fn))
+
+    def combined(entries: list[tuple[int, HookFn]]) -> HookFn:
+        def fn(act: Tensor, hook) -> Tensor:
+            out = act.clone()
+            for j, f in entries:
+                res = f(act[j * B : (j + 1) * B], hook)
+                if res is not None:
+                    out[j * B : (j + 1) * B] = res
+            return out
+
+        return fn
+
+    return [(name, combined(entries)) for name, entries in by_name.items()]
+
+
+@torch.no_grad()
 def patch_sweep(
     model,
     corrupted_tokens: Tensor,  # (B, T)
@@ -138,13 +176,35 @@ def patch_sweep(
     dims: tuple[str, ...],
     attention_mask: Tensor | None = None,
     normalise_scores: bool = True,
+    max_rows: int | None = 256,
 ) -> PatchingResult:
     """Run the corrupted input once per grid cell with the hooks `sites(cell)`
-    returns; gather the metric into a grid of `shape`."""
+    returns; gather the metric into a grid of `shape`.
+
+    Several cells share a forward pass as stacked copies of the corrupted batch
+    (up to `max_rows` rows), each copy patched on its own rows and scored by
+    `metric` on its own logits; this is exact when rows do not interact
+    (checked with `rows_independent`, else one cell per pass). max_rows=None:
+    always one cell per pass."""
+    B = len(corrupted_tokens)
+    cells = list(itertools.product(*(range(n) for n in shape)))
+    per_pass = 1
+    if max_rows is not None and max_rows >= 2 * B and len(cells) > 1:
+        if rows_independent(model, corrupted_tokens, attention_mask):
+            per_pass = max_rows // B
     patched = torch.empty(shape, dtype=torch.float64)
-    for cell in itertools.product(*(range(n) for n in shape)):
-        logits = run_with_patches(model, corrupted_tokens, sites(cell), attention_mask)
-        patched[cell] = metric_value(metric, logits)
+    for start in range(0, len(cells), per_pass):
+        chunk = cells[start : start + per_pass]
+        n = len(chunk)
+        if n == 1:
+            logits = run_with_patches(model, corrupted_tokens, sites(chunk[0]), attention_mask)
+            patched[chunk[0]] = metric_value(metric, logits)
+            continue
+        hooks = _stacked_hooks([sites(cell) for cell in chunk], B)
+        mask = None if attention_mask is None else attention_mask.repeat(n, 1)
+        logits = run_with_patches(model, corrupted_tokens.repeat(n, 1), hooks, mask)
+        for j, cell in enumerate(chunk):
+            patched[cell] = metric_value(metric, logits[j * B : (j + 1) * B])
     scores = normalise(patched, clean, corrupted) if normalise_scores else patched.clone()
     return PatchingResult(scores.float(), patched.float(), clean, corrupted, dims)
 
@@ -161,6 +221,7 @@ def activation_patching(
     dims: tuple[str, ...],
     attention_mask: Tensor | None = None,
     normalise_scores: bool = True,
+    max_rows: int | None = 256,
 ) -> PatchingResult:
     """The generic sweep: cache `hook_names` on the clean input, then for every
     cell of `shape` run the corrupted input with `sites(cell, clean_cache)`.
@@ -188,6 +249,7 @@ def activation_patching(
         dims,
         attention_mask,
         normalise_scores,
+        max_rows,
     )
 
 
@@ -200,6 +262,7 @@ def patch_slices(
     indices: Sequence,
     attention_mask: Tensor | None = None,
     normalise_scores: bool = True,
+    max_rows: int | None = 256,
 ) -> PatchingResult:
     """Patch each of `indices` of one hook point in turn: result (len(indices),).
 
@@ -217,6 +280,7 @@ def patch_slices(
         ("slice",),
         attention_mask,
         normalise_scores,
+        max_rows,
     )
 
 
@@ -228,6 +292,7 @@ def patch_residual(
     hook: str = "resid_pre",
     attention_mask: Tensor | None = None,
     normalise_scores: bool = True,
+    max_rows: int | None = 256,
 ) -> PatchingResult:
     """Patch one block output at one position: (n_layers, n_pos).
 
@@ -248,6 +313,7 @@ def patch_residual(
         ("layer", "pos"),
         attention_mask,
         normalise_scores,
+        max_rows,
     )
 
 
@@ -269,6 +335,7 @@ def patch_heads(
     by_position: bool = False,
     attention_mask: Tensor | None = None,
     normalise_scores: bool = True,
+    max_rows: int | None = 256,
 ) -> PatchingResult:
     """Patch one head's output `blocks.{l}.attn.hook_z[:, :, h]` (before W_O).
 
@@ -288,6 +355,7 @@ def patch_heads(
             ("layer", "head", "pos"),
             attention_mask,
             normalise_scores,
+            max_rows,
         )
     return activation_patching(
         model,
@@ -300,6 +368,7 @@ def patch_heads(
         ("layer", "head"),
         attention_mask,
         normalise_scores,
+        max_rows,
     )
 
 
@@ -318,6 +387,7 @@ def patch_latents(
     latents: Sequence[int] | None = None,
     attention_mask: Tensor | None = None,
     normalise_scores: bool = True,
+    max_rows: int | None = 256,
 ) -> PatchingResult:
     """Patch one transcoder latent `blocks.{layer}.mlp.hook_latents[..., j]` at
     every position: (len(latents),). latents=None takes the latents whose value
@@ -337,6 +407,7 @@ def patch_latents(
         [(Ellipsis, j) for j in latents],
         attention_mask,
         normalise_scores,
+        max_rows,
     )
     result.dims = ("latent",)
     result.labels = {"latent": [str(j) for j in latents]}
@@ -482,7 +553,7 @@ def plot_patching(
         ylabel=rows,
         xticklabels=result.labels.get(cols, xticklabels),
         yticklabels=result.labels.get(rows),
-        cbar_label="(patched - corrupted) / (clean - corrupted)",
+        cbar_label="normalised effect",
         path=path,
     )
 

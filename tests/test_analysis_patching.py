@@ -22,10 +22,22 @@ from analysis.patching import (
     patch_slices,
     patch_sweep,
     plot_patching,
+    rows_independent,
     run_with_patches,
     slice_patch,
 )
 from archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run thousands of small ops: one CPU thread is much faster than
+    several contending for a shared machine (the results do not depend on it)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 V, T, P_STAR, TARGET = 37, 7, 3, 5
 FFNS = {
@@ -262,6 +274,34 @@ def test_patch_latents_closed_forms():
     assert float(res.patched[0]) == pytest.approx(float(metric(ref)), rel=1e-5, abs=1e-5)
     with pytest.raises(KeyError, match="transcoder"):
         patch_latents(tiny(FFNS["dense"]), clean, corrupted, metric, layer=1)
+
+
+@torch.no_grad()
+def test_stacked_passes_equal_one_patch_per_pass(model):
+    clean, corrupted = pair(3)
+    for fn in (patch_residual, patch_heads):
+        stacked = fn(model, clean, corrupted, metric, max_rows=64)
+        single = fn(model, clean, corrupted, metric, max_rows=None)
+        torch.testing.assert_close(stacked.patched, single.patched, rtol=1e-5, atol=1e-5)
+    assert rows_independent(model, corrupted)
+
+
+@torch.no_grad()
+def test_batch_coupled_model_is_patched_one_cell_at_a_time():
+    """A BatchTopK transcoder without a threshold yet keeps the top k*N over the
+    whole batch: rows interact, so stacking patched copies would change them."""
+    ffn = FFNConfig(
+        kind="transcoder", transcoder=TranscoderConfig(d_latent=48, k=4, activation="batchtopk")
+    )
+    model = tiny(ffn)
+    clean, corrupted = pair()
+    assert not rows_independent(model, corrupted)
+    res = patch_residual(model, clean, corrupted, metric)
+    _, cache = model.run_with_cache(clean, names_filter="blocks.1.hook_resid_pre")
+    ref = run_with_patches(
+        model, corrupted, [slice_patch("blocks.1.hook_resid_pre", (slice(None), 2), cache)]
+    )
+    assert float(res.patched[1, 2]) == pytest.approx(float(metric(ref)), rel=1e-5, abs=1e-5)
 
 
 def test_patch_sweep_shapes_and_plot(tmp_path):
