@@ -151,6 +151,6 @@ def plot_causal_trace(
         xlabel="layer",
         ylabel="position",
         yticklabels=token_labels,
-        cbar_label="p(answer | restored) - p(answer | corrupted)",
+        cbar_label="indirect effect",
         path=path,
     )

@@ -57,7 +57,7 @@ def heatmap(
     if v.dim() != 2:
         raise ValueError(f"heatmap needs a 2-D tensor, got shape {tuple(v.shape)}")
     rows, cols = v.shape
-    fig = new_figure(min(2.0 + 0.45 * cols, 16.0), min(1.8 + 0.4 * rows, 12.0))
+    fig = new_figure(min(max(5.0, 2.5 + 0.45 * cols), 16.0), min(max(3.0, 1.8 + 0.4 * rows), 12.0))
     ax = fig.add_subplot()
     finite = v[torch.isfinite(v)]
     if diverging:
@@ -72,7 +72,7 @@ def heatmap(
     cbar = fig.colorbar(im, ax=ax)
     if cbar_label:
         cbar.set_label(cbar_label)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10, wrap=True)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     _ticks(ax.set_xticks, ax.set_xticklabels, cols, xticklabels, rotation=90)
