@@ -1,0 +1,542 @@
+"""The mechanistic analysis of one model on its data: every tool that applies,
+with its plots, in one call (what `glassbox analyze` runs).
+
+    from analysis.mechanistic import run_mechanistic
+    report = run_mechanistic(model, suite, "runs/x/analysis")
+    report["summary"]          # headline numbers, flat {name: float}
+
+What runs, on `suite` (a training.data.SuiteData: the skill suite, or a text
+corpus, which has no ground truth):
+
+- logit lens: answer-token loss and accuracy of the lens after each layer,
+  overall and per skill (`logit_lens_loss.png`, `logit_lens_accuracy.png`);
+- head scores: previous-token (on the data), induction (random repeated
+  tokens), copying (OV eigenvalues) (`heads_*.png`);
+- probes (skills only): every ground-truth variable of `suite.feature_names`,
+  probed at the embedding and after each layer (`hook_embed`,
+  `blocks.{i}.hook_resid_post`) at the token it describes, with a shuffled-label
+  control; split by example (`probes_selectivity.png`, `probes_accuracy.png`);
+- causal tracing (skill `facts`): ROME traces of the hidden state, MLP and
+  attention outputs, one per prompt layout, on facts of the train split the
+  model answers right (ROME traces known facts) (`trace_facts_*.png`);
+- IOI (skill `ioi`): logit difference, and activation patching from clean into
+  ABC-corrupted prompts of every head, of the residual stream, attention and
+  MLP outputs by position, of every expert (MoE layers) and of the latents that
+  change most (transcoder layers) (`ioi_*.png`).
+
+The result is a JSON-ready dict, also written to `out_dir/mechanistic.json`.
+Everything is seeded; sizes are in `MechanisticConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from analysis.causal_tracing import causal_trace, plot_causal_trace
+from analysis.heads import (
+    copying_scores,
+    induction_scores,
+    plot_head_scores,
+    previous_token_score_from_pattern,
+)
+from analysis.ioi import corrupt_ioi, logit_diff, logit_diff_metric
+from analysis.logit_lens import lens_labels, next_token_targets, residual_stack, unembed
+from analysis.patching import (
+    ffn_layers_with,
+    patch_experts,
+    patch_heads,
+    patch_latents,
+    patch_residual,
+    plot_patching,
+)
+from analysis.plots import heatmap, line_plot
+from analysis.probes import fit_probe
+from training.data import collate
+
+
+@dataclass
+class MechanisticConfig:
+    split: str = "val"  # examples for the logit lens, head scores, probes and IOI
+    n_examples: int = 512  # examples drawn from `split` (all skills together)
+    batch_size: int = 64  # examples per forward pass
+    probe_max_examples: int = 256  # examples per probed variable (split by example)
+    probe_min_class_count: int = 5  # label values seen fewer times are left out
+    probe_max_iter: int = 100  # L-BFGS steps per probe
+    probe_features: Optional[list[str]] = None  # variables to probe; None = every one
+    facts_split: str = "train"  # facts are traced where the model learnt them
+    n_trace_prompts: int = 16  # prompts per facts layout
+    trace_samples: int = 5  # noise draws per traced prompt
+    n_ioi: int = 32  # IOI prompts patched
+    max_latents: int = 32  # transcoder latents patched per layer (those changing most)
+    induction_seq_len: int = 20  # length of the repeated random sequence
+    seed: int = 0
+
+
+@torch.no_grad()
+def run_mechanistic(
+    model, suite, out_dir: str | Path, cfg: MechanisticConfig | None = None
+) -> dict:
+    """Run every applicable tool on `model` over `suite`; write plots and
+    mechanistic.json into `out_dir`; return the results (see module docstring)."""
+    cfg = cfg or MechanisticConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    try:
+        report = _run(model, suite, out, cfg)
+    finally:
+        model.train(was_training)
+    (out / "mechanistic.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    return report
+
+
+def _run(model, suite, out: Path, cfg: MechanisticConfig) -> dict:
+    rows = _sample_rows(suite.splits[cfg.split], cfg.n_examples, cfg.seed)
+    batches = [
+        _to(collate(rows[i : i + cfg.batch_size], suite.pad_id), model.device)
+        for i in range(0, len(rows), cfg.batch_size)
+    ]
+    plots: list[str] = []
+    report: dict = {"config": asdict(cfg), "plots": plots}
+    report["logit_lens"] = logit_lens_section(model, batches, suite.skill_names, out, plots)
+    report["heads"] = heads_section(model, batches, suite.tokenizer, cfg, out, plots)
+    if suite.feature_names and batches and batches[0]["features"].shape[-1]:
+        report["probes"] = probes_section(model, batches, suite.feature_names, cfg, out, plots)
+    if "facts" in suite.skill_names and cfg.facts_split in suite.splits:
+        report["causal_tracing"] = facts_section(model, suite, cfg, out, plots)
+    if "ioi" in suite.skill_names:
+        report["ioi"] = ioi_section(model, suite, cfg, out, plots)
+    report["summary"] = _summary(report)
+    return report
+
+
+# --- data -------------------------------------------------------------------------
+
+
+def _sample_rows(ds, n: int, seed: int, keep=None) -> list[dict]:
+    """Up to n rows of a split, in a seeded random order; `keep(example_skill)`
+    filters by skill."""
+    ids = list(range(len(ds)))
+    if keep is not None:
+        skills = ds["example_skill"]
+        ids = [i for i in ids if keep(int(skills[i]))]
+    random.Random(seed).shuffle(ids)
+    return [ds[i] for i in ids[:n]]
+
+
+def _to(batch: dict[str, Tensor], device) -> dict[str, Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _token_labels(tokenizer, ids: list[int]) -> list[str]:
+    if tokenizer is None:
+        return [str(i) for i in ids]
+    return [tokenizer.id_to_token(i) or str(i) for i in ids]
+
+
+def _plot(fig_fn, path: Path, plots: list[str], **kw) -> None:
+    fig_fn(path=path, **kw)
+    plots.append(path.name)
+
+
+# --- logit lens -----------------------------------------------------------------------
+
+
+def logit_lens_section(model, batches, skill_names: list[str], out: Path, plots: list[str]) -> dict:
+    """Loss and accuracy of the lens on answer tokens, after each layer, over all
+    answer tokens and per skill (the skill of the predicted token)."""
+    labels = lens_labels(model.cfg.n_layers, include_embed=True)
+    S = len(skill_names)
+    nll = torch.zeros(len(labels), S + 1, dtype=torch.float64)  # column S: every token
+    hits = torch.zeros_like(nll)
+    count = torch.zeros(S + 1, dtype=torch.float64)
+    for batch in batches:
+        ids = batch["input_ids"]
+        targets, mask = next_token_targets(ids, batch["answer_mask"])
+        skill = torch.full_like(ids, -1)
+        skill[:, :-1] = batch["skill"][:, 1:]  # the skill of the token each position predicts
+        group = skill[mask].cpu()
+        group = torch.where(group >= 0, group, S)
+        ones = torch.ones(len(group), dtype=torch.float64)
+        count.index_add_(0, group, ones)
+        count[S] += float((group < S).sum())
+        resid = residual_stack(model, ids, batch["attention_mask"], include_embed=True)
+        for layer, r in enumerate(resid):
+            logits = unembed(model, r).float()[mask]  # (N, V)
+            t = targets[mask]
+            loss = F.cross_entropy(logits, t, reduction="none").double().cpu()
+            ok = (logits.argmax(-1) == t).double().cpu()
+            nll[layer].index_add_(0, group, loss)
+            hits[layer].index_add_(0, group, ok)
+            nll[layer, S] += loss[group < S].sum()
+            hits[layer, S] += ok[group < S].sum()
+    loss, acc = nll / count.clamp(min=1), hits / count.clamp(min=1)
+    present = [i for i in range(S) if count[i] > 0]
+    result: dict = {
+        "layers": labels,
+        "answer_loss": loss[:, S].tolist(),
+        "answer_accuracy": acc[:, S].tolist(),
+        "by_skill": {
+            skill_names[i]: {
+                "answer_loss": loss[:, i].tolist(),
+                "answer_accuracy": acc[:, i].tolist(),
+            }
+            for i in present
+        },
+    }
+    for key, values in (("loss", loss), ("accuracy", acc)):
+        series = {"all": values[:, S]} | {skill_names[i]: values[:, i] for i in present}
+        _plot(
+            line_plot,
+            out / f"logit_lens_{key}.png",
+            plots,
+            series=series,
+            x=labels,
+            title=f"Logit lens: answer {key} after each layer",
+            xlabel="layer",
+            ylabel=key,
+        )
+    return result
+
+
+# --- heads ------------------------------------------------------------------------------
+
+
+def heads_section(model, batches, tokenizer, cfg: MechanisticConfig, out: Path, plots) -> dict:
+    L = model.cfg.n_layers
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(L)]
+    prev = torch.zeros(L, model.cfg.n_heads)
+    weight = 0.0
+    for batch in batches:
+        _, cache = model.run_with_cache(
+            batch["input_ids"], attention_mask=batch["attention_mask"], names_filter=names
+        )
+        w = float(batch["attention_mask"][:, 1:].sum())
+        for i, n in enumerate(names):
+            prev[i] += (
+                w
+                * previous_token_score_from_pattern(cache[n].float(), batch["attention_mask"]).cpu()
+            )
+        weight += w
+    prev /= max(weight, 1.0)
+    lo = tokenizer.token_to_id("0") if tokenizer is not None else None
+    vocab_range = (lo if lo is not None else 8, model.cfg.vocab_size)
+    seq_len = max(2, min(cfg.induction_seq_len, (model.cfg.max_seq_len - 1) // 2))
+    ind = induction_scores(model, seq_len, vocab_range=vocab_range, seed=cfg.seed).cpu()
+    cop = copying_scores(model, vocab_range=vocab_range).cpu()
+    _plot(
+        plot_head_scores,
+        out / "heads_previous_token.png",
+        plots,
+        scores=prev,
+        title="Previous-token score",
+    )
+    _plot(
+        plot_head_scores,
+        out / "heads_induction.png",
+        plots,
+        scores=ind,
+        title=f"Induction score (repeated random tokens, length {seq_len})",
+    )
+    _plot(
+        plot_head_scores,
+        out / "heads_copying.png",
+        plots,
+        scores=cop,
+        title="Copying score (OV eigenvalues)",
+        signed=True,
+    )
+    return {
+        "previous_token": prev.tolist(),
+        "induction": ind.tolist(),
+        "copying": cop.tolist(),
+        "induction_seq_len": seq_len,
+        "vocab_range": list(vocab_range),
+    }
+
+
+# --- probes -----------------------------------------------------------------------------
+
+
+def probes_section(model, batches, feature_names: list[str], cfg, out: Path, plots) -> dict:
+    """Probe every variable after every layer, at the tokens it describes."""
+    hooks = ["hook_embed"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
+    layers = lens_labels(model.cfg.n_layers, include_embed=True)
+    acts, feats, example = [], [], []
+    offset = 0
+    for batch in batches:
+        _, cache = model.run_with_cache(
+            batch["input_ids"], attention_mask=batch["attention_mask"], names_filter=hooks
+        )
+        real = batch["attention_mask"].bool()
+        acts.append(torch.stack([cache[h][real].float().cpu() for h in hooks], 1))  # (N, L', d)
+        feats.append(batch["features"][real].cpu())  # (N, F)
+        B = len(batch["input_ids"])
+        ex = torch.arange(offset, offset + B)[:, None].expand_as(real.cpu())
+        example.append(ex[real.cpu()])
+        offset += B
+    A, Fe, G = torch.cat(acts), torch.cat(feats), torch.cat(example)
+    results: dict = {}
+    g = torch.Generator().manual_seed(cfg.seed)
+    for f, name in enumerate(feature_names):
+        if cfg.probe_features is not None and name not in cfg.probe_features:
+            continue
+        keep = Fe[:, f] >= 0
+        if keep.sum() == 0:
+            continue
+        labels = Fe[keep, f]
+        values, counts = labels.unique(return_counts=True)
+        common = values[counts >= cfg.probe_min_class_count]
+        sel = keep.nonzero().flatten()[torch.isin(labels, common)]
+        exs = G[sel].unique()
+        if len(common) < 2 or len(exs) < 4:
+            continue
+        if len(exs) > cfg.probe_max_examples:
+            exs = exs[torch.randperm(len(exs), generator=g)[: cfg.probe_max_examples]]
+            sel = sel[torch.isin(G[sel], exs)]
+        y, groups = Fe[sel, f], G[sel]
+        if len(y.unique()) < 2:
+            continue
+        with _one_thread():
+            by_layer = [
+                fit_probe(
+                    A[sel, i], y, groups=groups, seed=cfg.seed, max_iter=cfg.probe_max_iter
+                ).to_dict()
+                for i in range(len(layers))
+            ]
+        best = max(range(len(layers)), key=lambda i: by_layer[i]["selectivity"])
+        results[name] = {
+            "by_layer": dict(zip(layers, by_layer)),
+            "best_layer": layers[best],
+            "accuracy": by_layer[best]["accuracy"],
+            "selectivity": by_layer[best]["selectivity"],
+        }
+    if results:
+        names = list(results)
+        for key in ("selectivity", "accuracy"):
+            grid = torch.tensor(
+                [[results[n]["by_layer"][layer][key] for layer in layers] for n in names]
+            )
+            _plot(
+                heatmap,
+                out / f"probes_{key}.png",
+                plots,
+                values=grid,
+                title=f"Linear probes: {key} (residual stream)",
+                xlabel="layer",
+                ylabel="variable",
+                xticklabels=layers,
+                yticklabels=names,
+                diverging=False,
+                vmin=0.0 if key == "accuracy" else None,
+                vmax=1.0,
+            )
+    return {"hook_points": hooks, "layers": layers, "variables": results}
+
+
+@contextmanager
+def _one_thread():
+    """Fit the probes on one CPU thread: each is thousands of tiny ops, which
+    several threads only slow down (by 10x and more on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+# --- causal tracing on facts ---------------------------------------------------------------
+
+
+def facts_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
+    fid = suite.skill_names.index("facts")
+    f_entity = suite.feature_names.index("facts.entity")
+    f_phrasing = suite.feature_names.index("facts.phrasing")
+    rows = _sample_rows(
+        suite.splits[cfg.facts_split], 8 * cfg.n_trace_prompts, cfg.seed, keep=lambda s: s == fid
+    )
+    layouts: dict[tuple[int, int], list] = {}
+    for r in rows:
+        ids = torch.as_tensor(r["input_ids"])
+        ans = int(torch.as_tensor(r["answer_mask"]).nonzero()[0])
+        feats = torch.as_tensor(r["features"])
+        subject = int((feats[:, f_entity] >= 0).nonzero()[0])
+        phrasing = int(feats[ans, f_phrasing])
+        layouts.setdefault((phrasing, ans), []).append((ids[:ans], subject, int(ids[ans])))
+    result: dict = {}
+    for (phrasing, length), items in sorted(layouts.items()):
+        tokens = torch.stack([t for t, _, _ in items]).to(model.device)
+        answers = torch.tensor([a for _, _, a in items], device=model.device)
+        subject = torch.zeros(tokens.shape, dtype=torch.bool, device=model.device)
+        subject[torch.arange(len(items)), torch.tensor([s for _, s, _ in items])] = True
+        right = model(tokens)[:, -1].argmax(-1) == answers
+        known = float(right.float().mean())
+        pick = right if int(right.sum()) >= 2 else torch.ones_like(right)
+        tokens, answers, subject = tokens[pick], answers[pick], subject[pick]
+        n = min(len(tokens), cfg.n_trace_prompts)
+        tokens, answers, subject = tokens[:n], answers[:n], subject[:n]
+        key = f"phrasing{phrasing}"
+        key = key if key not in result else f"{key}_len{length}"
+        labels = _token_labels(suite.tokenizer, tokens[0].tolist())
+        labels = [t + "*" if subject[0, i] else t for i, t in enumerate(labels)]
+        entry: dict = {
+            "n_prompts": n,
+            "known_fraction": known,
+            "tokens": labels,
+            "traced_known_only": bool(int(right.sum()) >= 2),
+        }
+        for hook in ("resid_post", "mlp_out", "attn_out"):
+            t = causal_trace(
+                model,
+                tokens,
+                subject,
+                answers,
+                hook=hook,
+                n_samples=cfg.trace_samples,
+                seed=cfg.seed,
+            )
+            entry[hook] = {
+                "indirect_effect": t.indirect_effect.tolist(),
+                "p_clean": t.p_clean,
+                "p_corrupted": t.p_corrupted,
+            }
+            _plot(
+                plot_causal_trace,
+                out / f"trace_facts_{key}_{hook}.png",
+                plots,
+                trace=t,
+                token_labels=labels,
+            )
+            if hook == "mlp_out":
+                col = subject[0].nonzero()[0].item()
+                entry["mlp_peak_layer"] = int(t.indirect_effect[:, col].argmax())
+        entry["total_effect"] = entry["resid_post"]["p_clean"] - entry["resid_post"]["p_corrupted"]
+        result[key] = entry
+    return result
+
+
+# --- IOI ----------------------------------------------------------------------------------
+
+
+def ioi_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
+    sid = suite.skill_names.index("ioi")
+    col = {n: suite.feature_names.index(f"ioi.{n}") for n in ("io_token", "s_token", "end_pos")}
+    rows = _sample_rows(suite.splits[cfg.split], 4 * cfg.n_ioi, cfg.seed, keep=lambda s: s == sid)
+    if not rows:
+        return {"skipped": f"no ioi example in split {cfg.split!r}"}
+    prompts: dict[int, list] = {}
+    for r in rows:
+        ids, feats = torch.as_tensor(r["input_ids"]), torch.as_tensor(r["features"])
+        real = feats[:, col["io_token"]] >= 0
+        first = int(real.nonzero()[0])
+        end = int(feats[first, col["end_pos"]])
+        io, s = int(feats[first, col["io_token"]]), int(feats[first, col["s_token"]])
+        prompts.setdefault(end, []).append((ids[: end + 1], io, s))
+    pool = sorted({x for items in prompts.values() for _, io, s in items for x in (io, s)})
+    items = max(prompts.values(), key=len)[: cfg.n_ioi]  # one layout (the commonest)
+    dev = model.device
+    clean = torch.stack([t for t, _, _ in items]).to(dev)
+    io = torch.tensor([i for _, i, _ in items], device=dev)
+    s = torch.tensor([x for _, _, x in items], device=dev)
+    result: dict = {
+        "n_prompts": len(items),
+        "tokens": _token_labels(suite.tokenizer, clean[0].tolist()),
+    }
+    ld = logit_diff(model(clean), io, s)
+    result["logit_diff"] = float(ld.mean())
+    result["accuracy"] = float((ld > 0).float().mean())
+    if len(pool) < 4:
+        result["skipped_patching"] = "fewer than four names to corrupt with"
+        return result
+    corrupted = corrupt_ioi(
+        clean.cpu(), io.cpu(), s.cpu(), mode="abc", name_ids=pool, seed=cfg.seed
+    ).to(dev)
+    metric = logit_diff_metric(io, s)
+    result["logit_diff_corrupted"] = float(metric(model(corrupted)))
+    if result["logit_diff"] == result["logit_diff_corrupted"]:
+        result["skipped_patching"] = "the corruption does not change the logit difference"
+        return result
+    tok = result["tokens"]
+    runs = {
+        "heads": lambda: patch_heads(model, clean, corrupted, metric),
+        "resid_pre": lambda: patch_residual(model, clean, corrupted, metric, hook="resid_pre"),
+        "attn_out": lambda: patch_residual(model, clean, corrupted, metric, hook="attn_out"),
+        "mlp_out": lambda: patch_residual(model, clean, corrupted, metric, hook="mlp_out"),
+    }
+    if ffn_layers_with(model, "hook_expert_weights"):
+        runs["experts"] = lambda: patch_experts(model, clean, corrupted, metric)
+    for layer in ffn_layers_with(model, "hook_latents"):
+        latents = _top_changed_latents(model, clean, corrupted, layer, cfg.max_latents)
+        if latents:
+            runs[f"latents_{layer}"] = lambda layer=layer, latents=latents: patch_latents(
+                model, clean, corrupted, metric, layer, latents=latents
+            )
+    for name, run in runs.items():
+        res = run()
+        entry = {"scores": res.scores.tolist(), "dims": list(res.dims)} | (
+            {"labels": res.labels} if res.labels else {}
+        )
+        result[name] = entry
+        xt = tok if res.dims[-1] == "pos" else None
+        _plot(
+            plot_patching,
+            out / f"ioi_patch_{name}.png",
+            plots,
+            result=res,
+            title=f"IOI: patching {name} (clean -> ABC-corrupted)",
+            xticklabels=xt,
+        )
+    heads = torch.tensor(result["heads"]["scores"])
+    top = int(heads.abs().argmax())
+    result["top_head"] = f"{top // heads.shape[1]}.{top % heads.shape[1]}"
+    result["top_head_score"] = float(heads.flatten()[top])
+    return result
+
+
+def _top_changed_latents(model, clean, corrupted, layer: int, n: int) -> list[int]:
+    """The n latents whose activations differ most (mean |clean - corrupted|)."""
+    name = f"blocks.{layer}.mlp.hook_latents"
+    _, a = model.run_with_cache(clean, names_filter=[name])
+    _, b = model.run_with_cache(corrupted, names_filter=[name])
+    diff = (a[name] - b[name]).abs().float().flatten(0, -2).mean(0)
+    order = diff.argsort(descending=True)
+    return sorted(order[: min(n, int((diff > 0).sum()))].tolist())
+
+
+# --- summary -----------------------------------------------------------------------------
+
+
+def _summary(report: dict) -> dict[str, float]:
+    """Headline numbers, flat: what a report table shows."""
+    out: dict[str, float] = {}
+    lens = report["logit_lens"]
+    out["logit_lens.answer_loss_last"] = lens["answer_loss"][-1]
+    h = report["heads"]
+    for key in ("previous_token", "induction", "copying"):
+        out[f"heads.{key}_max"] = float(torch.tensor(h[key]).max())
+    probes = report.get("probes", {}).get("variables", {})
+    if probes:
+        sel = torch.tensor([v["selectivity"] for v in probes.values()])
+        acc = torch.tensor([v["accuracy"] for v in probes.values()])
+        out["probes.selectivity_mean"] = float(sel.mean())
+        out["probes.accuracy_mean"] = float(acc.mean())
+    for key, entry in report.get("causal_tracing", {}).items():
+        out[f"facts.{key}.total_effect"] = entry["total_effect"]
+        out[f"facts.{key}.mlp_peak_layer"] = float(entry["mlp_peak_layer"])
+    ioi = report.get("ioi", {})
+    if "logit_diff" in ioi:
+        out["ioi.logit_diff"] = ioi["logit_diff"]
+    if "top_head_score" in ioi:
+        out["ioi.top_head_score"] = ioi["top_head_score"]
+    return out
