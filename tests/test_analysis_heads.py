@@ -156,6 +156,57 @@ def test_induction_head_through_a_pattern_hook():
     assert induction_scores(model, seq_len=seq_len, vocab_range=(2, 20))[1].max() < 0.2
 
 
+def induction_model() -> Transformer:
+    """A two-layer attention-only induction circuit built from weights.
+
+    Residual layout (d_model 128): dim 0 a constant, dims 1..25 the token's
+    one-hot, dims 64..88 the previous token's one-hot.
+    layer 0 head 0: a previous-token head (rotary trick of `previous_token_model`)
+        whose OV circuit copies the attended token's one-hot into dims 64..88;
+    layer 1 head 0: query = current token, key = previous token, each token on
+        its own coordinate of the rotary pairs that turn slowest (angles under
+        0.1 rad over the sequence), so it attends to the token after an earlier
+        occurrence of the current one: an induction head (K-composition);
+    every other head: zero query/key weights (uniform attention), zero W_O;
+    MLPs output zero."""
+    V, D = 25, 64
+    cfg = ModelConfig(vocab_size=V, d_model=128, n_layers=2, n_heads=2, max_seq_len=64)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.zero_()
+        model.W_E.weight[:, 0] = 1.0
+        model.W_E.weight[torch.arange(V), 1 + torch.arange(V)] = 1.0
+        a0, a1 = model.blocks[0].attn, model.blocks[1].attn
+        for j in range(4):  # previous-token head: q = c e^{-i theta_j}, k = c
+            theta = 10000.0 ** (-2 * j / D)
+            a0.W_Q.weight[j, 0] = 2.0 * math.cos(theta)
+            a0.W_Q.weight[j + D // 2, 0] = -2.0 * math.sin(theta)
+            a0.W_K.weight[j, 0] = 2.0
+        for t in range(V):
+            a0.W_V.weight[t, 1 + t] = 1.0
+            a0.W_O.weight[64 + t, t] = 1 / 8  # the normalised one-hot is ~8: write ~1
+        for t in range(1, V):  # token t on rotary coordinate 20 + (t-1)//2 (+32 if odd)
+            code = 20 + (t - 1) // 2 + D // 2 * ((t - 1) % 2)
+            a1.W_Q.weight[code, 1 + t] = 2.0
+            a1.W_K.weight[code, 64 + t] = 2.0
+    return model
+
+
+def test_induction_head_built_from_weights():
+    model = induction_model()
+    ind = induction_scores(model, seq_len=8, n_seqs=32, bos_token_id=0, vocab_range=(1, 25))
+    prev = previous_token_scores(model, repeated_random_tokens(8, 8, (1, 25), bos_token_id=0))
+    assert prev[0, 0] > 0.99  # the previous-token head works ...
+    assert ind[1, 0] > 0.75  # ... and the head reading it induces (repeats within r split it)
+    assert ind[0, 0] < 0.05 and ind[1, 1] < 0.15 and ind[0, 1] < 0.15
+    # knock out the previous-token head's output: no K-composition, no induction
+    with model.hooks([("blocks.0.attn.hook_z", lambda z, hook: torch.zeros_like(z))]):
+        ablated = induction_scores(model, seq_len=8, n_seqs=32, bos_token_id=0, vocab_range=(1, 25))
+    assert ablated[1, 0] < 0.15
+
+
 def test_repeated_random_tokens():
     x = repeated_random_tokens(3, 5, (4, 9), bos_token_id=1, seed=2)
     assert x.shape == (3, 11) and (x[:, 0] == 1).all()
