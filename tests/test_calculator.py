@@ -276,7 +276,7 @@ def test_hostile_input_is_a_clear_error(monkeypatch, text, message):
     assert elapsed < 0.5, f"{text[:30]!r} took {elapsed:.2f}s"
     assert not result.ok
     assert result.value is None and result.text is None
-    assert result.error.startswith("calc: ")
+    assert result.error.startswith("calculator: ")
     assert message in result.error, result.error
 
 

@@ -26,7 +26,7 @@ from archs.tools import (
 from archs.tools.runtime import ToolForcer
 
 WORDS = (
-    "<pad> <unk> <call> </call> <result> </result> <eos> = Q A calc lookup error "
+    "<pad> <unk> <call> </call> <result> </result> <eos> = Q A calculator lookup error "
     "+ - * / % ( ) 0 1 2 3 4 5 6 7 8 9 paris country france mayor search junk"
 ).split()
 VOCAB = {w: i for i, w in enumerate(WORDS)}
@@ -92,9 +92,9 @@ def scripted(prompts: list[str], scripts: list[str]):
 
 
 def copier(b, history):
-    """Asks 'calc 1 2 + 3 4', then copies whatever came back inside
+    """Asks 'calculator 1 2 + 3 4', then copies whatever came back inside
     <result> ... </result> after an '='."""
-    call = ids("<call> calc 1 2 + 3 4 </call>")
+    call = ids("<call> calculator 1 2 + 3 4 </call>")
     if VOCAB["</result>"] not in history:
         n = len(history) - 1  # prompt is one word
         return call[n] if n < len(call) else VOCAB["junk"]
@@ -120,19 +120,19 @@ def run(model, prompts, **kwargs):
 def test_batch_calls_at_different_steps():
     prompts = ["Q", "A Q", "Q"]
     scripts = [
-        "<call> calc 1 2 + 3 4 </call> junk junk junk junk = 4 6",
+        "<call> calculator 1 2 + 3 4 </call> junk junk junk junk = 4 6",
         "A A A A <call> lookup paris country </call> junk junk junk = france",
         "A A",  # never calls
     ]
     out = run(scripted(prompts, scripts), prompts)
     assert [words(c) for c in out.continuations] == [
-        "<call> calc 1 2 + 3 4 </call> <result> 4 6 </result> = 4 6 <eos>",
+        "<call> calculator 1 2 + 3 4 </call> <result> 4 6 </result> = 4 6 <eos>",
         "A A A A <call> lookup paris country </call> <result> france </result> = france <eos>",
         "A A <eos>",
     ]
     assert out.finished == [True, True, True]
     assert [(c.seq, c.tool, c.arguments, c.result.value) for c in out.trace] == [
-        (0, "calc", "1 2 + 3 4", 46),
+        (0, "calculator", "1 2 + 3 4", 46),
         (1, "lookup", "paris country", "france"),
     ]
     c0, c1 = out.trace
@@ -155,7 +155,7 @@ def test_batch_calls_at_different_steps():
     assert words(full[c1.prompt_len + c1.call_start : c1.prompt_len + c1.result_end + 1]) == (
         "<call> lookup paris country </call> <result> france </result>"
     )
-    assert out.texts[0] == "<call> calc 1 2 + 3 4 </call> <result> 4 6 </result> = 4 6 <eos>"
+    assert out.texts[0] == "<call> calculator 1 2 + 3 4 </call> <result> 4 6 </result> = 4 6 <eos>"
     assert out.calls(1) == [c1] and out.calls(2) == []
 
 
@@ -166,14 +166,14 @@ def test_model_reads_the_forced_result():
 
 
 def test_several_calls_in_one_sequence_and_a_call_opened_in_the_prompt():
-    prompts = ["Q <call> calc 2 +", "Q"]
+    prompts = ["Q <call> calculator 2 +", "Q"]
     scripts = [
-        "3 </call> junk junk junk = <call> calc 5 * 5 </call>",
-        "<call> calc 1 + 1 </call> junk junk junk <call> calc 2 * 3 </call>",
+        "3 </call> junk junk junk = <call> calculator 5 * 5 </call>",
+        "<call> calculator 1 + 1 </call> junk junk junk <call> calculator 2 * 3 </call>",
     ]
     out = run(scripted(prompts, scripts), prompts)
     assert words(out.continuations[0]) == (
-        "3 </call> <result> 5 </result> = <call> calc 5 * 5 </call> <result> 2 5 </result> <eos>"
+        "3 </call> <result> 5 </result> = <call> calculator 5 * 5 </call> <result> 2 5 </result> <eos>"
     )
     got = [(c.seq, c.call_start, c.call_end, c.arguments, c.result.value) for c in out.trace]
     assert got == [
@@ -190,8 +190,8 @@ def test_several_calls_in_one_sequence_and_a_call_opened_in_the_prompt():
 @pytest.mark.parametrize(
     "script, error",
     [
-        ("<call> calc 1 + * </call>", "calc: expected a number"),
-        ("<call> calc 1 / 0 </call>", "calc: division by zero"),
+        ("<call> calculator 1 + * </call>", "calculator: expected a number"),
+        ("<call> calculator 1 / 0 </call>", "calculator: division by zero"),
         ("<call> search paris </call>", "unknown tool 'search'"),
         ("<call> </call>", "empty call"),
         ("A </call>", "'</call>' without an opening '<call>'"),
@@ -213,21 +213,21 @@ def test_malformed_call_is_an_error_and_generation_goes_on(script, error):
 def test_error_text_none_forces_the_message_itself():
     prompts = ["Q"]
     vocab_tok = dict(VOCAB)
-    for w in "calc: division by zero at position 2".split():
+    for w in "calculator: division by zero at position 2".split():
         vocab_tok.setdefault(w, len(vocab_tok))
-    model = scripted(prompts, ["<call> calc 1 / 0 </call>"])
+    model = scripted(prompts, ["<call> calculator 1 / 0 </call>"])
     out = generate_with_tools(
         model, [ids("Q")], vocab_tok, REGISTRY, max_new_tokens=20, error_text=None
     )
     (call,) = out.trace
-    assert call.forced_text == "calc: division by zero at position 2"
+    assert call.forced_text == "calculator: division by zero at position 2"
     assert len(call.forced_tokens) == 2 + 7
 
 
 def test_withheld_mode_forces_an_empty_result():
     out = run(ScriptedModel(copier), ["Q"], mode="withhold")
     assert words(out.continuations[0]) == (
-        "<call> calc 1 2 + 3 4 </call> <result> </result> = <eos>"
+        "<call> calculator 1 2 + 3 4 </call> <result> </result> = <eos>"
     )
     (call,) = out.trace
     assert call.mode == "withhold" and call.forced_text == ""
@@ -249,7 +249,7 @@ def test_counterfactual_mode_replaces_the_result():
         mode="counterfactual",
         counterfactual=plus_one_on_seq0,
     )
-    assert seen == [(0, "calc", 46), (1, "calc", 46)]
+    assert seen == [(0, "calculator", 46), (1, "calculator", 46)]
     assert words(out.continuations[0]).endswith("<result> 4 7 </result> = 4 7 <eos>")
     assert words(out.continuations[1]).endswith("<result> 4 6 </result> = 4 6 <eos>")
     c0, c1 = out.trace
@@ -277,9 +277,9 @@ def test_result_cut_off_by_max_new_tokens():
 
 def test_vocab_mapping_and_text_prompts():
     prompts = ["Q", "A Q"]
-    model = scripted(prompts, ["<call> calc 7 * 6 </call>", "A"])
+    model = scripted(prompts, ["<call> calculator 7 * 6 </call>", "A"])
     out = generate_with_tools(model, prompts, VOCAB, REGISTRY, max_new_tokens=20, stop_tokens=[EOS])
-    assert out.texts[0] == "<call> calc 7 * 6 </call> <result> 4 2 </result> <eos>"
+    assert out.texts[0] == "<call> calculator 7 * 6 </call> <result> 4 2 </result> <eos>"
     assert out.trace[0].result.value == 42
     assert out.prompt_width == 2
 
@@ -332,8 +332,8 @@ def test_format_trace_and_json():
         scripted(
             prompts,
             [
-                "<call> calc 1 2 + 3 4 </call> junk junk junk junk",
-                "A <call> calc 1 / 0 </call>",
+                "<call> calculator 1 2 + 3 4 </call> junk junk junk junk",
+                "A <call> calculator 1 / 0 </call>",
             ],
         ),
         prompts,
@@ -341,13 +341,13 @@ def test_format_trace_and_json():
     lines = format_trace(out).splitlines()
     assert lines[0].split() == ["seq", "call", "result", "tool", "arguments", "->", "result"]
     # seq 1 calls first (at step 6), seq 0 at step 7
-    assert lines[1].startswith("1    1-6   7-9     calc  1 / 0")
-    assert lines[1].endswith("-> error: calc: division by zero at position 2")
-    assert lines[2].split() == "0 0-7 8-11 calc 1 2 + 3 4 -> 4 6".split()
+    assert lines[1].startswith("1    1-6   7-9     calculator  1 / 0")
+    assert lines[1].endswith("-> error: calculator: division by zero at position 2")
+    assert lines[2].split() == "0 0-7 8-11 calculator 1 2 + 3 4 -> 4 6".split()
     assert format_trace([]) == "(no tool calls)"
     records = json.loads(json.dumps([c.to_dict() for c in out.trace]))
     assert records[1]["value"] == 46 and records[1]["result_end"] == 11
-    assert records[0]["error"].startswith("calc: division by zero")
+    assert records[0]["error"].startswith("calculator: division by zero")
 
 
 @pytest.mark.parametrize("tokenizer", [TOKENIZER, VOCAB], ids=["tokenizers", "vocab"])
@@ -367,7 +367,7 @@ def test_result_the_vocabulary_cannot_spell_is_forced_empty(tokenizer):
 
 def test_with_the_suite_tokenizer_and_knowledge_graph():
     """The skill suite's word-level vocabulary (which reserves the call tokens and
-    the tool words 'calc' and 'lookup') and its KnowledgeGraph."""
+    the tool words 'calculator' and 'lookup') and its KnowledgeGraph."""
     from training.data import DataConfig, knowledge_graph, suite_tokenizer
 
     cfg = DataConfig()
@@ -377,7 +377,7 @@ def test_with_the_suite_tokenizer_and_knowledge_graph():
     registry = ToolRegistry([Calculator(), Lookup(kg)])
     prompts = ["1 2 + 3 9 =", f"{entity} {relation}"]
     scripts = [
-        "<call> calc 1 2 + 3 9 </call> = = = =",
+        "<call> calculator 1 2 + 3 9 </call> = = = =",
         f"<call> lookup {entity} {relation} </call> = = = "
         f"<call> lookup {not_an_entity} {relation} </call>",
     ]
@@ -391,17 +391,17 @@ def test_with_the_suite_tokenizer_and_knowledge_graph():
 
     model = ScriptedModel(policy, vocab_size=tok.get_vocab_size())
     out = generate_with_tools(model, enc, tok, registry, max_new_tokens=30, stop_tokens=[eos])
-    assert out.texts[0] == "<call> calc 1 2 + 3 9 </call> <result> 5 1 </result> <eos>"
+    assert out.texts[0] == "<call> calculator 1 2 + 3 9 </call> <result> 5 1 </result> <eos>"
     value = kg.attribute(entity, relation)
     assert out.texts[1] == (
         f"<call> lookup {entity} {relation} </call> <result> {value} </result> "
-        f"<call> lookup {not_an_entity} {relation} </call> <result> </result> <eos>"
+        f"<call> lookup {not_an_entity} {relation} </call> <result> error </result> <eos>"
     )
     c0, c1, c2 = sorted(out.trace, key=lambda c: (c.seq, c.call_end))
     assert c0.result.value == 51 and c1.result.value == value
     assert f"unknown entity {not_an_entity!r}" in c2.error
-    # 'error' is not a suite word: the failed call's result is forced empty
-    assert "not in the vocabulary: 'error'" in c2.error and c2.forced_text == ""
+    # 'error' is a reserved suite word: the failed call's result says so
+    assert c2.forced_text == "error" and c2.error == c2.result.error
 
 
 def test_real_transformer_sees_the_forced_tokens():

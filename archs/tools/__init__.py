@@ -5,10 +5,10 @@ A `Tool` turns the argument text of a call into a `ToolResult` in three typed st
 (parse -> execute -> format). Anything that goes wrong is a `ToolError`, turned into
 an error result by `Tool.run`, never an exception that stops generation. A
 `ToolRegistry` maps tool names to tools and dispatches the text of a whole call
-(`"calc 1 2 + 3 4"`: the first word names the tool, the rest is its argument).
+(`"calculator 1 2 + 3 4"`: the first word names the tool, the rest is its argument).
 
     registry = ToolRegistry([Calculator(), Lookup({"paris": {"country": "france"}})])
-    registry.call("calc 1 2 + 3 4").text          # '4 6'
+    registry.call("calculator 1 2 + 3 4").text          # '4 6'
     registry.call("lookup paris country").text    # 'france'
 
 The generation runtime (`archs.tools.runtime`) executes calls as the model emits

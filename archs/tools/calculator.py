@@ -89,23 +89,28 @@ def _describe(ch: str) -> str:
 class Calculator(Tool):
     """Exact integer arithmetic on bounded numbers.
 
-    name: the word that names it in calls; "calc" is the one the suite's vocabulary
-    reserves (training/data/vocab.py TOOL_WORDS).
+    name: the word that names it in calls; "calculator" is the one the suite's
+    vocabulary reserves (training/data/vocab.py TOOL_WORDS).
     limits: the bounds (CalculatorLimits). digit_tokens: write results digit by
     digit ('- 5 7 9') for word-level vocabularies; False writes '-579'.
     join_spaced_digits: read '1 2 3' as 123 (the suite's spelling of numbers);
     False makes two numbers in a row a syntax error.
+    reversed_digits: every number, read or written, is spelt units first (the
+    suite's `addition.reversed`): '3 2 1 + 5 4' is 123 + 45, and 168 is written
+    '8 6 1' (a minus sign stays in front: '- 8 6 1').
     """
 
     def __init__(
         self,
         limits: CalculatorLimits | None = None,
         *,
-        name: str = "calc",
+        name: str = "calculator",
         digit_tokens: bool = True,
         join_spaced_digits: bool = True,
+        reversed_digits: bool = False,
     ):
         self.name = name
+        self.reversed_digits = reversed_digits
         self.limits = limits if limits is not None else CalculatorLimits()
         self.digit_tokens = digit_tokens
         self.join_spaced_digits = join_spaced_digits
@@ -242,7 +247,7 @@ class Calculator(Tool):
         stack: list[int] = []
         for tok in program:
             if tok.kind == "num":
-                stack.append(digits_to_int(tok.text))
+                stack.append(digits_to_int(tok.text[::-1] if self.reversed_digits else tok.text))
             elif tok.text == "neg":
                 stack[-1] = -stack[-1]
             elif tok.text == "pos":
@@ -293,10 +298,13 @@ class Calculator(Tool):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ToolError(f"{self.name}: can only format integers, got {value!r}")
         text = format_int(value)
+        if self.reversed_digits:
+            text = "-" + text[:0:-1] if value < 0 else text[::-1]
         return split_digits(text) if self.digit_tokens else text
 
     def parse_int(self, text: str) -> int:
-        """'-579', '- 5 7 9' -> -579 (for counterfactual values given as text)."""
+        """'-579', '- 5 7 9' -> -579 (for counterfactual values given as text; units
+        first with reversed_digits)."""
         s = "".join(text.split())
         sign, body = (-1, s[1:]) if s.startswith("-") else (1, s)
         if not body or any(ch not in DIGITS for ch in body) or len(body) > self.limits.max_digits:
@@ -304,7 +312,7 @@ class Calculator(Tool):
                 f"{self.name}: {text[:40]!r} is not an integer of at most "
                 f"{self.limits.max_digits} digits"
             )
-        return sign * digits_to_int(body)
+        return sign * digits_to_int(body[::-1] if self.reversed_digits else body)
 
     def evaluate(self, expression: str) -> int:
         """Expression text -> int; raises ToolError (use `run` for a result object)."""

@@ -2,7 +2,7 @@
 
 The model writes a call as tokens and the runtime writes the result back:
 
-    <call> calc 1 2 3 + 4 5 6 </call> <result> 5 7 9 </result>
+    <call> calculator 1 2 3 + 4 5 6 </call> <result> 5 7 9 </result>
     |------------ sampled -------------|   |---------- forced ---------|
 
 `ToolForcer` is an `archs.generation.TokenForcer`: after each token of each
@@ -17,10 +17,6 @@ Modes, for measuring how much the model relies on its tools:
 
 - "execute": the tool's answer is forced (on error, `error_text` is forced and the
   message goes into the trace).
-
-A result the vocabulary cannot spell (a word the tokenizer would write as <unk>,
-such as `error` in a vocabulary without that word) is forced as an empty result,
-`<result> </result>`, and the trace says which words were missing.
 - "withhold": the tool is disabled: `<result> </result>` is forced with nothing
   inside. The protocol tokens stay where the model expects them, so what changes
   is only the missing content. The tool still runs, and the trace keeps what it
@@ -28,6 +24,10 @@ such as `error` in a vocabulary without that word) is forced as an empty result,
 - "counterfactual": `counterfactual(seq, result)` gives a replacement value,
   formatted by the tool's own formatter and forced instead; returning None keeps
   the true result for that call.
+
+A result the vocabulary cannot spell (a word the tokenizer would write as <unk>,
+such as `error` in a vocabulary without that word) is forced as an empty result,
+`<result> </result>`, and the trace says which words were missing.
 """
 
 from __future__ import annotations
@@ -402,8 +402,8 @@ def format_trace(trace: ToolGenerationOutput | Sequence[ToolCall], max_arg_chars
     """The trace as a table, one line per call:
 
     seq  call  result  tool  arguments  -> result
-    0    3-9   10-14   calc  1 2 + 3 4  -> 4 6
-    1    0-4   5-7     calc  1 / 0      -> error: calc: division by zero at position 2
+    0    3-9   10-14   calculator  1 2 + 3 4  -> 4 6
+    1    0-4   5-7     calculator  1 / 0      -> error: calculator: division by zero at position 2
     """
     calls = trace.trace if isinstance(trace, ToolGenerationOutput) else list(trace)
     if not calls:

@@ -2,15 +2,17 @@
 
 Every glassbox tokenizer (this one and the text BPE) starts with the same special
 tokens, so `<pad>` is 0, `<bos>` 1, `<eos>` 2 and `<unk>` 3 everywhere. The
-tool-calling tokens and a `<tag:skill>` per skill (the eight, plus the tool-call
-variants `addition_tool` and `facts_tool` that a later issue adds) are reserved
-now, so adding those skills leaves the vocabulary unchanged.
+tool-calling tokens, a `<tag:skill>` per skill (including the tool-call
+variants `addition_tool` and `facts_tool`), the tool names and every word a tool
+call or its result can hold (the calculator's operators, `error` for a failed
+call) are reserved, so the vocabulary does not change with the mix.
 
 Order after the specials and tags: the tool names, the number tokens 0..N-1 in
 numeric order (N the largest any skill needs, at least 10: digits are numbers),
-then every other word in registry order. The words depend on the size keys
-only, never on the seed or the mix, so models trained on different mixes share
-a vocabulary.
+then every other word in registry order, then the reserved tool words no skill
+emits (appended last, so that reserving them moved no other word's id). The
+words depend on the size keys only, never on the seed or the mix, so models
+trained on different mixes share a vocabulary.
 """
 
 from __future__ import annotations
@@ -27,8 +29,12 @@ CALL, CALL_END, RESULT, RESULT_END = "<call>", "</call>", "<result>", "</result>
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, CALL, CALL_END, RESULT, RESULT_END)
 # skills whose tags are reserved before the skills exist (tool-calling issue)
 RESERVED_SKILLS = ("addition_tool", "facts_tool")
-# tool names a call names: <call> calc 1 2 + 3 </call>, <call> lookup Bako city </call>
-TOOL_WORDS = ("calc", "lookup")
+# tool names a call names: <call> calculator 1 2 + 3 </call>, <call> lookup Bako city </call>
+TOOL_WORDS = ("calculator", "lookup")
+# what a calculator call or a failed call's result can hold besides numbers
+# (archs.tools.calculator's grammar; the runtime forces `error` when a call fails)
+ERROR_WORD = "error"
+TOOL_ARGUMENT_WORDS = ("+", "-", "*", "/", "%", "(", ")", ERROR_WORD)
 
 
 def tag_token(skill: str) -> str:
@@ -46,7 +52,8 @@ def build_word_tokenizer(skill_names: Iterable[str], words: Iterable[str]) -> To
     numbers = sorted({int(w) for w in words if w.isdigit()} | set(range(10)))
     numbers = [str(n) for n in range(numbers[-1] + 1)]  # contiguous: id of n = id of "0" + n
     others = [w for w in words if not w.isdigit()]
-    ordered = list(dict.fromkeys([*SPECIAL_TOKENS, *tags, *TOOL_WORDS, *numbers, *others]))
+    ordered = [*SPECIAL_TOKENS, *tags, *TOOL_WORDS, *numbers, *others, *TOOL_ARGUMENT_WORDS]
+    ordered = list(dict.fromkeys(ordered))
     for w in ordered:
         if not w or any(c.isspace() for c in w):
             raise ValueError(f"vocabulary word {w!r} is empty or holds whitespace")
