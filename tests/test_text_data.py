@@ -177,7 +177,7 @@ def test_cache_hit_and_invalidation(corpus, tmp_path, monkeypatch):
         raise AssertionError("rebuilt although cached")
 
     monkeypatch.setattr(text, "load_documents", fail)
-    hit = build_datasets(replace(cfg, batch_size=3))
+    hit = build_datasets(replace(cfg, batch_size=3, mix={"copy": 1.0}, loss_on="all"))
     assert hit.splits["train"].to_dict() == first.splits["train"].to_dict()
     assert hit.tokenizer.to_str() == first.tokenizer.to_str()
     (root / "x.txt").write_text("\n\n".join(docs[:-1]))  # the corpus changed

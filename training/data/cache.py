@@ -29,14 +29,17 @@ NOT_HASHED = ("batch_size", "num_workers", "cache_dir")
 
 
 def config_hash(cfg: Any, extra: Any = None) -> str:
-    """16 hex digits of sha256 over the data config (minus NOT_HASHED), DATA_VERSION
-    and `extra` (e.g. fingerprints of the input files)."""
+    """16 hex digits of sha256 over what of the data config shapes the data (not
+    NOT_HASHED, nor the sections the source does not read), DATA_VERSION and `extra`
+    (e.g. fingerprints of the input files)."""
     d = OmegaConf.to_container(OmegaConf.structured(cfg))
     assert isinstance(d, dict)
+    if d["source"] == "text":  # the skill sections do not touch a corpus
+        d = {k: d[k] for k in ("source", "seed", "text")}
+    else:
+        d.pop("text")
     for k in NOT_HASHED:
         d.pop(k, None)
-    if d.get("source") == "skills":
-        d.pop("text", None)
     blob = json.dumps({"v": DATA_VERSION, "cfg": d, "extra": extra}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

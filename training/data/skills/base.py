@@ -55,8 +55,7 @@ class Skill(ABC):
     has_ood: ClassVar[bool] = False  # whether the skill has an ood split
 
     def __init__(self, cfg: DataConfig):
-        self.data_cfg = cfg
-        self.cfg = getattr(cfg, self.config_key)
+        self.cfg = getattr(cfg, self.config_key)  # its own section
         self.vocab: dict[str, int] = {}
 
     @property
