@@ -564,6 +564,12 @@ def test_cache_hit_and_key(tmp_path, monkeypatch):
         build_datasets(replace(cfg, seed=3))
     with pytest.raises(AssertionError, match="rebuilt"):
         build_datasets(replace(cfg, dyck=DyckConfig(max_depth=3)))
+    # code that changes the vocabulary (or the feature columns) misses the old entry
+    import training.data.vocab as vocab
+
+    monkeypatch.setattr(vocab, "TOOL_WORDS", (*vocab.TOOL_WORDS, "abacus"))
+    with pytest.raises(AssertionError, match="rebuilt"):
+        build_datasets(cfg)
 
 
 def test_collate_pads(suite):

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from training.data.cache import config_hash, load_entry, save_entry
 from training.data.config import DataConfig, data_config_from_dict, validate_data_config
-from training.data.suite import SuiteData, build_skill_datasets
+from training.data.suite import SuiteData, build_skill_datasets, make_skills, suite_tokenizer
 
 
 def build_datasets(cfg: DataConfig | DictConfig | dict) -> SuiteData:
@@ -25,7 +25,14 @@ def build_datasets(cfg: DataConfig | DictConfig | dict) -> SuiteData:
         from training.data.text import build_text_datasets
 
         return build_text_datasets(cfg)
-    path = Path(cfg.cache_dir) / f"skills-{config_hash(cfg)}"
+    # The key also covers what the code derives from the config: the vocabulary and
+    # the registry's feature columns (a skill added to the registry changes both).
+    skills = make_skills(cfg)
+    layout = {
+        "vocab": suite_tokenizer(cfg, skills).to_str(),
+        "features": [f"{s.name}.{f.name}" for s in skills for f in s.features],
+    }
+    path = Path(cfg.cache_dir) / f"skills-{config_hash(cfg, extra=layout)}"
     hit = load_entry(path)
     if hit is not None:
         splits, tokenizer, meta = hit
