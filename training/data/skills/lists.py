@@ -27,6 +27,7 @@ max_len+1..ood_max_len items.
 from __future__ import annotations
 
 import random
+from abc import abstractmethod
 
 from training.data.skills.base import Example, Feature, Skill, na
 
@@ -40,14 +41,32 @@ class ListSkill(Skill):
     def words(self) -> list[str]:
         return [self.marker, "=", *(str(v) for v in range(self.cfg.n_values))]
 
-    def _items(self, rng: random.Random, split: str) -> list[int]:
+    @abstractmethod
+    def order(self, items: list[int]) -> list[int]:
+        """The list index of each answer item, in answer order."""
+
+    @abstractmethod
+    def item_features(self, f: dict[str, list[int]], order: list[int], ans: int) -> None:
+        """Fill the skill's own variables (besides source_pos) into f."""
+
+    def sample(self, rng: random.Random, split: str) -> Example:
         c = self.cfg
         lo, hi = (c.max_len + 1, c.ood_max_len) if split == "ood" else (c.min_len, c.max_len)
-        return rng.sample(range(c.n_values), rng.randint(lo, hi))
+        items = rng.sample(range(c.n_values), rng.randint(lo, hi))
+        order = self.order(items)
+        words = [self.marker, *map(str, items), "=", *(str(items[i]) for i in order)]
+        ans = FIRST + len(items) + 1  # first answer word
+        f = {feature.name: na(len(words)) for feature in self.features}
+        for k, i in enumerate(order):
+            f["source_pos"][ans + k] = FIRST + i
+        self.item_features(f, order, ans)
+        return self.example(words, ans, **f)
 
-    def _layout(self, items: list[int], out: list[int]) -> list[str]:
-        """Words `marker items = out`: the list starts at FIRST, the answer at FIRST + n + 1."""
-        return [self.marker, *map(str, items), "=", *map(str, out)]
+
+def item_index(f: dict[str, list[int]], n: int, ans: int) -> None:
+    """item_index: i on the i-th list item and on the i-th answer item."""
+    for i in range(n):
+        f["item_index"][FIRST + i] = f["item_index"][ans + i] = i
 
 
 class CopySkill(ListSkill):
@@ -60,17 +79,14 @@ class CopySkill(ListSkill):
         Feature("item_index", "int", "index of the item within its half"),
     )
 
-    def sample(self, rng: random.Random, split: str) -> Example:
-        items = self._items(rng, split)
-        n = len(items)
-        words = self._layout(items, items)
-        ans = FIRST + n + 1  # first answer word
-        is_repeat, source, index = na(len(words)), na(len(words)), na(len(words))
-        for i in range(n):
-            is_repeat[FIRST + i], is_repeat[ans + i] = 0, 1
-            source[ans + i] = FIRST + i
-            index[FIRST + i] = index[ans + i] = i
-        return self.example(words, ans, is_repeat=is_repeat, source_pos=source, item_index=index)
+    def order(self, items: list[int]) -> list[int]:
+        return list(range(len(items)))
+
+    def item_features(self, f: dict[str, list[int]], order: list[int], ans: int) -> None:
+        n = len(order)
+        f["is_repeat"][FIRST : FIRST + n] = [0] * n
+        f["is_repeat"][ans : ans + n] = [1] * n
+        item_index(f, n, ans)
 
 
 class ReverseSkill(ListSkill):
@@ -82,16 +98,11 @@ class ReverseSkill(ListSkill):
         Feature("item_index", "int", "index of the item within its half"),
     )
 
-    def sample(self, rng: random.Random, split: str) -> Example:
-        items = self._items(rng, split)
-        n = len(items)
-        words = self._layout(items, items[::-1])
-        ans = FIRST + n + 1
-        source, index = na(len(words)), na(len(words))
-        for i in range(n):
-            source[ans + i] = FIRST + n - 1 - i
-            index[FIRST + i] = index[ans + i] = i
-        return self.example(words, ans, source_pos=source, item_index=index)
+    def order(self, items: list[int]) -> list[int]:
+        return list(range(len(items)))[::-1]
+
+    def item_features(self, f: dict[str, list[int]], order: list[int], ans: int) -> None:
+        item_index(f, len(order), ans)
 
 
 class SortSkill(ListSkill):
@@ -103,14 +114,9 @@ class SortSkill(ListSkill):
         Feature("source_pos", "pos", "answer item: position of the list item it reproduces"),
     )
 
-    def sample(self, rng: random.Random, split: str) -> Example:
-        items = self._items(rng, split)
-        n = len(items)
-        order = sorted(range(n), key=items.__getitem__)  # order[r] = list index of rank r
-        words = self._layout(items, [items[i] for i in order])
-        ans = FIRST + n + 1
-        rank, source = na(len(words)), na(len(words))
-        for r, i in enumerate(order):
-            rank[FIRST + i] = rank[ans + r] = r
-            source[ans + r] = FIRST + i
-        return self.example(words, ans, rank=rank, source_pos=source)
+    def order(self, items: list[int]) -> list[int]:
+        return sorted(range(len(items)), key=items.__getitem__)
+
+    def item_features(self, f: dict[str, list[int]], order: list[int], ans: int) -> None:
+        for r, i in enumerate(order):  # the item at list index i has rank r
+            f["rank"][FIRST + i] = f["rank"][ans + r] = r
