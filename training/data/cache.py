@@ -69,7 +69,8 @@ def quiet_progress() -> Iterator[None]:
 
 
 def save_entry(path: Path, splits: DatasetDict, tokenizer: Tokenizer, meta: dict) -> None:
-    """Write an entry atomically; if another process wrote it first, keep theirs."""
+    """Write an entry atomically; if another process wrote it first, keep theirs.
+    (archs.checkpoint.atomic_write_dir syncs flat files; save_to_disk writes folders.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
