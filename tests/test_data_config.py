@@ -3,6 +3,8 @@ errors naming the key, the value and what is allowed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
@@ -10,9 +12,11 @@ from omegaconf.errors import ConfigKeyError
 from archs.config import ConfigError
 from training.data import DataConfig, data_config_from_dict, validate_data_config
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
+
 
 def test_skills_yaml_is_the_default():
-    assert data_config_from_dict(OmegaConf.load("configs/data/skills.yaml")) == DataConfig()
+    assert data_config_from_dict(OmegaConf.load(CONFIGS / "skills.yaml")) == DataConfig()
 
 
 def test_a_typo_is_an_error_naming_the_key():

@@ -22,6 +22,8 @@ from training.data import DataConfig, build_datasets, collate, data_config_from_
 from training.data.config import TextConfig
 from training.data.vocab import SPECIAL_TOKENS
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
+
 WORDS = "the a cat dog sat ran on under over mat tree house red blue quick slow and then".split()
 
 
@@ -256,5 +258,5 @@ def test_errors_name_the_key(corpus, tmp_path):
 
 
 def test_example_config(tmp_path):
-    cfg = data_config_from_dict(OmegaConf.load("configs/data/text.yaml"))
+    cfg = data_config_from_dict(OmegaConf.load(CONFIGS / "text.yaml"))
     assert cfg.source == "text" and cfg.text.paths
