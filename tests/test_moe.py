@@ -188,6 +188,22 @@ def test_sparsity_estimate_matches_measured_fraction():
     assert rho.std() > 0.1  # the experts really differ, so the check has teeth
 
 
+def test_relu_router_prefers_sparser_experts_on_equal_logits():
+    torch.manual_seed(15)
+    moe = make_moe(32, n_experts=4, k=1, d_expert=64, router="relu", expert_activation="relu")
+    with torch.no_grad():
+        moe.W_router.weight.zero_()  # every logit 0: only the sparsity term decides
+        shift = torch.tensor([0.01, -0.01, 0.03, 0.0])[:, None, None]
+        moe.W_in.weight.copy_(torch.randn_like(moe.W_in.weight) * 0.02 + shift)
+    x = torch.randn(1, 12, 32)
+    seen = {}
+    moe.hook_expert_indices.register_forward_hook(lambda m, i, o: seen.update(idx=o))
+    moe(x)
+    rho = moe._sparsity_estimate(x[0])  # (12, 4)
+    assert torch.equal(seen["idx"][0, :, 0], rho.argmin(-1))
+    assert rho.argmin(-1).unique().numel() > 1  # the choice depends on the token
+
+
 def test_ablate_changes_only_routed_tokens():
     torch.manual_seed(8)
     moe = make_moe(n_experts=8, k=2, d_expert=8)
