@@ -74,6 +74,35 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_analyze(args) -> int:
+    from analysis.interp import interp_report
+    from analysis.mechanistic import run_mechanistic
+    from archs.checkpoint import load_pretrained, resolve_checkpoint
+
+    path = resolve_checkpoint(args.checkpoint)
+    model = load_pretrained(path, device=args.device)
+    suite, _ = load_suite_for(path, model)
+    out = Path(args.out or (path.parent / "analysis"))
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": str(path)}
+    report["interp"] = interp_report(model, suite, out, n_examples=args.examples)
+    report["mechanistic"] = run_mechanistic(model, suite, out)
+    (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
+    for k, v in sorted(report["interp"]["summary"].items()):
+        print(f"{k:<36} {v:.4f}" if isinstance(v, float) else f"{k:<36} {v}")
+    print(f"wrote {out / 'analysis.json'} and plots in {out}")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from analysis.compare import compare, load_compare_config
+
+    report = compare(load_compare_config(args.config, args.overrides))
+    print(report.read_text().split("\n## ")[0])
+    print(f"wrote {report}")
+    return 0
+
+
 def _cmd_generate(args) -> int:
     from archs.checkpoint import load_pretrained
 
@@ -132,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-batches", type=int, default=0, help="batches per split (0 = all)")
     e.add_argument("--device", default=None)
     e.set_defaults(fn=_cmd_eval)
+
+    a = sub.add_parser("analyze", help="interpretability metrics and plots of a checkpoint")
+    a.add_argument("checkpoint")
+    a.add_argument("--out", default=None, help="output directory (default: beside the checkpoint)")
+    a.add_argument("--examples", type=int, default=512, help="held-out examples to analyse")
+    a.add_argument("--device", default=None)
+    a.set_defaults(fn=_cmd_analyze)
+
+    c = sub.add_parser("compare", help="train or load every architecture, write the gap report")
+    c.add_argument("config", help="e.g. configs/compare.yaml")
+    c.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value: compare keys (seeds=[0]) or run keys (trainer.max_steps=300)",
+    )
+    c.set_defaults(fn=_cmd_compare)
 
     g = sub.add_parser("generate", help="continue a prompt")
     g.add_argument("checkpoint")
