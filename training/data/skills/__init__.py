@@ -10,9 +10,11 @@ vocabulary (the tool tokens and its tag are reserved in training.data.vocab).
 from __future__ import annotations
 
 from training.data.skills.addition import AdditionSkill
+from training.data.skills.addition_tool import AdditionToolSkill
 from training.data.skills.base import Example, Feature, Skill
 from training.data.skills.dyck import DyckSkill
 from training.data.skills.facts import FactsSkill
+from training.data.skills.facts_tool import FactsToolSkill
 from training.data.skills.ioi import IOISkill
 from training.data.skills.lists import CopySkill, ReverseSkill, SortSkill
 from training.data.skills.modadd import ModAddSkill
@@ -28,6 +30,9 @@ SKILLS: dict[str, type[Skill]] = {
         DyckSkill,
         FactsSkill,
         IOISkill,
+        # tool-call variants (weight 0 in the default mix): training/data/skills/tool_call.py
+        AdditionToolSkill,
+        FactsToolSkill,
     )
 }
 
