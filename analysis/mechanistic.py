@@ -14,11 +14,14 @@ corpus, which has no ground truth):
   tokens), copying (OV eigenvalues) (`heads_*.png`);
 - probes (skills only): every ground-truth variable of `suite.feature_names`,
   probed at the embedding and after each layer (`hook_embed`,
-  `blocks.{i}.hook_resid_post`) at the token it describes, with a shuffled-label
-  control; split by example (`probes_selectivity.png`, `probes_accuracy.png`);
+  `blocks.{i}.hook_resid_post`) at the tokens it describes, on examples of its
+  own skill, with a shuffled-label control; split by example
+  (`probes_selectivity.png`, `probes_accuracy.png`); a variable with too few
+  tokens or label values is listed under `skipped` with the reason;
 - causal tracing (skill `facts`): ROME traces of the hidden state, MLP and
   attention outputs, one per prompt layout, on facts of the train split the
-  model answers right (ROME traces known facts) (`trace_facts_*.png`);
+  model answers right (ROME traces known facts), with the (layer, token) whose
+  MLP output restores the most (`trace_facts_*.png`);
 - IOI (skill `ioi`): logit difference, and activation patching from clean into
   ABC-corrupted prompts of every head, of the residual stream, attention and
   MLP outputs by position, of every expert (MoE layers) and of the latents that
@@ -68,8 +71,9 @@ class MechanisticConfig:
     split: str = "val"  # examples for the logit lens, head scores, probes and IOI
     n_examples: int = 512  # examples drawn from `split` (all skills together)
     batch_size: int = 64  # examples per forward pass
-    probe_max_examples: int = 256  # examples per probed variable (split by example)
+    probe_max_examples: int = 256  # examples of each skill for its variables' probes
     probe_min_class_count: int = 5  # label values seen fewer times are left out
+    probe_min_tokens: int = 60  # a variable on fewer tokens (or < 8 examples) is skipped
     probe_max_iter: int = 100  # L-BFGS steps per probe
     probe_features: Optional[list[str]] = None  # variables to probe; None = every one
     facts_split: str = "train"  # facts are traced where the model learnt them
@@ -111,7 +115,7 @@ def _run(model, suite, out: Path, cfg: MechanisticConfig) -> dict:
     report["logit_lens"] = logit_lens_section(model, batches, suite.skill_names, out, plots)
     report["heads"] = heads_section(model, batches, suite.tokenizer, cfg, out, plots)
     if suite.feature_names and batches and batches[0]["features"].shape[-1]:
-        report["probes"] = probes_section(model, batches, suite.feature_names, cfg, out, plots)
+        report["probes"] = probes_section(model, suite, cfg, out, plots)
     if "facts" in suite.skill_names and cfg.facts_split in suite.splits:
         report["causal_tracing"] = facts_section(model, suite, cfg, out, plots)
     if "ioi" in suite.skill_names:
@@ -268,59 +272,75 @@ def heads_section(model, batches, tokenizer, cfg: MechanisticConfig, out: Path, 
 # --- probes -----------------------------------------------------------------------------
 
 
-def probes_section(model, batches, feature_names: list[str], cfg, out: Path, plots) -> dict:
-    """Probe every variable after every layer, at the tokens it describes."""
-    hooks = ["hook_embed"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
-    layers = lens_labels(model.cfg.n_layers, include_embed=True)
+def _collect(model, rows: list[dict], hooks: list[str], batch_size: int, pad_id: int):
+    """Activations of `hooks` at every real token of `rows`: (N, len(hooks), d),
+    with the tokens' features (N, F) and example index (N,)."""
     acts, feats, example = [], [], []
-    offset = 0
-    for batch in batches:
+    for start in range(0, len(rows), batch_size):
+        batch = _to(collate(rows[start : start + batch_size], pad_id), model.device)
         _, cache = model.run_with_cache(
             batch["input_ids"], attention_mask=batch["attention_mask"], names_filter=hooks
         )
         real = batch["attention_mask"].bool()
-        acts.append(torch.stack([cache[h][real].float().cpu() for h in hooks], 1))  # (N, L', d)
-        feats.append(batch["features"][real].cpu())  # (N, F)
-        B = len(batch["input_ids"])
-        ex = torch.arange(offset, offset + B)[:, None].expand_as(real.cpu())
+        acts.append(torch.stack([cache[h][real].float().cpu() for h in hooks], 1))
+        feats.append(batch["features"][real].cpu())
+        ex = torch.arange(start, start + len(real))[:, None].expand(real.shape)
         example.append(ex[real.cpu()])
-        offset += B
-    A, Fe, G = torch.cat(acts), torch.cat(feats), torch.cat(example)
+    return torch.cat(acts), torch.cat(feats), torch.cat(example)
+
+
+def probes_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
+    """Probe every variable after every layer, at the tokens it describes, on up
+    to `probe_max_examples` examples of its own skill."""
+    hooks = ["hook_embed"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
+    layers = lens_labels(model.cfg.n_layers, include_embed=True)
+    ds = suite.splits[cfg.split]
     results: dict = {}
-    g = torch.Generator().manual_seed(cfg.seed)
-    for f, name in enumerate(feature_names):
-        if cfg.probe_features is not None and name not in cfg.probe_features:
+    skipped: dict[str, str] = {}
+    for sid, skill in enumerate(suite.skill_names):
+        cols = [
+            (f, name)
+            for f, name in enumerate(suite.feature_names)
+            if name.split(".")[0] == skill
+            and (cfg.probe_features is None or name in cfg.probe_features)
+        ]
+        if not cols:
             continue
-        keep = Fe[:, f] >= 0
-        if keep.sum() == 0:
+        rows = _sample_rows(ds, cfg.probe_max_examples, cfg.seed, keep=lambda s, sid=sid: s == sid)
+        if len(rows) < 4:
+            skipped.update(
+                {name: f"{len(rows)} {skill} examples in {cfg.split}" for _, name in cols}
+            )
             continue
-        labels = Fe[keep, f]
-        values, counts = labels.unique(return_counts=True)
-        common = values[counts >= cfg.probe_min_class_count]
-        sel = keep.nonzero().flatten()[torch.isin(labels, common)]
-        exs = G[sel].unique()
-        if len(common) < 2 or len(exs) < 4:
-            continue
-        if len(exs) > cfg.probe_max_examples:
-            exs = exs[torch.randperm(len(exs), generator=g)[: cfg.probe_max_examples]]
-            sel = sel[torch.isin(G[sel], exs)]
-        y, groups = Fe[sel, f], G[sel]
-        if len(y.unique()) < 2:
-            continue
-        with _one_thread():
-            by_layer = [
-                fit_probe(
-                    A[sel, i], y, groups=groups, seed=cfg.seed, max_iter=cfg.probe_max_iter
-                ).to_dict()
-                for i in range(len(layers))
-            ]
-        best = max(range(len(layers)), key=lambda i: by_layer[i]["selectivity"])
-        results[name] = {
-            "by_layer": dict(zip(layers, by_layer)),
-            "best_layer": layers[best],
-            "accuracy": by_layer[best]["accuracy"],
-            "selectivity": by_layer[best]["selectivity"],
-        }
+        A, Fe, G = _collect(model, rows, hooks, cfg.batch_size, suite.pad_id)
+        for f, name in cols:
+            keep = Fe[:, f] >= 0
+            labels = Fe[keep, f]
+            values, counts = labels.unique(return_counts=True)
+            common = values[counts >= cfg.probe_min_class_count]
+            sel = keep.nonzero().flatten()[torch.isin(labels, common)]
+            if len(common) < 2 or len(sel) < cfg.probe_min_tokens or len(G[sel].unique()) < 8:
+                skipped[name] = (
+                    f"{len(sel)} tokens in {len(common)} classes seen >= "
+                    f"{cfg.probe_min_class_count} times, over {len(G[sel].unique())} examples"
+                )
+                continue
+            y, groups = Fe[sel, f], G[sel]
+            with _one_thread():
+                by_layer = [
+                    fit_probe(
+                        A[sel, i], y, groups=groups, seed=cfg.seed, max_iter=cfg.probe_max_iter
+                    ).to_dict()
+                    for i in range(len(layers))
+                ]
+            best = max(range(len(layers)), key=lambda i: by_layer[i]["selectivity"])
+            results[name] = {
+                "by_layer": dict(zip(layers, by_layer)),
+                "best_layer": layers[best],
+                "accuracy": by_layer[best]["accuracy"],
+                "selectivity": by_layer[best]["selectivity"],
+                "majority": by_layer[best]["majority"],
+            }
     if results:
         names = list(results)
         for key in ("selectivity", "accuracy"):
@@ -341,7 +361,7 @@ def probes_section(model, batches, feature_names: list[str], cfg, out: Path, plo
                 vmin=0.0 if key == "accuracy" else None,
                 vmax=1.0,
             )
-    return {"hook_points": hooks, "layers": layers, "variables": results}
+    return {"hook_points": hooks, "layers": layers, "variables": results, "skipped": skipped}
 
 
 @contextmanager
@@ -418,9 +438,14 @@ def facts_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dic
                 trace=t,
                 token_labels=labels,
             )
-            if hook == "mlp_out":
-                col = subject[0].nonzero()[0].item()
-                entry["mlp_peak_layer"] = int(t.indirect_effect[:, col].argmax())
+            if hook == "mlp_out":  # where restoring one MLP output helps most
+                ie = t.indirect_effect
+                layer, pos = divmod(int(ie.argmax()), ie.shape[1])
+                entry["mlp_peak"] = {
+                    "layer": layer,
+                    "token": labels[pos],
+                    "effect": float(ie.max()),
+                }
         entry["total_effect"] = entry["resid_post"]["p_clean"] - entry["resid_post"]["p_corrupted"]
         result[key] = entry
     return result
@@ -518,7 +543,9 @@ def _top_changed_latents(model, clean, corrupted, layer: int, n: int) -> list[in
 
 
 def _summary(report: dict) -> dict[str, float]:
-    """Headline numbers, flat: what a report table shows."""
+    """Headline numbers, flat: what a report table shows. Per probed variable the
+    best layer counts (`probes.selectivity_mean` averages those maxima over layers,
+    so it leans optimistic by the probes' noise)."""
     out: dict[str, float] = {}
     lens = report["logit_lens"]
     out["logit_lens.answer_loss_last"] = lens["answer_loss"][-1]
@@ -533,7 +560,8 @@ def _summary(report: dict) -> dict[str, float]:
         out["probes.accuracy_mean"] = float(acc.mean())
     for key, entry in report.get("causal_tracing", {}).items():
         out[f"facts.{key}.total_effect"] = entry["total_effect"]
-        out[f"facts.{key}.mlp_peak_layer"] = float(entry["mlp_peak_layer"])
+        out[f"facts.{key}.mlp_peak_layer"] = float(entry["mlp_peak"]["layer"])
+        out[f"facts.{key}.mlp_peak_effect"] = entry["mlp_peak"]["effect"]
     ioi = report.get("ioi", {})
     if "logit_diff" in ioi:
         out["ioi.logit_diff"] = ioi["logit_diff"]

@@ -39,7 +39,7 @@ CFG = MechanisticConfig(
     batch_size=48,
     probe_max_examples=40,
     probe_max_iter=30,
-    probe_features=["addition.carry_out", "ioi.order", "facts.relation"],
+    probe_features=["addition.carry_out", "ioi.order", "facts.relation", "dyck.depth"],
     n_trace_prompts=3,
     trace_samples=2,
     n_ioi=6,
@@ -131,6 +131,7 @@ def test_runner_sections_agree_with_independent_computations(suite, kind, tmp_pa
     # probes: the variables asked for, at every layer, with a control
     probes = report["probes"]["variables"]
     assert set(probes) <= set(CFG.probe_features) and probes
+    assert "dyck.depth" in report["probes"]["skipped"]  # a skill with no examples here
     for v in probes.values():
         assert list(v["by_layer"]) == ["embed", "0", "1"]
         for r in v["by_layer"].values():
@@ -141,6 +142,12 @@ def test_runner_sections_agree_with_independent_computations(suite, kind, tmp_pa
         ie = torch.tensor(entry["resid_post"]["indirect_effect"])
         assert ie.shape == (2, len(entry["tokens"]))
         assert sum(t.endswith("*") for t in entry["tokens"]) == 1
+        mlp = torch.tensor(entry["mlp_out"]["indirect_effect"])
+        peak = entry["mlp_peak"]
+        assert peak["effect"] == pytest.approx(float(mlp.max()))
+        assert float(mlp[peak["layer"], entry["tokens"].index(peak["token"])]) == pytest.approx(
+            peak["effect"]
+        )
 
     # files: every plot listed exists; the JSON is the report
     for name in report["plots"]:
