@@ -41,14 +41,7 @@ class CompareConfig:
     out_dir: str = "report"  # report.md, report.json, pareto.png and runs/
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # one run per architecture and seed
     # architecture name -> its run config; `dense` is the baseline every gap is measured to
-    architectures: dict[str, str] = field(
-        default_factory=lambda: {
-            "dense": "configs/dense.yaml",
-            "moe": "configs/moe.yaml",
-            "moe_relu": "configs/moe_relu.yaml",
-            "transcoder": "configs/transcoder.yaml",
-        }
-    )
+    architectures: dict[str, str] = field(default_factory=dict)
     # key=value overrides applied to every run: the matched budget (steps, batch, data)
     overrides: list[str] = field(default_factory=list)
     analysis_examples: int = 512  # held-out examples each interpretability score reads
@@ -67,8 +60,11 @@ def load_compare_config(path: str | Path, overrides: list[str] | None = None) ->
                 run_keys.append(item)
             elif "=" not in item:
                 raise ConfigError(item, None, "overrides are key=value, e.g. seeds=[0]")
-            else:
-                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            else:  # replace, not merge: `architectures={dense: ...}` means only those
+                key = item.split("=", 1)[0]
+                OmegaConf.update(
+                    cfg, key, OmegaConf.select(OmegaConf.from_dotlist([item]), key), merge=False
+                )
         out: CompareConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except OmegaConfBaseException as e:
         raise ConfigError(

@@ -48,6 +48,13 @@ def _gap(stat: dict | None, dense: dict | None) -> str:
     return "–" if g is None else f"{g:+.1f}%"
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (higher is better), by x."""
+    return sorted(
+        p for p in points if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)
+    )
+
+
 def pareto_plot(rows: list[dict], agg: dict[str, dict], path: Path) -> Path:
     """Capability (mean answer accuracy) against interpretability (coverage): every
     seed as a small dot, each architecture's mean as a labelled marker, the
