@@ -27,13 +27,15 @@ corpus, which has no ground truth):
   MLP outputs by position, of every expert (MoE layers) and of the latents that
   change most (transcoder layers) (`ioi_*.png`).
 
-The result is a JSON-ready dict, also written to `out_dir/mechanistic.json`.
+The result is a JSON-ready dict (undefined numbers are None), also written to
+`out_dir/mechanistic.json`.
 Everything is seeded; sizes are in `MechanisticConfig`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -97,11 +99,25 @@ def run_mechanistic(
     was_training = model.training
     model.eval()
     try:
-        report = _run(model, suite, out, cfg)
+        report = _json_ready(_run(model, suite, out, cfg))
     finally:
         model.train(was_training)
-    (out / "mechanistic.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    (out / "mechanistic.json").write_text(
+        json.dumps(report, indent=2, sort_keys=True, allow_nan=False)
+    )
     return report
+
+
+def _json_ready(obj):
+    """NaN and infinities (an AUROC with one class in the test split) become None,
+    so the JSON is standard."""
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _run(model, suite, out: Path, cfg: MechanisticConfig) -> dict:
