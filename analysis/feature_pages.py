@@ -71,7 +71,8 @@ def feature_contexts(
     skill_names: Sequence[str] | None = None,
 ) -> dict[int, list[Context]]:
     """Top-k contexts of each unit of `units` at `hook_name` in `col`: windows of
-    `before` tokens before and `after` after the activating token. tokenizer: a
+    `before` tokens before and `after` after the activating token, padding (tokens
+    `col` did not collect) trimmed off the ends. tokenizer: a
     tokenizers.Tokenizer, a callable id -> str, or None (ids as text). Labels: the
     raw ground-truth variables (feature_names, the columns of col.features) that
     apply (!= -1) at the token, and its skill."""
@@ -91,6 +92,10 @@ def feature_contexts(
             s, p = col.where[r].tolist()
             seq = col.sequences[s]
             lo, hi = max(0, p - before), min(seq.shape[0], p + after + 1)
+            while hi > p + 1 and row_of[s, hi - 1] < 0:  # padding (not collected) after
+                hi -= 1
+            while lo < p and row_of[s, lo] < 0:  # ... and before
+                lo += 1
             window_rows = row_of[s, lo:hi]
             wacts = [float(acts[i, u]) if i >= 0 else 0.0 for i in window_rows.tolist()]
             labels: dict[str, int | str] = {}

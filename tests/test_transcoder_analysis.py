@@ -321,3 +321,8 @@ def test_feature_pages_show_the_top_contexts_with_labels(tmp_path):
     page = paths["html"].read_text()
     assert "unit 2" in page and 'title="5.000">t13<' in page and "(never active)" in page
     assert "[[t25]]" in paths["text"].read_text()
+    # Padding at the end of a sequence (positions never collected) is left out.
+    keep = ~((where[:, 0] == 2) & (where[:, 1] >= 7))
+    padded = Collected({"h": acts[keep]}, where[keep], seqs)
+    ctx = feature_contexts(padded, "h", [2], k=2, before=2, after=3)[2]
+    assert ctx[1].tokens == ["23", "24", "25", "26"] and ctx[1].focus == 2
