@@ -119,16 +119,48 @@ def _cmd_generate(args) -> int:
         unknown = [w for w in args.prompt.split() if tok.token_to_id(w) is None]
         print(f"warning: not in the vocabulary: {' '.join(unknown)}", file=sys.stderr)
     stops = [t for t in (tok.token_to_id("<eos>"),) if t is not None]
-    out = model.generate(
-        [ids],
+    kwargs = dict(
         max_new_tokens=min(args.max_new_tokens, model.cfg.max_seq_len - len(ids)),
         temperature=args.temperature,
         top_k=args.top_k,
         stop_tokens=stops,
         seed=args.seed,
     )
+    registry = _tool_registry(args.checkpoint) if not args.no_tools else None
+    if registry is None:
+        out = model.generate([ids], **kwargs)
+        print(tok.decode(out.continuations[0], skip_special_tokens=False))
+        return 0
+    from archs.tools import format_trace, generate_with_tools
+
+    out = generate_with_tools(model, [ids], tok, registry, **kwargs)
     print(tok.decode(out.continuations[0], skip_special_tokens=False))
+    print(format_trace(out) if out.trace else "(no tool calls)")
     return 0
+
+
+def _tool_registry(checkpoint: str):
+    """The tools a checkpoint was trained to call (None if it calls none): rebuilt from
+    its data config, so `lookup` answers from the same knowledge graph."""
+    from omegaconf import OmegaConf
+
+    from archs.checkpoint import read_config, resolve_checkpoint
+    from archs.tools.config import ToolsConfig
+    from training.data import DataConfig
+    from training.data.skills.tool_call import suite_registry, uses_tools
+
+    config = read_config(resolve_checkpoint(checkpoint))
+    if "data" not in config:
+        return None
+    data: DataConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(DataConfig), config["data"])
+    )  # type: ignore[assignment]
+    tools: ToolsConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(ToolsConfig), config.get("tools", {}))
+    )  # type: ignore[assignment]
+    if data.source != "skills" or not uses_tools(data, tools.enabled):
+        return None
+    return suite_registry(data, max_digits=tools.calculator_max_digits)
 
 
 def _cmd_export(args) -> int:
@@ -186,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--device", default=None)
+    g.add_argument("--no-tools", action="store_true", help="do not execute tool calls")
     g.set_defaults(fn=_cmd_generate)
 
     x = sub.add_parser("export", help="export a checkpoint to another library's format")

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from archs.config import ConfigError, ModelConfig, validate_model_config
+from archs.tools.config import ToolsConfig, validate_tools_config
 from training.data import DataConfig, validate_data_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -78,6 +79,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
 
 
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "64-true")
@@ -175,6 +177,7 @@ def load_config(
 def validate(cfg: ExperimentConfig) -> None:
     validate_model_config(cfg.model, "model")
     validate_data_config(cfg.data, "data")
+    validate_tools_config(cfg.tools, "tools")
     o, t, r = cfg.optim, cfg.trainer, cfg.run
     if o.lr <= 0:
         raise ConfigError("optim.lr", o.lr, "must be > 0")
