@@ -381,7 +381,7 @@ class CoverageResult:
 
 
 def unit_thresholds(
-    acts: Tensor, n_thresholds: int = 16, max_tokens: int = 65536
+    acts: Tensor, n_thresholds: int = 16, max_tokens: int = 16384
 ) -> tuple[Tensor, Tensor]:
     """Candidate thresholds per unit, lowest first: (thresholds (Q, U), density (Q, U)).
 
@@ -429,11 +429,14 @@ def _bin_sparse(a: Tensor, m: Tensor, thr: Tensor, hist: Tensor, max_pairs: int)
     per bin the pairs' label rows, and in the last column their count."""
     n_bins = thr.shape[0] + 1
     n_idx, u_idx = (a > thr[0]).nonzero(as_tuple=True)
+    # float32 counts are exact up to 2^24, far more than one chunk's tokens.
+    part = torch.zeros(hist.shape, dtype=torch.float32)
     for s in range(0, n_idx.numel(), max_pairs):
         n_s, u_s = n_idx[s : s + max_pairs], u_idx[s : s + max_pairs]
         b = (a[n_s, u_s][None] > thr[:, u_s]).sum(0)  # 1..Q': thresholds below
         src = torch.cat([m[n_s], torch.ones(n_s.numel(), 1)], 1)
-        hist.index_add_(0, u_s * n_bins + b, src.double())
+        part.index_add_(0, u_s * n_bins + b, src)
+    hist += part
 
 
 @torch.no_grad()
