@@ -59,6 +59,7 @@ class TrainerConfig:
     keep_checkpoints: int = 2  # periodic checkpoints kept besides last.ckpt
     progress_bar: bool = True
     loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])  # csv | tensorboard
+    cpu_threads: int = 0  # torch CPU threads (0: torch's default); small models are fastest on 1
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # torch deterministic algorithms
 
@@ -199,6 +200,8 @@ def validate(cfg: ExperimentConfig) -> None:
     ):
         if getattr(t, key) <= 0:
             raise ConfigError(f"trainer.{key}", getattr(t, key), "must be a positive integer")
+    if t.cpu_threads < 0:
+        raise ConfigError("trainer.cpu_threads", t.cpu_threads, "0 (torch's default) or a positive count")
     for lg in t.loggers:
         if lg not in LOGGERS:
             raise ConfigError("trainer.loggers", lg, f"each one of {', '.join(LOGGERS)}")

@@ -123,6 +123,8 @@ def _longest(suite) -> int:
 def train(cfg: ExperimentConfig) -> Path:
     """Train per `cfg`; returns the exported checkpoint directory."""
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    if cfg.trainer.cpu_threads:
+        torch.set_num_threads(cfg.trainer.cpu_threads)
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
