@@ -25,7 +25,7 @@ that never calls):
 | tools.exact_match | answer exact match on the addition and facts prompts (through the tools for a tool model; plain greedy decoding for a model without them) |
 | tools.exact_match_withheld | the same with the tool's result withheld (`<result> </result>` forced empty) |
 | tools.addition_exact_match | addition prompts of the split (operands up to N digits) |
-| tools.addition_{k}x | additions with both operands k*N digits long (N = data.addition.max_digits; k in tools.length_factors) |
+| tools.addition_{k}x | additions with both operands k*N digits long (N = data.addition.max_digits; k in tools.length_factors); `lengths` also says, for a tool model, how often it called, its argument accuracy, and both once `<call> calculator` is given (`forced_call`: a wrong decision to call told from a wrong copy) |
 | tools.facts_accuracy | facts prompts of the split (held out: phrasing 1 about entities whose phrasing-1 queries train never asked) |
 | tools.facts_accuracy_train | facts prompts of the train split (every fact the model saw) |
 
@@ -291,6 +291,23 @@ def call_scores(cases: Sequence[Case], outs: Sequence[Outcome]) -> dict[str, flo
     }
 
 
+def _forced_call_scores(model, tok, cases: Sequence[Case], run: dict) -> dict[str, float | None]:
+    """The cases with `<call> TOOL` appended to the prompt: whether the model copies
+    the arguments and the answer right once the call is opened for it (this tells
+    a wrong decision to call from a wrong copy)."""
+    call_id = _token_id(tok, CALL)
+    opened = [
+        Case(c.skill, [*c.prompt, call_id, _token_id(tok, c.call.split()[0])], c.answer, c.call)
+        for c in cases
+        if c.call
+    ]
+    outs = run_cases(model, tok, opened, mode="execute", **run)
+    return {
+        "argument_accuracy": _mean([o.call_text == c.call for c, o in zip(opened, outs)]),
+        "exact_match": _exact(opened, outs),
+    }
+
+
 def _data(suite_or_cfg, data_cfg) -> tuple[SuiteData, DataConfig]:
     if isinstance(suite_or_cfg, SuiteData):
         if data_cfg is None:
@@ -389,13 +406,13 @@ def tool_report(
             digits = k * cfg.addition.max_digits
             lc = addition_cases(cfg, tok, digits, n, seed=seed, tool=use)
             lo = run_cases(model, tok, lc, mode=mode, **run)
-            lengths[f"{k}x"] = {
-                "digits": digits,
-                "n": len(lc),
-                "exact_match": _exact(lc, lo),
-                "argument_accuracy": call_scores(lc, lo)["argument_accuracy"] if use else None,
-            }
-            summary[f"tools.addition_{k}x"] = lengths[f"{k}x"]["exact_match"]
+            entry = {"digits": digits, "n": len(lc), "exact_match": _exact(lc, lo)}
+            if use:
+                entry["called"] = _mean([o.called for o in lo])
+                entry["argument_accuracy"] = call_scores(lc, lo)["argument_accuracy"]
+                entry["forced_call"] = _forced_call_scores(model, tok, lc, run)
+            lengths[f"{k}x"] = entry
+            summary[f"tools.addition_{k}x"] = entry["exact_match"]
 
     train_facts = cases_from_split(
         suite,

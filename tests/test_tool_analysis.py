@@ -156,7 +156,8 @@ def test_a_model_that_calls_right_and_copies_the_result(tool_setup):
     assert s["tools.exact_match"] == 1.0
     assert s["tools.exact_match_withheld"] == 0.0  # nothing to copy
     assert s["tools.addition_2x"] == 1.0 and s["tools.addition_4x"] == 1.0
-    assert rep["lengths"]["4x"]["digits"] == 12
+    assert rep["lengths"]["4x"]["digits"] == 12 and rep["lengths"]["4x"]["called"] == 1.0
+    assert rep["lengths"]["4x"]["forced_call"] == {"argument_accuracy": 1.0, "exact_match": 1.0}
     assert s["tools.facts_accuracy"] == 1.0 and s["tools.facts_accuracy_train"] == 1.0
     assert rep["skills"]["copy"]["exact_match"] == 1.0 and rep["skills"]["copy"]["called"] == 0
     n = rep["skills"]
@@ -223,3 +224,22 @@ def test_run_cases_reads_answers_after_the_result(tool_setup):
     assert out.calls[0].result.value == 15
     with pytest.raises(ValueError, match="needs a ToolRegistry"):
         run_cases(model, tok, [case], None, mode="execute")
+
+
+def test_length_diagnostics_tell_a_missed_call_from_a_bad_copy(tool_setup):
+    """A model that only calls on prompts as short as it was trained on (operands of
+    up to 3 digits) but copies any length once the call is opened for it."""
+    cfg, suite, kg = tool_setup
+    right = agent(kg)
+
+    def shy(words):
+        prompt = words[: words.index("=") + 1]
+        if len(prompt) > 9 and words[len(prompt) :][:1] != ["<call>"]:
+            return "<eos>"
+        return right(words)
+
+    rep = tool_report(Scripted(suite.tokenizer, shy), suite, data_cfg=cfg, tools=TOOLS)
+    two = rep["lengths"]["2x"]
+    assert two["called"] == 0.0 and two["exact_match"] == 0.0 and two["argument_accuracy"] is None
+    assert two["forced_call"] == {"argument_accuracy": 1.0, "exact_match": 1.0}
+    assert rep["summary"]["tools.addition_exact_match"] == 1.0
