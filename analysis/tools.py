@@ -20,7 +20,7 @@ that never calls):
 | interp.call_precision | share of the examples the model called on that needed a call |
 | interp.call_recall | share of the examples that needed a call that got one |
 | interp.argument_accuracy | share of the calls made where needed whose text is the expected call exactly |
-| interp.tool_reliance | counterfactual: the result of the call is replaced by another value (an addition: a different number of as many digits; a fact: another value of the same relation); share of answers equal to the injected value |
+| interp.tool_reliance | counterfactual: the result of the call is replaced by another value (an addition: the true sum plus a random nonzero offset, as many digits; a fact: another value of the same relation; see Injector); share of answers equal to the injected value |
 | tools.counterfactual_follows_true | ... share of answers equal to the true one (the model computed it itself) |
 | tools.exact_match | answer exact match on the addition and facts prompts (through the tools for a tool model; plain greedy decoding for a model without them) |
 | tools.exact_match_withheld | the same with the tool's result withheld (`<result> </result>` forced empty) |
@@ -53,6 +53,7 @@ from training.data.skills.tool_call import PLAIN_OF_SKILL, suite_registry, uses_
 from training.data.vocab import CALL, CALL_END, EOS
 
 MODES = ("execute", "withhold", "counterfactual", "plain")
+COUNTERFACTUAL_NUMBERS = ("offset", "uniform")  # see Injector
 
 
 @dataclass
@@ -157,16 +158,42 @@ class Injector:
     """The counterfactual callback: replaces the result of each case's first
     successful call by a value that is not the true one.
 
-    calculator: an integer with as many digits as the true result (of the same sign),
-    drawn at random; lookup: another value of the call's relation in `kg`.
-    `injected[case]` keeps the forced text; calls it cannot replace keep their result.
+    calculator, numbers="offset": the true result plus a random nonzero offset of
+    at most 10^(d-1) in size, keeping its d digits and its sign (another digit when
+    d = 1): a value an addition of the same sizes could give. numbers="uniform":
+    any other integer of d digits (a 4-digit sum of two 3-digit numbers may then
+    start with 9, which no such addition gives). lookup: another value of the
+    call's relation in `kg`. `injected[case]` keeps the forced text; calls it
+    cannot replace keep their result.
     """
 
-    def __init__(self, registry: ToolRegistry, kg: KnowledgeGraph | None, seed: int = 0):
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        kg: KnowledgeGraph | None,
+        seed: int = 0,
+        numbers: str = "offset",
+    ):
+        if numbers not in COUNTERFACTUAL_NUMBERS:
+            raise ValueError(f"numbers={numbers!r}: one of {', '.join(COUNTERFACTUAL_NUMBERS)}")
         self.registry = registry
         self.kg = kg
+        self.numbers = numbers
         self.rng = random.Random(f"{seed}:tools:counterfactual")
         self.injected: dict[int, str] = {}
+
+    def _number(self, true: int) -> int:
+        sign, size = (-1 if true < 0 else 1), abs(true)
+        d = len(str(size))
+        if d == 1:
+            return sign * self.rng.choice([v for v in range(10) if v != size])
+        while True:
+            if self.numbers == "uniform":
+                value = self.rng.randint(10 ** (d - 1), 10**d - 1)
+            else:
+                value = size + self.rng.choice((-1, 1)) * self.rng.randint(1, 10 ** (d - 1))
+            if value != size and len(str(value)) == d:
+                return sign * value
 
     def __call__(self, case: int, result: ToolResult) -> Any:
         if case in self.injected or not result.ok or result.tool not in self.registry:
@@ -174,12 +201,7 @@ class Injector:
         tool = self.registry.get(result.tool)
         value = None
         if isinstance(tool, Calculator):
-            true = result.value
-            d = len(str(abs(true)))
-            low = 0 if d == 1 else 10 ** (d - 1)
-            value = true
-            while value == true:
-                value = self.rng.randint(low, 10**d - 1) * (-1 if true < 0 else 1)
+            value = self._number(result.value)
         elif isinstance(tool, Lookup) and self.kg is not None:
             _, relation = tool.parse(result.arguments)
             if relation in self.kg.relations:
@@ -389,7 +411,7 @@ def tool_report(
         withheld = run_cases(model, tok, needing, mode="withhold", **run)
         summary["tools.exact_match_withheld"] = _exact(needing, withheld)
         kg = knowledge_graph(cfg) if cfg.source == "skills" else None
-        injector = Injector(registry, kg, seed)
+        injector = Injector(registry, kg, seed, tools.counterfactual_numbers)
         cf = run_cases(model, tok, needing, mode="counterfactual", counterfactual=injector, **run)
         hit = [i for i in range(len(needing)) if i in injector.injected]
         injected = {i: tok.encode(injector.injected[i], add_special_tokens=False).ids for i in hit}

@@ -125,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], help="extra key=value for both trainings")
     p.add_argument("--examples", type=int, default=128, help="examples per skill and per length")
     p.add_argument("--factors", type=int, nargs="+", default=[2, 4], help="length factors")
+    p.add_argument(
+        "--counterfactual",
+        default="offset",
+        choices=["offset", "uniform"],
+        help="what replaces a calculator result (ToolsConfig.counterfactual_numbers)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
     p.add_argument("--json", help="write both reports and the table here")
     args = p.parse_args(argv)
@@ -133,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         args.tool, args.dense = train_pair(Path(args.out), args.steps, args.set)
     if not (args.tool and args.dense):
         p.error("give --tool and --dense checkpoints, or --train")
-    tools = ToolsConfig(eval_examples=args.examples, length_factors=list(args.factors))
+    tools = ToolsConfig(
+        eval_examples=args.examples,
+        length_factors=list(args.factors),
+        counterfactual_numbers=args.counterfactual,
+    )
     t0 = time.perf_counter()
     result = compare_tool_dense(args.tool, args.dense, tools)
     print(markdown(result))

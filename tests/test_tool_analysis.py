@@ -9,10 +9,12 @@ it was fed, so it sees a forced result only if generation fed it back."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
-from analysis.tools import Case, cases_from_split, run_cases, tool_report
+from analysis.tools import Case, Injector, cases_from_split, run_cases, tool_report
 from archs import ModelConfig, Transformer
 from archs.tools.config import ToolsConfig
 from training.data import build_datasets, data_config_from_dict, knowledge_graph
@@ -243,3 +245,30 @@ def test_length_diagnostics_tell_a_missed_call_from_a_bad_copy(tool_setup):
     assert two["called"] == 0.0 and two["exact_match"] == 0.0 and two["argument_accuracy"] is None
     assert two["forced_call"] == {"argument_accuracy": 1.0, "exact_match": 1.0}
     assert rep["summary"]["tools.addition_exact_match"] == 1.0
+
+
+@pytest.mark.parametrize("numbers", ["offset", "uniform"])
+def test_injected_values_differ_from_the_truth_and_keep_its_shape(tool_setup, numbers):
+    from archs.tools import ToolResult
+    from training.data.skills.tool_call import suite_registry
+
+    cfg, suite, kg = tool_setup
+    registry = suite_registry(cfg)
+    inj = Injector(registry, kg, seed=3, numbers=numbers)
+    rng = random.Random(0)
+    for case in range(300):
+        true = rng.choice(
+            [0, 7, rng.randint(10, 99), rng.randint(1000, 1998), -rng.randint(10, 99)]
+        )
+        value = inj(case, ToolResult("calculator", "x", true, str(true)))
+        assert value != true and len(str(abs(value))) == len(str(abs(true)))
+        assert (value < 0) == (true < 0)
+        if numbers == "offset" and abs(true) >= 10:
+            assert abs(value - true) <= 10 ** (len(str(abs(true))) - 1)
+        assert inj(case, ToolResult("calculator", "x", true, str(true))) is None  # once per case
+        assert inj.injected[case] == registry.get("calculator").format(value)
+    entity, relation = kg.entities[0], kg.relations[1]
+    true = kg.attribute(entity, relation)
+    other = inj(999, ToolResult("lookup", f"{entity} {relation}", true, true))
+    assert other != true and other in kg.values(relation)
+    assert inj(1000, ToolResult("lookup", "x y", error="unknown")) is None

@@ -7,6 +7,7 @@ tool calls, and how the tool analysis measures them.
       error_text: error
       length_factors: [2, 4]
       eval_examples: 128
+      counterfactual_numbers: offset
 
 A model trained on the tool-call skills (`addition_tool`, `facts_tool`) calls its
 tools; one trained without them generates plainly, so `enabled: null` (the
@@ -32,6 +33,10 @@ class ToolsConfig:
     # length generalisation: additions with both operands k * data.addition.max_digits long
     length_factors: list[int] = field(default_factory=lambda: [2, 4])
     eval_examples: int = 128  # examples per skill, and per length, in the tool analysis
+    # counterfactual reliance: what replaces a calculator result. offset: the true
+    # result plus a random nonzero offset of at most 10^(d-1), d digits kept |
+    # uniform: any other d-digit number (analysis.tools.Injector)
+    counterfactual_numbers: str = "offset"
 
 
 def validate_tools_config(cfg: ToolsConfig, prefix: str = "tools") -> None:
@@ -45,5 +50,9 @@ def validate_tools_config(cfg: ToolsConfig, prefix: str = "tools") -> None:
     for k in cfg.length_factors:
         if k < 1:
             raise ConfigError(f"{prefix}.length_factors", list(cfg.length_factors), "each >= 1")
+    if cfg.counterfactual_numbers not in ("offset", "uniform"):
+        raise ConfigError(
+            f"{prefix}.counterfactual_numbers", cfg.counterfactual_numbers, "one of offset, uniform"
+        )
     if cfg.eval_examples <= 0:
         raise ConfigError(f"{prefix}.eval_examples", cfg.eval_examples, "a positive integer")
