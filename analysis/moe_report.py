@@ -346,13 +346,15 @@ def moe_report(
         from analysis.moe_plots import plot_expert_skill, plot_selectivity
 
         plot_dir = Path(plot_dir)
-        shares = {i: torch.tensor(layers[i]["expert_skill_share"]) for i in layers}
+        # skills absent from the data (weight 0 in the mix) would be empty columns
+        present = torch.bincount(routing.skill, minlength=S)[:S].nonzero().flatten()
+        names = [skill_names[s] for s in present.tolist()]
+        shares = {i: torch.tensor(layers[i]["expert_skill_share"])[:, present] for i in layers}
         kind = "expert" if moe_layers else "k-means cluster of mlp.hook_post"
-        plot_expert_skill(shares, skill_names, plot_dir / "expert_skill.png", ylabel=kind)
+        plot_expert_skill(shares, names, plot_dir / "expert_skill.png", ylabel=kind)
         plots.append(str(plot_dir / "expert_skill.png"))
         if causal is not None:
-            plot_selectivity(
-                torch.tensor(causal["drop"]), skill_names, plot_dir / "selectivity.png"
-            )
+            drop = torch.tensor(causal["drop"], dtype=torch.float64)[present][:, present]
+            plot_selectivity(drop, names, plot_dir / "selectivity.png")
             plots.append(str(plot_dir / "selectivity.png"))
     return _clean({"summary": summary, "layers": layers, "causal": causal, "plots": plots})

@@ -301,6 +301,22 @@ def test_report_on_model_with_known_specialisation(tmp_path):
     assert same["summary"]["interp.router_saturation"] == 1.0
 
 
+def test_report_with_a_skill_absent_from_the_data(tmp_path):
+    # The suite keeps ids for skills of weight 0: they have no tokens and no answers.
+    from analysis.moe_report import moe_report
+
+    model = built_model("moe")
+    val, test = built_batches(6, seed=0), built_batches(6, seed=1)
+    report = moe_report(model, val, SKILLS + ["absent"], causal_batches=test, plot_dir=tmp_path)
+    causal = report["causal"]
+    assert "absent" not in causal["experts"]
+    assert causal["base_accuracy"][4] is None and causal["delta_target"][4] is None
+    assert causal["drop"][4] == [None] * 5 and [r[4] for r in causal["drop"]] == [None] * 5
+    assert report["summary"]["interp.selectivity"] == pytest.approx(1.0)
+    assert report["summary"]["interp.domain_specialization"] == pytest.approx(1.0)
+    assert all(Path(p).stat().st_size > 0 for p in report["plots"])
+
+
 def test_report_dense_baseline_uses_kmeans_clusters():
     from analysis.moe_report import moe_report
 
