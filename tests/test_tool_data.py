@@ -211,7 +211,7 @@ def test_default_mix_is_unchanged_and_the_tool_config_mixes_the_variants():
     assert mix["addition_tool"] > 0 and mix["facts_tool"] > 0
     assert mix["addition"] == 0 and mix["facts"] == 0
     assert uses_tools(exp.data) and not uses_tools(exp.data, enabled=False)
-    assert exp.run.name == "tool" and exp.model.ffn.kind == "dense"
+    assert exp.run.name == "tool" and exp.model.ffn.kind == "dense" and exp.tools.enabled
     assert exp.data.addition.ood_max_digits == 4 * exp.data.addition.max_digits
 
 
