@@ -28,7 +28,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check archs training analysis tests benchmarks glassbox
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_dense.py

@@ -201,7 +201,9 @@ def validate(cfg: ExperimentConfig) -> None:
         if getattr(t, key) <= 0:
             raise ConfigError(f"trainer.{key}", getattr(t, key), "must be a positive integer")
     if t.cpu_threads < 0:
-        raise ConfigError("trainer.cpu_threads", t.cpu_threads, "0 (torch's default) or a positive count")
+        raise ConfigError(
+            "trainer.cpu_threads", t.cpu_threads, "0 (torch's default) or a positive count"
+        )
     for lg in t.loggers:
         if lg not in LOGGERS:
             raise ConfigError("trainer.loggers", lg, f"each one of {', '.join(LOGGERS)}")

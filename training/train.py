@@ -188,6 +188,8 @@ def train(cfg: ExperimentConfig) -> Path:
             model,
             export,
             metrics=metrics,
-            extra_config={k: to_dict(getattr(cfg, k)) for k in ("data", "optim", "trainer", "run", "tools")},
+            extra_config={
+                k: to_dict(getattr(cfg, k)) for k in ("data", "optim", "trainer", "run", "tools")
+            },
         )
     return export
