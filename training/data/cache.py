@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from tokenizers import Tokenizer
 
 # Bump when generation changes what a config produces: old cache entries then miss.
-DATA_VERSION = 1
+DATA_VERSION = 2
 # Keys that do not change the data.
 NOT_HASHED = ("batch_size", "num_workers", "cache_dir")
 

@@ -3,8 +3,9 @@
 Row layout (one example per row):
 
     input_ids    <bos> [<tag:skill>] words... <eos>
-    loss_mask    1 on the tokens trained on: the answer and <eos> (the model learns to
-                 stop), or with loss_on=all every token but <bos> and the tag
+    loss_mask    1 on the tokens trained on: the answer (or the example's `loss` words)
+                 and <eos> (the model learns to stop), or with loss_on=all every token
+                 but <bos> and the tag; never on what a tool wrote (`tool_written`)
     answer_mask  1 on the answer tokens (not <eos>: accuracy is about the answer)
     skill        the skill id on every token
     features     (T, F): the ground truth, -1 where a variable does not apply
@@ -157,6 +158,8 @@ class _Encoder:
         ids = np.empty(total, np.int32)
         loss = np.zeros(total, np.int32)
         answer = np.zeros(total, np.int32)
+        trained = np.zeros(total, np.int32)  # the targets under loss_on=answer
+        written = np.zeros(total, np.int32)  # written by a tool: never a target
         skill = np.empty(total, np.int32)
         feats = np.full((total, self.n_features), -1, np.int32)
         bos, eos = self.vocab[BOS], self.vocab[EOS]
@@ -168,6 +171,9 @@ class _Encoder:
             ids[body] = [self.vocab[w] for w in ex.words]
             ids[end - 1] = eos
             answer[body] = ex.answer
+            trained[body] = ex.answer if ex.loss is None else ex.loss
+            if ex.tool_written is not None:
+                written[body] = ex.tool_written
             skill[start:end] = sid
             col, names = self.columns[sid]
             for j, (name, is_pos) in enumerate(names):
@@ -179,8 +185,9 @@ class _Encoder:
             if self.tags:
                 loss[offsets[:-1] + 1] = 0  # the given tag is not a target
         else:
-            loss[:] = answer
+            loss[:] = trained
             loss[offsets[1:] - 1] = 1  # <eos>
+        loss[written == 1] = 0
 
         def lists(flat: np.ndarray) -> pa.Array:
             return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))

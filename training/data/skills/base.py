@@ -43,6 +43,12 @@ class Example:
     words: list[str]  # content tokens, without <bos>, tag, <eos>
     answer: list[int]  # 0/1 per word: 1 on the words the model must produce
     features: dict[str, list[int]]  # feature name -> one int per word (-1: does not apply)
+    # 0/1 per word: the training targets under loss_on=answer when they are more than
+    # the answer (a tool-call variant also trains the call it writes); None: the answer
+    loss: list[int] | None = None
+    # 0/1 per word: 1 on what a tool writes into the stream (<result> .. </result>),
+    # never a training target whatever loss_on says; None: nothing
+    tool_written: list[int] | None = None
 
 
 class Skill(ABC):
