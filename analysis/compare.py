@@ -99,6 +99,10 @@ def run_one(arch: str, config_path: str, seed: int, cc: CompareConfig, out: Path
         [*cc.overrides, f"run.seed={seed}", f"run.name={arch}", f"run.out_dir={run_dir}"],
     )
     export = run_dir / "checkpoint"
+    saved = run_dir / "analysis" / "row.json"
+    if (export / "metrics.json").is_file() and saved.is_file():
+        # Trained and scored before: reuse (delete row.json to score it again).
+        return {**json.loads(saved.read_text()), "trained_now": False}
     t0 = time.perf_counter()
     trained = not (export / "metrics.json").is_file()
     if trained:
@@ -114,6 +118,16 @@ def run_one(arch: str, config_path: str, seed: int, cc: CompareConfig, out: Path
     )
     analysis_seconds = time.perf_counter() - t0
     (run_dir / "analysis" / "analysis.json").write_text(json.dumps(interp, indent=2, default=str))
+    tool_summary = None
+    if _has_tool_skills(cfg):
+        from analysis.tools import tool_report
+
+        t0 = time.perf_counter()
+        tool_summary = tool_report(model, suite, data_cfg=cfg.data, tools=cfg.tools, seed=seed)[
+            "summary"
+        ]
+        analysis_seconds += time.perf_counter() - t0
+        interp["summary"].update({k: v for k, v in tool_summary.items() if k.startswith("interp.")})
     skills = metrics.get("skills", {})
     row = {
         "arch": arch,
@@ -131,8 +145,17 @@ def run_one(arch: str, config_path: str, seed: int, cc: CompareConfig, out: Path
         "train": metrics.get("train", {}),
         "interp": interp["summary"],
         "plots": interp.get("moe", {}).get("plots", []),
+        "tools": {k: v for k, v in (tool_summary or {}).items() if k.startswith("tools.")},
     }
+    saved.write_text(json.dumps(row, indent=2, default=str))
     return row
+
+
+def _has_tool_skills(cfg) -> bool:
+    """Whether the tool analysis applies: the data has addition or facts, plain (the
+    dense baseline answers from its weights) or through tools."""
+    names = ("addition", "facts", "addition_tool", "facts_tool")
+    return cfg.data.source == "skills" and any(cfg.data.mix.get(n, 0) > 0 for n in names)
 
 
 def posthoc_route(
@@ -144,6 +167,9 @@ def posthoc_route(
     recovered, KL. With a transcoder run of the same seed, the fit is timed against
     reading features off that model (one cached forward) in the same process:
     training.transcoder_fit.measure_feature_cost."""
+    saved = out / "runs" / f"dense-seed{dense_row['seed']}" / "analysis" / "posthoc.json"
+    if saved.is_file() and not dense_row.get("trained_now", True):
+        return json.loads(saved.read_text())
     import archs
     from analysis.interp import coverage_scores, suite_batches
     from analysis.transcoder import splice_fidelity
@@ -189,9 +215,7 @@ def posthoc_route(
         "steps": cc.posthoc.steps,
         "cost": cost,
     }
-    (out / "runs" / f"dense-seed{seed}" / "analysis" / "posthoc.json").write_text(
-        json.dumps(result, indent=2, default=str)
-    )
+    saved.write_text(json.dumps(result, indent=2, default=str))
     return result
 
 
@@ -226,6 +250,10 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "params_total": rs[0]["params"].get("total"),
             "train_tokens": stats(r["train"].get("tokens") for r in rs),
             "train_flops": stats(r["train"].get("flops") for r in rs),
+            "tools": {
+                k: stats(r.get("tools", {}).get(k) for r in rs)
+                for k in sorted({k for r in rs for k in r.get("tools", {})})
+            },
         }
     return out
 

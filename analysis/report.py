@@ -167,6 +167,35 @@ def write_report(out: Path, cc: CompareConfig, rows: list[dict], agg: dict[str, 
             f"| {arch} | " + " | ".join(_fmt(a["skills"].get(s), pct=True) for s in skills) + " |"
         )
     lines.append("")
+    # --- tool calling against answering from the weights
+    tool_cols = [
+        ("tools.exact_match", "addition + facts exact match"),
+        ("tools.exact_match_withheld", "result withheld"),
+        ("tools.addition_2x", "addition 2x digits"),
+        ("tools.addition_4x", "addition 4x digits"),
+        ("tools.facts_accuracy", "facts (held-out phrasing)"),
+    ]
+    with_tools = {arch: a for arch, a in agg.items() if a.get("tools")}
+    if with_tools:
+        lines.append("## Tool calling against answering from the weights (%)\n")
+        lines.append(
+            "| architecture | "
+            + " | ".join(h for _, h in tool_cols)
+            + " | call precision | call recall | reliance |"
+        )
+        lines.append("|---|" + "---|" * (len(tool_cols) + 3))
+        for arch, a in with_tools.items():
+            cells = [_fmt(a["tools"].get(k), pct=True) for k, _ in tool_cols]
+            cells += [
+                _fmt(a["interp"].get(k), pct=True)
+                for k in ("interp.call_precision", "interp.call_recall", "interp.tool_reliance")
+            ]
+            lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+        lines.append(
+            "\nGenerated answers (greedy; tool calls executed for a tool model). Reliance: the share of "
+            "answers that follow a counterfactual result injected in place of the tool's (the true sum "
+            "plus a random nonzero offset; a different attribute).\n"
+        )
     # --- post-hoc fidelity and cost
     post = [r["posthoc"] for r in rows if "posthoc" in r]
     if post:

@@ -91,3 +91,31 @@ def test_tiny_compare_end_to_end(tmp_path):
     again = compare(cc)
     rows = json.loads((tmp_path / "report" / "rows.json").read_text())
     assert again == report and not any(r["trained_now"] for r in rows)
+
+
+def test_report_tables_from_constructed_rows(tmp_path):
+    from analysis.compare import CompareConfig
+    from analysis.report import write_report
+
+    dense = [_row("dense", s, 1.0 + s, 0.5, 0.3) for s in (0, 1)]
+    tool = [_row("tool", s, 0.8, 0.9, 0.2) for s in (0, 1)]
+    for r in tool:
+        r["tools"] = {"tools.exact_match": 1.0, "tools.addition_2x": 0.0}
+        r["interp"]["interp.tool_reliance"] = 0.96
+    for r in dense:
+        r["tools"] = {"tools.exact_match": 0.2, "tools.addition_2x": 0.0}
+    rows = dense + tool
+    for r in rows:
+        r["train"]["steps"] = 600
+    cc = CompareConfig(
+        seeds=[0, 1], architectures={"dense": "configs/dense.yaml", "tool": "configs/tool.yaml"}
+    )
+    text = write_report(tmp_path, cc, rows, aggregate(rows)).read_text()
+    assert "| dense | 1.500 ± 0.707 | +0.0% | 50.0 ± 0.0 | +0.0% |" in text
+    assert "| tool | 0.800 ± 0.000 | -46.7% | 90.0 ± 0.0 | +80.0% |" in text
+    assert "| tool | 100.0 ± 0.0 | – | 0.0 ± 0.0 |" in text  # the tool-calling table
+    assert "96.0 ± 0.0 |" in text  # reliance
+    assert "600 optimiser steps" in text
+    assert (tmp_path / "pareto.png").is_file() and json.loads(
+        (tmp_path / "report.json").read_text()
+    )["runs"]
