@@ -44,6 +44,8 @@ class CompareConfig:
     architectures: dict[str, str] = field(default_factory=dict)
     # key=value overrides applied to every run: the matched budget (steps, batch, data)
     overrides: list[str] = field(default_factory=list)
+    # architecture -> more overrides for it alone (sizes that must scale per kind)
+    arch_overrides: dict[str, list[str]] = field(default_factory=dict)
     analysis_examples: int = 512  # held-out examples each interpretability score reads
     posthoc: PostHocConfig = field(default_factory=PostHocConfig)
 
@@ -80,6 +82,20 @@ def load_compare_config(path: str | Path, overrides: list[str] | None = None) ->
     return out
 
 
+def run_overrides(cc: CompareConfig, arch: str) -> list[str]:
+    """The overrides every run gets, then this architecture's own."""
+    return [*cc.overrides, *cc.arch_overrides.get(arch, [])]
+
+
+def check_runs(cc: CompareConfig) -> None:
+    """Load every architecture's run config with its overrides, so a bad key fails
+    before hours of training rather than in the middle."""
+    from training.config import load_config
+
+    for arch, path in cc.architectures.items():
+        load_config(path, run_overrides(cc, arch))
+
+
 def _mean(xs):
     xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
     return sum(xs) / len(xs) if xs else None
@@ -96,7 +112,12 @@ def run_one(arch: str, config_path: str, seed: int, cc: CompareConfig, out: Path
     run_dir = out / "runs" / f"{arch}-seed{seed}"
     cfg = load_config(
         config_path,
-        [*cc.overrides, f"run.seed={seed}", f"run.name={arch}", f"run.out_dir={run_dir}"],
+        [
+            *run_overrides(cc, arch),
+            f"run.seed={seed}",
+            f"run.name={arch}",
+            f"run.out_dir={run_dir}",
+        ],
     )
     export = run_dir / "checkpoint"
     saved = run_dir / "analysis" / "row.json"
@@ -179,7 +200,9 @@ def posthoc_route(
     from training.transcoder_fit import fit_transcoders, measure_feature_cost, splice
 
     dense = archs.load_pretrained(Path(dense_row["run_dir"]) / "checkpoint")
-    cfg = load_config(cc.architectures["dense"], [*cc.overrides, f"run.seed={dense_row['seed']}"])
+    cfg = load_config(
+        cc.architectures["dense"], [*run_overrides(cc, "dense"), f"run.seed={dense_row['seed']}"]
+    )
     suite = build_datasets(cfg.data)
     seed = dense_row["seed"]
     layers = list(range(dense.cfg.n_layers))
@@ -268,6 +291,7 @@ def compare(cc: CompareConfig) -> Path:
     """Run every architecture x seed, then write report.md, report.json, pareto.png."""
     from analysis.report import write_report
 
+    check_runs(cc)
     out = Path(cc.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

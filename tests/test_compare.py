@@ -119,3 +119,25 @@ def test_report_tables_from_constructed_rows(tmp_path):
     assert (tmp_path / "pareto.png").is_file() and json.loads(
         (tmp_path / "report.json").read_text()
     )["runs"]
+
+
+@pytest.mark.parametrize("path", ["configs/compare.yaml", "configs/compare_gpu.yaml"])
+def test_shipped_compare_configs_load_every_run(path):
+    """Every architecture's run config with the compare's overrides is valid, and the
+    configs keep active parameters matched to dense within 2% (the routers are the
+    difference)."""
+    import dataclasses
+
+    import archs
+    from analysis.compare import check_runs, run_overrides
+    from training.config import load_config
+
+    cc = load_compare_config(path)
+    check_runs(cc)
+    active = {}
+    for arch, p in cc.architectures.items():
+        cfg = load_config(p, run_overrides(cc, arch))
+        model = archs.Transformer(dataclasses.replace(cfg.model, vocab_size=256))
+        active[arch] = model.num_params(active=True)
+    for arch in ("moe", "moe_relu"):
+        assert abs(active[arch] - active["dense"]) / active["dense"] < 0.02, active
