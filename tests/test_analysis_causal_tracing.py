@@ -20,17 +20,6 @@ from matplotlib.figure import Figure
 from analysis.causal_tracing import causal_trace, embedding_std, plot_causal_trace
 from archs import FFNConfig, ModelConfig, Transformer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run thousands of small ops: one CPU thread is much faster than
-    several contending for a shared machine (the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 N_SUBJ, EQ = 4, 1
 SUBJ = torch.arange(2, 2 + N_SUBJ)  # subject tokens 2..5
 ANS = torch.arange(10, 10 + N_SUBJ)  # answer tokens 10..13

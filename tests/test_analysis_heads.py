@@ -25,16 +25,6 @@ from analysis.heads import (
 from archs import ModelConfig, Transformer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run thousands of small ops: one CPU thread is much faster than
-    several contending for a shared machine (the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def causal_uniform(B: int, H: int, T: int) -> torch.Tensor:
     tri = torch.ones(T, T).tril()
     return (tri / tri.sum(-1, keepdim=True)).expand(B, H, T, T).clone()

@@ -18,17 +18,6 @@ from analysis.ioi import (
 )
 from archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run thousands of small ops: one CPU thread is much faster than
-    several contending for a shared machine (the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 V = 40
 NAMES = list(range(20, 30))
 WHEN, AND, WENT, TO, THE, PLACE, COMMA, GAVE, A, OBJ = range(8, 18)

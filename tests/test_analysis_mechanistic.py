@@ -18,17 +18,6 @@ from training.data import DataConfig, SuiteData, build_datasets, collate
 from training.data.config import FactsConfig, IOIConfig
 from training.metrics import SkillMetrics
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run thousands of small ops: one CPU thread is much faster than
-    several contending for a shared machine (the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 FFNS = {
     "dense": FFNConfig(d_ff=48),
     "moe": FFNConfig(kind="moe", moe=MoEConfig(n_experts=4, k=2, d_expert=16)),

@@ -28,17 +28,6 @@ from analysis.patching import (
 )
 from archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run thousands of small ops: one CPU thread is much faster than
-    several contending for a shared machine (the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 V, T, P_STAR, TARGET = 37, 7, 3, 5
 FFNS = {
     "dense": FFNConfig(d_ff=48),

@@ -19,16 +19,6 @@ from analysis.probes import (
 from archs import ModelConfig, Transformer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run thousands of small ops: one CPU thread is much faster than
-    several contending for a shared machine (the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def encoded(n: int, d: int, n_classes: int, strength: float, seed: int = 0):
     """activations = noise + a class-specific direction * strength."""
     g = torch.Generator().manual_seed(seed)
