@@ -103,8 +103,8 @@ def grouped_matmul(x: Tensor, w: Tensor, counts: Tensor, offsets: Tensor) -> Ten
     group = torch.repeat_interleave(torch.arange(E, device=x.device), counts)  # (S,)
     slot = group * c_max + torch.arange(S, device=x.device) - (offsets.long() - counts)[group]
     padded = x.new_zeros(E * c_max, x.shape[1]).index_copy(0, slot, x)
-    out = torch.bmm(padded.view(E, c_max, -1), w)  # (E, C_max, d_out)
-    return out.view(E * c_max, -1).index_select(0, slot)
+    out = torch.bmm(padded.view(E, c_max, x.shape[1]), w)  # (E, C_max, d_out)
+    return out.view(E * c_max, w.shape[2]).index_select(0, slot)
 
 
 class SharedExpert(nn.Module):

@@ -98,6 +98,10 @@ def test_grouped_matmul_paths_agree_with_loop():
     # float64 never takes the grouped_mm kernel: the padded-bmm fallback
     got = grouped_matmul(x.double(), w.double(), counts, offsets)
     torch.testing.assert_close(got, ref.double(), atol=1e-5, rtol=1e-5)
+    none = torch.zeros(E, dtype=torch.long)  # no rows at all, on both paths
+    for dtype in (torch.float32, torch.float64):
+        out = grouped_matmul(x[:0].to(dtype), w.to(dtype), none, none.to(torch.int32))
+        assert out.shape == (0, d_out)
 
 
 def test_padded_fallback_layer_matches_reference(monkeypatch):
