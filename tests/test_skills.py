@@ -650,3 +650,18 @@ def test_mix_order_does_not_matter(tmp_path):
     two = build_datasets(make_cfg(tmp_path / "b", mix=b, **sizes))
     for split in one.splits:
         assert one.splits[split].to_dict() == two.splits[split].to_dict()
+
+
+def test_empty_ood_split_reloads_from_cache(tmp_path):
+    """A suite whose ood split is empty (n_ood=0) reloads from its cache entry."""
+    from training.data import DataConfig, build_datasets
+
+    only_copy = {s: 0.0 for s in DataConfig().mix} | {"copy": 1.0}
+    cfg = DataConfig(
+        cache_dir=str(tmp_path), n_ood=0, n_train=300, n_val=20, n_test=20, mix=only_copy
+    )
+    first = build_datasets(cfg)
+    again = build_datasets(cfg)
+    assert len(first.splits["ood"]) == len(again.splits["ood"]) == 0
+    assert again.splits["ood"].features == again.splits["train"].features
+    assert again.splits["train"]["input_ids"] == first.splits["train"]["input_ids"]

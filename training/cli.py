@@ -76,7 +76,7 @@ def _cmd_eval(args) -> int:
 
 def _cmd_analyze(args) -> int:
     from analysis.interp import interp_report
-    from analysis.mechanistic import run_mechanistic
+    from analysis.mechanistic import MechanisticConfig, run_mechanistic
     from archs.checkpoint import load_pretrained, resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint)
@@ -86,7 +86,8 @@ def _cmd_analyze(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(path)}
     report["interp"] = interp_report(model, suite, out, n_examples=args.examples)
-    report["mechanistic"] = run_mechanistic(model, suite, out)
+    mech = MechanisticConfig(n_examples=args.examples, probe_max_examples=args.examples)
+    report["mechanistic"] = run_mechanistic(model, suite, out, mech)
     (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
     for k, v in sorted(report["interp"]["summary"].items()):
         print(f"{k:<36} {v:.4f}" if isinstance(v, float) else f"{k:<36} {v}")

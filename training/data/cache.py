@@ -49,11 +49,10 @@ def load_entry(path: Path) -> tuple[DatasetDict, Tokenizer, dict] | None:
     if not (path / "meta.json").is_file():
         return None
     meta = json.loads((path / "meta.json").read_text())
-    return (
-        load_from_disk(str(path / "splits")),
-        Tokenizer.from_file(str(path / "tokenizer.json")),
-        meta,
-    )
+    splits = load_from_disk(str(path / "splits"))
+    for name in meta.get("empty_splits", []):  # datasets cannot reload a saved empty split
+        splits[name] = next(iter(splits.values())).select([])
+    return splits, Tokenizer.from_file(str(path / "tokenizer.json")), meta
 
 
 @contextmanager
@@ -73,9 +72,13 @@ def save_entry(path: Path, splits: DatasetDict, tokenizer: Tokenizer, meta: dict
     (archs.checkpoint.atomic_write_dir syncs flat files; save_to_disk writes folders.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    empty = [k for k, v in splits.items() if len(v) == 0]
+    meta = {**meta, "empty_splits": empty}
     try:
         with quiet_progress():
-            splits.save_to_disk(str(tmp / "splits"))
+            DatasetDict({k: v for k, v in splits.items() if k not in empty}).save_to_disk(
+                str(tmp / "splits")
+            )
         tokenizer.save(str(tmp / "tokenizer.json"))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         os.rename(tmp, path)
