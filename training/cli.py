@@ -29,17 +29,13 @@ def _cmd_train(args) -> int:
 def load_suite_for(path: str | Path, model):
     """Rebuild the data a checkpoint was trained on (from config.yaml's data section),
     checking that it gives the checkpoint's own vocabulary."""
-    from omegaconf import OmegaConf
-
     from archs.checkpoint import read_config
-    from training.data import DataConfig, build_datasets
+    from training.data import build_datasets, data_config_from_dict
 
     config = read_config(path)
     if "data" not in config:
         raise ConfigError("data", None, f"{path}/config.yaml has no data section to evaluate on")
-    data_cfg: DataConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(DataConfig), config["data"])
-    )  # type: ignore[assignment]
+    data_cfg = data_config_from_dict(config["data"])
     suite = build_datasets(data_cfg)
     if model.tokenizer is not None and model.tokenizer.get_vocab() != suite.tokenizer.get_vocab():
         raise ValueError(
@@ -147,15 +143,13 @@ def _tool_registry(checkpoint: str):
 
     from archs.checkpoint import read_config, resolve_checkpoint
     from archs.tools.config import ToolsConfig
-    from training.data import DataConfig
+    from training.data import data_config_from_dict
     from training.data.skills.tool_call import suite_registry, uses_tools
 
     config = read_config(resolve_checkpoint(checkpoint))
     if "data" not in config:
         return None
-    data: DataConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(DataConfig), config["data"])
-    )  # type: ignore[assignment]
+    data = data_config_from_dict(config["data"])
     tools: ToolsConfig = OmegaConf.to_object(
         OmegaConf.merge(OmegaConf.structured(ToolsConfig), config.get("tools", {}))
     )  # type: ignore[assignment]
