@@ -147,6 +147,14 @@ def write_report(out: Path, cc: CompareConfig, rows: list[dict], agg: dict[str, 
         else ""
     )
     lines.append("")
+    callers = [arch for arch, a in agg.items() if a["interp"].get("interp.call_recall")]
+    if callers:
+        lines.append(
+            f"{', '.join(callers)}: capability of the model with its tools. Its addition and facts "
+            "examples carry the tool's result in the context, so those answers are copies; the table "
+            "below compares generated answers, the tool model's with calls executed, the dense "
+            "model's from its weights.\n"
+        )
     lines.append("## Columns\n")
     lines.append(
         "- **val loss**: mean cross-entropy of the loss-masked (answer) tokens, test split."
@@ -177,7 +185,7 @@ def write_report(out: Path, cc: CompareConfig, rows: list[dict], agg: dict[str, 
     ]
     with_tools = {arch: a for arch, a in agg.items() if a.get("tools")}
     if with_tools:
-        lines.append("## Tool calling against answering from the weights (%)\n")
+        lines.append("\n## Tool calling against answering from the weights (%)\n")
         lines.append(
             "| architecture | "
             + " | ".join(h for _, h in tool_cols)
