@@ -33,8 +33,9 @@ def build_ffn(d_model: int, cfg: FFNConfig) -> nn.Module:
     if cfg.kind not in FFN_REGISTRY:
         try:
             importlib.import_module(f"archs.{cfg.kind}")
-        except ModuleNotFoundError:
-            pass
+        except ModuleNotFoundError as e:
+            if e.name != f"archs.{cfg.kind}":  # the kind exists but needs something missing
+                raise
     if cfg.kind not in FFN_REGISTRY:
         raise ValueError(f"config error: ffn.kind={cfg.kind!r}: one of {', '.join(FFN_REGISTRY)}")
     return FFN_REGISTRY[cfg.kind](d_model, cfg)
