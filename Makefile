@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job: every architecture at a matched budget on the embedded skill suite,
-# then report/report.md, report.json, pareto.png (CPU, about 15 minutes).
+# then report/report.md, report.json, pareto.png (CPU: 7 minutes on 2 idle cores).
 report: $(STAMP)
 	$(BIN)/glassbox compare configs/compare.yaml
 
