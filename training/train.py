@@ -135,7 +135,7 @@ def train(cfg: ExperimentConfig) -> Path:
     suite = dm.suite
     assert suite is not None
     vocab = suite.tokenizer.get_vocab_size()
-    if cfg.model.vocab_size not in (0, vocab) and cfg.model.vocab_size < vocab:
+    if 0 < cfg.model.vocab_size < vocab:
         raise ConfigError(
             "model.vocab_size", cfg.model.vocab_size, f"0 or >= the tokenizer's {vocab}"
         )
@@ -169,7 +169,7 @@ def train(cfg: ExperimentConfig) -> Path:
     trainer, throughput = build_trainer(cfg, out, module.model.flops_per_token(seq_len))
     trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(cfg, out / "checkpoints"))
 
-    model = module.model
+    model = getattr(module.model, "_orig_mod", module.model)  # unwrap torch.compile for export
     tokens = int(module.tokens_trained)
     metrics = evaluate_model(
         model, suite, batch_size=cfg.data.batch_size, max_batches=cfg.run.eval_max_batches
