@@ -78,13 +78,8 @@ class LMModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_trained = checkpoint.get("tokens_trained", 0)
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        for module in self.model.modules():  # e.g. unit-norm transcoder decoders
-            hook = getattr(module, "before_optimizer_step", None)
-            if hook is not None:
-                hook()
-
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # FFNs that keep a constraint after each update (unit-norm transcoder decoders)
         for module in self.model.modules():
             hook = getattr(module, "after_optimizer_step", None)
             if hook is not None:
