@@ -115,7 +115,6 @@ def agent(kg, *, copy_result=True, call_always=False, garble_facts=False, use_to
 
 @pytest.fixture(scope="module")
 def tool_setup(tmp_path_factory):
-    torch.set_num_threads(1)
     cfg = make_cfg(tmp_path_factory.mktemp("tool"), TOOL_MIX)
     return cfg, build_datasets(cfg), knowledge_graph(cfg)
 
@@ -196,7 +195,6 @@ def test_a_model_that_garbles_the_lookup_arguments(tool_setup):
 
 
 def test_a_dense_model_without_tools(tmp_path):
-    torch.set_num_threads(1)
     cfg = make_cfg(tmp_path, PLAIN_MIX)
     suite = build_datasets(cfg)
     model = Scripted(suite.tokenizer, agent(knowledge_graph(cfg), use_tools=False))

@@ -33,14 +33,6 @@ from analysis.transcoder import (
 from archs import FFNConfig, ModelConfig, TranscoderConfig, Transformer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors on a shared machine
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------ sparsity, fvu
 def test_sparsity_metrics_on_constructed_latents():
     lat = torch.zeros(10, 6)

@@ -18,14 +18,6 @@ from training.transcoder_fit import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors on a shared machine
-    yield
-    torch.set_num_threads(n)
-
-
 def dense_model() -> Transformer:
     torch.manual_seed(0)
     ffn = FFNConfig(kind="dense", activation="gelu", d_ff=64)
