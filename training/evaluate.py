@@ -41,8 +41,7 @@ def evaluate_split(
         for i, batch in enumerate(loader):
             if max_batches and i >= max_batches:
                 break
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            metric.update(model(batch["input_ids"]).cpu(), {k: v.cpu() for k, v in batch.items()})
+            metric.update(model(batch["input_ids"].to(model.device)).cpu(), batch)
     finally:
         model.train(was_training)
     return metric.compute()
