@@ -12,7 +12,7 @@ STAMP := $(VENV)/.glassbox-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[peers,test]" --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e ".[peers,test]"
 	touch $(STAMP)
 
 setup: $(STAMP)

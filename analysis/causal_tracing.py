@@ -28,8 +28,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from analysis.patching import BLOCK_OUTPUTS
-from analysis.plots import heatmap
+from glassbox.analysis.patching import BLOCK_OUTPUTS
+from glassbox.analysis.plots import heatmap
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from analysis.transcoder import Collected, CoverageResult
+from glassbox.analysis.transcoder import Collected, CoverageResult
 
 
 @dataclass

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from analysis.plots import heatmap
+from glassbox.analysis.plots import heatmap
 
 
 def previous_token_score_from_pattern(

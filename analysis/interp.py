@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analysis.transcoder import (
+from glassbox.analysis.transcoder import (
     collect_activations,
     coverage,
     dead_fraction,
@@ -30,7 +30,7 @@ from analysis.transcoder import (
     ground_truth_labels,
     l0,
 )
-from training.data import SuiteData, collate
+from glassbox.training.data import SuiteData, collate
 
 
 def suite_batches(
@@ -135,7 +135,7 @@ def interp_report(
 
     Returns {"summary": {"interp.<metric>": float}, "coverage": {...}, "moe": {...}}.
     """
-    from analysis.moe_report import moe_report
+    from glassbox.analysis.moe_report import moe_report
 
     device = model.device
     val = suite_batches(suite, "val", n_examples, seed=seed, device=device)

@@ -27,7 +27,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from analysis.patching import Metric, PatchingResult, patch_heads, plot_patching
+from glassbox.analysis.patching import Metric, PatchingResult, patch_heads, plot_patching
 
 
 def logit_diff(

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from analysis.plots import heatmap, line_plot
+from glassbox.analysis.plots import heatmap, line_plot
 
 
 def lens_labels(n_layers: int, include_embed: bool = False) -> list[str]:

@@ -1,7 +1,7 @@
 """The mechanistic analysis of one model on its data: every tool that applies,
 with its plots, in one call (what `glassbox analyze` runs).
 
-    from analysis.mechanistic import run_mechanistic
+    from glassbox.analysis.mechanistic import run_mechanistic
     report = run_mechanistic(model, suite, "runs/x/analysis")
     report["summary"]          # headline numbers, flat {name: float}
 
@@ -46,16 +46,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from analysis.causal_tracing import causal_trace, plot_causal_trace
-from analysis.heads import (
+from glassbox.analysis.causal_tracing import causal_trace, plot_causal_trace
+from glassbox.analysis.heads import (
     copying_scores,
     induction_scores,
     plot_head_scores,
     previous_token_score_from_pattern,
 )
-from analysis.ioi import corrupt_ioi, logit_diff, logit_diff_metric
-from analysis.logit_lens import lens_labels, next_token_targets, residual_stack, unembed
-from analysis.patching import (
+from glassbox.analysis.ioi import corrupt_ioi, logit_diff, logit_diff_metric
+from glassbox.analysis.logit_lens import lens_labels, next_token_targets, residual_stack, unembed
+from glassbox.analysis.patching import (
     ffn_layers_with,
     patch_experts,
     patch_heads,
@@ -63,9 +63,9 @@ from analysis.patching import (
     patch_residual,
     plot_patching,
 )
-from analysis.plots import heatmap, line_plot
-from analysis.probes import fit_probe
-from training.data import collate
+from glassbox.analysis.plots import heatmap, line_plot
+from glassbox.analysis.probes import fit_probe
+from glassbox.training.data import collate
 
 
 @dataclass

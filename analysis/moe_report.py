@@ -1,7 +1,7 @@
 """Expert specialisation report: routing collected from a model on skill-suite
 batches, the metrics of analysis.moe per layer, causal selectivity, plots.
 
-    from analysis.moe_report import moe_report
+    from glassbox.analysis.moe_report import moe_report
     report = moe_report(model, val_batches, data.skill_names, data.feature_names,
                         causal_batches=test_batches, plot_dir="out/")
     report["summary"]          # {"interp.nmi_expert_skill": ..., "interp.selectivity": ...}
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from analysis.moe import (
+from glassbox.analysis.moe import (
     coactivation,
     contingency,
     domain_specialization,
@@ -45,8 +45,8 @@ from analysis.moe import (
     specialization_score,
     vocab_specialization,
 )
-from archs.dense import DenseMLP
-from archs.moe import MoE, ablate_experts, expert_means
+from glassbox.archs.dense import DenseMLP
+from glassbox.archs.moe import MoE, ablate_experts, expert_means
 
 
 @dataclass
@@ -343,7 +343,7 @@ def moe_report(
 
     plots = []
     if plot_dir is not None:
-        from analysis.moe_plots import plot_expert_skill, plot_selectivity
+        from glassbox.analysis.moe_plots import plot_expert_skill, plot_selectivity
 
         plot_dir = Path(plot_dir)
         # skills absent from the data (weight 0 in the mix) would be empty columns

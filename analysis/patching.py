@@ -40,8 +40,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from analysis.plots import heatmap, line_plot
-from archs.hooks import ActivationCache, HookFn
+from glassbox.analysis.plots import heatmap, line_plot
+from glassbox.archs.hooks import ActivationCache, HookFn
 
 Hook = tuple[str, HookFn]
 Metric = Callable[[Tensor], Tensor | float]  # logits (B, T, V) -> scalar

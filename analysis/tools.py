@@ -1,7 +1,7 @@
 """Tool-use analysis: does a tool-calling model call when a call is needed, with the
 right arguments, and does its answer come from the tool or from its own weights?
 
-    from analysis.tools import tool_report
+    from glassbox.analysis.tools import tool_report
     report = tool_report(model, data_cfg)          # a DataConfig, its dict, or a SuiteData
     report["summary"]["interp.tool_reliance"]      # share of answers that follow an injected result
 
@@ -42,15 +42,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from archs.generation import generate
-from archs.tools import Calculator, Lookup, ToolCall, ToolRegistry, ToolResult, format_trace
-from archs.tools.config import ToolsConfig, validate_tools_config
-from archs.tools.runtime import generate_with_tools
-from training.data import DataConfig, SuiteData, build_datasets, data_config_from_dict
-from training.data.knowledge import KnowledgeGraph, knowledge_graph
-from training.data.skills.addition_tool import AdditionToolSkill
-from training.data.skills.tool_call import PLAIN_OF_SKILL, suite_registry, uses_tools
-from training.data.vocab import CALL, CALL_END, EOS
+from glassbox.archs.generation import generate
+from glassbox.archs.tools import (
+    Calculator,
+    Lookup,
+    ToolCall,
+    ToolRegistry,
+    ToolResult,
+    format_trace,
+)
+from glassbox.archs.tools.config import ToolsConfig, validate_tools_config
+from glassbox.archs.tools.runtime import generate_with_tools
+from glassbox.training.data import DataConfig, SuiteData, build_datasets, data_config_from_dict
+from glassbox.training.data.knowledge import KnowledgeGraph, knowledge_graph
+from glassbox.training.data.skills.addition_tool import AdditionToolSkill
+from glassbox.training.data.skills.tool_call import PLAIN_OF_SKILL, suite_registry, uses_tools
+from glassbox.training.data.vocab import CALL, CALL_END, EOS
 
 MODES = ("execute", "withhold", "counterfactual", "plain")
 COUNTERFACTUAL_NUMBERS = ("offset", "uniform")  # see Injector

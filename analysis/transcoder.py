@@ -119,7 +119,7 @@ def splice_fidelity(
     dead_fraction, dense_fraction of the transcoder on the clean model's MLP input
     (the post-hoc view: every transcoder sees the input the MLP saw).
     """
-    from archs.transcoder import Transcoder
+    from glassbox.archs.transcoder import Transcoder
 
     if ablation not in ("zero", "mean"):
         raise ValueError(f"splice_fidelity: ablation={ablation!r}: one of zero, mean")

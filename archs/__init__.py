@@ -1,9 +1,9 @@
 """glassbox models: one backbone with pluggable feed-forward slots and named hook points."""
 
-from archs.checkpoint import load_pretrained, save_pretrained
-from archs.config import ConfigError, FFNConfig, ModelConfig, MoEConfig, TranscoderConfig
-from archs.hooks import ActivationCache, HookPoint
-from archs.transformer import Transformer
+from glassbox.archs.checkpoint import load_pretrained, save_pretrained
+from glassbox.archs.config import ConfigError, FFNConfig, ModelConfig, MoEConfig, TranscoderConfig
+from glassbox.archs.hooks import ActivationCache, HookPoint
+from glassbox.archs.transformer import Transformer
 
 __all__ = [
     "ActivationCache",

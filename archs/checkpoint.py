@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_model, save_model
 
-from archs.config import ModelConfig, model_config_from_dict
+from glassbox.archs.config import ModelConfig, model_config_from_dict
 
 FILES = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json", "README.md")
 
@@ -78,7 +78,7 @@ vocabulary {cfg.vocab_size}, context {cfg.max_seq_len}.
 Parameters: {n_params:,} total, {n_active:,} active per token.
 
 ```python
-import archs
+from glassbox import archs
 model = archs.load_pretrained("path/to/this/dir")
 logits, cache = model.run_with_cache(tokens, names_filter="blocks.*.hook_resid_post")
 ```
@@ -166,7 +166,7 @@ def load_pretrained(
 ):
     """Load a checkpoint directory or hub id into a Transformer (eval mode), with
     `model.tokenizer` set when the checkpoint has tokenizer.json."""
-    from archs.transformer import Transformer
+    from glassbox.archs.transformer import Transformer
 
     path = resolve_checkpoint(path_or_hub_id, revision)
     config = read_config(path)

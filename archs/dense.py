@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archs.config import FFNConfig
-from archs.ffn import register_ffn
-from archs.hooks import HookPoint
+from glassbox.archs.config import FFNConfig
+from glassbox.archs.ffn import register_ffn
+from glassbox.archs.hooks import HookPoint
 
 
 @register_ffn("dense")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from archs.config import FFNConfig
+from glassbox.archs.config import FFNConfig
 
 FFN_REGISTRY: dict[str, Callable[[int, FFNConfig], nn.Module]] = {}
 
@@ -32,9 +32,11 @@ def build_ffn(d_model: int, cfg: FFNConfig) -> nn.Module:
     # Each kind lives in archs/<kind>.py; importing it registers the class.
     if cfg.kind not in FFN_REGISTRY:
         try:
-            importlib.import_module(f"archs.{cfg.kind}")
+            importlib.import_module(f"glassbox.archs.{cfg.kind}")
         except ModuleNotFoundError as e:
-            if e.name != f"archs.{cfg.kind}":  # the kind exists but needs something missing
+            if (
+                e.name != f"glassbox.archs.{cfg.kind}"
+            ):  # the kind exists but needs something missing
                 raise
     if cfg.kind not in FFN_REGISTRY:
         raise ValueError(f"config error: ffn.kind={cfg.kind!r}: one of {', '.join(FFN_REGISTRY)}")

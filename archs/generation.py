@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from archs.transformer import KVCache
+from glassbox.archs.transformer import KVCache
 
 
 class TokenForcer(Protocol):

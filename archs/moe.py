@@ -48,9 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archs.config import FFNConfig
-from archs.ffn import register_ffn
-from archs.hooks import HookPoint
+from glassbox.archs.config import FFNConfig
+from glassbox.archs.ffn import register_ffn
+from glassbox.archs.hooks import HookPoint
 
 _INIT_STD = 0.02  # the backbone re-initialises with model.init_std
 

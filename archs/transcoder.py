@@ -49,9 +49,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from archs.config import FFNConfig, TranscoderConfig
-from archs.ffn import AuxLosses, register_ffn
-from archs.hooks import HookPoint
+from glassbox.archs.config import FFNConfig, TranscoderConfig
+from glassbox.archs.ffn import AuxLosses, register_ffn
+from glassbox.archs.hooks import HookPoint
 
 
 class _TangentGrad(torch.autograd.Function):

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archs.config import ModelConfig, validate_model_config
-from archs.ffn import build_ffn
-from archs.hooks import HookedModule, HookPoint
+from glassbox.archs.config import ModelConfig, validate_model_config
+from glassbox.archs.ffn import build_ffn
+from glassbox.archs.hooks import HookedModule, HookPoint
 
 # scaled_dot_product_attention(enable_gqa=...) exists from torch 2.5.
 _SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -323,6 +323,6 @@ class Transformer(HookedModule):
     @torch.no_grad()
     def generate(self, tokens, **kwargs):
         """Sample a continuation with a KV cache; see archs.generation.generate."""
-        from archs.generation import generate
+        from glassbox.archs.generation import generate
 
         return generate(self, tokens, **kwargs)

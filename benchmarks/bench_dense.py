@@ -32,8 +32,8 @@ import torch.nn.functional as F
 # Run from a checkout without an install, as `python benchmarks/bench_dense.py`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from archs import FFNConfig, ModelConfig, Transformer  # noqa: E402
-from archs.export import to_hf_llama  # noqa: E402
+from glassbox.archs import FFNConfig, ModelConfig, Transformer  # noqa: E402
+from glassbox.archs.export import to_hf_llama  # noqa: E402
 
 
 @dataclass

@@ -25,9 +25,9 @@ import time
 
 import torch
 
-from archs.config import FFNConfig, MoEConfig
-from archs.dense import DenseMLP
-from archs.moe import MoE
+from glassbox.archs.config import FFNConfig, MoEConfig
+from glassbox.archs.dense import DenseMLP
+from glassbox.archs.moe import MoE
 
 
 def build(d_model: int, n_experts: int, k: int, d_expert: int):

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from analysis.tools import tool_report  # noqa: E402
-from archs.tools.config import ToolsConfig  # noqa: E402
+from glassbox.analysis.tools import tool_report  # noqa: E402
+from glassbox.archs.tools.config import ToolsConfig  # noqa: E402
 
 # (summary key, label) in the order the table shows them
 ROWS = (
@@ -51,8 +51,8 @@ ROWS = (
 def evaluate_checkpoint(path: str | Path, tools: ToolsConfig | None = None, **kw) -> dict:
     """tool_report of a checkpoint on the data it was trained on (its config.yaml's
     data section; its `tools` section, when there is one, unless `tools` is given)."""
-    from archs.checkpoint import load_pretrained, read_config, resolve_checkpoint
-    from training.cli import load_suite_for
+    from glassbox.archs.checkpoint import load_pretrained, read_config, resolve_checkpoint
+    from glassbox.training.evaluate import load_suite_for
 
     path = resolve_checkpoint(path)
     model = load_pretrained(path)
@@ -93,8 +93,8 @@ def markdown(result: dict[str, Any]) -> str:
 def train_pair(out: Path, steps: int, extra: list[str]) -> tuple[Path, Path]:
     """Train the tool model (configs/tool.yaml) and the dense baseline
     (configs/dense.yaml, addition sized as skills_tools.yaml) for `steps` steps."""
-    from training.config import load_config
-    from training.train import train
+    from glassbox.training.config import load_config
+    from glassbox.training.train import train
 
     tool_cfg = load_config(ROOT / "configs" / "tool.yaml")
     common = [f"trainer.max_steps={steps}", "trainer.progress_bar=false", *extra]

@@ -1,7 +1,11 @@
-"""glassbox: `import glassbox` gives the same objects as the top-level packages
-(archs for models, training for runs, analysis for metrics)."""
+"""glassbox: transformer language models that are interpretable by construction.
 
-from archs import (
+One namespace: `glassbox.archs` (models, hooks, checkpoints, tools), `glassbox.training`
+(data, Lightning module, fitting), `glassbox.analysis` (scoring), and here the top floor:
+`glassbox.cli`, `glassbox.compare`, `glassbox.report`. The model API is re-exported so that
+`import glassbox as gb; gb.load_pretrained(...)` works."""
+
+from glassbox.archs import (
     ActivationCache,
     ConfigError,
     FFNConfig,

@@ -17,8 +17,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from analysis.causal_tracing import causal_trace, embedding_std, plot_causal_trace
-from archs import FFNConfig, ModelConfig, Transformer
+from glassbox.analysis.causal_tracing import causal_trace, embedding_std, plot_causal_trace
+from glassbox.archs import FFNConfig, ModelConfig, Transformer
 
 N_SUBJ, EQ = 4, 1
 SUBJ = torch.arange(2, 2 + N_SUBJ)  # subject tokens 2..5

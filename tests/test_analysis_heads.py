@@ -10,7 +10,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from analysis.heads import (
+from glassbox.analysis.heads import (
     copying_scores,
     full_ov_circuit,
     head_scores,
@@ -22,7 +22,7 @@ from analysis.heads import (
     previous_token_scores,
     repeated_random_tokens,
 )
-from archs import ModelConfig, Transformer
+from glassbox.archs import ModelConfig, Transformer
 
 
 def causal_uniform(B: int, H: int, T: int) -> torch.Tensor:

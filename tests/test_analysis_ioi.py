@@ -8,7 +8,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from analysis.ioi import (
+from glassbox.analysis.ioi import (
     corrupt_ioi,
     ioi_head_patching,
     ioi_logit_diff,
@@ -16,7 +16,7 @@ from analysis.ioi import (
     logit_diff_metric,
     plot_ioi_heads,
 )
-from archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
+from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
 
 V = 40
 NAMES = list(range(20, 30))

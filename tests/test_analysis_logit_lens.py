@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from analysis.logit_lens import (
+from glassbox.analysis.logit_lens import (
     lens_labels,
     logit_lens,
     logit_lens_loss,
@@ -20,8 +20,8 @@ from analysis.logit_lens import (
     plot_logit_lens_probs,
     unembed,
 )
-from archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
-from training.metrics import masked_lm_loss
+from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
+from glassbox.training.metrics import masked_lm_loss
 
 V = 41
 FFNS = {

@@ -11,12 +11,12 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
-from analysis.heads import induction_scores, previous_token_scores
-from analysis.mechanistic import MechanisticConfig, _sample_rows, run_mechanistic
-from archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
-from training.data import DataConfig, SuiteData, build_datasets, collate
-from training.data.config import FactsConfig, IOIConfig
-from training.metrics import SkillMetrics
+from glassbox.analysis.heads import induction_scores, previous_token_scores
+from glassbox.analysis.mechanistic import MechanisticConfig, _sample_rows, run_mechanistic
+from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
+from glassbox.training.data import DataConfig, SuiteData, build_datasets, collate
+from glassbox.training.data.config import FactsConfig, IOIConfig
+from glassbox.training.metrics import SkillMetrics
 
 FFNS = {
     "dense": FFNConfig(d_ff=48),

@@ -9,7 +9,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from analysis.patching import (
+from glassbox.analysis.patching import (
     PatchingResult,
     activation_patching,
     expert_contribution,
@@ -26,7 +26,7 @@ from analysis.patching import (
     run_with_patches,
     slice_patch,
 )
-from archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
+from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
 
 V, T, P_STAR, TARGET = 37, 7, 3, 5
 FFNS = {

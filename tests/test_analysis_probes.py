@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.probes import (
+from glassbox.analysis.probes import (
     ProbeResult,
     auroc,
     fit_logistic,
@@ -16,7 +16,7 @@ from analysis.probes import (
     probe_hook,
     split_indices,
 )
-from archs import ModelConfig, Transformer
+from glassbox.archs import ModelConfig, Transformer
 
 
 def encoded(n: int, d: int, n_classes: int, strength: float, seed: int = 0):

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import archs
-from archs import ModelConfig, Transformer
-from archs.config import ConfigError, FFNConfig, validate_model_config
+from glassbox import archs
+from glassbox.archs import ModelConfig, Transformer
+from glassbox.archs.config import ConfigError, FFNConfig, validate_model_config
 
 DOCUMENTED_HOOKS = [
     "hook_embed",
@@ -227,7 +227,7 @@ def test_atomic_save_keeps_old_checkpoint_on_crash(tmp_path, monkeypatch):
     before = (path / "model.safetensors").read_bytes()
     other = tiny(d_model=64)
 
-    import archs.checkpoint as ck
+    import glassbox.archs.checkpoint as ck
 
     def crash(*a, **k):
         raise OSError("disk full")
@@ -280,7 +280,7 @@ def test_model_config_errors_name_the_key(kw, key):
 
 
 def test_moe_k_larger_than_experts_is_a_config_error():
-    from archs.config import MoEConfig
+    from glassbox.archs.config import MoEConfig
 
     cfg = ModelConfig(vocab_size=10, ffn=FFNConfig(kind="moe", moe=MoEConfig(n_experts=4, k=6)))
     with pytest.raises(

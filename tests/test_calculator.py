@@ -14,8 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archs.tools import ToolError
-from archs.tools.calculator import Calculator, CalculatorLimits, digits_to_int, int_to_digits
+from glassbox.archs.tools import ToolError
+from glassbox.archs.tools.calculator import (
+    Calculator,
+    CalculatorLimits,
+    digits_to_int,
+    int_to_digits,
+)
 
 MAX_DIGITS = 25
 CALC = Calculator(CalculatorLimits(max_digits=MAX_DIGITS), digit_tokens=False)

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-import archs
+from glassbox import archs
+from glassbox.cli import main
 from tests.test_training import FAST
-from training.cli import main
 
 
 @pytest.fixture(scope="module")

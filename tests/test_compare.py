@@ -8,9 +8,9 @@ import statistics
 
 import pytest
 
-from analysis.compare import aggregate, compare, gap_percent, load_compare_config
-from analysis.report import pareto_front
-from archs.config import ConfigError
+from glassbox.archs.config import ConfigError
+from glassbox.compare import aggregate, compare, gap_percent, load_compare_config
+from glassbox.report import pareto_front
 
 
 def _row(arch, seed, loss, acc, cov):
@@ -94,8 +94,8 @@ def test_tiny_compare_end_to_end(tmp_path):
 
 
 def test_report_tables_from_constructed_rows(tmp_path):
-    from analysis.compare import CompareConfig
-    from analysis.report import write_report
+    from glassbox.compare import CompareConfig
+    from glassbox.report import write_report
 
     dense = [_row("dense", s, 1.0 + s, 0.5, 0.3) for s in (0, 1)]
     tool = [_row("tool", s, 0.8, 0.9, 0.2) for s in (0, 1)]
@@ -128,9 +128,9 @@ def test_shipped_compare_configs_load_every_run(path):
     difference)."""
     import dataclasses
 
-    import archs
-    from analysis.compare import check_runs, run_overrides
-    from training.config import load_config
+    from glassbox import archs
+    from glassbox.compare import check_runs, run_overrides
+    from glassbox.training.config import load_config
 
     cc = load_compare_config(path)
     check_runs(cc)

@@ -9,8 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 
-from archs.config import ConfigError
-from training.data import DataConfig, data_config_from_dict, validate_data_config
+from glassbox.archs.config import ConfigError
+from glassbox.training.data import DataConfig, data_config_from_dict, validate_data_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 

@@ -12,9 +12,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from archs import FFNConfig, ModelConfig, Transformer, load_pretrained, save_pretrained  # noqa: E402
-from archs.export import ExportError, export_hf, from_hf_llama, to_hf_llama  # noqa: E402
-from archs.export.hf import name_map  # noqa: E402
+from glassbox.archs import FFNConfig, ModelConfig, Transformer, load_pretrained, save_pretrained  # noqa: E402
+from glassbox.archs.export import ExportError, export_hf, from_hf_llama, to_hf_llama  # noqa: E402
+from glassbox.archs.export.hf import name_map  # noqa: E402
 
 ATOL = 1e-5
 
@@ -247,7 +247,7 @@ def test_export_refuses_non_dense(tmp_path):
 
 
 def test_export_refuses_real_moe_model(tmp_path):
-    pytest.importorskip("archs.moe")
+    pytest.importorskip("glassbox.archs.moe")
     model = Transformer(ModelConfig(vocab_size=32, n_layers=2, ffn=FFNConfig(kind="moe")))
     _refuses(model, tmp_path, "model.ffn.kind='moe'")
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from archs.tools import Lookup, ToolRegistry
-from archs.tools.lookup import AttributeKB, TableKB, as_knowledge_base
+from glassbox.archs.tools import Lookup, ToolRegistry
+from glassbox.archs.tools.lookup import AttributeKB, TableKB, as_knowledge_base
 
 FACTS = {
     "paris": {"country": "france", "population": 2102650},

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import archs.moe as moe_mod
-from archs import (
+import glassbox.archs.moe as moe_mod
+from glassbox.archs import (
     ConfigError,
     FFNConfig,
     ModelConfig,
@@ -18,8 +18,15 @@ from archs import (
     load_pretrained,
     save_pretrained,
 )
-from archs.dense import DenseMLP
-from archs.moe import MoE, ablate_experts, expert_means, force_routing, grouped_matmul, moe_layers
+from glassbox.archs.dense import DenseMLP
+from glassbox.archs.moe import (
+    MoE,
+    ablate_experts,
+    expert_means,
+    force_routing,
+    grouped_matmul,
+    moe_layers,
+)
 
 
 def make_moe(d_model=16, **kw) -> MoE:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.moe import (
+from glassbox.analysis.moe import (
     coactivation,
     contingency,
     domain_specialization,
@@ -208,7 +208,7 @@ def built_model(kind: str = "moe"):
     (ReLU) writes 10 x 10 x (token one-hot) into the dims of the *other* token of
     its pair, so the model predicts the alternation 2s, 2s+1, 2s, ... only through
     expert s. dense: hidden unit s fires on skill s (a one-hot of the skill)."""
-    from archs import FFNConfig, ModelConfig, MoEConfig, Transformer
+    from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, Transformer
 
     moe = MoEConfig(n_experts=N_SKILLS, k=1, d_expert=8, expert_activation="relu")
     ffn = FFNConfig(kind=kind, activation="gelu", d_ff=N_SKILLS, moe=moe)
@@ -265,7 +265,7 @@ SKILLS = [f"skill{s}" for s in range(N_SKILLS)]
 
 
 def test_report_on_model_with_known_specialisation(tmp_path):
-    from analysis.moe_report import moe_report, skill_accuracy
+    from glassbox.analysis.moe_report import moe_report, skill_accuracy
 
     model = built_model("moe")
     val, test = built_batches(6, seed=0), built_batches(6, seed=1)
@@ -303,7 +303,7 @@ def test_report_on_model_with_known_specialisation(tmp_path):
 
 def test_report_with_a_skill_absent_from_the_data(tmp_path):
     # The suite keeps ids for skills of weight 0: they have no tokens and no answers.
-    from analysis.moe_report import moe_report
+    from glassbox.analysis.moe_report import moe_report
 
     model = built_model("moe")
     val, test = built_batches(6, seed=0), built_batches(6, seed=1)
@@ -318,7 +318,7 @@ def test_report_with_a_skill_absent_from_the_data(tmp_path):
 
 
 def test_report_dense_baseline_uses_kmeans_clusters():
-    from analysis.moe_report import moe_report
+    from glassbox.analysis.moe_report import moe_report
 
     model = built_model("dense")
     report = moe_report(
@@ -333,10 +333,10 @@ def test_report_dense_baseline_uses_kmeans_clusters():
 
 
 def test_report_end_to_end_on_skill_suite(tmp_path):
-    from analysis.moe import contingency, nmi
-    from analysis.moe_report import moe_report
-    from archs import FFNConfig, ModelConfig, MoEConfig, Transformer
-    from training.data import DataConfig, build_datasets, collate
+    from glassbox.analysis.moe import contingency, nmi
+    from glassbox.analysis.moe_report import moe_report
+    from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, Transformer
+    from glassbox.training.data import DataConfig, build_datasets, collate
 
     data = build_datasets(
         DataConfig(n_train=3000, n_val=96, n_test=96, n_ood=8, cache_dir=str(tmp_path / "data"))

@@ -10,10 +10,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from training.data import DataConfig, build_datasets, collate, knowledge_graph
-from training.data.config import AdditionConfig, DyckConfig, FactsConfig
-from training.data.skills.modadd import split_pairs
-from training.data.vocab import RESERVED_SKILLS, SPECIAL_TOKENS, TOOL_WORDS, tag_token
+from glassbox.training.data import DataConfig, build_datasets, collate, knowledge_graph
+from glassbox.training.data.config import AdditionConfig, DyckConfig, FactsConfig
+from glassbox.training.data.skills.modadd import split_pairs
+from glassbox.training.data.vocab import RESERVED_SKILLS, SPECIAL_TOKENS, TOOL_WORDS, tag_token
 
 SMALL = dict(n_train=3000, n_val=600, n_test=600, n_ood=600)
 
@@ -544,7 +544,7 @@ def test_task_tags_and_loss_on_all(tmp_path):
 
 
 def test_cache_hit_and_key(tmp_path, monkeypatch):
-    import training.data.build as build
+    import glassbox.training.data.build as build
 
     cfg = make_cfg(
         tmp_path, mix=only(copy=1.0, dyck=1.0), n_train=50, n_val=10, n_test=10, n_ood=10
@@ -565,7 +565,7 @@ def test_cache_hit_and_key(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="rebuilt"):
         build_datasets(replace(cfg, dyck=DyckConfig(max_depth=3)))
     # code that changes the vocabulary (or the feature columns) misses the old entry
-    import training.data.vocab as vocab
+    import glassbox.training.data.vocab as vocab
 
     monkeypatch.setattr(vocab, "TOOL_WORDS", (*vocab.TOOL_WORDS, "abacus"))
     with pytest.raises(AssertionError, match="rebuilt"):
@@ -593,9 +593,9 @@ def test_collate_pads(suite):
 def test_skills_md_documents_every_variable(suite):
     from pathlib import Path
 
-    import training.data
+    import glassbox.training.data as data_pkg
 
-    doc = (Path(training.data.__file__).parent / "SKILLS.md").read_text()
+    doc = (Path(data_pkg.__file__).parent / "SKILLS.md").read_text()
     for name in suite.feature_names:
         assert f"`{name}`" in doc, f"{name} is not documented in SKILLS.md"
     for skill in suite.skill_names:
@@ -604,8 +604,8 @@ def test_skills_md_documents_every_variable(suite):
 
 DIGEST = """
 import hashlib, json
-from training.data import DataConfig
-from training.data.suite import build_skill_datasets
+from glassbox.training.data import DataConfig
+from glassbox.training.data.suite import build_skill_datasets
 
 def digest(sizes):
     data = build_skill_datasets(DataConfig(**sizes))
@@ -633,8 +633,8 @@ def test_determinism_across_processes():
 
 
 def test_registry_declares_its_features():
-    from training.data.skills import SKILLS
-    from training.data.skills.base import FEATURE_KINDS
+    from glassbox.training.data.skills import SKILLS
+    from glassbox.training.data.skills.base import FEATURE_KINDS
 
     for name, cls in SKILLS.items():
         assert cls.name == name
@@ -654,7 +654,7 @@ def test_mix_order_does_not_matter(tmp_path):
 
 def test_empty_ood_split_reloads_from_cache(tmp_path):
     """A suite whose ood split is empty (n_ood=0) reloads from its cache entry."""
-    from training.data import DataConfig, build_datasets
+    from glassbox.training.data import DataConfig, build_datasets
 
     only_copy = {s: 0.0 for s in DataConfig().mix} | {"copy": 1.0}
     cfg = DataConfig(

@@ -17,10 +17,10 @@ from omegaconf import OmegaConf
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from archs.config import ConfigError
-from training.data import DataConfig, build_datasets, collate, data_config_from_dict
-from training.data.config import TextConfig
-from training.data.vocab import SPECIAL_TOKENS
+from glassbox.archs.config import ConfigError
+from glassbox.training.data import DataConfig, build_datasets, collate, data_config_from_dict
+from glassbox.training.data.config import TextConfig
+from glassbox.training.data.vocab import SPECIAL_TOKENS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 
@@ -166,7 +166,7 @@ def test_tokenizer_without_pad_zero_is_refused(tmp_path, corpus):
 
 
 def test_cache_hit_and_invalidation(corpus, tmp_path, monkeypatch):
-    import training.data.text as text
+    import glassbox.training.data.text as text
 
     root = tmp_path / "corpus"
     root.mkdir()

@@ -14,11 +14,11 @@ import random
 import pytest
 import torch
 
-from analysis.tools import Case, Injector, cases_from_split, run_cases, tool_report
-from archs import ModelConfig, Transformer
-from archs.tools.config import ToolsConfig
-from training.data import build_datasets, data_config_from_dict, knowledge_graph
-from training.data.skills import SKILLS
+from glassbox.analysis.tools import Case, Injector, cases_from_split, run_cases, tool_report
+from glassbox.archs import ModelConfig, Transformer
+from glassbox.archs.tools.config import ToolsConfig
+from glassbox.training.data import build_datasets, data_config_from_dict, knowledge_graph
+from glassbox.training.data.skills import SKILLS
 
 TOOL_MIX = ("addition_tool", "facts_tool", "copy")
 PLAIN_MIX = ("addition", "facts", "copy")
@@ -215,7 +215,7 @@ def test_run_cases_reads_answers_after_the_result(tool_setup):
     tok = suite.tokenizer
     ids = lambda text: [tok.token_to_id(w) for w in text.split()]  # noqa: E731
     case = Case("addition_tool", ids("<bos> 1 2 + 3 ="), ids("1 5"), "calculator 1 2 + 3")
-    from training.data.skills.tool_call import suite_registry
+    from glassbox.training.data.skills.tool_call import suite_registry
 
     model = Scripted(tok, agent(kg))
     (out,) = run_cases(model, tok, [case], suite_registry(cfg))
@@ -247,8 +247,8 @@ def test_length_diagnostics_tell_a_missed_call_from_a_bad_copy(tool_setup):
 
 @pytest.mark.parametrize("numbers", ["offset", "uniform"])
 def test_injected_values_differ_from_the_truth_and_keep_its_shape(tool_setup, numbers):
-    from archs.tools import ToolResult
-    from training.data.skills.tool_call import suite_registry
+    from glassbox.archs.tools import ToolResult
+    from glassbox.training.data.skills.tool_call import suite_registry
 
     cfg, suite, kg = tool_setup
     registry = suite_registry(cfg)

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from archs.tools import Calculator
-from training.config import load_config
-from training.data import DataConfig, build_datasets, knowledge_graph
-from training.data.skills import SKILLS, Example
-from training.data.skills.base import SPLITS
-from training.data.skills.tool_call import (
+from glassbox.archs.tools import Calculator
+from glassbox.training.config import load_config
+from glassbox.training.data import DataConfig, build_datasets, knowledge_graph
+from glassbox.training.data.skills import SKILLS, Example
+from glassbox.training.data.skills.base import SPLITS
+from glassbox.training.data.skills.tool_call import (
     ROLES,
     ToolCallExample,
     suite_registry,
     uses_tools,
 )
-from training.data.suite import make_skills, sample_split, suite_tokenizer
-from training.data.vocab import build_word_tokenizer
+from glassbox.training.data.suite import make_skills, sample_split, suite_tokenizer
+from glassbox.training.data.vocab import build_word_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = {name: i for i, name in enumerate(ROLES)}
@@ -40,7 +40,7 @@ def small_cfg(tmp_path=None, **kw) -> DataConfig:
         cache_dir=str(tmp_path or "/nonexistent"),
     )
     base.update(kw)
-    from training.data import data_config_from_dict
+    from glassbox.training.data import data_config_from_dict
 
     return data_config_from_dict(base)
 

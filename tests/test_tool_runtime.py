@@ -12,8 +12,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from archs import ModelConfig, Transformer
-from archs.tools import (
+from glassbox.archs import ModelConfig, Transformer
+from glassbox.archs.tools import (
     Calculator,
     CallMarkers,
     Lookup,
@@ -23,7 +23,7 @@ from archs.tools import (
     format_trace,
     generate_with_tools,
 )
-from archs.tools.runtime import ToolForcer
+from glassbox.archs.tools.runtime import ToolForcer
 
 WORDS = (
     "<pad> <unk> <call> </call> <result> </result> <eos> = Q A calculator lookup error "
@@ -368,7 +368,7 @@ def test_result_the_vocabulary_cannot_spell_is_forced_empty(tokenizer):
 def test_with_the_suite_tokenizer_and_knowledge_graph():
     """The skill suite's word-level vocabulary (which reserves the call tokens and
     the tool words 'calculator' and 'lookup') and its KnowledgeGraph."""
-    from training.data import DataConfig, knowledge_graph, suite_tokenizer
+    from glassbox.training.data import DataConfig, knowledge_graph, suite_tokenizer
 
     cfg = DataConfig()
     tok, kg = suite_tokenizer(cfg), knowledge_graph(cfg)

@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-import archs
-from archs.config import ConfigError
-from training.cli import load_suite_for, main
-from training.config import load_config
-from training.evaluate import evaluate_model
-from training.module import cosine_with_warmup
-from training.train import train
+from glassbox import archs
+from glassbox.archs.config import ConfigError
+from glassbox.cli import main
+from glassbox.training.config import load_config
+from glassbox.training.evaluate import evaluate_model, load_suite_for
+from glassbox.training.module import cosine_with_warmup
+from glassbox.training.train import train
 
 # A small, quickly learnable slice of the suite: copying short lists of 16 symbols
 # (an induction task: it needs two layers of attention working together).
@@ -181,7 +181,7 @@ def test_nan_guard_stops_and_keeps_last_checkpoint(tmp_path):
         "trainer.val_every_n_steps=100",
         "optim.warmup_steps=2",
     )
-    from training import module as mod
+    from glassbox.training import module as mod
 
     real = mod.masked_lm_loss
     calls = {"n": 0}
@@ -193,7 +193,7 @@ def test_nan_guard_stops_and_keeps_last_checkpoint(tmp_path):
 
     mod.masked_lm_loss = poisoned
     try:
-        from training.callbacks import NonFiniteError
+        from glassbox.training.callbacks import NonFiniteError
 
         with pytest.raises(NonFiniteError, match="step 7"):
             train(cfg)

@@ -10,13 +10,13 @@ import time
 import pytest
 import torch
 
-from analysis.feature_pages import (
+from glassbox.analysis.feature_pages import (
     feature_contexts,
     render_text,
     top_activations,
     write_feature_pages,
 )
-from analysis.transcoder import (
+from glassbox.analysis.transcoder import (
     ce_loss_recovered,
     collect_activations,
     compute_cost,
@@ -30,7 +30,7 @@ from analysis.transcoder import (
     splice_fidelity,
     unit_thresholds,
 )
-from archs import FFNConfig, ModelConfig, TranscoderConfig, Transformer
+from glassbox.archs import FFNConfig, ModelConfig, TranscoderConfig, Transformer
 
 
 # ------------------------------------------------------------ sparsity, fvu
@@ -287,7 +287,7 @@ def test_feature_pages_show_the_top_contexts_with_labels(tmp_path):
     acts[::7, 0] = 1.0
     features = torch.full((30, 2), -1)
     features[13, 0] = 1
-    from analysis.transcoder import Collected
+    from glassbox.analysis.transcoder import Collected
 
     col = Collected({"h": acts}, where, seqs, features, torch.zeros(30, dtype=torch.long))
     vals, rows = top_activations(acts, [2], k=3)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.transcoder import splice_fidelity
-from archs import FFNConfig, ModelConfig, TranscoderConfig, Transformer, load_pretrained
-from archs import save_pretrained as save
-from archs.transcoder import Transcoder
-from training.transcoder_fit import (
+from glassbox.analysis.transcoder import splice_fidelity
+from glassbox.archs import FFNConfig, ModelConfig, TranscoderConfig, Transformer, load_pretrained
+from glassbox.archs import save_pretrained as save
+from glassbox.archs.transcoder import Transcoder
+from glassbox.training.transcoder_fit import (
     MLPActivations,
     fit_transcoders,
     measure_feature_cost,

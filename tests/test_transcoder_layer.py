@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs import (
+from glassbox.archs import (
     ConfigError,
     FFNConfig,
     ModelConfig,
@@ -18,7 +18,7 @@ from archs import (
     load_pretrained,
     save_pretrained,
 )
-from archs.transcoder import Transcoder, normalize_decoders
+from glassbox.archs.transcoder import Transcoder, normalize_decoders
 
 
 def tc(d_model=16, **kw) -> Transcoder:

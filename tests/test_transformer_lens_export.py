@@ -9,8 +9,8 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("transformer_lens.model_bridge.sources")
 
-from archs import FFNConfig, ModelConfig, Transformer  # noqa: E402
-from archs.export import TL_HOOK_NAMES, ExportError, tl_hook_name, to_transformer_lens  # noqa: E402
+from glassbox.archs import FFNConfig, ModelConfig, Transformer  # noqa: E402
+from glassbox.archs.export import TL_HOOK_NAMES, ExportError, tl_hook_name, to_transformer_lens  # noqa: E402
 
 ATOL = 1e-4
 
@@ -133,8 +133,8 @@ def test_refuses_non_dense():
 def test_exported_dir_boots_in_tl(tmp_path, monkeypatch):
     from transformer_lens.model_bridge import TransformerBridge
 
-    from archs import save_pretrained
-    from archs.export import export_transformer_lens
+    from glassbox.archs import save_pretrained
+    from glassbox.archs.export import export_transformer_lens
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the directory must be enough
     model = random_model(ModelConfig(vocab_size=40, n_layers=2, n_kv_heads=2, init_std=0.08))

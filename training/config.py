@@ -24,9 +24,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from archs.config import ConfigError, ModelConfig, validate_model_config
-from archs.tools.config import ToolsConfig, validate_tools_config
-from training.data import DataConfig, validate_data_config
+from glassbox.archs.config import ConfigError, ModelConfig, validate_model_config
+from glassbox.archs.tools.config import ToolsConfig, validate_tools_config
+from glassbox.training.data import DataConfig, validate_data_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
-from training.data import DataConfig, SuiteData, build_datasets, collate
+from glassbox.training.data import DataConfig, SuiteData, build_datasets, collate
 
 
 class ResumableSampler(Sampler[int]):

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from training.data import SuiteData, collate
-from training.metrics import SkillMetrics
+from glassbox.archs.checkpoint import read_config
+from glassbox.archs.config import ConfigError
+from glassbox.training.data import (
+    DataConfig,
+    SuiteData,
+    build_datasets,
+    collate,
+    data_config_from_dict,
+)
+from glassbox.training.metrics import SkillMetrics
 
 # Feature names of the IOI token ids that the logit difference compares.
 IOI_FEATURES = ("ioi.io_token", "ioi.s_token")
@@ -61,3 +70,18 @@ def evaluate_model(
             entry["ood_accuracy"] = vals["accuracy"]
             entry["ood_exact_match"] = vals["exact_match"]
     return out
+
+
+def load_suite_for(path: str | Path, model) -> tuple[SuiteData, DataConfig]:
+    """Rebuild the data a checkpoint was trained on (from config.yaml's data section),
+    checking that it gives the checkpoint's own vocabulary."""
+    config = read_config(path)
+    if "data" not in config:
+        raise ConfigError("data", None, f"{path}/config.yaml has no data section to evaluate on")
+    data_cfg = data_config_from_dict(config["data"])
+    suite = build_datasets(data_cfg)
+    if model.tokenizer is not None and model.tokenizer.get_vocab() != suite.tokenizer.get_vocab():
+        raise ValueError(
+            f"the data config in {path}/config.yaml builds a vocabulary that differs from {path}/tokenizer.json"
+        )
+    return suite, data_cfg

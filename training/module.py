@@ -14,9 +14,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from archs.config import model_config_from_dict
-from archs.transformer import Transformer
-from training.metrics import SkillMetrics, masked_lm_loss
+from glassbox.archs.config import model_config_from_dict
+from glassbox.archs.transformer import Transformer
+from glassbox.training.metrics import SkillMetrics, masked_lm_loss
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float) -> float:

@@ -19,13 +19,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
 
-from archs.checkpoint import save_pretrained
-from archs.config import ConfigError
-from training.callbacks import AtomicCheckpointIO, NaNGuard, Throughput
-from training.config import ExperimentConfig, to_dict
-from training.datamodule import SuiteDataModule
-from training.evaluate import evaluate_model, ioi_spec
-from training.module import LMModule
+from glassbox.archs.checkpoint import save_pretrained
+from glassbox.archs.config import ConfigError
+from glassbox.training.callbacks import AtomicCheckpointIO, NaNGuard, Throughput
+from glassbox.training.config import ExperimentConfig, to_dict
+from glassbox.training.datamodule import SuiteDataModule
+from glassbox.training.evaluate import evaluate_model, ioi_spec
+from glassbox.training.module import LMModule
 
 
 def _precision(cfg: ExperimentConfig) -> str:

@@ -33,9 +33,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from archs.config import FFNConfig, TranscoderConfig
-from archs.transcoder import Transcoder, normalized_mse
-from archs.transformer import Transformer
+from glassbox.archs.config import FFNConfig, TranscoderConfig
+from glassbox.archs.transcoder import Transcoder, normalized_mse
+from glassbox.archs.transformer import Transformer
 
 
 def _token_batches(batches: Iterable) -> Iterator[tuple[Tensor, Tensor | None]]:
@@ -406,7 +406,7 @@ def measure_feature_cost(
     training = 3 x forward) in `flops_*` and `flops_ratio`, and the token counts.
     With return_transcoders=True, returns (that dict, the fitted {layer: Transcoder}).
     """
-    from analysis.transcoder import compute_cost
+    from glassbox.analysis.transcoder import compute_cost
 
     latents = [f"blocks.{i}.mlp.hook_latents" for i in layers]
     ins = [f"blocks.{i}.hook_mlp_in" for i in layers]

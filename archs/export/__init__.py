@@ -11,9 +11,9 @@ The peers (transformers, transformer-lens) are optional extras, imported only wh
 converter runs.
 """
 
-from archs.export.errors import ExportError
-from archs.export.hf import export_hf, from_hf_llama, hf_llama_config, to_hf_llama
-from archs.export.transformer_lens import (
+from glassbox.archs.export.errors import ExportError
+from glassbox.archs.export.hf import export_hf, from_hf_llama, hf_llama_config, to_hf_llama
+from glassbox.archs.export.transformer_lens import (
     TL_HOOK_NAMES,
     export_transformer_lens,
     tl_hook_name,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from archs.config import ConfigError, FFNConfig, ModelConfig
+from glassbox.archs.config import ConfigError, FFNConfig, ModelConfig
 
 
 class ExportError(ConfigError):

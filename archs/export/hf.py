@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from archs.checkpoint import atomic_write_dir
-from archs.config import FFNConfig, ModelConfig
-from archs.export.errors import ExportError, llama_ffn, require
-from archs.transformer import Transformer
+from glassbox.archs.checkpoint import atomic_write_dir
+from glassbox.archs.config import FFNConfig, ModelConfig
+from glassbox.archs.export.errors import ExportError, llama_ffn, require
+from glassbox.archs.transformer import Transformer
 
 TARGET = "hf"
 
@@ -252,7 +252,7 @@ def export_hf(
     not a dense SwiGLU Llama, before anything is written.
     """
     if isinstance(model_or_checkpoint, str | os.PathLike):
-        from archs.checkpoint import load_pretrained
+        from glassbox.archs.checkpoint import load_pretrained
 
         model = load_pretrained(model_or_checkpoint)
     else:

@@ -157,9 +157,9 @@ class ToolRegistry:
 
 
 # The concrete tools and the runtime import the names above, so they come last.
-from archs.tools.calculator import Calculator, CalculatorLimits  # noqa: E402
-from archs.tools.lookup import KnowledgeBase, Lookup, as_knowledge_base  # noqa: E402
-from archs.tools.runtime import (  # noqa: E402
+from glassbox.archs.tools.calculator import Calculator, CalculatorLimits  # noqa: E402
+from glassbox.archs.tools.lookup import KnowledgeBase, Lookup, as_knowledge_base  # noqa: E402
+from glassbox.archs.tools.runtime import (  # noqa: E402
     CallMarkers,
     ToolCall,
     ToolForcer,

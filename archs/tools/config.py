@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from archs.config import ConfigError
+from glassbox.archs.config import ConfigError
 
 
 @dataclass

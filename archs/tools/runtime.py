@@ -38,8 +38,8 @@ from typing import Any
 
 from torch import Tensor
 
-from archs.generation import GenerationOutput, generate
-from archs.tools import ToolRegistry, ToolResult
+from glassbox.archs.generation import GenerationOutput, generate
+from glassbox.archs.tools import ToolRegistry, ToolResult
 
 MODES = ("execute", "withhold", "counterfactual")
 Counterfactual = Callable[[int, ToolResult], Any]

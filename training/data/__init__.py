@@ -1,6 +1,6 @@
 """Data: the skill suite (synthetic tasks with ground truth on every token) and text corpora.
 
-    from training.data import DataConfig, build_datasets, collate
+    from glassbox.training.data import DataConfig, build_datasets, collate
 
     data = build_datasets(DataConfig())          # SuiteData
     data.splits["train"][0]                      # input_ids, loss_mask, answer_mask, skill, features, ...
@@ -9,12 +9,12 @@
 The skills, their formats and every ground-truth variable: training/data/SKILLS.md.
 """
 
-from training.data.build import build_datasets
-from training.data.collate import collate
-from training.data.config import DataConfig, data_config_from_dict, validate_data_config
-from training.data.knowledge import KnowledgeGraph, knowledge_graph
-from training.data.skills import SKILLS
-from training.data.suite import SuiteData, suite_tokenizer
+from glassbox.training.data.build import build_datasets
+from glassbox.training.data.collate import collate
+from glassbox.training.data.config import DataConfig, data_config_from_dict, validate_data_config
+from glassbox.training.data.knowledge import KnowledgeGraph, knowledge_graph
+from glassbox.training.data.skills import SKILLS
+from glassbox.training.data.suite import SuiteData, suite_tokenizer
 
 __all__ = [
     "SKILLS",

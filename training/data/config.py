@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from archs.config import ConfigError
+from glassbox.archs.config import ConfigError
 
 DEFAULT_SKILLS = ("copy", "reverse", "sort", "modadd", "addition", "dyck", "facts", "ioi")
 
@@ -137,7 +137,7 @@ def _fraction(key: str, v: float, low_open: bool = True) -> None:
 def validate_data_config(cfg: DataConfig, prefix: str = "data") -> None:
     """Raise ConfigError (one line: key, value, what is allowed) for any impossible value."""
     # Imported here: the registry imports this module.
-    from training.data.skills import SKILLS
+    from glassbox.training.data.skills import SKILLS
 
     if cfg.source not in ("skills", "text"):
         raise ConfigError(f"{prefix}.source", cfg.source, "one of skills, text")
@@ -191,7 +191,7 @@ def validate_data_config(cfg: DataConfig, prefix: str = "data") -> None:
     _validate_dyck(cfg.dyck, f"{prefix}.dyck")
     _validate_facts(cfg.facts, f"{prefix}.facts")
     i = cfg.ioi
-    from training.data.skills.ioi import OBJECTS, PLACES
+    from glassbox.training.data.skills.ioi import OBJECTS, PLACES
 
     if i.n_names < 2:
         raise ConfigError(f"{prefix}.ioi.n_names", i.n_names, "must be >= 2 (two people)")
@@ -199,7 +199,7 @@ def validate_data_config(cfg: DataConfig, prefix: str = "data") -> None:
         raise ConfigError(f"{prefix}.ioi.n_places", i.n_places, f"must be in 1..{len(PLACES)}")
     if not 1 <= i.n_objects <= len(OBJECTS):
         raise ConfigError(f"{prefix}.ioi.n_objects", i.n_objects, f"must be in 1..{len(OBJECTS)}")
-    from training.data.names import MAX_NAMES
+    from glassbox.training.data.names import MAX_NAMES
 
     if cfg.facts.n_entities + i.n_names > MAX_NAMES:
         raise ConfigError(
@@ -212,8 +212,8 @@ def validate_data_config(cfg: DataConfig, prefix: str = "data") -> None:
 
 def _validate_train_share(cfg: DataConfig, prefix: str) -> None:
     """Each skill's share of n_train must cover what it has to teach (facts: every fact)."""
-    from training.data.skills import SKILLS
-    from training.data.suite import active_mix, allocate
+    from glassbox.training.data.skills import SKILLS
+    from glassbox.training.data.suite import active_mix, allocate
 
     for name, n in allocate(cfg.n_train, active_mix(cfg)).items():
         need = SKILLS[name](cfg).min_train_examples()
@@ -264,7 +264,7 @@ def _validate_dyck(d: DyckConfig, prefix: str) -> None:
 
 
 def _validate_facts(f: FactsConfig, prefix: str) -> None:
-    from training.data.knowledge import RELATION_VALUES
+    from glassbox.training.data.knowledge import RELATION_VALUES
 
     if f.n_entities < 1:
         raise ConfigError(f"{prefix}.n_entities", f.n_entities, "must be a positive integer")
@@ -293,7 +293,7 @@ def _validate_text(t: TextConfig, prefix: str) -> None:
         raise ConfigError(f"{prefix}.paths", list(t.paths), "give files/folders, or text.hub_name")
     if t.sample_by not in ("line", "paragraph", "document"):
         raise ConfigError(f"{prefix}.sample_by", t.sample_by, "one of line, paragraph, document")
-    from training.data.vocab import SPECIAL_TOKENS
+    from glassbox.training.data.vocab import SPECIAL_TOKENS
 
     smallest = 256 + len(SPECIAL_TOKENS)
     if not t.tokenizer_path and t.vocab_size < smallest:

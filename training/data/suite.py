@@ -27,10 +27,10 @@ from datasets import Dataset, DatasetDict, IterableDatasetDict
 from datasets.table import InMemoryTable
 from tokenizers import Tokenizer
 
-from training.data.config import DataConfig
-from training.data.skills import SKILLS, Example, Skill
-from training.data.skills.base import SPLITS
-from training.data.vocab import BOS, EOS, PAD, build_word_tokenizer, tag_token
+from glassbox.training.data.config import DataConfig
+from glassbox.training.data.skills import SKILLS, Example, Skill
+from glassbox.training.data.skills.base import SPLITS
+from glassbox.training.data.vocab import BOS, EOS, PAD, build_word_tokenizer, tag_token
 
 MAX_TRIES_PER_EXAMPLE = 20  # held-out sampling gives up after this many draws per example asked
 

@@ -37,11 +37,11 @@ import numpy as np
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from archs.config import ConfigError
-from training.data.cache import config_hash, load_entry, save_entry
-from training.data.config import DataConfig, TextConfig
-from training.data.suite import SuiteData
-from training.data.vocab import BOS, EOS, PAD, SPECIAL_TOKENS
+from glassbox.archs.config import ConfigError
+from glassbox.training.data.cache import config_hash, load_entry, save_entry
+from glassbox.training.data.config import DataConfig, TextConfig
+from glassbox.training.data.suite import SuiteData
+from glassbox.training.data.vocab import BOS, EOS, PAD, SPECIAL_TOKENS
 
 # file suffix -> datasets' packaged builder
 BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}

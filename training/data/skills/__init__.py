@@ -9,15 +9,15 @@ vocabulary (the tool tokens and its tag are reserved in training.data.vocab).
 
 from __future__ import annotations
 
-from training.data.skills.addition import AdditionSkill
-from training.data.skills.addition_tool import AdditionToolSkill
-from training.data.skills.base import Example, Feature, Skill
-from training.data.skills.dyck import DyckSkill
-from training.data.skills.facts import FactsSkill
-from training.data.skills.facts_tool import FactsToolSkill
-from training.data.skills.ioi import IOISkill
-from training.data.skills.lists import CopySkill, ReverseSkill, SortSkill
-from training.data.skills.modadd import ModAddSkill
+from glassbox.training.data.skills.addition import AdditionSkill
+from glassbox.training.data.skills.addition_tool import AdditionToolSkill
+from glassbox.training.data.skills.base import Example, Feature, Skill
+from glassbox.training.data.skills.dyck import DyckSkill
+from glassbox.training.data.skills.facts import FactsSkill
+from glassbox.training.data.skills.facts_tool import FactsToolSkill
+from glassbox.training.data.skills.ioi import IOISkill
+from glassbox.training.data.skills.lists import CopySkill, ReverseSkill, SortSkill
+from glassbox.training.data.skills.modadd import ModAddSkill
 
 SKILLS: dict[str, type[Skill]] = {
     s.name: s

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 
-from training.data.skills.base import Example, Feature, Skill, na
+from glassbox.training.data.skills.base import Example, Feature, Skill, na
 
 DIGITS = [str(d) for d in range(10)]
 

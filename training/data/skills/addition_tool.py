@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import random
 
-from training.data.skills.addition import AdditionSkill
-from training.data.skills.base import Feature
-from training.data.skills.tool_call import (
+from glassbox.training.data.skills.addition import AdditionSkill
+from glassbox.training.data.skills.base import Feature
+from glassbox.training.data.skills.tool_call import (
     TOOL_FEATURES,
     TOOL_OF_SKILL,
     ToolCallExample,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from training.data.config import DataConfig
+    from glassbox.training.data.config import DataConfig
 
 SPLITS = ("train", "val", "test", "ood")
 FEATURE_KINDS = ("bool", "int", "cat", "pos", "token")  # see Feature

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 
-from training.data.skills.base import Example, Feature, Skill, na
+from glassbox.training.data.skills.base import Example, Feature, Skill, na
 
 OPENERS = ("(", "[", "{", "<")
 CLOSERS = (")", "]", "}", ">")

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import random
 
-from training.data.knowledge import knowledge_graph
-from training.data.skills.base import Example, Feature, Skill, shuffled_passes
+from glassbox.training.data.knowledge import knowledge_graph
+from glassbox.training.data.skills.base import Example, Feature, Skill, shuffled_passes
 
 
 class FactsSkill(Skill):

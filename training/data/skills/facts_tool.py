@@ -25,8 +25,8 @@ never asks.
 
 from __future__ import annotations
 
-from training.data.skills.facts import FactsSkill
-from training.data.skills.tool_call import (
+from glassbox.training.data.skills.facts import FactsSkill
+from glassbox.training.data.skills.tool_call import (
     TOOL_FEATURES,
     TOOL_OF_SKILL,
     ToolCallExample,

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import random
 
-from training.data.names import people_names
-from training.data.skills.base import Example, Feature, Skill, na
+from glassbox.training.data.names import people_names
+from glassbox.training.data.skills.base import Example, Feature, Skill, na
 
 PLACES = ("store", "park", "school", "garden", "office", "beach", "library", "market")
 OBJECTS = ("book", "drink", "ball", "gift", "letter", "key", "flower", "pen")

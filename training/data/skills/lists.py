@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from abc import abstractmethod
 
-from training.data.skills.base import Example, Feature, Skill, na
+from glassbox.training.data.skills.base import Example, Feature, Skill, na
 
 FIRST = 1  # word index of the first list item (after the marker)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 
-from training.data.skills.base import Example, Feature, Skill, shuffled_passes
+from glassbox.training.data.skills.base import Example, Feature, Skill, shuffled_passes
 
 A, B, ANSWER = 1, 3, 5  # word positions in: mod a + b = c
 

@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from archs.config import ConfigError
+from glassbox.archs.config import ConfigError
 
 
 @dataclass
@@ -90,7 +90,7 @@ def run_overrides(cc: CompareConfig, arch: str) -> list[str]:
 def check_runs(cc: CompareConfig) -> None:
     """Load every architecture's run config with its overrides, so a bad key fails
     before hours of training rather than in the middle."""
-    from training.config import load_config
+    from glassbox.training.config import load_config
 
     for arch, path in cc.architectures.items():
         load_config(path, run_overrides(cc, arch))
@@ -103,11 +103,11 @@ def _mean(xs):
 
 def run_one(arch: str, config_path: str, seed: int, cc: CompareConfig, out: Path) -> dict[str, Any]:
     """Train (or load) one architecture at one seed and score it."""
-    import archs
-    from analysis.interp import interp_report
-    from training.config import load_config
-    from training.data import build_datasets
-    from training.train import train
+    from glassbox import archs
+    from glassbox.analysis.interp import interp_report
+    from glassbox.training.config import load_config
+    from glassbox.training.data import build_datasets
+    from glassbox.training.train import train
 
     run_dir = out / "runs" / f"{arch}-seed{seed}"
     cfg = load_config(
@@ -141,7 +141,7 @@ def run_one(arch: str, config_path: str, seed: int, cc: CompareConfig, out: Path
     (run_dir / "analysis" / "analysis.json").write_text(json.dumps(interp, indent=2, default=str))
     tool_summary = None
     if _has_tool_skills(cfg):
-        from analysis.tools import tool_report
+        from glassbox.analysis.tools import tool_report
 
         t0 = time.perf_counter()
         tool_summary = tool_report(model, suite, data_cfg=cfg.data, tools=cfg.tools, seed=seed)[
@@ -191,13 +191,13 @@ def posthoc_route(
     saved = out / "runs" / f"dense-seed{dense_row['seed']}" / "analysis" / "posthoc.json"
     if saved.is_file() and not dense_row.get("trained_now", True):
         return json.loads(saved.read_text())
-    import archs
-    from analysis.interp import coverage_scores, suite_batches
-    from analysis.transcoder import splice_fidelity
-    from archs.config import TranscoderConfig
-    from training.config import load_config
-    from training.data import build_datasets
-    from training.transcoder_fit import fit_transcoders, measure_feature_cost, splice
+    from glassbox import archs
+    from glassbox.analysis.interp import coverage_scores, suite_batches
+    from glassbox.analysis.transcoder import splice_fidelity
+    from glassbox.archs.config import TranscoderConfig
+    from glassbox.training.config import load_config
+    from glassbox.training.data import build_datasets
+    from glassbox.training.transcoder_fit import fit_transcoders, measure_feature_cost, splice
 
     dense = archs.load_pretrained(Path(dense_row["run_dir"]) / "checkpoint")
     cfg = load_config(
@@ -289,7 +289,7 @@ def gap_percent(value: float | None, dense: float | None) -> float | None:
 
 def compare(cc: CompareConfig) -> Path:
     """Run every architecture x seed, then write report.md, report.json, pareto.png."""
-    from analysis.report import write_report
+    from glassbox.report import write_report
 
     check_runs(cc)
     out = Path(cc.out_dir)

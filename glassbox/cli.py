@@ -1,5 +1,8 @@
 """The `glassbox` command line (DESIGN.md):
 
+glassbox analyze CHECKPOINT [--out DIR]
+glassbox compare CONFIG [key=value ...]
+
 glassbox train CONFIG [key=value ...]
 glassbox eval CHECKPOINT [--json]
 glassbox generate CHECKPOINT PROMPT
@@ -13,12 +16,13 @@ import json
 import sys
 from pathlib import Path
 
-from archs.config import ConfigError
+from glassbox.archs.config import ConfigError
+from glassbox.training.evaluate import load_suite_for
 
 
 def _cmd_train(args) -> int:
-    from training.config import load_config
-    from training.train import train
+    from glassbox.training.config import load_config
+    from glassbox.training.train import train
 
     cfg = load_config(args.config, args.overrides)
     export = train(cfg)
@@ -26,27 +30,9 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def load_suite_for(path: str | Path, model):
-    """Rebuild the data a checkpoint was trained on (from config.yaml's data section),
-    checking that it gives the checkpoint's own vocabulary."""
-    from archs.checkpoint import read_config
-    from training.data import build_datasets, data_config_from_dict
-
-    config = read_config(path)
-    if "data" not in config:
-        raise ConfigError("data", None, f"{path}/config.yaml has no data section to evaluate on")
-    data_cfg = data_config_from_dict(config["data"])
-    suite = build_datasets(data_cfg)
-    if model.tokenizer is not None and model.tokenizer.get_vocab() != suite.tokenizer.get_vocab():
-        raise ValueError(
-            f"the data config in {path}/config.yaml builds a vocabulary that differs from {path}/tokenizer.json"
-        )
-    return suite, data_cfg
-
-
 def _cmd_eval(args) -> int:
-    from archs.checkpoint import load_pretrained, read_metrics, resolve_checkpoint
-    from training.evaluate import evaluate_model
+    from glassbox.archs.checkpoint import load_pretrained, read_metrics, resolve_checkpoint
+    from glassbox.training.evaluate import evaluate_model
 
     path = resolve_checkpoint(args.checkpoint)
     model = load_pretrained(path, device=args.device)
@@ -71,9 +57,9 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
-    from analysis.interp import interp_report
-    from analysis.mechanistic import MechanisticConfig, run_mechanistic
-    from archs.checkpoint import load_pretrained, resolve_checkpoint
+    from glassbox.analysis.interp import interp_report
+    from glassbox.analysis.mechanistic import MechanisticConfig, run_mechanistic
+    from glassbox.archs.checkpoint import load_pretrained, resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint)
     model = load_pretrained(path, device=args.device)
@@ -92,7 +78,7 @@ def _cmd_analyze(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from analysis.compare import compare, load_compare_config
+    from glassbox.compare import compare, load_compare_config
 
     report = compare(load_compare_config(args.config, args.overrides))
     print(report.read_text().split("\n## ")[0])
@@ -101,7 +87,7 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from archs.checkpoint import load_pretrained
+    from glassbox.archs.checkpoint import load_pretrained
 
     model = load_pretrained(args.checkpoint, device=args.device)
     tok = model.tokenizer
@@ -128,7 +114,7 @@ def _cmd_generate(args) -> int:
         out = model.generate([ids], **kwargs)
         print(tok.decode(out.continuations[0], skip_special_tokens=False))
         return 0
-    from archs.tools import format_trace, generate_with_tools
+    from glassbox.archs.tools import format_trace, generate_with_tools
 
     out = generate_with_tools(model, [ids], tok, registry, **kwargs)
     print(tok.decode(out.continuations[0], skip_special_tokens=False))
@@ -141,10 +127,10 @@ def _tool_registry(checkpoint: str):
     its data config, so `lookup` answers from the same knowledge graph."""
     from omegaconf import OmegaConf
 
-    from archs.checkpoint import read_config, resolve_checkpoint
-    from archs.tools.config import ToolsConfig
-    from training.data import data_config_from_dict
-    from training.data.skills.tool_call import suite_registry, uses_tools
+    from glassbox.archs.checkpoint import read_config, resolve_checkpoint
+    from glassbox.archs.tools.config import ToolsConfig
+    from glassbox.training.data import data_config_from_dict
+    from glassbox.training.data.skills.tool_call import suite_registry, uses_tools
 
     config = read_config(resolve_checkpoint(checkpoint))
     if "data" not in config:
@@ -160,11 +146,11 @@ def _tool_registry(checkpoint: str):
 
 def _cmd_export(args) -> int:
     if args.to == "hf":
-        from archs.export.hf import export_hf
+        from glassbox.archs.export.hf import export_hf
 
         export_hf(args.checkpoint, args.dir)
     else:
-        from archs.export.transformer_lens import export_transformer_lens
+        from glassbox.archs.export.transformer_lens import export_transformer_lens
 
         export_transformer_lens(args.checkpoint, args.dir)
     print(f"exported {args.checkpoint} to {args.dir} ({args.to})")
@@ -235,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"glassbox {args.command}: error: {e}", file=sys.stderr)
         return 1
     except RuntimeError as e:
-        from training.callbacks import NonFiniteError
+        from glassbox.training.callbacks import NonFiniteError
 
         if isinstance(e, NonFiniteError):
             print(f"glassbox {args.command}: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analysis.compare import CompareConfig, gap_percent  # noqa: E402
+from glassbox.compare import CompareConfig, gap_percent  # noqa: E402
 
 # Interpretability columns: (key, header, what it is)
 INTERP_COLUMNS = [
