@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from glassbox.analysis.transcoder import Collected, CoverageResult
+from glassbox.analysis.coverage import Collected, CoverageResult
 
 
 @dataclass

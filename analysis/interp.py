@@ -2,7 +2,7 @@
 whatever its FFN kind: the numbers the gap report puts beside capability.
 
 Every variant is scored on the same footing, the ground-truth coverage of its most
-readable units (Karvonen et al.; analysis.transcoder.coverage): the mean over
+readable units (Karvonen et al.; analysis.coverage.coverage): the mean over
 ground-truth binary features of the best single unit's F1. The units are
 
     dense        MLP neurons                 blocks.{i}.mlp.hook_post
@@ -10,7 +10,7 @@ ground-truth binary features of the best single unit's F1. The units are
     transcoder   sparse latents              blocks.{i}.mlp.hook_latents
 
 and each kind adds its own scores: expert specialisation and causal selectivity
-(analysis.moe_report), latent health (l0, dead and dense fractions).
+(analysis.specialisation), latent health (l0, dead and dense fractions).
 """
 
 from __future__ import annotations
@@ -22,14 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glassbox.analysis.transcoder import (
-    collect_activations,
-    coverage,
-    dead_fraction,
-    dense_fraction,
-    ground_truth_labels,
-    l0,
-)
+from glassbox.analysis.batches import to_device
+from glassbox.analysis.coverage import collect_activations, coverage, ground_truth_labels
+from glassbox.analysis.sae_metrics import dead_fraction, dense_fraction, l0
+from glassbox.analysis.specialisation import specialisation_report
 from glassbox.training.data import SuiteData, collate
 
 
@@ -45,7 +41,7 @@ def suite_batches(
         collate(rows[i : i + batch_size], suite.pad_id) for i in range(0, len(rows), batch_size)
     ]
     if device is not None:
-        batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
+        batches = [to_device(b, device) for b in batches]
     return batches
 
 
@@ -135,8 +131,6 @@ def interp_report(
 
     Returns {"summary": {"interp.<metric>": float}, "coverage": {...}, "moe": {...}}.
     """
-    from glassbox.analysis.moe_report import moe_report
-
     device = model.device
     val = suite_batches(suite, "val", n_examples, seed=seed, device=device)
     test = (
@@ -147,7 +141,7 @@ def interp_report(
     report: dict[str, Any] = {"coverage": cov}
     kinds = set(ffn_kinds(model).values())
     if kinds & {"moe", "dense"}:
-        moe = moe_report(
+        moe = specialisation_report(
             model,
             val,
             suite.skill_names,

@@ -13,7 +13,7 @@ Metric names follow the literature:
   vocab_specialization,                 N(expert, domain) / N(domain),
   coactivation, router_saturation       N(e_i and e_j) / N(e_i), |S_a & S_b| / k
   selectivity                           causal: ablate a skill's experts, compare drops
-The runner that collects routing from a model is analysis.moe_report.
+The runner that collects routing from a model is analysis.specialisation.
 """
 
 from __future__ import annotations

@@ -187,17 +187,18 @@ def posthoc_route(
     them like any model: ground-truth coverage of the post-hoc latents, FVU, CE loss
     recovered, KL. With a transcoder run of the same seed, the fit is timed against
     reading features off that model (one cached forward) in the same process:
-    training.transcoder_fit.measure_feature_cost."""
+    analysis.feature_cost.measure_feature_cost."""
     saved = out / "runs" / f"dense-seed{dense_row['seed']}" / "analysis" / "posthoc.json"
     if saved.is_file() and not dense_row.get("trained_now", True):
         return json.loads(saved.read_text())
     from glassbox import archs
+    from glassbox.analysis.feature_cost import measure_feature_cost
     from glassbox.analysis.interp import coverage_scores, suite_batches
-    from glassbox.analysis.transcoder import splice_fidelity
+    from glassbox.analysis.splicing import splice_fidelity
     from glassbox.archs.config import TranscoderConfig
     from glassbox.training.config import load_config
     from glassbox.training.data import build_datasets
-    from glassbox.training.transcoder_fit import fit_transcoders, measure_feature_cost, splice
+    from glassbox.training.transcoder_fit import fit_transcoders, splice
 
     dense = archs.load_pretrained(Path(dense_row["run_dir"]) / "checkpoint")
     cfg = load_config(

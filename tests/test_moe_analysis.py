@@ -265,12 +265,12 @@ SKILLS = [f"skill{s}" for s in range(N_SKILLS)]
 
 
 def test_report_on_model_with_known_specialisation(tmp_path):
-    from glassbox.analysis.moe_report import moe_report, skill_accuracy
+    from glassbox.analysis.specialisation import skill_accuracy, specialisation_report
 
     model = built_model("moe")
     val, test = built_batches(6, seed=0), built_batches(6, seed=1)
     assert skill_accuracy(model, test, N_SKILLS).tolist() == [1.0] * N_SKILLS
-    report = moe_report(
+    report = specialisation_report(
         model, val, SKILLS, ["skill_copy", "parity"], causal_batches=test, plot_dir=tmp_path
     )
     s, layer = report["summary"], report["layers"]["0"]
@@ -294,20 +294,22 @@ def test_report_on_model_with_known_specialisation(tmp_path):
     assert all(Path(p).stat().st_size > 0 for p in report["plots"])
     # mean ablation: the ablated expert's output is its mean over both tokens of
     # its skill, which favours neither, so the prediction is back to the input token
-    mean_report = moe_report(model, val, SKILLS, causal_batches=test, ablation="mean")
+    mean_report = specialisation_report(model, val, SKILLS, causal_batches=test, ablation="mean")
     assert mean_report["causal"]["drop"] == causal["drop"]
     # router saturation against itself is 1; against another routing lower
-    same = moe_report(model, val, SKILLS, reference_model=model)
+    same = specialisation_report(model, val, SKILLS, reference_model=model)
     assert same["summary"]["interp.router_saturation"] == 1.0
 
 
 def test_report_with_a_skill_absent_from_the_data(tmp_path):
     # The suite keeps ids for skills of weight 0: they have no tokens and no answers.
-    from glassbox.analysis.moe_report import moe_report
+    from glassbox.analysis.specialisation import specialisation_report
 
     model = built_model("moe")
     val, test = built_batches(6, seed=0), built_batches(6, seed=1)
-    report = moe_report(model, val, SKILLS + ["absent"], causal_batches=test, plot_dir=tmp_path)
+    report = specialisation_report(
+        model, val, SKILLS + ["absent"], causal_batches=test, plot_dir=tmp_path
+    )
     causal = report["causal"]
     assert "absent" not in causal["experts"]
     assert causal["base_accuracy"][4] is None and causal["delta_target"][4] is None
@@ -318,10 +320,10 @@ def test_report_with_a_skill_absent_from_the_data(tmp_path):
 
 
 def test_report_dense_baseline_uses_kmeans_clusters():
-    from glassbox.analysis.moe_report import moe_report
+    from glassbox.analysis.specialisation import specialisation_report
 
     model = built_model("dense")
-    report = moe_report(
+    report = specialisation_report(
         model, built_batches(6, seed=0), SKILLS, ["skill_copy", "parity"], n_clusters=4
     )
     layer = report["layers"]["0"]
@@ -334,7 +336,7 @@ def test_report_dense_baseline_uses_kmeans_clusters():
 
 def test_report_end_to_end_on_skill_suite(tmp_path):
     from glassbox.analysis.moe import contingency, nmi
-    from glassbox.analysis.moe_report import moe_report
+    from glassbox.analysis.specialisation import specialisation_report
     from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, Transformer
     from glassbox.training.data import DataConfig, build_datasets, collate
 
@@ -357,7 +359,7 @@ def test_report_end_to_end_on_skill_suite(tmp_path):
     )
     model = Transformer(cfg)
     val, test = batches("val"), batches("test")
-    report = moe_report(
+    report = specialisation_report(
         model, val, data.skill_names, data.feature_names, causal_batches=test, plot_dir=tmp_path
     )
     S = len(data.skill_names)

@@ -6,7 +6,7 @@ GLASSBOX_NOTEBOOK_RUNS directory shared by the module (a dense baseline trained 
 one notebook is reused by the next) and writing its plots and a results.json into
 GLASSBOX_NOTEBOOK_OUT/<notebook>/. The tests then check those results: consistency
 between the notebook's own routes to the same number (an ablation through
-moe_report and by hand), closed forms (TopK's L0 is k, gaps in percent), symbolic
+specialisation_report and by hand), closed forms (TopK's L0 is k, gaps in percent), symbolic
 ground truth (every calculator result is the sum), and the claims the prose makes.
 """
 
@@ -67,7 +67,7 @@ def test_expert_specialisation(runs, tmp_path, monkeypatch):
     assert r["forced_experts_seen"] == r["forced_experts_asked"]
     # ablate_experts restores the model on exit
     assert r["restored"] == r["accuracy"]
-    # moe_report's causal row for dyck is the by-hand ablation of the same experts
+    # specialisation_report's causal row for dyck is the by-hand ablation of the same experts
     # (the notebook passes the drops through a float32 tensor for the plot)
     d = skills.index("dyck")
     for j, s in enumerate(skills):

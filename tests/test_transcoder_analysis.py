@@ -1,4 +1,5 @@
-"""Transcoder metrics (analysis/transcoder.py) and feature pages, on constructed data
+"""Transcoder metrics (analysis/sae_metrics.py, coverage.py, splicing.py,
+feature_cost.py) and feature pages, on constructed data
 with known answers."""
 
 from __future__ import annotations
@@ -10,26 +11,29 @@ import time
 import pytest
 import torch
 
+from glassbox.analysis.coverage import (
+    Collected,
+    collect_activations,
+    coverage,
+    ground_truth_labels,
+    unit_thresholds,
+)
+from glassbox.analysis.feature_cost import compute_cost
 from glassbox.analysis.feature_pages import (
     feature_contexts,
     render_text,
     top_activations,
     write_feature_pages,
 )
-from glassbox.analysis.transcoder import (
+from glassbox.analysis.sae_metrics import (
     ce_loss_recovered,
-    collect_activations,
-    compute_cost,
-    coverage,
     dead_fraction,
     dense_fraction,
     fvu,
-    ground_truth_labels,
     kl_to_clean,
     l0,
-    splice_fidelity,
-    unit_thresholds,
 )
+from glassbox.analysis.splicing import splice_fidelity
 from glassbox.archs import FFNConfig, ModelConfig, TranscoderConfig, Transformer
 
 
@@ -287,8 +291,6 @@ def test_feature_pages_show_the_top_contexts_with_labels(tmp_path):
     acts[::7, 0] = 1.0
     features = torch.full((30, 2), -1)
     features[13, 0] = 1
-    from glassbox.analysis.transcoder import Collected
-
     col = Collected({"h": acts}, where, seqs, features, torch.zeros(30, dtype=torch.long))
     vals, rows = top_activations(acts, [2], k=3)
     assert vals[0, :2].tolist() == [5.0, 2.0] and rows[0, :2].tolist() == [13, 25]

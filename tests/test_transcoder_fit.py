@@ -6,16 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glassbox.analysis.transcoder import splice_fidelity
+from glassbox.analysis.feature_cost import measure_feature_cost
+from glassbox.analysis.splicing import splice_fidelity
 from glassbox.archs import FFNConfig, ModelConfig, TranscoderConfig, Transformer, load_pretrained
 from glassbox.archs import save_pretrained as save
 from glassbox.archs.transcoder import Transcoder
-from glassbox.training.transcoder_fit import (
-    MLPActivations,
-    fit_transcoders,
-    measure_feature_cost,
-    splice,
-)
+from glassbox.training.transcoder_fit import MLPActivations, fit_transcoders, splice
 
 
 def dense_model() -> Transformer:

@@ -14,15 +14,14 @@ trains every layer's transcoder at once with Adam on the normalised MSE (the bat
 FVU) plus the transcoders' own losses (AuxK, JumpReLU L0), and puts the decoder rows
 back on the unit sphere after each step.
 
-`measure_feature_cost` times this route against reading the latents of a model built
-with transcoders (analysis.transcoder.compute_cost).
+What this route costs against reading the latents of a model built with transcoders
+is measured one floor up (analysis.feature_cost.measure_feature_cost).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -381,92 +380,10 @@ def splice(model: Transformer, transcoders: Mapping[int, Transcoder]) -> Transfo
     return new.eval()
 
 
-def measure_feature_cost(
-    tc_model: Transformer,
-    dense_model: Transformer,
-    batches: Sequence,
-    layers: Sequence[int],
-    fit_batches: Iterable | None = None,
-    cfg: TranscoderConfig | None = None,
-    repeats: int = 1,
-    return_transcoders: bool = False,
-    **fit_kwargs,
-):
-    """The cost of features by construction against post-hoc, measured in one run.
-
-    By construction: `tc_model` over `batches` with its latents cached
-    (`blocks.{i}.mlp.hook_latents`). Post-hoc: fitting transcoders to
-    `dense_model`'s MLPs (fit_transcoders on `fit_batches`, default `batches`, with
-    fit_kwargs: max_steps, batch_tokens, ...), then reading features from them: the
-    dense model over `batches` with the MLP inputs cached, through the encoders.
-
-    Returns analysis.transcoder.compute_cost's seconds and `ratio` (post-hoc /
-    by construction), plus the same as FLOP estimates (forward = 2 x active
-    parameters per token; the transcoder's encoder and decoder as dense matmuls,
-    training = 3 x forward) in `flops_*` and `flops_ratio`, and the token counts.
-    With return_transcoders=True, returns (that dict, the fitted {layer: Transcoder}).
-    """
-    from glassbox.analysis.transcoder import compute_cost
-
-    latents = [f"blocks.{i}.mlp.hook_latents" for i in layers]
-    ins = [f"blocks.{i}.hook_mlp_in" for i in layers]
-    fitted: dict[str, Any] = {}
-
-    @torch.no_grad()
-    def by_construction() -> None:
-        tc_model.eval()
-        for ids, att in _token_batches(batches):
-            tc_model.run_with_cache(ids, attention_mask=att, names_filter=latents)
-
-    def post_hoc_fit() -> None:
-        fitted["tcs"], fitted["module"] = fit_transcoders(
-            dense_model,
-            fit_batches if fit_batches is not None else batches,
-            layers,
-            cfg,
-            return_module=True,
-            **fit_kwargs,
-        )
-
-    @torch.no_grad()
-    def post_hoc_run() -> None:
-        dense_model.eval()
-        for ids, att in _token_batches(batches):
-            _, cache = dense_model.run_with_cache(ids, attention_mask=att, names_filter=ins)
-            for i, name in zip(layers, ins):
-                fitted["tcs"][i].encode(cache[name])
-
-    out = compute_cost(by_construction, post_hoc_fit, post_hoc_run, repeats=repeats)
-    n_tokens = sum(
-        int(att.sum()) if att is not None else ids.numel() for ids, att in _token_batches(batches)
-    )
-    fit_tokens = fitted["module"].tokens_seen
-    T = max(ids.shape[1] for ids, _ in _token_batches(batches))
-
-    def forward_flops(model: Transformer) -> float:
-        return model.flops_per_token(T) / 3
-
-    tc_fwd = sum(2 * 2 * tc.d_model * tc.d_latent for tc in fitted["tcs"].values())
-    flops_bc = forward_flops(tc_model) * n_tokens
-    flops_fit = forward_flops(dense_model) * fit_tokens + 3 * tc_fwd * fit_tokens
-    flops_run = (forward_flops(dense_model) + tc_fwd / 2) * n_tokens  # encoders only
-    out.update(
-        tokens=float(n_tokens),
-        fit_tokens=float(fit_tokens),
-        flops_by_construction=flops_bc,
-        flops_post_hoc=flops_fit + flops_run,
-        flops_ratio=(flops_fit + flops_run) / flops_bc,
-    )
-    if not math.isfinite(out["ratio"]):
-        raise RuntimeError("measure_feature_cost: the by-construction pass took no time")
-    return (out, fitted["tcs"]) if return_transcoders else out
-
-
 __all__ = [
     "MLPActivations",
     "TranscoderFitModule",
     "fit_transcoders",
     "initialize_from_data",
-    "measure_feature_cost",
     "splice",
 ]

@@ -1,25 +1,27 @@
-"""Expert specialisation report: routing collected from a model on skill-suite
-batches, the metrics of analysis.moe per layer, causal selectivity, plots.
+"""Specialisation report: how a model's FFN units divide the skills among them.
+MoE layers are grouped by the router (each token-slot to its expert); dense layers
+by k-means over their hidden activations. Routing collected from a model on
+skill-suite batches, the metrics of analysis.moe per layer, causal selectivity,
+plots.
 
-    from glassbox.analysis.moe_report import moe_report
-    report = moe_report(model, val_batches, data.skill_names, data.feature_names,
-                        causal_batches=test_batches, plot_dir="out/")
+    from glassbox.analysis.specialisation import specialisation_report
+    report = specialisation_report(model, val_batches, data.skill_names,
+                                   data.feature_names, causal_batches=test_batches,
+                                   plot_dir="out/")
     report["summary"]          # {"interp.nmi_expert_skill": ..., "interp.selectivity": ...}
 
 Batches are the dicts of training.data.collate: input_ids, attention_mask,
 answer_mask, skill (B, T; -1 on padding), features (B, T, F; -1 where not
 applicable). A token enters the routing statistics when its skill is >= 0.
 
-MoE layers are grouped by the router (each token-slot to its expert). Dense layers
-get the comparison point: their hidden activations (`blocks.i.mlp.hook_post`)
-clustered by k-means into as many clusters as the MoE has experts, the same
-metrics computed on the clusters; so "specialised" means more than what a dense
-model's neurons already separate.
+Dense layers are the comparison point: their hidden activations
+(`blocks.i.mlp.hook_post`) clustered by k-means into as many clusters as the MoE
+has experts, the same metrics computed on the clusters; so "specialised" means more
+than what a dense model's neurons already separate.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from glassbox.analysis.batches import token_batch
+from glassbox.analysis.jsonable import jsonable, mean_defined
 from glassbox.analysis.moe import (
     coactivation,
     contingency,
@@ -45,6 +49,7 @@ from glassbox.analysis.moe import (
     specialization_score,
     vocab_specialization,
 )
+from glassbox.analysis.specialisation_plots import plot_expert_skill, plot_selectivity
 from glassbox.archs.dense import DenseMLP
 from glassbox.archs.moe import MoE, ablate_experts, expert_means
 
@@ -85,13 +90,8 @@ def collect_routing(
     try:
         for batch in batches:
             keep = batch["skill"] >= 0  # (B, T)
-            ids = batch["input_ids"].to(model.device)
-            mask = batch.get("attention_mask")
-            _, cache = model.run_with_cache(
-                ids,
-                attention_mask=None if mask is None else mask.to(model.device),
-                names_filter=names,
-            )
+            ids, mask = token_batch(batch, model.device)
+            _, cache = model.run_with_cache(ids, attention_mask=mask, names_filter=names)
             for name in names:
                 parts.setdefault(name, []).append(cache[name][keep.to(model.device)].cpu())
             parts.setdefault("skill", []).append(batch["skill"][keep])
@@ -172,9 +172,8 @@ def skill_accuracy(model, batches: Iterable[Mapping[str, Tensor]], n_skills: int
     model.eval()
     try:
         for batch in batches:
-            ids = batch["input_ids"].to(model.device)
-            mask = batch.get("attention_mask")
-            logits = model(ids, attention_mask=None if mask is None else mask.to(model.device))
+            ids, mask = token_batch(batch, model.device)
+            logits = model(ids, attention_mask=mask)
             ok = (logits[:, :-1].argmax(-1) == ids[:, 1:]).cpu()
             ans = batch["answer_mask"][:, 1:].bool() & (batch["skill"][:, 1:] >= 0)
             sk = batch["skill"][:, 1:][ans]
@@ -229,25 +228,92 @@ def causal_specialization(
     }
 
 
-def _mean(values: Iterable[float]) -> float:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else float("nan")
+def layer_table(
+    model,
+    routing: Routing,
+    n_skills: int,
+    feature_names: Sequence[str] = (),
+    n_clusters: int = 16,
+    seed: int = 0,
+) -> dict[int, dict]:
+    """layer_metrics of every analysed layer: its router's experts (MoE layers,
+    grouping "router") or `n_clusters` k-means clusters of its `mlp.hook_post`
+    (dense layers, grouping "kmeans")."""
+    moe_layers, dense_layers = _layers(model)
+    vocab = model.cfg.vocab_size
+    layers: dict[int, dict] = {}
+    for i in moe_layers:
+        m = layer_metrics(
+            routing.indices[i], model.blocks[i].mlp.n_experts, routing.skill, n_skills,
+            routing.features, feature_names, routing.tokens, vocab, routing.logits[i],
+        )  # fmt: skip
+        layers[i] = {"grouping": "router", **m}
+    for i in dense_layers:
+        clusters = kmeans(routing.hidden[i], n_clusters, seed=seed)[:, None]
+        m = layer_metrics(
+            clusters, n_clusters, routing.skill, n_skills,
+            routing.features, feature_names, routing.tokens, vocab,
+        )  # fmt: skip
+        layers[i] = {"grouping": "kmeans", **m}
+    return layers
 
 
-def _clean(x):
-    """JSON-safe: nan -> None, tensors -> lists, int keys -> str."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, Tensor):
-        return _clean(x.tolist())
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x
+def specialisation_summary(
+    layers: Mapping[int, dict], moe_layers: Sequence[int], causal: dict | None
+) -> dict[str, float | None]:
+    """The headline numbers: means over the analysed layers (None where undefined)."""
+    ls = [layers[i] for i in sorted(layers)]
+    summary = {
+        "interp.nmi_expert_skill": mean_defined(x["nmi_skill"] for x in ls),
+        "interp.nmi_expert_skill_label": mean_defined(x["nmi_skill_label_norm"] for x in ls),
+        "interp.nmi_expert_features": mean_defined(
+            mean_defined(x["nmi_features"].values()) for x in ls
+        ),
+        "interp.purity": mean_defined(x["mean_purity"] for x in ls),
+        "interp.load_cv": mean_defined(x["load_cv"] for x in ls),
+        "interp.routing_entropy": mean_defined(x["routing_entropy"] for x in ls),
+        "interp.domain_specialization": mean_defined(x["domain_specialization_score"] for x in ls),
+        "interp.vocab_specialization": mean_defined(
+            x.get("vocab_specialization_score") for x in ls
+        ),
+    }
+    if moe_layers:
+        summary["interp.router_entropy"] = mean_defined(
+            layers[i]["router_entropy"] for i in moe_layers
+        )
+    if any("router_saturation" in x for x in ls):
+        summary["interp.router_saturation"] = mean_defined(x.get("router_saturation") for x in ls)
+    if causal is not None:
+        summary["interp.selectivity"] = causal["selectivity"]
+        summary["interp.delta_target"] = mean_defined(causal["delta_target"])
+        summary["interp.delta_others"] = mean_defined(causal["delta_others"])
+    return summary
 
 
-def moe_report(
+def _plots(
+    routing: Routing,
+    layers: Mapping[int, dict],
+    causal: dict | None,
+    skill_names: Sequence[str],
+    plot_dir: Path,
+    ylabel: str,
+) -> list[str]:
+    """expert_skill.png, and selectivity.png with a causal part; their paths."""
+    S = len(skill_names)
+    # skills absent from the data (weight 0 in the mix) would be empty columns
+    present = torch.bincount(routing.skill, minlength=S)[:S].nonzero().flatten()
+    names = [skill_names[s] for s in present.tolist()]
+    shares = {i: torch.tensor(layers[i]["expert_skill_share"])[:, present] for i in layers}
+    plot_expert_skill(shares, names, plot_dir / "expert_skill.png", ylabel=ylabel)
+    plots = [str(plot_dir / "expert_skill.png")]
+    if causal is not None:
+        drop = torch.tensor(causal["drop"], dtype=torch.float64)[present][:, present]
+        plot_selectivity(drop, names, plot_dir / "selectivity.png")
+        plots.append(str(plot_dir / "selectivity.png"))
+    return plots
+
+
+def specialisation_report(
     model,
     batches: Iterable[Mapping[str, Tensor]],
     skill_names: Sequence[str],
@@ -281,31 +347,13 @@ def moe_report(
     against the dense baseline's one-cluster-per-token k-means.
     """
     batches = list(batches)
-    S = len(skill_names)
     routing = collect_routing(model, batches, max_tokens)
     moe_layers, dense_layers = _layers(model)
     if not moe_layers and not dense_layers:
-        raise ValueError("moe_report: the model has neither MoE nor dense MLP layers")
+        raise ValueError("specialisation_report: the model has neither MoE nor dense MLP layers")
     if n_clusters is None:
         n_clusters = model.blocks[moe_layers[0]].mlp.n_experts if moe_layers else 16
-    vocab = model.cfg.vocab_size
-    layers: dict[int, dict] = {}
-    groups: dict[int, Tensor] = {}
-    for i in moe_layers:
-        groups[i] = routing.indices[i]
-        m = layer_metrics(
-            routing.indices[i], model.blocks[i].mlp.n_experts, routing.skill, S,
-            routing.features, feature_names, routing.tokens, vocab, routing.logits[i],
-        )  # fmt: skip
-        layers[i] = {"grouping": "router", **m}
-    for i in dense_layers:
-        clusters = kmeans(routing.hidden[i], n_clusters, seed=seed)[:, None]
-        groups[i] = clusters
-        m = layer_metrics(
-            clusters, n_clusters, routing.skill, S,
-            routing.features, feature_names, routing.tokens, vocab,
-        )  # fmt: skip
-        layers[i] = {"grouping": "kmeans", **m}
+    layers = layer_table(model, routing, len(skill_names), feature_names, n_clusters, seed)
     if reference_model is not None and moe_layers:
         ref = collect_routing(reference_model, batches, max_tokens)
         for i in moe_layers:
@@ -313,48 +361,15 @@ def moe_report(
                 layers[i]["router_saturation"] = router_saturation(
                     ref.indices[i], routing.indices[i]
                 )
-
     causal = None
     if causal_batches is not None and moe_layers:
         means = expert_means(model, batches, moe_layers) if ablation == "mean" else None
         causal = causal_specialization(
             model, routing, list(causal_batches), skill_names, n_per_skill, ablation, means
         )
-
-    ls = [layers[i] for i in sorted(layers)]
-    summary = {
-        "interp.nmi_expert_skill": _mean(x["nmi_skill"] for x in ls),
-        "interp.nmi_expert_skill_label": _mean(x["nmi_skill_label_norm"] for x in ls),
-        "interp.nmi_expert_features": _mean(_mean(x["nmi_features"].values()) for x in ls),
-        "interp.purity": _mean(x["mean_purity"] for x in ls),
-        "interp.load_cv": _mean(x["load_cv"] for x in ls),
-        "interp.routing_entropy": _mean(x["routing_entropy"] for x in ls),
-        "interp.domain_specialization": _mean(x["domain_specialization_score"] for x in ls),
-        "interp.vocab_specialization": _mean(x.get("vocab_specialization_score") for x in ls),
-    }
-    if moe_layers:
-        summary["interp.router_entropy"] = _mean(layers[i]["router_entropy"] for i in moe_layers)
-    if any("router_saturation" in x for x in ls):
-        summary["interp.router_saturation"] = _mean(x.get("router_saturation") for x in ls)
-    if causal is not None:
-        summary["interp.selectivity"] = causal["selectivity"]
-        summary["interp.delta_target"] = _mean(causal["delta_target"])
-        summary["interp.delta_others"] = _mean(causal["delta_others"])
-
+    summary = specialisation_summary(layers, moe_layers, causal)
     plots = []
     if plot_dir is not None:
-        from glassbox.analysis.moe_plots import plot_expert_skill, plot_selectivity
-
-        plot_dir = Path(plot_dir)
-        # skills absent from the data (weight 0 in the mix) would be empty columns
-        present = torch.bincount(routing.skill, minlength=S)[:S].nonzero().flatten()
-        names = [skill_names[s] for s in present.tolist()]
-        shares = {i: torch.tensor(layers[i]["expert_skill_share"])[:, present] for i in layers}
-        kind = "expert" if moe_layers else "k-means cluster of mlp.hook_post"
-        plot_expert_skill(shares, names, plot_dir / "expert_skill.png", ylabel=kind)
-        plots.append(str(plot_dir / "expert_skill.png"))
-        if causal is not None:
-            drop = torch.tensor(causal["drop"], dtype=torch.float64)[present][:, present]
-            plot_selectivity(drop, names, plot_dir / "selectivity.png")
-            plots.append(str(plot_dir / "selectivity.png"))
-    return _clean({"summary": summary, "layers": layers, "causal": causal, "plots": plots})
+        ylabel = "expert" if moe_layers else "k-means cluster of mlp.hook_post"
+        plots = _plots(routing, layers, causal, skill_names, Path(plot_dir), ylabel)
+    return jsonable({"summary": summary, "layers": layers, "causal": causal, "plots": plots})

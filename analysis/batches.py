@@ -1,0 +1,59 @@
+"""Token batches as the analysis reads them.
+
+A batch is either a dict as training.data.collate makes it (input_ids,
+attention_mask, loss_mask, answer_mask: (B, T); skill (B, T); features (B, T, F))
+or a plain id tensor, (B, T) or (T,). These helpers give every analysis the same
+answer to "which ids, which tokens are real, which are scored".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+
+def token_batch(batch, device=None) -> tuple[Tensor, Tensor | None]:
+    """(input_ids (B, T), attention_mask (B, T) or None) of a dict batch or an id
+    tensor (a (T,) tensor becomes (1, T)); moved to `device` when given."""
+    if isinstance(batch, Tensor):
+        ids, att = (batch if batch.dim() == 2 else batch[None]), None
+    else:
+        ids, att = batch["input_ids"], batch.get("attention_mask")
+    if device is not None:
+        ids = ids.to(device)
+        att = None if att is None else att.to(device)
+    return ids, att
+
+
+def scoring_mask(batch) -> Tensor | None:
+    """(B, T) the tokens a loss is scored on: loss_mask, else attention_mask, else
+    None (every token; an id tensor)."""
+    if isinstance(batch, Tensor):
+        return None
+    return batch.get("loss_mask", batch.get("attention_mask"))
+
+
+def real_tokens(ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """(B, T) bool: the tokens that are not padding (all of them without a mask)."""
+    if attention_mask is None:
+        return torch.ones_like(ids, dtype=torch.bool)
+    return attention_mask.bool()
+
+
+def count_real_tokens(batches: Iterable) -> int:
+    """Number of real (non-padding) tokens over the batches."""
+    total = 0
+    for batch in batches:
+        ids, att = token_batch(batch)
+        total += int(att.sum()) if att is not None else ids.numel()
+    return total
+
+
+def to_device(batch: Mapping[str, Tensor], device) -> dict[str, Tensor]:
+    """A dict batch with every tensor moved to `device`."""
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+__all__ = ["count_real_tokens", "real_tokens", "scoring_mask", "to_device", "token_batch"]

@@ -1,0 +1,42 @@
+"""Report values as JSON holds them.
+
+A score can be undefined (an NMI over one class, an AUROC with one class in the
+test split, a precision of a model that never calls): it is nan or None while
+computed, skipped by means, and written as null, so the JSON stays standard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from torch import Tensor
+
+
+def is_defined(x: Any) -> bool:
+    """False for None, nan and infinities; True for any other value."""
+    return x is not None and not (isinstance(x, float) and not math.isfinite(x))
+
+
+def mean_defined(values: Iterable[Any]) -> float | None:
+    """Mean of the defined values (bools count as 0 / 1); None when there are none."""
+    vals = [v for v in values if is_defined(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def jsonable(x: Any) -> Any:
+    """A JSON-safe copy: nan and infinities -> None, tensors -> lists, tuples ->
+    lists, dict keys -> str (recursively)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, Tensor):
+        return jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+__all__ = ["is_defined", "jsonable", "mean_defined"]
