@@ -35,7 +35,6 @@ Everything is seeded; sizes are in `MechanisticConfig`.
 from __future__ import annotations
 
 import json
-import math
 import random
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -46,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from glassbox.analysis.batches import to_device, token_batch
 from glassbox.analysis.causal_tracing import causal_trace, plot_causal_trace
 from glassbox.analysis.heads import (
     copying_scores,
@@ -54,6 +54,7 @@ from glassbox.analysis.heads import (
     previous_token_score_from_pattern,
 )
 from glassbox.analysis.ioi import corrupt_ioi, logit_diff, logit_diff_metric
+from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.logit_lens import lens_labels, next_token_targets, residual_stack, unembed
 from glassbox.analysis.patching import (
     ffn_layers_with,
@@ -99,7 +100,9 @@ def run_mechanistic(
     was_training = model.training
     model.eval()
     try:
-        report = _json_ready(_run(model, suite, out, cfg))
+        # NaN and infinities (an AUROC with one class in the test split) become
+        # None, so the JSON is standard.
+        report = jsonable(_run(model, suite, out, cfg))
     finally:
         model.train(was_training)
     (out / "mechanistic.json").write_text(
@@ -108,22 +111,10 @@ def run_mechanistic(
     return report
 
 
-def _json_ready(obj):
-    """NaN and infinities (an AUROC with one class in the test split) become None,
-    so the JSON is standard."""
-    if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _run(model, suite, out: Path, cfg: MechanisticConfig) -> dict:
     rows = _sample_rows(suite.splits[cfg.split], cfg.n_examples, cfg.seed)
     batches = [
-        _to(collate(rows[i : i + cfg.batch_size], suite.pad_id), model.device)
+        to_device(collate(rows[i : i + cfg.batch_size], suite.pad_id), model.device)
         for i in range(0, len(rows), cfg.batch_size)
     ]
     plots: list[str] = []
@@ -152,10 +143,6 @@ def _sample_rows(ds, n: int, seed: int, keep=None) -> list[dict]:
         ids = [i for i in ids if keep(int(skills[i]))]
     random.Random(seed).shuffle(ids)
     return [ds[i] for i in ids[:n]]
-
-
-def _to(batch: dict[str, Tensor], device) -> dict[str, Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _token_labels(tokenizer, ids: list[int]) -> list[str]:
@@ -238,15 +225,11 @@ def heads_section(model, batches, tokenizer, cfg: MechanisticConfig, out: Path, 
     prev = torch.zeros(L, model.cfg.n_heads)
     weight = 0.0
     for batch in batches:
-        _, cache = model.run_with_cache(
-            batch["input_ids"], attention_mask=batch["attention_mask"], names_filter=names
-        )
-        w = float(batch["attention_mask"][:, 1:].sum())
+        ids, att = token_batch(batch)
+        _, cache = model.run_with_cache(ids, attention_mask=att, names_filter=names)
+        w = float(att[:, 1:].sum())
         for i, n in enumerate(names):
-            prev[i] += (
-                w
-                * previous_token_score_from_pattern(cache[n].float(), batch["attention_mask"]).cpu()
-            )
+            prev[i] += w * previous_token_score_from_pattern(cache[n].float(), att).cpu()
         weight += w
     prev /= max(weight, 1.0)
     lo = tokenizer.token_to_id("0") if tokenizer is not None else None
@@ -293,16 +276,62 @@ def _collect(model, rows: list[dict], hooks: list[str], batch_size: int, pad_id:
     with the tokens' features (N, F) and example index (N,)."""
     acts, feats, example = [], [], []
     for start in range(0, len(rows), batch_size):
-        batch = _to(collate(rows[start : start + batch_size], pad_id), model.device)
-        _, cache = model.run_with_cache(
-            batch["input_ids"], attention_mask=batch["attention_mask"], names_filter=hooks
-        )
-        real = batch["attention_mask"].bool()
+        batch = to_device(collate(rows[start : start + batch_size], pad_id), model.device)
+        ids, att = token_batch(batch)
+        _, cache = model.run_with_cache(ids, attention_mask=att, names_filter=hooks)
+        real = att.bool()
         acts.append(torch.stack([cache[h][real].float().cpu() for h in hooks], 1))
         feats.append(batch["features"][real].cpu())
         ex = torch.arange(start, start + len(real))[:, None].expand(real.shape)
         example.append(ex[real.cpu()])
     return torch.cat(acts), torch.cat(feats), torch.cat(example)
+
+
+def _probe_variable(A: Tensor, Fe: Tensor, G: Tensor, f: int, cfg: MechanisticConfig):
+    """Probe variable f (column of Fe) at every hook of A (N, hooks, d), at the
+    tokens where it applies and its value is common enough; groups G (N,) keep an
+    example's tokens on one side of the split. Returns a list of per-hook
+    ProbeResult dicts, or the reason it was skipped (a str)."""
+    keep = Fe[:, f] >= 0
+    labels = Fe[keep, f]
+    values, counts = labels.unique(return_counts=True)
+    common = values[counts >= cfg.probe_min_class_count]
+    sel = keep.nonzero().flatten()[torch.isin(labels, common)]
+    if len(common) < 2 or len(sel) < cfg.probe_min_tokens or len(G[sel].unique()) < 8:
+        return (
+            f"{len(sel)} tokens in {len(common)} classes seen >= "
+            f"{cfg.probe_min_class_count} times, over {len(G[sel].unique())} examples"
+        )
+    y, groups = Fe[sel, f], G[sel]
+    with _one_thread():
+        return [
+            fit_probe(
+                A[sel, i], y, groups=groups, seed=cfg.seed, max_iter=cfg.probe_max_iter
+            ).to_dict()
+            for i in range(A.shape[1])
+        ]
+
+
+def _plot_probes(results: dict, layers: list[str], out: Path, plots: list[str]) -> None:
+    names = list(results)
+    for key in ("selectivity", "accuracy"):
+        grid = torch.tensor(
+            [[results[n]["by_layer"][layer][key] for layer in layers] for n in names]
+        )
+        _plot(
+            heatmap,
+            out / f"probes_{key}.png",
+            plots,
+            values=grid,
+            title=f"Linear probes: {key} (residual stream)",
+            xlabel="layer",
+            ylabel="variable",
+            xticklabels=layers,
+            yticklabels=names,
+            diverging=False,
+            vmin=0.0 if key == "accuracy" else None,
+            vmax=1.0,
+        )
 
 
 def probes_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
@@ -330,25 +359,10 @@ def probes_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> di
             continue
         A, Fe, G = _collect(model, rows, hooks, cfg.batch_size, suite.pad_id)
         for f, name in cols:
-            keep = Fe[:, f] >= 0
-            labels = Fe[keep, f]
-            values, counts = labels.unique(return_counts=True)
-            common = values[counts >= cfg.probe_min_class_count]
-            sel = keep.nonzero().flatten()[torch.isin(labels, common)]
-            if len(common) < 2 or len(sel) < cfg.probe_min_tokens or len(G[sel].unique()) < 8:
-                skipped[name] = (
-                    f"{len(sel)} tokens in {len(common)} classes seen >= "
-                    f"{cfg.probe_min_class_count} times, over {len(G[sel].unique())} examples"
-                )
+            by_layer = _probe_variable(A, Fe, G, f, cfg)
+            if isinstance(by_layer, str):
+                skipped[name] = by_layer
                 continue
-            y, groups = Fe[sel, f], G[sel]
-            with _one_thread():
-                by_layer = [
-                    fit_probe(
-                        A[sel, i], y, groups=groups, seed=cfg.seed, max_iter=cfg.probe_max_iter
-                    ).to_dict()
-                    for i in range(len(layers))
-                ]
             best = max(range(len(layers)), key=lambda i: by_layer[i]["selectivity"])
             results[name] = {
                 "by_layer": dict(zip(layers, by_layer)),
@@ -358,25 +372,7 @@ def probes_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> di
                 "majority": by_layer[best]["majority"],
             }
     if results:
-        names = list(results)
-        for key in ("selectivity", "accuracy"):
-            grid = torch.tensor(
-                [[results[n]["by_layer"][layer][key] for layer in layers] for n in names]
-            )
-            _plot(
-                heatmap,
-                out / f"probes_{key}.png",
-                plots,
-                values=grid,
-                title=f"Linear probes: {key} (residual stream)",
-                xlabel="layer",
-                ylabel="variable",
-                xticklabels=layers,
-                yticklabels=names,
-                diverging=False,
-                vmin=0.0 if key == "accuracy" else None,
-                vmax=1.0,
-            )
+        _plot_probes(results, layers, out, plots)
     return {"hook_points": hooks, "layers": layers, "variables": results, "skipped": skipped}
 
 
@@ -395,13 +391,9 @@ def _one_thread():
 # --- causal tracing on facts ---------------------------------------------------------------
 
 
-def facts_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
-    fid = suite.skill_names.index("facts")
-    f_entity = suite.feature_names.index("facts.entity")
-    f_phrasing = suite.feature_names.index("facts.phrasing")
-    rows = _sample_rows(
-        suite.splits[cfg.facts_split], 8 * cfg.n_trace_prompts, cfg.seed, keep=lambda s: s == fid
-    )
+def _facts_layouts(rows: list[dict], f_entity: int, f_phrasing: int) -> dict[tuple[int, int], list]:
+    """Facts prompts grouped by layout, (phrasing, answer position): per prompt its
+    tokens before the answer, the subject's position and the answer token."""
     layouts: dict[tuple[int, int], list] = {}
     for r in rows:
         ids = torch.as_tensor(r["input_ids"])
@@ -410,6 +402,54 @@ def facts_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dic
         subject = int((feats[:, f_entity] >= 0).nonzero()[0])
         phrasing = int(feats[ans, f_phrasing])
         layouts.setdefault((phrasing, ans), []).append((ids[:ans], subject, int(ids[ans])))
+    return layouts
+
+
+def _trace_hooks(model, tokens, subject, answers, labels, key, cfg, out, plots) -> dict:
+    """ROME traces of the hidden state, MLP and attention outputs of one layout,
+    with the (layer, token) whose MLP output restores the most."""
+    entry: dict = {}
+    for hook in ("resid_post", "mlp_out", "attn_out"):
+        t = causal_trace(
+            model,
+            tokens,
+            subject,
+            answers,
+            hook=hook,
+            n_samples=cfg.trace_samples,
+            seed=cfg.seed,
+        )
+        entry[hook] = {
+            "indirect_effect": t.indirect_effect.tolist(),
+            "p_clean": t.p_clean,
+            "p_corrupted": t.p_corrupted,
+        }
+        _plot(
+            plot_causal_trace,
+            out / f"trace_facts_{key}_{hook}.png",
+            plots,
+            trace=t,
+            token_labels=labels,
+        )
+        if hook == "mlp_out":  # where restoring one MLP output helps most
+            ie = t.indirect_effect
+            layer, pos = divmod(int(ie.argmax()), ie.shape[1])
+            entry["mlp_peak"] = {
+                "layer": layer,
+                "token": labels[pos],
+                "effect": float(ie.max()),
+            }
+    return entry
+
+
+def facts_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
+    fid = suite.skill_names.index("facts")
+    rows = _sample_rows(
+        suite.splits[cfg.facts_split], 8 * cfg.n_trace_prompts, cfg.seed, keep=lambda s: s == fid
+    )
+    layouts = _facts_layouts(
+        rows, suite.feature_names.index("facts.entity"), suite.feature_names.index("facts.phrasing")
+    )
     result: dict = {}
     for (phrasing, length), items in sorted(layouts.items()):
         tokens = torch.stack([t for t, _, _ in items]).to(model.device)
@@ -432,36 +472,7 @@ def facts_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dic
             "tokens": labels,
             "traced_known_only": bool(int(right.sum()) >= 2),
         }
-        for hook in ("resid_post", "mlp_out", "attn_out"):
-            t = causal_trace(
-                model,
-                tokens,
-                subject,
-                answers,
-                hook=hook,
-                n_samples=cfg.trace_samples,
-                seed=cfg.seed,
-            )
-            entry[hook] = {
-                "indirect_effect": t.indirect_effect.tolist(),
-                "p_clean": t.p_clean,
-                "p_corrupted": t.p_corrupted,
-            }
-            _plot(
-                plot_causal_trace,
-                out / f"trace_facts_{key}_{hook}.png",
-                plots,
-                trace=t,
-                token_labels=labels,
-            )
-            if hook == "mlp_out":  # where restoring one MLP output helps most
-                ie = t.indirect_effect
-                layer, pos = divmod(int(ie.argmax()), ie.shape[1])
-                entry["mlp_peak"] = {
-                    "layer": layer,
-                    "token": labels[pos],
-                    "effect": float(ie.max()),
-                }
+        entry |= _trace_hooks(model, tokens, subject, answers, labels, key, cfg, out, plots)
         entry["total_effect"] = entry["resid_post"]["p_clean"] - entry["resid_post"]["p_corrupted"]
         result[key] = entry
     return result
@@ -470,12 +481,9 @@ def facts_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dic
 # --- IOI ----------------------------------------------------------------------------------
 
 
-def ioi_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
-    sid = suite.skill_names.index("ioi")
-    col = {n: suite.feature_names.index(f"ioi.{n}") for n in ("io_token", "s_token", "end_pos")}
-    rows = _sample_rows(suite.splits[cfg.split], 4 * cfg.n_ioi, cfg.seed, keep=lambda s: s == sid)
-    if not rows:
-        return {"skipped": f"no ioi example in split {cfg.split!r}"}
+def _ioi_prompts(rows: list[dict], col: dict[str, int]) -> tuple[list, list[int]]:
+    """The prompts of the commonest layout (end position), each (tokens up to the
+    end, IO token, S token), and every name token seen (the corruption pool)."""
     prompts: dict[int, list] = {}
     for r in rows:
         ids, feats = torch.as_tensor(r["input_ids"]), torch.as_tensor(r["features"])
@@ -485,7 +493,38 @@ def ioi_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
         io, s = int(feats[first, col["io_token"]]), int(feats[first, col["s_token"]])
         prompts.setdefault(end, []).append((ids[: end + 1], io, s))
     pool = sorted({x for items in prompts.values() for _, io, s in items for x in (io, s)})
-    items = max(prompts.values(), key=len)[: cfg.n_ioi]  # one layout (the commonest)
+    return max(prompts.values(), key=len), pool
+
+
+def _ioi_patching_runs(model, clean, corrupted, metric, cfg: MechanisticConfig) -> dict:
+    """{name: a call returning a PatchingResult}: heads, the residual stream and
+    attention and MLP outputs by position, every expert (MoE layers) and the
+    latents that change most (transcoder layers)."""
+    runs = {
+        "heads": lambda: patch_heads(model, clean, corrupted, metric),
+        "resid_pre": lambda: patch_residual(model, clean, corrupted, metric, hook="resid_pre"),
+        "attn_out": lambda: patch_residual(model, clean, corrupted, metric, hook="attn_out"),
+        "mlp_out": lambda: patch_residual(model, clean, corrupted, metric, hook="mlp_out"),
+    }
+    if ffn_layers_with(model, "hook_expert_weights"):
+        runs["experts"] = lambda: patch_experts(model, clean, corrupted, metric)
+    for layer in ffn_layers_with(model, "hook_latents"):
+        latents = _top_changed_latents(model, clean, corrupted, layer, cfg.max_latents)
+        if latents:
+            runs[f"latents_{layer}"] = lambda layer=layer, latents=latents: patch_latents(
+                model, clean, corrupted, metric, layer, latents=latents
+            )
+    return runs
+
+
+def ioi_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
+    sid = suite.skill_names.index("ioi")
+    col = {n: suite.feature_names.index(f"ioi.{n}") for n in ("io_token", "s_token", "end_pos")}
+    rows = _sample_rows(suite.splits[cfg.split], 4 * cfg.n_ioi, cfg.seed, keep=lambda s: s == sid)
+    if not rows:
+        return {"skipped": f"no ioi example in split {cfg.split!r}"}
+    items, pool = _ioi_prompts(rows, col)
+    items = items[: cfg.n_ioi]
     dev = model.device
     clean = torch.stack([t for t, _, _ in items]).to(dev)
     io = torch.tensor([i for _, i, _ in items], device=dev)
@@ -508,28 +547,13 @@ def ioi_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
     if result["logit_diff"] == result["logit_diff_corrupted"]:
         result["skipped_patching"] = "the corruption does not change the logit difference"
         return result
-    tok = result["tokens"]
-    runs = {
-        "heads": lambda: patch_heads(model, clean, corrupted, metric),
-        "resid_pre": lambda: patch_residual(model, clean, corrupted, metric, hook="resid_pre"),
-        "attn_out": lambda: patch_residual(model, clean, corrupted, metric, hook="attn_out"),
-        "mlp_out": lambda: patch_residual(model, clean, corrupted, metric, hook="mlp_out"),
-    }
-    if ffn_layers_with(model, "hook_expert_weights"):
-        runs["experts"] = lambda: patch_experts(model, clean, corrupted, metric)
-    for layer in ffn_layers_with(model, "hook_latents"):
-        latents = _top_changed_latents(model, clean, corrupted, layer, cfg.max_latents)
-        if latents:
-            runs[f"latents_{layer}"] = lambda layer=layer, latents=latents: patch_latents(
-                model, clean, corrupted, metric, layer, latents=latents
-            )
-    for name, run in runs.items():
+    for name, run in _ioi_patching_runs(model, clean, corrupted, metric, cfg).items():
         res = run()
         entry = {"scores": res.scores.tolist(), "dims": list(res.dims)} | (
             {"labels": res.labels} if res.labels else {}
         )
         result[name] = entry
-        xt = tok if res.dims[-1] == "pos" else None
+        xt = result["tokens"] if res.dims[-1] == "pos" else None
         _plot(
             plot_patching,
             out / f"ioi_patch_{name}.png",

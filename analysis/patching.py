@@ -322,11 +322,6 @@ def patch_mlp_out(model, clean_tokens, corrupted_tokens, metric, **kw) -> Patchi
     return patch_residual(model, clean_tokens, corrupted_tokens, metric, hook="mlp_out", **kw)
 
 
-def patch_attn_out(model, clean_tokens, corrupted_tokens, metric, **kw) -> PatchingResult:
-    """Patch the attention output of one layer at one position: (n_layers, n_pos)."""
-    return patch_residual(model, clean_tokens, corrupted_tokens, metric, hook="attn_out", **kw)
-
-
 def patch_heads(
     model,
     clean_tokens: Tensor,

@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from glassbox.analysis.jsonable import mean_defined
 from glassbox.archs.generation import generate
 from glassbox.archs.tools import (
     Calculator,
@@ -296,12 +297,8 @@ def _budget(case: Case, tools: bool) -> int:
     return (call + 2) + (n + 4) + n + 9
 
 
-def _mean(flags: Sequence[bool]) -> float | None:
-    return sum(map(bool, flags)) / len(flags) if flags else None
-
-
 def _exact(cases: Sequence[Case], outs: Sequence[Outcome], keep=lambda c: True) -> float | None:
-    return _mean([o.correct(c.answer) for c, o in zip(cases, outs) if keep(c)])
+    return mean_defined([o.correct(c.answer) for c, o in zip(cases, outs) if keep(c)])
 
 
 def call_scores(cases: Sequence[Case], outs: Sequence[Outcome]) -> dict[str, float | None]:
@@ -314,7 +311,7 @@ def call_scores(cases: Sequence[Case], outs: Sequence[Outcome]) -> dict[str, flo
     return {
         "call_precision": sum(hits) / sum(called) if any(called) else None,
         "call_recall": sum(hits) / sum(needed) if any(needed) else None,
-        "argument_accuracy": _mean([o.call_text == c.call for c, o in made_where_needed]),
+        "argument_accuracy": mean_defined([o.call_text == c.call for c, o in made_where_needed]),
         "n_needed": sum(needed),
         "n_called": sum(called),
     }
@@ -332,7 +329,7 @@ def _forced_call_scores(model, tok, cases: Sequence[Case], run: dict) -> dict[st
     ]
     outs = run_cases(model, tok, opened, mode="execute", **run)
     return {
-        "argument_accuracy": _mean([o.call_text == c.call for c, o in zip(opened, outs)]),
+        "argument_accuracy": mean_defined([o.call_text == c.call for c, o in zip(opened, outs)]),
         "exact_match": _exact(opened, outs),
     }
 
@@ -350,6 +347,79 @@ def _data(suite_or_cfg, data_cfg) -> tuple[SuiteData, DataConfig]:
     if not isinstance(cfg, DataConfig):
         cfg = data_config_from_dict(cfg)
     return build_datasets(cfg), cfg
+
+
+def skill_scores(cases: Sequence[Case], outs: Sequence[Outcome]) -> dict[str, dict[str, Any]]:
+    """Per skill (in the cases' order): n, exact_match, called, argument_accuracy."""
+    skills: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(c.skill for c in cases):
+        pairs = [(c, o) for c, o in zip(cases, outs) if c.skill == name]
+        sc = call_scores([c for c, _ in pairs], [o for _, o in pairs])
+        skills[name] = {
+            "n": len(pairs),
+            "exact_match": mean_defined([o.correct(c.answer) for c, o in pairs]),
+            "called": mean_defined([o.called for _, o in pairs]),
+            "argument_accuracy": sc["argument_accuracy"],
+        }
+    return skills
+
+
+def _counterfactual_scores(
+    model, tok, needing: Sequence[Case], injector: Injector, run: dict
+) -> dict[str, Any]:
+    """The cases needing a call, run with the result withheld and with a
+    counterfactual result injected: the summary keys those give, and the number of
+    cases whose result was replaced."""
+    withheld = run_cases(model, tok, needing, mode="withhold", **run)
+    cf = run_cases(model, tok, needing, mode="counterfactual", counterfactual=injector, **run)
+    hit = [i for i in range(len(needing)) if i in injector.injected]
+    injected = {i: tok.encode(injector.injected[i], add_special_tokens=False).ids for i in hit}
+    return {
+        "tools.exact_match_withheld": _exact(needing, withheld),
+        "interp.tool_reliance": mean_defined([cf[i].correct(injected[i]) for i in hit]),
+        "tools.counterfactual_follows_true": mean_defined(
+            [cf[i].correct(needing[i].answer) for i in hit]
+        ),
+        "n_injected": len(hit),
+    }
+
+
+def length_scores(
+    model,
+    tok,
+    cfg: DataConfig,
+    tools: ToolsConfig,
+    *,
+    use: bool,
+    seed: int,
+    run: dict,
+) -> dict[str, dict[str, Any]]:
+    """Per factor k of tools.length_factors ("{k}x"): additions with both operands
+    k * cfg.addition.max_digits digits long; their exact match, and for a tool
+    model how often it called, its argument accuracy and both once the call is
+    opened for it (forced_call)."""
+    mode = "execute" if use else "plain"
+    lengths: dict[str, dict[str, Any]] = {}
+    for k in tools.length_factors:
+        digits = k * cfg.addition.max_digits
+        lc = addition_cases(cfg, tok, digits, tools.eval_examples, seed=seed, tool=use)
+        lo = run_cases(model, tok, lc, mode=mode, **run)
+        entry = {"digits": digits, "n": len(lc), "exact_match": _exact(lc, lo)}
+        if use:
+            entry["called"] = mean_defined([o.called for o in lo])
+            entry["argument_accuracy"] = call_scores(lc, lo)["argument_accuracy"]
+            entry["forced_call"] = _forced_call_scores(model, tok, lc, run)
+        lengths[f"{k}x"] = entry
+    return lengths
+
+
+def _traces(tok, cases: Sequence[Case], outs: Sequence[Outcome], n: int) -> list[str]:
+    """The first n cases needing a call, as prompt -> answer and their call trace."""
+    pairs = [(c, o) for c, o in zip(cases, outs) if c.needs_call][:n]
+    return [
+        f"{_decode(tok, c.prompt)} -> {_decode(tok, o.answer)}\n{format_trace(o.calls)}"
+        for c, o in pairs
+    ]
 
 
 def tool_report(
@@ -387,92 +457,44 @@ def tool_report(
 
     cases = cases_from_split(suite, split, per_skill=n)
     outs = run_cases(model, tok, cases, mode=mode, **run)
-    targets = {"addition", "facts"}
-    is_target = lambda c: c.task in targets  # noqa: E731
-
-    skills: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys(c.skill for c in cases):
-        pairs = [(c, o) for c, o in zip(cases, outs) if c.skill == name]
-        sc = call_scores([c for c, _ in pairs], [o for _, o in pairs])
-        skills[name] = {
-            "n": len(pairs),
-            "exact_match": _mean([o.correct(c.answer) for c, o in pairs]),
-            "called": _mean([o.called for _, o in pairs]),
-            "argument_accuracy": sc["argument_accuracy"],
-        }
-    summary: dict[str, Any] = {}
+    skills = skill_scores(cases, outs)
     calls = call_scores(cases, outs) if use else {}
-    summary["interp.call_precision"] = calls.get("call_precision")
-    summary["interp.call_recall"] = calls.get("call_recall")
-    summary["interp.argument_accuracy"] = calls.get("argument_accuracy")
-    summary["interp.tool_reliance"] = None
-    summary["tools.counterfactual_follows_true"] = None
-    summary["tools.exact_match"] = _exact(cases, outs, is_target)
-    summary["tools.exact_match_withheld"] = None
-    summary["tools.addition_exact_match"] = _exact(cases, outs, lambda c: c.task == "addition")
-    summary["tools.facts_accuracy"] = _exact(cases, outs, lambda c: c.task == "facts")
+    summary: dict[str, Any] = {
+        "interp.call_precision": calls.get("call_precision"),
+        "interp.call_recall": calls.get("call_recall"),
+        "interp.argument_accuracy": calls.get("argument_accuracy"),
+        "interp.tool_reliance": None,
+        "tools.counterfactual_follows_true": None,
+        "tools.exact_match": _exact(cases, outs, lambda c: c.task in ("addition", "facts")),
+        "tools.exact_match_withheld": None,
+        "tools.addition_exact_match": _exact(cases, outs, lambda c: c.task == "addition"),
+        "tools.facts_accuracy": _exact(cases, outs, lambda c: c.task == "facts"),
+    }
     counts: dict[str, Any] = {"cases": len(cases), **{k: v for k, v in calls.items() if "n_" in k}}
 
     needing = [c for c in cases if c.needs_call]
     if use and needing:
-        withheld = run_cases(model, tok, needing, mode="withhold", **run)
-        summary["tools.exact_match_withheld"] = _exact(needing, withheld)
         kg = knowledge_graph(cfg) if cfg.source == "skills" else None
         injector = Injector(registry, kg, seed, tools.counterfactual_numbers)
-        cf = run_cases(model, tok, needing, mode="counterfactual", counterfactual=injector, **run)
-        hit = [i for i in range(len(needing)) if i in injector.injected]
-        injected = {i: tok.encode(injector.injected[i], add_special_tokens=False).ids for i in hit}
-        follow = [cf[i].correct(injected[i]) for i in hit]
-        summary["interp.tool_reliance"] = _mean(follow)
-        summary["tools.counterfactual_follows_true"] = _mean(
-            [cf[i].correct(needing[i].answer) for i in hit]
-        )
-        counts["counterfactual"] = len(hit)
+        scores = _counterfactual_scores(model, tok, needing, injector, run)
+        counts["counterfactual"] = scores.pop("n_injected")
+        summary.update(scores)
 
     lengths: dict[str, dict[str, Any]] = {}
     if "addition" in {c.task for c in cases}:
-        for k in tools.length_factors:
-            digits = k * cfg.addition.max_digits
-            lc = addition_cases(cfg, tok, digits, n, seed=seed, tool=use)
-            lo = run_cases(model, tok, lc, mode=mode, **run)
-            entry = {"digits": digits, "n": len(lc), "exact_match": _exact(lc, lo)}
-            if use:
-                entry["called"] = _mean([o.called for o in lo])
-                entry["argument_accuracy"] = call_scores(lc, lo)["argument_accuracy"]
-                entry["forced_call"] = _forced_call_scores(model, tok, lc, run)
-            lengths[f"{k}x"] = entry
-            summary[f"tools.addition_{k}x"] = entry["exact_match"]
+        lengths = length_scores(model, tok, cfg, tools, use=use, seed=seed, run=run)
+        summary.update({f"tools.addition_{k}": v["exact_match"] for k, v in lengths.items()})
 
-    train_facts = cases_from_split(
-        suite,
-        "train",
-        per_skill=n,
-        skills=[s for s in skills if PLAIN_OF_SKILL.get(s, s) == "facts"],
-    )
+    facts = [s for s in skills if PLAIN_OF_SKILL.get(s, s) == "facts"]
+    train_facts = cases_from_split(suite, "train", per_skill=n, skills=facts)
     if train_facts:
         to = run_cases(model, tok, train_facts, mode=mode, **run)
         summary["tools.facts_accuracy_train"] = _exact(train_facts, to)
-
-    traces = []
-    for c, o in [(c, o) for c, o in zip(cases, outs) if c.needs_call][:n_traces]:
-        traces.append(
-            f"{_decode(tok, c.prompt)} -> {_decode(tok, o.answer)}\n{format_trace(o.calls)}"
-        )
     return {
         "summary": summary,
         "uses_tools": use,
         "skills": skills,
         "lengths": lengths,
         "counts": counts,
-        "traces": traces,
+        "traces": _traces(tok, cases, outs, n_traces),
     }
-
-
-def nested_summary(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The summary's dotted keys as nested dicts ({"interp": {...}, "tools": {...}}),
-    the layout of metrics.json."""
-    out: dict[str, Any] = {}
-    for key, value in report["summary"].items():
-        head, _, rest = key.partition(".")
-        out.setdefault(head, {})[rest] = value
-    return out
