@@ -168,7 +168,7 @@ def logit_lens_section(model, batches, skill_names: list[str], out: Path, plots:
     hits = torch.zeros_like(nll)
     count = torch.zeros(S + 1, dtype=torch.float64)
     for batch in batches:
-        ids = batch["input_ids"]
+        ids, att = token_batch(batch)
         targets, mask = next_token_targets(ids, batch["answer_mask"])
         skill = torch.full_like(ids, -1)
         skill[:, :-1] = batch["skill"][:, 1:]  # the skill of the token each position predicts
@@ -177,7 +177,7 @@ def logit_lens_section(model, batches, skill_names: list[str], out: Path, plots:
         ones = torch.ones(len(group), dtype=torch.float64)
         count.index_add_(0, group, ones)
         count[S] += float((group < S).sum())
-        resid = residual_stack(model, ids, batch["attention_mask"], include_embed=True)
+        resid = residual_stack(model, ids, att, include_embed=True)
         for layer, r in enumerate(resid):
             logits = unembed(model, r).float()[mask]  # (N, V)
             t = targets[mask]
