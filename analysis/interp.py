@@ -58,28 +58,18 @@ def _gate_matrix(indices: Tensor, weights: Tensor, n_experts: int) -> Tensor:
 
 def unit_activations(model, batches, max_tokens: int | None = 20_000):
     """Per layer, the (N, U) activations of the readable units, plus the collected
-    tokens' features and skills (analysis.transcoder.Collected)."""
-    names = []
-    for i, kind in ffn_kinds(model).items():
-        if kind == "dense":
-            names.append(f"blocks.{i}.mlp.hook_post")
-        elif kind == "transcoder":
-            names.append(f"blocks.{i}.mlp.hook_latents")
-        elif kind == "moe":
-            names += [f"blocks.{i}.mlp.hook_expert_indices", f"blocks.{i}.mlp.hook_expert_weights"]
+    tokens' features and skills (analysis.transcoder.Collected).
+
+    The units are what each layer's FFN kind says they are (archs.ffn.FFN:
+    `unit_hooks` names the hook points that hold them, `read_units` makes the
+    (N, U) matrix), so a new kind is read without a change here."""
+    ffns = {i: block.mlp for i, block in enumerate(model.blocks) if block.mlp.unit_hooks}
+    names = [f"blocks.{i}.mlp.{h}" for i, ffn in ffns.items() for h in ffn.unit_hooks]
     col = collect_activations(model, batches, names, max_tokens=max_tokens)
-    units: dict[int, Tensor] = {}
-    for i, kind in ffn_kinds(model).items():
-        if kind == "dense":
-            units[i] = col.acts[f"blocks.{i}.mlp.hook_post"]
-        elif kind == "transcoder":
-            units[i] = col.acts[f"blocks.{i}.mlp.hook_latents"]
-        elif kind == "moe":
-            units[i] = _gate_matrix(
-                col.acts[f"blocks.{i}.mlp.hook_expert_indices"],
-                col.acts[f"blocks.{i}.mlp.hook_expert_weights"],
-                model.blocks[i].mlp.n_experts,
-            )
+    units: dict[int, Tensor] = {
+        i: ffn.read_units({h: col.acts[f"blocks.{i}.mlp.{h}"] for h in ffn.unit_hooks})
+        for i, ffn in ffns.items()
+    }
     return units, col
 
 

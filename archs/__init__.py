@@ -2,12 +2,14 @@
 
 from glassbox.archs.checkpoint import load_pretrained, save_pretrained
 from glassbox.archs.config import ConfigError, FFNConfig, ModelConfig, MoEConfig, TranscoderConfig
+from glassbox.archs.ffn import FFN, register_ffn
 from glassbox.archs.hooks import ActivationCache, HookPoint
 from glassbox.archs.transformer import Transformer
 
 __all__ = [
     "ActivationCache",
     "ConfigError",
+    "FFN",
     "FFNConfig",
     "HookPoint",
     "ModelConfig",
@@ -15,5 +17,6 @@ __all__ = [
     "Transformer",
     "TranscoderConfig",
     "load_pretrained",
+    "register_ffn",
     "save_pretrained",
 ]

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
 from omegaconf import OmegaConf
 from safetensors.torch import load_model, save_model
+from tokenizers import Tokenizer
 
 from glassbox.archs.config import ModelConfig, model_config_from_dict
+from glassbox.archs.transformer import Transformer
 
 FILES = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json", "README.md")
 
@@ -103,7 +106,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def save_pretrained(
-    model,
+    model: Transformer,
     path: str | Path,
     tokenizer=None,
     metrics: dict[str, Any] | None = None,
@@ -149,8 +152,6 @@ def resolve_checkpoint(path_or_hub_id: str | Path, revision: str | None = None) 
         raise FileNotFoundError(
             f"no checkpoint directory at {s!r} (and it is not a hub id of the form 'owner/name')"
         )
-    from huggingface_hub import snapshot_download
-
     local = snapshot_download(repo_id=s, revision=revision, allow_patterns=list(FILES))
     return Path(local)
 
@@ -163,11 +164,9 @@ def load_pretrained(
     path_or_hub_id: str | Path,
     device: str | torch.device | None = None,
     revision: str | None = None,
-):
+) -> Transformer:
     """Load a checkpoint directory or hub id into a Transformer (eval mode), with
     `model.tokenizer` set when the checkpoint has tokenizer.json."""
-    from glassbox.archs.transformer import Transformer
-
     path = resolve_checkpoint(path_or_hub_id, revision)
     config = read_config(path)
     if "model" not in config:
@@ -182,8 +181,6 @@ def load_pretrained(
         )
     tok_path = path / "tokenizer.json"
     if tok_path.is_file():
-        from tokenizers import Tokenizer
-
         model.tokenizer = Tokenizer.from_file(str(tok_path))
     if device is not None:
         model.to(device)

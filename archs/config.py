@@ -1,8 +1,10 @@
 """Model configuration: typed dataclass schemas checked by omegaconf.
 
 Every field is a YAML key under `model:` in a run config. The feed-forward slot of
-each block is an `FFNConfig`; `ffn_by_layer` overrides it for single layers, so a
-model can mix kinds (dense below, experts above, ...).
+each block is an `FFNConfig` (archs/ffn.py); `ffn_by_layer` overrides it for single
+layers, so a model can mix kinds (dense below, experts above, ...). Each FFN kind
+brings its own section of FFNConfig (`ffn.moe`, `ffn.transcoder`) and checks it
+itself; importing the kinds here registers them before any config is read.
 """
 
 from __future__ import annotations
@@ -12,54 +14,27 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+# Importing the built-in FFN kinds registers them and their config sections (a new
+# kind in archs/ is one more import here).
+from glassbox.archs.dense import DenseMLP
+from glassbox.archs.errors import ConfigError
+from glassbox.archs.ffn import FFNConfig, validate_ffn_config
+from glassbox.archs.moe import MoE, MoEConfig
+from glassbox.archs.transcoder import Transcoder, TranscoderConfig
 
-class ConfigError(ValueError):
-    """A config value that cannot work. The message is one line naming the key,
-    the value given and what is allowed."""
-
-    def __init__(self, key: str, value, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"config error: {key}={value!r}: {allowed}")
-
-
-@dataclass
-class MoEConfig:
-    n_experts: int = 16  # routed experts per layer (fine-grained: 16 to 128)
-    k: int = 2  # experts per token (top-k); every token gets exactly k (dropless)
-    d_expert: int = 64  # hidden width of one expert
-    router: str = "softmax"  # softmax (Switch/Mixtral top-k) | relu (MoE-X style: ReLU gates, sparsity-aware choice)
-    expert_activation: str = "swiglu"  # swiglu | gelu | relu (MoE-X uses relu experts)
-    n_shared_experts: int = 0  # always-on shared experts of width d_expert each (DeepSeekMoE)
-    normalize_weights: bool = True  # renormalise the top-k gate weights to sum to 1
-    load_balance_weight: float = 0.01  # Switch load-balancing loss weight (1.0 = balanced)
-    z_loss_weight: float = 0.001  # router z-loss weight (ST-MoE)
-    sparsity_weight: float = 0.0  # relu router: weight of the L1 penalty on ReLU(router logits)
-
-
-@dataclass
-class TranscoderConfig:
-    d_latent: int = 1024  # width of the sparse bottleneck
-    activation: str = "topk"  # topk | batchtopk | jumprelu
-    k: int = 16  # active latents per token (topk; batchtopk: the mean over a batch)
-    skip: bool = False  # add a linear skip W_skip (skip transcoder)
-    normalize_decoder: bool = True  # keep W_dec rows at unit norm (call normalize_decoder())
-    batchtopk_threshold_lr: float = 0.01  # batchtopk: rate of the running-average eval threshold
-    jumprelu_init_threshold: float = 0.001  # initial JumpReLU threshold
-    jumprelu_bandwidth: float = 0.001  # width of JumpReLU's straight-through rectangle kernel
-    l0_weight: float = 0.0  # JumpReLU L0 penalty weight (needs > 0 to become sparse)
-    aux_k: int = 256  # AuxK: dead latents used to model the residual error
-    aux_k_weight: float = 1 / 32  # AuxK loss weight (0 disables)
-    dead_after_tokens: int = 10_000_000  # a latent silent this many tokens counts as dead
-
-
-@dataclass
-class FFNConfig:
-    kind: str = "dense"  # dense | moe | transcoder
-    activation: str = "swiglu"  # dense MLP: swiglu (Llama) | gelu
-    d_ff: int = 512  # dense MLP hidden width
-    bias: bool = False  # biases in the dense MLP (Llama has none)
-    moe: MoEConfig = field(default_factory=MoEConfig)
-    transcoder: TranscoderConfig = field(default_factory=TranscoderConfig)
+__all__ = [
+    "ConfigError",
+    "DenseMLP",
+    "FFNConfig",
+    "ModelConfig",
+    "MoE",
+    "MoEConfig",
+    "Transcoder",
+    "TranscoderConfig",
+    "model_config_from_dict",
+    "validate_ffn_config",
+    "validate_model_config",
+]
 
 
 @dataclass
@@ -90,9 +65,6 @@ class ModelConfig:
 
     def ffn_for_layer(self, i: int) -> FFNConfig:
         return self.ffn_by_layer.get(str(i), self.ffn)
-
-
-FFN_KINDS = ("dense", "moe", "transcoder")
 
 
 def validate_model_config(cfg: ModelConfig, prefix: str = "model") -> None:
@@ -128,65 +100,6 @@ def validate_model_config(cfg: ModelConfig, prefix: str = "model") -> None:
     layers = [("ffn", cfg.ffn)] + [(f"ffn_by_layer.{k}", v) for k, v in cfg.ffn_by_layer.items()]
     for name, ffn in layers:
         validate_ffn_config(ffn, f"{prefix}.{name}")
-
-
-def validate_ffn_config(ffn: FFNConfig, prefix: str) -> None:
-    if ffn.kind not in FFN_KINDS:
-        raise ConfigError(f"{prefix}.kind", ffn.kind, f"one of {', '.join(FFN_KINDS)}")
-    if ffn.kind == "dense":
-        if ffn.activation not in ("swiglu", "gelu"):
-            raise ConfigError(f"{prefix}.activation", ffn.activation, "one of swiglu, gelu")
-        if ffn.d_ff <= 0:
-            raise ConfigError(f"{prefix}.d_ff", ffn.d_ff, "must be a positive integer")
-    if ffn.kind == "moe":
-        m = ffn.moe
-        p = f"{prefix}.moe"
-        if m.n_experts <= 0:
-            raise ConfigError(f"{p}.n_experts", m.n_experts, "must be a positive integer")
-        if not 1 <= m.k <= m.n_experts:
-            raise ConfigError(f"{p}.k", m.k, f"must be between 1 and moe.n_experts={m.n_experts}")
-        if m.router not in ("softmax", "relu"):
-            raise ConfigError(f"{p}.router", m.router, "one of softmax, relu")
-        if m.expert_activation not in ("swiglu", "gelu", "relu"):
-            raise ConfigError(
-                f"{p}.expert_activation", m.expert_activation, "one of swiglu, gelu, relu"
-            )
-        if m.d_expert <= 0:
-            raise ConfigError(f"{p}.d_expert", m.d_expert, "must be a positive integer")
-        if m.n_shared_experts < 0:
-            raise ConfigError(f"{p}.n_shared_experts", m.n_shared_experts, "must be >= 0")
-        for key in ("load_balance_weight", "z_loss_weight", "sparsity_weight"):
-            if not getattr(m, key) >= 0:
-                raise ConfigError(f"{p}.{key}", getattr(m, key), "must be >= 0 (0 disables)")
-        if m.sparsity_weight > 0 and m.router != "relu":
-            raise ConfigError(
-                f"{p}.sparsity_weight", m.sparsity_weight, "only applies to moe.router=relu; set 0"
-            )
-    if ffn.kind == "transcoder":
-        t = ffn.transcoder
-        p = f"{prefix}.transcoder"
-        if t.activation not in ("topk", "batchtopk", "jumprelu"):
-            raise ConfigError(f"{p}.activation", t.activation, "one of topk, batchtopk, jumprelu")
-        if t.d_latent <= 0:
-            raise ConfigError(f"{p}.d_latent", t.d_latent, "must be a positive integer")
-        if t.activation in ("topk", "batchtopk") and not 1 <= t.k <= t.d_latent:
-            raise ConfigError(
-                f"{p}.k", t.k, f"must be between 1 and transcoder.d_latent={t.d_latent}"
-            )
-        if not 0 < t.batchtopk_threshold_lr <= 1:
-            raise ConfigError(
-                f"{p}.batchtopk_threshold_lr", t.batchtopk_threshold_lr, "must be in (0, 1]"
-            )
-        for key in ("jumprelu_init_threshold", "jumprelu_bandwidth"):
-            if not getattr(t, key) > 0:
-                raise ConfigError(f"{p}.{key}", getattr(t, key), "must be > 0")
-        for key in ("l0_weight", "aux_k", "aux_k_weight"):
-            if getattr(t, key) < 0:
-                raise ConfigError(f"{p}.{key}", getattr(t, key), "must be >= 0 (0 disables)")
-        if t.dead_after_tokens <= 0:
-            raise ConfigError(
-                f"{p}.dead_after_tokens", t.dead_after_tokens, "must be a positive integer"
-            )
 
 
 def model_config_from_dict(d: dict | DictConfig) -> ModelConfig:

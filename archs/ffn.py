@@ -1,46 +1,186 @@
-"""The feed-forward slot: a registry from `FFNConfig.kind` to a module class.
+"""The feed-forward slot: the plug-in contract every FFN kind follows, its config
+schema, and the registry from `FFNConfig.kind` to a kind's class.
 
-Every FFN kind is an `nn.Module` mapping (batch, pos, d_model) -> (batch, pos, d_model).
-It may set `self.aux_losses` during a forward pass: a dict name -> (weight, loss) of
-auxiliary training losses (load balancing, AuxK, ...), which the model sums and the
-training loop adds to the language-model loss and logs.
+A kind is one module (archs/dense.py, archs/moe.py, archs/transcoder.py): a subclass
+of `FFN` decorated with `register_ffn(name, config=ItsConfig)`. What it provides:
+
+    forward(x)              (batch, pos, d_model) -> (batch, pos, d_model).
+    aux_losses              set by forward, in training mode only (`self.training`):
+                            {name: (weight, loss)} of auxiliary training losses (load
+                            balancing, AuxK, ...), which the backbone weighs and sums
+                            (`Transformer.aux_losses()`) and the training loop adds to
+                            the language-model loss. Empty in eval mode.
+    inactive_params()       parameters one token does not use (MoE: the n - k experts
+                            it skips), for the active-parameter count. Default 0.
+    after_optimizer_step()  a constraint kept after each optimizer step (transcoder:
+                            unit-norm decoder rows). Default nothing.
+    unit_name, unit_hooks,  its readable units, for the analysis: what one unit is
+    read_units(acts)        called ("neuron", "expert", "latent"), the hook points of
+                            the kind (relative to the FFN: "hook_post") whose per-token
+                            activations hold them, and how those activations become an
+                            (N, n_units) matrix. Default: the one hook's activation.
+    check_config(cfg, key)  raise ConfigError (one line: key, value, what is allowed)
+                            for an impossible value of the kind's keys. Default nothing.
+
+Its constructor takes `(d_model, cfg)`, cfg the slot's `FFNConfig`. A kind with keys
+of its own passes their dataclass to `register_ffn(..., config=...)`: `FFNConfig` then
+has a section named like the kind (YAML `ffn.<kind>.<key>`, `cfg.<kind>.<key>` in
+code), checked by omegaconf like every other key. A new kind is thus one file (plus
+its YAML and its test) and one import line in archs/config.py, which registers the
+built-in kinds before any config is read.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, make_dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from glassbox.archs.config import FFNConfig
+from glassbox.archs.errors import ConfigError
 
-FFN_REGISTRY: dict[str, Callable[[int, FFNConfig], nn.Module]] = {}
+AuxLosses = dict[str, tuple[float, Tensor]]
 
 
-def register_ffn(kind: str):
-    """Class decorator: make `kind` buildable from a config."""
+@dataclass
+class FFNConfig:
+    """The feed-forward slot of a block: `model.ffn`, `model.ffn_by_layer.<i>`.
 
-    def deco(cls):
+    Beside the keys below, every registered kind with a config has its section here,
+    named like the kind (`moe:`, `transcoder:`); see `register_ffn`.
+    """
+
+    kind: str = "dense"  # one of the registered kinds (ffn_kinds()): dense | moe | transcoder
+    activation: str = "swiglu"  # dense MLP: swiglu (Llama) | gelu
+    d_ff: int = 512  # dense MLP hidden width
+    bias: bool = False  # biases in the dense MLP (Llama has none)
+
+
+class FFN(nn.Module):
+    """Base class of every FFN kind: the contract of the module docstring, with its
+    defaults. `kind` is set by `register_ffn`."""
+
+    kind: ClassVar[str] = ""
+    unit_name: ClassVar[str] = "unit"  # what one readable unit is called
+    unit_hooks: ClassVar[tuple[str, ...]] = ()  # hook points (relative) holding the units
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux_losses: AuxLosses = {}
+
+    @classmethod
+    def check_config(cls, cfg: FFNConfig, prefix: str) -> None:
+        """Raise ConfigError for an impossible value; prefix is the slot's key
+        (`model.ffn`, `model.ffn_by_layer.1`)."""
+
+    def inactive_params(self) -> int:
+        """Parameters one token does not use."""
+        return 0
+
+    def after_optimizer_step(self) -> None:
+        """Called by the training loop right after every optimizer step."""
+
+    def read_units(self, acts: Mapping[str, Tensor]) -> Tensor:
+        """The readable units at N tokens, (N, n_units), from `acts`: {name in
+        unit_hooks: that hook point's activation at the same N tokens, (N, ...)}."""
+        if len(self.unit_hooks) != 1:
+            raise NotImplementedError(
+                f"{type(self).__name__} reads its units from {len(self.unit_hooks)} hooks: "
+                "override read_units"
+            )
+        return acts[self.unit_hooks[0]]
+
+
+FFN_REGISTRY: dict[str, type[FFN]] = {}
+# kind -> its config dataclass, a section of FFNConfig under the kind's name
+FFN_SECTIONS: dict[str, type] = {}
+_BASE_FIELDS = tuple(fields(FFNConfig))
+_BASE_ANNOTATIONS = dict(FFNConfig.__annotations__)
+
+
+def _rebuild_ffn_config() -> None:
+    """Give FFNConfig one field per registered section, in place.
+
+    A fresh dataclass is made with the base fields and the sections, and its
+    generated methods (__init__, __repr__, __eq__) and field table are moved onto
+    FFNConfig, so that every holder of the class (ModelConfig's field types, imports
+    elsewhere, isinstance checks) sees the same schema; omegaconf reads it from
+    `dataclasses.fields` and the annotations.
+    """
+    specs: list[tuple[str, Any, Any]] = []
+    for f in _BASE_FIELDS:
+        default = (
+            field(default=f.default)
+            if f.default is not MISSING
+            else field(default_factory=f.default_factory)
+        )
+        specs.append((f.name, f.type, default))
+    for name, schema in FFN_SECTIONS.items():
+        specs.append((name, schema, field(default_factory=schema)))
+    fresh = make_dataclass("FFNConfig", specs)
+    for attr in ("__init__", "__repr__", "__eq__", "__dataclass_fields__", "__match_args__"):
+        setattr(FFNConfig, attr, fresh.__dict__[attr])
+    FFNConfig.__annotations__ = {**_BASE_ANNOTATIONS, **FFN_SECTIONS}
+
+
+def register_ffn(kind: str, config: type | None = None):
+    """Class decorator: make the FFN subclass buildable as `FFNConfig(kind=kind)`.
+
+    config: the kind's own config dataclass (or None); FFNConfig then gets a section
+    `kind` of that type, default-constructed, so YAML `ffn.<kind>.<key>` is checked
+    like any other key.
+    """
+    if kind in _BASE_ANNOTATIONS:
+        raise ValueError(f"register_ffn: kind {kind!r} is a key of FFNConfig already")
+    if config is not None and not dataclasses.is_dataclass(config):
+        raise TypeError(f"register_ffn: config of {kind!r} must be a dataclass, not {config!r}")
+
+    def deco(cls: type[FFN]) -> type[FFN]:
+        if not (isinstance(cls, type) and issubclass(cls, FFN)):
+            raise TypeError(f"register_ffn: {cls!r} is not a subclass of archs.ffn.FFN")
+        old = FFN_REGISTRY.get(kind)
+        if old is not None and (old.__module__, old.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise ValueError(
+                f"register_ffn: kind {kind!r} is taken by {old.__module__}.{old.__qualname__}"
+            )
         FFN_REGISTRY[kind] = cls
+        cls.kind = kind
+        if FFN_SECTIONS.get(kind) is not config:
+            FFN_SECTIONS.pop(kind, None)
+            if config is not None:
+                FFN_SECTIONS[kind] = config
+            _rebuild_ffn_config()
         return cls
 
     return deco
 
 
-def build_ffn(d_model: int, cfg: FFNConfig) -> nn.Module:
-    # Each kind lives in archs/<kind>.py; importing it registers the class.
+def unregister_ffn(kind: str) -> None:
+    """Remove a kind and its config section (a kind registered for a test)."""
+    FFN_REGISTRY.pop(kind, None)
+    if FFN_SECTIONS.pop(kind, None) is not None:
+        _rebuild_ffn_config()
+
+
+def ffn_kinds() -> tuple[str, ...]:
+    """The registered kinds, in registration order."""
+    return tuple(FFN_REGISTRY)
+
+
+def validate_ffn_config(cfg: FFNConfig, prefix: str) -> None:
+    """Raise ConfigError for an unknown kind, or the kind's own check's error."""
     if cfg.kind not in FFN_REGISTRY:
-        try:
-            importlib.import_module(f"glassbox.archs.{cfg.kind}")
-        except ModuleNotFoundError as e:
-            if (
-                e.name != f"glassbox.archs.{cfg.kind}"
-            ):  # the kind exists but needs something missing
-                raise
+        raise ConfigError(f"{prefix}.kind", cfg.kind, f"one of {', '.join(FFN_REGISTRY)}")
+    FFN_REGISTRY[cfg.kind].check_config(cfg, prefix)
+
+
+def build_ffn(d_model: int, cfg: FFNConfig) -> FFN:
+    """The FFN module of `cfg.kind`, (batch, pos, d_model) -> (batch, pos, d_model)."""
     if cfg.kind not in FFN_REGISTRY:
-        raise ValueError(f"config error: ffn.kind={cfg.kind!r}: one of {', '.join(FFN_REGISTRY)}")
+        raise ConfigError("ffn.kind", cfg.kind, f"one of {', '.join(FFN_REGISTRY)}")
     return FFN_REGISTRY[cfg.kind](d_model, cfg)
-
-
-AuxLosses = dict[str, tuple[float, Tensor]]

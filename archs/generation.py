@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from glassbox.archs.transformer import KVCache
+from glassbox.archs.kv_cache import KVCache
 
 
 class TokenForcer(Protocol):

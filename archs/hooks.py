@@ -1,7 +1,7 @@
 """Named hook points, TransformerLens-style, without global hook state.
 
 A `HookPoint` is an identity module placed on an activation. Hooks are torch forward
-hooks registered for the lifetime of a `with model.hooks(...)` block and removed in a
+hooks (forward pre-hooks and global module hooks run too) registered for the lifetime of a `with model.hooks(...)` block and removed in a
 `finally`, so an exception in the body (or in a hook) never leaves one behind.
 
 A hook function has the signature `fn(activation, hook) -> Tensor | None`; `hook.name`
@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as _torch_module
 
 HookFn = Callable[[Tensor, "HookPoint"], Tensor | None]
 NameFilter = str | Sequence[str] | Callable[[str], bool] | None
@@ -32,10 +33,21 @@ class HookPoint(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x
 
+    @property
+    def has_hooks(self) -> bool:
+        """Whether any hook would see this point's activation: its own forward or
+        forward pre-hooks, or torch's global module hooks."""
+        return bool(
+            self._forward_hooks
+            or self._forward_pre_hooks
+            or _torch_module._global_forward_hooks
+            or _torch_module._global_forward_pre_hooks
+        )
+
     def __call__(self, x: Tensor) -> Tensor:
         # Skip nn.Module's call machinery when nothing listens: hook points sit on
         # the hot path a dozen times per block.
-        if self._forward_hooks:
+        if self.has_hooks:
             return super().__call__(x)
         return x
 
@@ -136,6 +148,7 @@ class HookedModule(nn.Module):
         """Remove every hook from every hook point (for hooks added by hand)."""
         for hp in self.hook_dict.values():
             hp._forward_hooks.clear()
+            hp._forward_pre_hooks.clear()
 
     def run_with_hooks(self, *args, fwd_hooks: Iterable[tuple[NameFilter, HookFn]] = (), **kwargs):
         with self.hooks(fwd_hooks):

@@ -8,18 +8,14 @@ factor, nothing dropped), plus the always-on shared experts if any (DeepSeekMoE)
     w       = gate(logits)[experts], renormalised          (k,)   hook_expert_weights
     y       = sum_j w_j * expert_{experts_j}(x)  +  shared(x)
 
-Routers (`moe.router`):
+Routers (`moe.router`, archs/routing.py, one class each):
   softmax  Switch / Mixtral: score = gate = softmax(logits).
   relu     sparsity-aware, in the spirit of MoE-X (Yang et al. 2025): gates are
-           ReLU(logits) (non-negative, exactly zero for rejected experts, with an
-           L1 penalty `moe.sparsity_weight`), and the choice favours experts expected
-           to fire few hidden units on this token: score = logits + log(1 - rho),
-           where rho = P(pre-activation > 0) under a Gaussian model of the expert's
-           input weights (mean and variance over its hidden units). Meant for ReLU
-           experts (`expert_activation: relu`), where rho is the expected fraction
-           of non-zero hidden units.
+           ReLU(logits), and the choice favours experts expected to fire few
+           hidden units on this token.
 
-Auxiliary losses (`self.aux_losses`, summed over layers by the backbone):
+Auxiliary losses (`self.aux_losses`, in training mode only, summed over layers by
+the backbone):
   load_balance  Switch: E * sum_e f_e P_e, f_e = share of the N*k token-slots sent
                 to expert e, P_e = mean softmax router probability; 1 when balanced.
   router_z      ST-MoE z-loss: mean over tokens of logsumexp(logits)^2.
@@ -40,17 +36,37 @@ exit even when the body raises.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassbox.archs.config import FFNConfig
-from glassbox.archs.ffn import register_ffn
+from glassbox.archs.errors import ConfigError
+from glassbox.archs.ffn import FFN, AuxLosses, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
+from glassbox.archs.routing import ROUTERS
+
+EXPERT_ACTIVATIONS = ("swiglu", "gelu", "relu")
+
+
+@dataclass
+class MoEConfig:
+    """The `ffn.moe` section."""
+
+    n_experts: int = 16  # routed experts per layer (fine-grained: 16 to 128)
+    k: int = 2  # experts per token (top-k); every token gets exactly k (dropless)
+    d_expert: int = 64  # hidden width of one expert
+    router: str = "softmax"  # softmax (Switch/Mixtral top-k) | relu (MoE-X style: ReLU gates, sparsity-aware choice)
+    expert_activation: str = "swiglu"  # swiglu | gelu | relu (MoE-X uses relu experts)
+    n_shared_experts: int = 0  # always-on shared experts of width d_expert each (DeepSeekMoE)
+    normalize_weights: bool = True  # renormalise the top-k gate weights to sum to 1
+    load_balance_weight: float = 0.01  # Switch load-balancing loss weight (1.0 = balanced)
+    z_loss_weight: float = 0.001  # router z-loss weight (ST-MoE)
+    sparsity_weight: float = 0.0  # relu router: weight of the L1 penalty on ReLU(router logits)
+
 
 _INIT_STD = 0.02  # the backbone re-initialises with model.init_std
 
@@ -128,8 +144,16 @@ def _act(h: Tensor, activation: str) -> Tensor:
     return F.gelu(h) if activation == "gelu" else F.relu(h)
 
 
-@register_ffn("moe")
-class MoE(nn.Module):
+def expert_gates(indices: Tensor, weights: Tensor, n_experts: int) -> Tensor:
+    """(N, k) expert ids and gate weights -> (N, E) float32 weight of each expert (0
+    where unchosen), on the CPU."""
+    out = torch.zeros(indices.shape[0], n_experts)
+    out.scatter_(1, indices.long().cpu(), weights.float().cpu())
+    return out
+
+
+@register_ffn("moe", config=MoEConfig)
+class MoE(FFN):
     """Mixture of `n_experts` small MLPs, each token through exactly `k` of them.
 
     Parameters: W_router (Linear d_model -> E); per expert e: W_gate.weight[e]
@@ -142,18 +166,24 @@ class MoE(nn.Module):
 
     Interventions: `self.ablation` maps expert -> None (zero its output) or a
     (d_model,) tensor (replace its output by it); set it through `ablate_experts`.
+
+    Readable units: the experts, their gate weight at each token (`read_units`: the
+    (N, E) matrix of hook_expert_weights scattered at hook_expert_indices).
     """
+
+    unit_name = "expert"
+    unit_hooks = ("hook_expert_indices", "hook_expert_weights")
 
     def __init__(self, d_model: int, cfg: FFNConfig):
         super().__init__()
         m = cfg.moe
         self.d_model, self.n_experts, self.k, self.d_expert = d_model, m.n_experts, m.k, m.d_expert
-        self.router, self.activation = m.router, m.expert_activation
+        self.activation = m.expert_activation
+        self.router = ROUTERS[m.router](m)
         self.normalize_weights = m.normalize_weights
         self.loss_weights = {
             "load_balance": m.load_balance_weight,
             "router_z": m.z_loss_weight,
-            "router_l1": m.sparsity_weight,
         }
         self.W_router = nn.Linear(d_model, m.n_experts, bias=False)
         if m.expert_activation == "swiglu":
@@ -169,7 +199,37 @@ class MoE(nn.Module):
         self.hook_expert_indices = HookPoint()
         self.hook_expert_weights = HookPoint()
         self.ablation: dict[int, Tensor | None] = {}
-        self.aux_losses: dict[str, tuple[float, Tensor]] = {}
+
+    @classmethod
+    def check_config(cls, cfg: FFNConfig, prefix: str) -> None:
+        m = cfg.moe
+        p = f"{prefix}.moe"
+        if m.n_experts <= 0:
+            raise ConfigError(f"{p}.n_experts", m.n_experts, "must be a positive integer")
+        if not 1 <= m.k <= m.n_experts:
+            raise ConfigError(f"{p}.k", m.k, f"must be between 1 and moe.n_experts={m.n_experts}")
+        if m.router not in ROUTERS:
+            raise ConfigError(f"{p}.router", m.router, f"one of {', '.join(ROUTERS)}")
+        if m.expert_activation not in EXPERT_ACTIVATIONS:
+            raise ConfigError(
+                f"{p}.expert_activation",
+                m.expert_activation,
+                f"one of {', '.join(EXPERT_ACTIVATIONS)}",
+            )
+        if m.d_expert <= 0:
+            raise ConfigError(f"{p}.d_expert", m.d_expert, "must be a positive integer")
+        if m.n_shared_experts < 0:
+            raise ConfigError(f"{p}.n_shared_experts", m.n_shared_experts, "must be >= 0")
+        for key in ("load_balance_weight", "z_loss_weight", "sparsity_weight"):
+            if not getattr(m, key) >= 0:
+                raise ConfigError(f"{p}.{key}", getattr(m, key), "must be >= 0 (0 disables)")
+        for name, router in ROUTERS.items():
+            for key in router.own_keys:
+                if name != m.router and getattr(m, key):
+                    users = "|".join(n for n, r in ROUTERS.items() if key in r.own_keys)
+                    raise ConfigError(
+                        f"{p}.{key}", getattr(m, key), f"only applies to moe.router={users}; set 0"
+                    )
 
     # --- bookkeeping -------------------------------------------------------------
 
@@ -182,29 +242,23 @@ class MoE(nn.Module):
         """Parameters a token does not use: the n_experts - k experts it skips."""
         return (self.n_experts - self.k) * self.expert_params()
 
+    def read_units(self, acts: Mapping[str, Tensor]) -> Tensor:
+        """(N, E): each expert's gate weight at each token, 0 where it was not chosen."""
+        return expert_gates(
+            acts["hook_expert_indices"], acts["hook_expert_weights"], self.n_experts
+        )
+
     # --- routing -----------------------------------------------------------------
 
-    def _sparsity_estimate(self, x: Tensor) -> Tensor:
-        """rho (N, E): P(a hidden unit's pre-activation > 0) per expert, with the
-        pre-activation x . w_j ~ Normal(x . mean_j(w), sum_i x_i^2 var_j(w_i))."""
-        w = (self.W_gate if self.activation == "swiglu" else self.W_in).weight.detach()
-        mean, var = w.mean(-1), w.var(-1, correction=0)  # (E, d_model) each
-        mu = x @ mean.T  # (N, E)
-        sigma = ((x * x) @ var.T).clamp_min(1e-12).sqrt()
-        return 0.5 * (1 + torch.erf(mu / (sigma * math.sqrt(2))))
+    def expert_input_weight(self) -> Tensor:
+        """(E, d_model, d_expert): the weights that make the experts' hidden
+        pre-activations (the gate for swiglu), which a router may read."""
+        return (self.W_gate if self.activation == "swiglu" else self.W_in).weight
 
     def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, d_model) -> logits (B, T, E), indices (B, T, k), weights (B, T, k)."""
         logits = self.hook_router_logits(self.W_router(x))  # (B, T, E)
-        lf = logits.float()
-        if self.router == "softmax":
-            gates = lf.softmax(-1)
-            score = gates
-        else:
-            gates = F.relu(lf)
-            with torch.no_grad():
-                rho = self._sparsity_estimate(x.detach().float().flatten(0, -2))
-                score = lf + torch.log1p(-rho.clamp(max=1 - 1e-6)).view_as(lf)
+        gates, score = self.router.route(logits.float(), x, self.expert_input_weight())
         indices = self.hook_expert_indices(score.topk(self.k, dim=-1, sorted=True).indices)
         weights = gates.gather(-1, indices)  # (B, T, k)
         if self.normalize_weights:
@@ -212,7 +266,7 @@ class MoE(nn.Module):
         weights = self.hook_expert_weights(weights.to(x.dtype))
         return logits, indices, weights
 
-    def _aux(self, logits: Tensor, counts: Tensor) -> dict[str, tuple[float, Tensor]]:
+    def _aux(self, logits: Tensor, counts: Tensor) -> AuxLosses:
         lf = logits.float().flatten(0, -2)  # (N, E)
         probs = lf.softmax(-1).mean(0)  # P_e
         frac = counts.to(probs.dtype) / counts.sum().clamp_min(1)  # f_e
@@ -223,8 +277,7 @@ class MoE(nn.Module):
             ),
             "router_z": (self.loss_weights["router_z"], lf.logsumexp(-1).square().mean()),
         }
-        if self.router == "relu":
-            out["router_l1"] = (self.loss_weights["router_l1"], F.relu(lf).sum(-1).mean())
+        out.update(self.router.aux_losses(lf))
         return out
 
     # --- experts -----------------------------------------------------------------
@@ -268,7 +321,7 @@ class MoE(nn.Module):
         out = torch.zeros_like(xf).index_add_(0, token, ys)
         if self.shared is not None:
             out = out + self.shared(xf)
-        self.aux_losses = self._aux(logits, counts)
+        self.aux_losses = self._aux(logits, counts) if self.training else {}
         return out.view(shape)
 
     def _ablation_tables(self, like: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,9 +25,9 @@ Training aids:
 
 - Unit-norm decoder: the gradient of W_dec has its component parallel to each row
   removed in the backward pass (SAELens, OpenAI), and `normalize_decoder()`, called
-  after every optimizer step (training.module calls `after_optimizer_step()` on
-  every module; `normalize_decoders(model)` walks a whole model), puts the rows
-  back on the sphere.
+  after every optimizer step (`after_optimizer_step()`, the FFN contract's hook,
+  which training.module calls right after each step; `normalize_decoders(model)`
+  walks a whole model), puts the rows back on the sphere.
 - Dead latents: `tokens_since_fired` counts, in training forward passes, the tokens
   since each latent was last nonzero; past `dead_after_tokens` a latent is dead.
 - AuxK (Gao et al. 2024): the top-aux_k dead latents model the residual error. When
@@ -38,20 +38,69 @@ Training aids:
   unchanged and the dead latents receive, scaled by w, the language-model gradient
   they would have had if they had fired.
 
+Auxiliary losses (`aux_losses`, in training mode only): `l0` (jumprelu) and `auxk`
+(when fitting to a target).
+
 Hook points: `hook_latents_pre`, `hook_latents` (B, T, d_latent). A hook returning a
-tensor replaces the activation, e.g. to ablate or patch latents.
+tensor replaces the activation, e.g. to ablate or patch latents. The readable units
+are the latents of `hook_latents`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from glassbox.archs.config import FFNConfig, TranscoderConfig
-from glassbox.archs.ffn import AuxLosses, register_ffn
+from glassbox.archs.errors import ConfigError
+from glassbox.archs.ffn import FFN, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
+
+ACTIVATIONS = ("topk", "batchtopk", "jumprelu")
+
+
+@dataclass
+class TranscoderConfig:
+    """The `ffn.transcoder` section (also the config of a post-hoc transcoder)."""
+
+    d_latent: int = 1024  # width of the sparse bottleneck
+    activation: str = "topk"  # topk | batchtopk | jumprelu
+    k: int = 16  # active latents per token (topk; batchtopk: the mean over a batch)
+    skip: bool = False  # add a linear skip W_skip (skip transcoder)
+    normalize_decoder: bool = True  # keep W_dec rows at unit norm (call normalize_decoder())
+    batchtopk_threshold_lr: float = 0.01  # batchtopk: rate of the running-average eval threshold
+    jumprelu_init_threshold: float = 0.001  # initial JumpReLU threshold
+    jumprelu_bandwidth: float = 0.001  # width of JumpReLU's straight-through rectangle kernel
+    l0_weight: float = 0.0  # JumpReLU L0 penalty weight (needs > 0 to become sparse)
+    aux_k: int = 256  # AuxK: dead latents used to model the residual error
+    aux_k_weight: float = 1 / 32  # AuxK loss weight (0 disables)
+    dead_after_tokens: int = 10_000_000  # a latent silent this many tokens counts as dead
+
+
+def check_transcoder_config(t: TranscoderConfig, p: str) -> None:
+    """Raise ConfigError for an impossible value of `t`, whose key is `p`."""
+    if t.activation not in ACTIVATIONS:
+        raise ConfigError(f"{p}.activation", t.activation, f"one of {', '.join(ACTIVATIONS)}")
+    if t.d_latent <= 0:
+        raise ConfigError(f"{p}.d_latent", t.d_latent, "must be a positive integer")
+    if t.activation in ("topk", "batchtopk") and not 1 <= t.k <= t.d_latent:
+        raise ConfigError(f"{p}.k", t.k, f"must be between 1 and transcoder.d_latent={t.d_latent}")
+    if not 0 < t.batchtopk_threshold_lr <= 1:
+        raise ConfigError(
+            f"{p}.batchtopk_threshold_lr", t.batchtopk_threshold_lr, "must be in (0, 1]"
+        )
+    for key in ("jumprelu_init_threshold", "jumprelu_bandwidth"):
+        if not getattr(t, key) > 0:
+            raise ConfigError(f"{p}.{key}", getattr(t, key), "must be > 0")
+    for key in ("l0_weight", "aux_k", "aux_k_weight"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"{p}.{key}", getattr(t, key), "must be >= 0 (0 disables)")
+    if t.dead_after_tokens <= 0:
+        raise ConfigError(
+            f"{p}.dead_after_tokens", t.dead_after_tokens, "must be a positive integer"
+        )
 
 
 class _TangentGrad(torch.autograd.Function):
@@ -126,14 +175,17 @@ def normalized_mse(pred: Tensor, target: Tensor) -> Tensor:
     return (t - p).pow(2).sum() / var.clamp_min(1e-12)
 
 
-@register_ffn("transcoder")
-class Transcoder(nn.Module):
+@register_ffn("transcoder", config=TranscoderConfig)
+class Transcoder(FFN):
     """Sparse bottleneck MLP, (..., d_model) -> (..., d_model).
 
     Build it from an `FFNConfig` (the model's FFN slot) or, standalone for post-hoc
     fitting, from a `TranscoderConfig`. `forward(x, target=None)`; `encode(x)` gives
     the latents and `decode(latents)` the output, without hooks or training state.
     """
+
+    unit_name = "latent"
+    unit_hooks = ("hook_latents",)
 
     def __init__(self, d_model: int, cfg: FFNConfig | TranscoderConfig):
         super().__init__()
@@ -156,8 +208,11 @@ class Transcoder(nn.Module):
         self.register_buffer("tokens_since_fired", torch.zeros(t.d_latent, dtype=torch.long))
         self.hook_latents_pre = HookPoint()  # (B, T, d_latent)
         self.hook_latents = HookPoint()  # (B, T, d_latent)
-        self.aux_losses: AuxLosses = {}
         self.reset_parameters()
+
+    @classmethod
+    def check_config(cls, cfg: FFNConfig, prefix: str) -> None:
+        check_transcoder_config(cfg.transcoder, f"{prefix}.transcoder")
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -222,11 +277,11 @@ class Transcoder(nn.Module):
             out = out + x @ self.W_skip
 
         self.aux_losses = {}
-        if self.cfg.activation == "jumprelu":
-            theta = self.log_threshold.exp()
-            l0 = _Step.apply(pre, theta, self.cfg.jumprelu_bandwidth).sum(-1).mean()
-            self.aux_losses["l0"] = (self.cfg.l0_weight, l0)
         if self.training:
+            if self.cfg.activation == "jumprelu":
+                theta = self.log_threshold.exp()
+                l0 = _Step.apply(pre, theta, self.cfg.jumprelu_bandwidth).sum(-1).mean()
+                self.aux_losses["l0"] = (self.cfg.l0_weight, l0)
             self._update_stats(pre.detach(), latents.detach())
             if self.cfg.aux_k > 0 and self.cfg.aux_k_weight > 0:
                 out = self._auxk(pre, out, W_dec, target)
@@ -272,7 +327,7 @@ class Transcoder(nn.Module):
             self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
     def after_optimizer_step(self) -> None:
-        """The training module calls this on every module after each step."""
+        """The training loop calls this right after each optimizer step."""
         self.normalize_decoder()
 
     def inactive_params(self) -> int:

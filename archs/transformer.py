@@ -13,7 +13,6 @@ key/value heads G (grouped-query), d_head D.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,11 @@ from torch import Tensor, nn
 
 from glassbox.archs.config import ModelConfig, validate_model_config
 from glassbox.archs.ffn import build_ffn
+from glassbox.archs.generation import GenerationOutput, generate
 from glassbox.archs.hooks import HookedModule, HookPoint
+from glassbox.archs.kv_cache import KVCache
+
+__all__ = ["Attention", "Block", "KVCache", "RMSNorm", "Rotary", "Transformer"]
 
 # scaled_dot_product_attention(enable_gqa=...) exists from torch 2.5.
 _SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -89,23 +92,6 @@ class Rotary(nn.Module):
         return (x * cos + rotated * sin_rot).to(x.dtype)
 
 
-@dataclass
-class KVCache:
-    """Pre-allocated keys and values of every layer: (B, G, S_max, D) each."""
-
-    k: list[Tensor]
-    v: list[Tensor]
-    length: int = 0  # positions filled so far (the same for every sequence)
-
-    @classmethod
-    def empty(cls, cfg: ModelConfig, batch: int, max_len: int, device, dtype) -> KVCache:
-        shape = (batch, cfg.kv_heads, max_len, cfg.d_head)
-        return cls(
-            k=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)],
-            v=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)],
-        )
-
-
 class Attention(nn.Module):
     """Causal multi-head attention (grouped-query when n_kv_heads < n_heads).
 
@@ -151,7 +137,7 @@ class Attention(nn.Module):
         # Grouped-query: SDPA reads each key/value head for its group of query heads
         # (no copies) where its fast kernels can; elsewhere the heads are repeated.
         gqa = self.n_kv != self.n_heads
-        hooked = bool(self.hook_pattern._forward_hooks)
+        hooked = self.hook_pattern.has_hooks
         if gqa and (hooked or not _SDPA_GQA or (mask is not None and x.device.type != "cpu")):
             rep = self.n_heads // self.n_kv
             k = k.repeat_interleave(rep, dim=1)
@@ -292,10 +278,11 @@ class Transformer(HookedModule):
 
     def aux_losses(self) -> dict[str, Tensor]:
         """Auxiliary losses of the latest forward pass, weighted, summed over layers:
-        {'aux/<name>': loss}. Empty for a dense model."""
+        {'aux/<name>': loss}. Empty for a dense model, and after a pass in eval mode
+        (FFN kinds report them in training mode only)."""
         out: dict[str, Tensor] = {}
         for block in self.blocks:
-            for name, (weight, loss) in getattr(block.mlp, "aux_losses", {}).items():
+            for name, (weight, loss) in block.mlp.aux_losses.items():
                 if weight:
                     key = f"aux/{name}"
                     out[key] = out.get(key, 0.0) + weight * loss
@@ -308,9 +295,7 @@ class Transformer(HookedModule):
         if not active:
             return total
         for block in self.blocks:
-            inactive = getattr(block.mlp, "inactive_params", None)
-            if inactive is not None:
-                total -= inactive()
+            total -= block.mlp.inactive_params()
         return total
 
     def flops_per_token(self, seq_len: int) -> float:
@@ -321,8 +306,6 @@ class Transformer(HookedModule):
         return 6 * n + attn
 
     @torch.no_grad()
-    def generate(self, tokens, **kwargs):
+    def generate(self, tokens, **kwargs) -> GenerationOutput:
         """Sample a continuation with a KV cache; see archs.generation.generate."""
-        from glassbox.archs.generation import generate
-
         return generate(self, tokens, **kwargs)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from glassbox import archs
 from glassbox.archs import ModelConfig, Transformer
-from glassbox.archs.config import ConfigError, FFNConfig, validate_model_config
+from glassbox.archs.config import ConfigError, FFNConfig, MoEConfig, validate_model_config
 
 DOCUMENTED_HOOKS = [
     "hook_embed",
@@ -280,8 +280,6 @@ def test_model_config_errors_name_the_key(kw, key):
 
 
 def test_moe_k_larger_than_experts_is_a_config_error():
-    from glassbox.archs.config import MoEConfig
-
     cfg = ModelConfig(vocab_size=10, ffn=FFNConfig(kind="moe", moe=MoEConfig(n_experts=4, k=6)))
     with pytest.raises(
         ConfigError, match=r"model.ffn.moe.k=6: must be between 1 and moe.n_experts=4"

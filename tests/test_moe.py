@@ -27,6 +27,7 @@ from glassbox.archs.moe import (
     grouped_matmul,
     moe_layers,
 )
+from glassbox.archs.routing import ReLURouter
 
 
 def make_moe(d_model=16, **kw) -> MoE:
@@ -193,7 +194,7 @@ def test_sparsity_estimate_matches_measured_fraction():
         shift = torch.linspace(-0.02, 0.02, 4)[:, None, None]  # experts from sparse to dense
         moe.W_in.weight.copy_(torch.randn_like(moe.W_in.weight) * 0.02 + shift)
     x = torch.randn(10, 32)
-    rho = moe._sparsity_estimate(x)  # (10, 4)
+    rho = ReLURouter.sparsity_estimate(x, moe.expert_input_weight())  # (10, 4)
     measured = (torch.einsum("nd,edh->neh", x, moe.W_in.weight) > 0).float().mean(-1)
     torch.testing.assert_close(rho, measured, atol=0.03, rtol=0)
     assert rho.std() > 0.1  # the experts really differ, so the check has teeth
@@ -210,7 +211,7 @@ def test_relu_router_prefers_sparser_experts_on_equal_logits():
     seen = {}
     moe.hook_expert_indices.register_forward_hook(lambda m, i, o: seen.update(idx=o))
     moe(x)
-    rho = moe._sparsity_estimate(x[0])  # (12, 4)
+    rho = ReLURouter.sparsity_estimate(x[0], moe.expert_input_weight())  # (12, 4)
     assert torch.equal(seen["idx"][0, :, 0], rho.argmin(-1))
     assert rho.argmin(-1).unique().numel() > 1  # the choice depends on the token
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from glassbox.archs.checkpoint import atomic_write_dir
+from glassbox.archs.checkpoint import atomic_write_dir, load_pretrained
 from glassbox.archs.config import FFNConfig, ModelConfig
 from glassbox.archs.export.errors import ExportError, llama_ffn, require
 from glassbox.archs.transformer import Transformer
@@ -252,8 +252,6 @@ def export_hf(
     not a dense SwiGLU Llama, before anything is written.
     """
     if isinstance(model_or_checkpoint, str | os.PathLike):
-        from glassbox.archs.checkpoint import load_pretrained
-
         model = load_pretrained(model_or_checkpoint)
     else:
         model = model_or_checkpoint

@@ -26,6 +26,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from glassbox.archs.checkpoint import load_pretrained
 from glassbox.archs.export.errors import llama_ffn, require
 from glassbox.archs.export.hf import export_hf, hf_tokenizer, to_hf_llama
 from glassbox.archs.transformer import Transformer
@@ -117,8 +118,6 @@ def export_transformer_lens(
     out_dir as a Path; ExportError for a model that is not a dense SwiGLU Llama.
     """
     if isinstance(model_or_checkpoint, str | os.PathLike):
-        from glassbox.archs.checkpoint import load_pretrained
-
         model_or_checkpoint = load_pretrained(model_or_checkpoint)
     llama_ffn(model_or_checkpoint.cfg, TARGET)
     return export_hf(model_or_checkpoint, out_dir)

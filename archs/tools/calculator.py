@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from glassbox.archs.tools import Tool, ToolError, split_digits
+from glassbox.archs.tools.base import Tool, ToolError, split_digits
 
 DIGITS = frozenset("0123456789")
 SPACE = frozenset(" \t\n\r")

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from glassbox.archs.tools import Tool, ToolError, split_digits
+from glassbox.archs.tools.base import Tool, ToolError, split_digits
 
 LONG_COLUMNS = ("entity", "relation", "value")
 

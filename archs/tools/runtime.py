@@ -39,7 +39,7 @@ from typing import Any
 from torch import Tensor
 
 from glassbox.archs.generation import GenerationOutput, generate
-from glassbox.archs.tools import ToolRegistry, ToolResult
+from glassbox.archs.tools.base import ToolRegistry, ToolResult
 
 MODES = ("execute", "withhold", "counterfactual")
 Counterfactual = Callable[[int, ToolResult], Any]
