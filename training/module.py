@@ -2,8 +2,10 @@
 
 It holds nothing of the model's math: the loss is next-token cross-entropy on
 loss-masked tokens plus whatever auxiliary losses the FFN slots report (load
-balancing, z-loss, AuxK, ...), all logged. AdamW with linear warm-up and cosine
-decay; gradient clipping and precision are the Trainer's.
+balancing, z-loss, AuxK, ...), all logged. Right after every optimizer step each
+FFN's `after_optimizer_step()` runs (the FFN contract, archs/ffn.py: unit-norm
+transcoder decoders). AdamW with linear warm-up and cosine decay; gradient
+clipping and precision are the Trainer's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import lightning as L
 import torch
 
 from glassbox.archs.config import model_config_from_dict
+from glassbox.archs.ffn import FFN
 from glassbox.archs.transformer import Transformer
 from glassbox.training.metrics import SkillMetrics, masked_lm_loss
 
@@ -78,12 +81,12 @@ class LMModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_trained = checkpoint.get("tokens_trained", 0)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # FFNs that keep a constraint after each update (unit-norm transcoder decoders)
         for module in self.model.modules():
-            hook = getattr(module, "after_optimizer_step", None)
-            if hook is not None:
-                hook()
+            if isinstance(module, FFN):
+                module.after_optimizer_step()
 
     def validation_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
+from torch.utils.data import IterableDataset
 
 from glassbox.archs.checkpoint import save_pretrained
 from glassbox.archs.config import ConfigError
@@ -110,8 +111,6 @@ def build_trainer(
 
 def _longest(suite) -> int:
     """Longest row over the map-style splits (streamed text has fixed-size blocks)."""
-    from torch.utils.data import IterableDataset
-
     lengths = [
         max(map(len, ds["input_ids"]), default=0)
         for ds in suite.splits.values()
@@ -121,10 +120,19 @@ def _longest(suite) -> int:
 
 
 def train(cfg: ExperimentConfig) -> Path:
-    """Train per `cfg`; returns the exported checkpoint directory."""
+    """Train per `cfg`; returns the exported checkpoint directory. torch's thread
+    count (`trainer.cpu_threads`) is set for the run and restored after it."""
+    threads = torch.get_num_threads()
+    try:
+        if cfg.trainer.cpu_threads:
+            torch.set_num_threads(cfg.trainer.cpu_threads)
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: ExperimentConfig) -> Path:
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    if cfg.trainer.cpu_threads:
-        torch.set_num_threads(cfg.trainer.cpu_threads)
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

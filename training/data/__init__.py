@@ -11,10 +11,11 @@ The skills, their formats and every ground-truth variable: training/data/SKILLS.
 
 from glassbox.training.data.build import build_datasets
 from glassbox.training.data.collate import collate
-from glassbox.training.data.config import DataConfig, data_config_from_dict, validate_data_config
+from glassbox.training.data.config import DataConfig
 from glassbox.training.data.knowledge import KnowledgeGraph, knowledge_graph
 from glassbox.training.data.skills import SKILLS
 from glassbox.training.data.suite import SuiteData, suite_tokenizer
+from glassbox.training.data.validate import data_config_from_dict, validate_data_config
 
 __all__ = [
     "SKILLS",

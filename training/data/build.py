@@ -8,13 +8,15 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from glassbox.training.data.cache import config_hash, load_entry, save_entry
-from glassbox.training.data.config import DataConfig, data_config_from_dict, validate_data_config
+from glassbox.training.data.config import DataConfig
 from glassbox.training.data.suite import (
     SuiteData,
     build_skill_datasets,
     make_skills,
     suite_tokenizer,
 )
+from glassbox.training.data.text import build_text_datasets
+from glassbox.training.data.validate import data_config_from_dict, validate_data_config
 
 
 def build_datasets(cfg: DataConfig | DictConfig | dict) -> SuiteData:
@@ -27,8 +29,6 @@ def build_datasets(cfg: DataConfig | DictConfig | dict) -> SuiteData:
         cfg = data_config_from_dict(cfg)
     validate_data_config(cfg)
     if cfg.source == "text":
-        from glassbox.training.data.text import build_text_datasets
-
         return build_text_datasets(cfg)
     # The key also covers what the code derives from the config: the vocabulary and
     # the registry's feature columns (a skill added to the registry changes both).

@@ -15,12 +15,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from glassbox.training.data.config import DataConfig
 from glassbox.training.data.names import entity_names
-
-if TYPE_CHECKING:
-    from glassbox.training.data.config import DataConfig
 
 # Relation -> the values an attribute can take. Every value is one lowercase word,
 # and no value belongs to two relations.

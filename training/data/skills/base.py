@@ -17,10 +17,9 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-if TYPE_CHECKING:
-    from glassbox.training.data.config import DataConfig
+from glassbox.training.data.config import DataConfig
 
 SPLITS = ("train", "val", "test", "ood")
 FEATURE_KINDS = ("bool", "int", "cat", "pos", "token")  # see Feature

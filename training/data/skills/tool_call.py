@@ -27,14 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from glassbox.archs.tools import Calculator, CalculatorLimits, Lookup, ToolRegistry
+from glassbox.training.data.config import DataConfig
+from glassbox.training.data.knowledge import knowledge_graph
 from glassbox.training.data.skills.base import Example, Feature
 from glassbox.training.data.vocab import CALL, CALL_END, RESULT, RESULT_END
-
-if TYPE_CHECKING:
-    from glassbox.archs.tools import ToolRegistry
-    from glassbox.training.data.config import DataConfig
 
 # Values of the `role` feature.
 ROLES = ("prompt", "call", "argument", "result", "answer")
@@ -145,9 +143,6 @@ def suite_registry(cfg: DataConfig, *, max_digits: int = 1000) -> ToolRegistry:
     """The tools the tool-call skills of `cfg` call: `calculator` (numbers spelt as
     `cfg.addition` spells them; results of at most max_digits digits) and `lookup`
     on `knowledge_graph(cfg)`."""
-    from glassbox.archs.tools import Calculator, CalculatorLimits, Lookup, ToolRegistry
-    from glassbox.training.data.knowledge import knowledge_graph
-
     calculator = Calculator(
         CalculatorLimits(max_digits=max_digits), reversed_digits=cfg.addition.reversed
     )
