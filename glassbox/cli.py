@@ -81,8 +81,8 @@ def _cmd_compare(args) -> int:
     from glassbox.compare import compare, load_compare_config
 
     report = compare(load_compare_config(args.config, args.overrides))
-    print(report.read_text().split("\n## ")[0])
-    print(f"wrote {report}")
+    print(report.markdown_summary())
+    print(f"wrote {report.path}")
     return 0
 
 

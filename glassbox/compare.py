@@ -9,23 +9,57 @@ several seeds, score capability and interpretability, write the gap report.
 The budget: every run gets the same data, the same optimiser steps and batch size
 (so the same training tokens), and the configs match active parameters per token
 to the dense baseline (configs/model/*.yaml state how); the report prints both.
-A run whose exported checkpoint exists is loaded, not retrained.
+Nothing is redone that is still current: a run's exported checkpoint is loaded, not
+retrained, when it was made from the same resolved run config (runs/<run>/train_key);
+its scores (analysis/row.json) and the post-hoc route (analysis/posthoc.json) are
+reused only when saved under the same content key: the checkpoint, the compare keys
+that change them (analysis_examples, posthoc.*) and results.ANALYSIS_VERSION.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from glassbox.archs.config import ConfigError
+from glassbox.analysis.feature_cost import measure_feature_cost
+from glassbox.analysis.interp import coverage_scores, interp_report, suite_batches
+from glassbox.analysis.jsonable import jsonable
+from glassbox.analysis.splicing import splice_fidelity
+from glassbox.analysis.tools import tool_report
+from glassbox.archs import Transformer
+from glassbox.archs.checkpoint import load_pretrained, read_metrics
+from glassbox.archs.config import ConfigError, TranscoderConfig
+from glassbox.report import Report
+from glassbox.results import (
+    PostHocResult,
+    RunResult,
+    capability_values,
+    content_key,
+    gap_percent,
+    load_saved,
+    save,
+)
+from glassbox.training.config import ExperimentConfig, load_config, to_dict
+from glassbox.training.data import SuiteData, build_datasets
+from glassbox.training.train import train
+from glassbox.training.transcoder_fit import fit_transcoders, splice
+
+__all__ = [
+    "CompareConfig",
+    "PostHocConfig",
+    "check_runs",
+    "compare",
+    "gap_percent",
+    "load_compare_config",
+    "run_overrides",
+]
 
 
 @dataclass
@@ -90,224 +124,216 @@ def run_overrides(cc: CompareConfig, arch: str) -> list[str]:
 def check_runs(cc: CompareConfig) -> None:
     """Load every architecture's run config with its overrides, so a bad key fails
     before hours of training rather than in the middle."""
-    from glassbox.training.config import load_config
-
     for arch, path in cc.architectures.items():
         load_config(path, run_overrides(cc, arch))
 
 
-def _mean(xs):
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    return sum(xs) / len(xs) if xs else None
+def _config_key(cfg: ExperimentConfig) -> str:
+    """What of a resolved run config decides its checkpoint: all of it but where it goes."""
+    d = to_dict(cfg)
+    d["run"].pop("out_dir", None)
+    return content_key("run config", d)
 
 
-def run_one(arch: str, config_path: str, seed: int, cc: CompareConfig, out: Path) -> dict[str, Any]:
-    """Train (or load) one architecture at one seed and score it."""
-    from glassbox import archs
-    from glassbox.analysis.interp import interp_report
-    from glassbox.training.config import load_config
-    from glassbox.training.data import build_datasets
-    from glassbox.training.train import train
+class RunInputs:
+    """One architecture at one seed: its resolved run config, then its checkpoint,
+    model and data, each made or read at most once and shared by the run's scoring
+    and the post-hoc route."""
 
-    run_dir = out / "runs" / f"{arch}-seed{seed}"
-    cfg = load_config(
-        config_path,
-        [
-            *run_overrides(cc, arch),
-            f"run.seed={seed}",
-            f"run.name={arch}",
-            f"run.out_dir={run_dir}",
-        ],
-    )
-    export = run_dir / "checkpoint"
-    saved = run_dir / "analysis" / "row.json"
-    if (export / "metrics.json").is_file() and saved.is_file():
-        # Trained and scored before: reuse (delete row.json to score it again).
-        return {**json.loads(saved.read_text()), "trained_now": False}
-    t0 = time.perf_counter()
-    trained = not (export / "metrics.json").is_file()
-    if trained:
-        train(cfg)
-    train_seconds = time.perf_counter() - t0
-    model = archs.load_pretrained(export)
-    metrics = json.loads((export / "metrics.json").read_text())
-    suite = build_datasets(cfg.data)
-    (run_dir / "analysis").mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    interp = interp_report(
-        model, suite, run_dir / "analysis", n_examples=cc.analysis_examples, seed=seed
-    )
-    analysis_seconds = time.perf_counter() - t0
-    (run_dir / "analysis" / "analysis.json").write_text(json.dumps(interp, indent=2, default=str))
-    tool_summary = None
-    if _has_tool_skills(cfg):
-        from glassbox.analysis.tools import tool_report
+    def __init__(self, arch: str, seed: int, cfg: ExperimentConfig, run_dir: Path) -> None:
+        self.arch, self.seed, self.cfg, self.run_dir = arch, seed, cfg, run_dir
+        self.config_key = _config_key(cfg)
+        self.export = run_dir / "checkpoint"
+        self.analysis_dir = run_dir / "analysis"
+        self.trained_now = False
+        self.train_seconds = 0.0
 
+    def ensure_trained(self) -> None:
+        """Train unless the exported checkpoint was made from this very run config
+        (its key is kept in run_dir/train_key; training is the expensive part)."""
+        stamp = self.run_dir / "train_key"
+        current = stamp.is_file() and stamp.read_text().strip() == self.config_key
+        if current and (self.export / "metrics.json").is_file():
+            return
         t0 = time.perf_counter()
-        tool_summary = tool_report(model, suite, data_cfg=cfg.data, tools=cfg.tools, seed=seed)[
-            "summary"
-        ]
-        analysis_seconds += time.perf_counter() - t0
-        interp["summary"].update({k: v for k, v in tool_summary.items() if k.startswith("interp.")})
-    skills = metrics.get("skills", {})
-    row = {
-        "arch": arch,
-        "seed": seed,
-        "run_dir": str(run_dir),
-        "trained_now": trained,
-        "train_seconds": train_seconds,
-        "analysis_seconds": analysis_seconds,
-        "val_loss": metrics["val_loss"],
-        "mean_accuracy": _mean(v["accuracy"] for v in skills.values()),
-        "mean_exact_match": _mean(v["exact_match"] for v in skills.values()),
-        "ood_accuracy": _mean(v.get("ood_accuracy") for v in skills.values()),
-        "skills": {k: v["accuracy"] for k, v in skills.items()},
-        "params": metrics.get("params", {}),
-        "train": metrics.get("train", {}),
-        "interp": interp["summary"],
-        "plots": interp.get("moe", {}).get("plots", []),
-        "tools": {k: v for k, v in (tool_summary or {}).items() if k.startswith("tools.")},
-    }
-    saved.write_text(json.dumps(row, indent=2, default=str))
-    return row
+        train(self.cfg)
+        self.train_seconds = time.perf_counter() - t0
+        self.trained_now = True
+        stamp.write_text(self.config_key + "\n")
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        return read_metrics(self.export)
+
+    @cached_property
+    def model(self) -> Transformer:
+        return load_pretrained(self.export)
+
+    @cached_property
+    def suite(self) -> SuiteData:
+        return build_datasets(self.cfg.data)
+
+    @cached_property
+    def checkpoint_key(self) -> str:
+        """The run config and the checkpoint's metrics.json (new at every training)."""
+        return content_key(self.config_key, (self.export / "metrics.json").read_text())
+
+    def uses_tool_skills(self) -> bool:
+        """Whether the tool analysis applies: the data has addition or facts, plain
+        (the dense baseline answers from its weights) or through tools."""
+        data = self.cfg.data
+        names = ("addition", "facts", "addition_tool", "facts_tool")
+        return data.source == "skills" and any(data.mix.get(n, 0) > 0 for n in names)
 
 
-def _has_tool_skills(cfg) -> bool:
-    """Whether the tool analysis applies: the data has addition or facts, plain (the
-    dense baseline answers from its weights) or through tools."""
-    names = ("addition", "facts", "addition_tool", "facts_tool")
-    return cfg.data.source == "skills" and any(cfg.data.mix.get(n, 0) > 0 for n in names)
+def plan_runs(cc: CompareConfig, out: Path) -> list[RunInputs]:
+    """Every architecture x seed with its run config loaded and checked, before any
+    training starts (a bad key fails now, not hours in)."""
+    plan = []
+    for seed in cc.seeds:
+        for arch, path in cc.architectures.items():
+            run_dir = out / "runs" / f"{arch}-seed{seed}"
+            extra = [f"run.seed={seed}", f"run.name={arch}", f"run.out_dir={run_dir}"]
+            cfg = load_config(path, [*run_overrides(cc, arch), *extra])
+            plan.append(RunInputs(arch, seed, cfg, run_dir))
+    return plan
 
 
-def posthoc_route(
-    dense_row: dict[str, Any], tc_row: dict[str, Any] | None, cc: CompareConfig, out: Path
-) -> dict[str, Any]:
+def score_key(run: RunInputs, cc: CompareConfig) -> str:
+    """What a run's scores depend on: its checkpoint and the compare keys they read."""
+    return content_key("scores", run.checkpoint_key, cc.analysis_examples)
+
+
+def score_run(run: RunInputs, cc: CompareConfig) -> RunResult:
+    """Train (or load) one run and score it; scores saved under the same key are reused."""
+    run.ensure_trained()
+    key = score_key(run, cc)
+    saved_path = run.analysis_dir / "row.json"
+    saved = load_saved(saved_path, key)
+    if saved is not None:
+        return RunResult.from_json(saved, trained_now=run.trained_now)
+    run.analysis_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    analysis = interp_report(
+        run.model, run.suite, run.analysis_dir, n_examples=cc.analysis_examples, seed=run.seed
+    )
+    tool_summary: dict[str, Any] = {}
+    if run.uses_tool_skills():
+        report = tool_report(
+            run.model, run.suite, data_cfg=run.cfg.data, tools=run.cfg.tools, seed=run.seed
+        )
+        tool_summary = report["summary"]
+    analysis_seconds = time.perf_counter() - t0
+    (run.analysis_dir / "analysis.json").write_text(json.dumps(jsonable(analysis), indent=2))
+    interp = {**analysis["summary"]}
+    interp.update({k: v for k, v in tool_summary.items() if k.startswith("interp.")})
+    result = RunResult(
+        arch=run.arch,
+        seed=run.seed,
+        run_dir=str(run.run_dir),
+        capability=capability_values(run.metrics),
+        interp=interp,
+        tools={k: v for k, v in tool_summary.items() if k.startswith("tools.")} or None,
+        plots=tuple(analysis.get("moe", {}).get("plots", [])),
+        trained_now=run.trained_now,
+        train_seconds=run.train_seconds,
+        analysis_seconds=analysis_seconds,
+        key=key,
+    )
+    save(saved_path, key, result)
+    return result
+
+
+def posthoc_key(dense: RunInputs, tc: RunInputs | None, cc: CompareConfig) -> str:
+    """What the post-hoc route depends on: the dense checkpoint, the transcoder
+    checkpoint it is timed against, the fit settings and the examples it scores."""
+    return content_key(
+        "posthoc",
+        dense.checkpoint_key,
+        tc.checkpoint_key if tc is not None else None,
+        asdict(cc.posthoc),
+        cc.analysis_examples,
+    )
+
+
+def posthoc_route(dense: RunInputs, tc: RunInputs | None, cc: CompareConfig) -> PostHocResult:
     """The post-hoc route on one dense run: fit TopK transcoders to its MLPs (as
     wide and as sparse as the by-construction transcoder), splice them in, and score
     them like any model: ground-truth coverage of the post-hoc latents, FVU, CE loss
     recovered, KL. With a transcoder run of the same seed, the fit is timed against
     reading features off that model (one cached forward) in the same process:
-    analysis.feature_cost.measure_feature_cost."""
-    saved = out / "runs" / f"dense-seed{dense_row['seed']}" / "analysis" / "posthoc.json"
-    if saved.is_file() and not dense_row.get("trained_now", True):
-        return json.loads(saved.read_text())
-    from glassbox import archs
-    from glassbox.analysis.feature_cost import measure_feature_cost
-    from glassbox.analysis.interp import coverage_scores, suite_batches
-    from glassbox.analysis.splicing import splice_fidelity
-    from glassbox.archs.config import TranscoderConfig
-    from glassbox.training.config import load_config
-    from glassbox.training.data import build_datasets
-    from glassbox.training.transcoder_fit import fit_transcoders, splice
-
-    dense = archs.load_pretrained(Path(dense_row["run_dir"]) / "checkpoint")
-    cfg = load_config(
-        cc.architectures["dense"], [*run_overrides(cc, "dense"), f"run.seed={dense_row['seed']}"]
-    )
-    suite = build_datasets(cfg.data)
-    seed = dense_row["seed"]
-    layers = list(range(dense.cfg.n_layers))
+    analysis.feature_cost.measure_feature_cost. Reused when saved under the same key."""
+    key = posthoc_key(dense, tc, cc)
+    saved_path = dense.analysis_dir / "posthoc.json"
+    saved = load_saved(saved_path, key)
+    if saved is not None:
+        return PostHocResult.from_json(saved)
+    seed, model = dense.seed, dense.model
+    layers = list(range(model.cfg.n_layers))
     tc_cfg = TranscoderConfig(d_latent=cc.posthoc.d_latent, k=cc.posthoc.k, activation="topk")
-    fit_batches = suite_batches(suite, "train", 4096, batch_size=cfg.data.batch_size, seed=seed)
-    val = suite_batches(suite, "val", cc.analysis_examples, seed=seed)
+    fit_batches = suite_batches(
+        dense.suite, "train", 4096, batch_size=dense.cfg.data.batch_size, seed=seed
+    )
+    val = suite_batches(dense.suite, "val", cc.analysis_examples, seed=seed)
     cost = None
     t0 = time.perf_counter()
-    if tc_row is not None:
-        tc_model = archs.load_pretrained(Path(tc_row["run_dir"]) / "checkpoint")
+    if tc is not None:
         cost, transcoders = measure_feature_cost(
-            tc_model, dense, val, layers, fit_batches=fit_batches, cfg=tc_cfg,
+            tc.model, model, val, layers, fit_batches=fit_batches, cfg=tc_cfg,
             return_transcoders=True, max_steps=cc.posthoc.steps, seed=seed,
         )  # fmt: skip
     else:
         transcoders = fit_transcoders(
-            dense, fit_batches, layers, tc_cfg, max_steps=cc.posthoc.steps, seed=seed
+            model, fit_batches, layers, tc_cfg, max_steps=cc.posthoc.steps, seed=seed
         )
     fit_seconds = time.perf_counter() - t0
-    spliced = splice(dense, transcoders)
-    fid = splice_fidelity(dense, spliced, val)
-    cov = coverage_scores(spliced, val, suite)
-    result = {
-        "seed": seed,
-        "coverage": cov["interp.coverage"],
-        "coverage_by_layer": cov["coverage_by_layer"],
-        "fvu": fid.get("fvu"),
-        "ce_loss_recovered": fid.get("ce_loss_recovered"),
-        "kl_to_clean": fid.get("kl_to_clean"),
-        "l0": cov.get("interp.l0"),
-        "dead_fraction": cov.get("interp.dead_fraction"),
-        "fit_seconds": fit_seconds,
-        "steps": cc.posthoc.steps,
-        "cost": cost,
-    }
-    saved.write_text(json.dumps(result, indent=2, default=str))
+    spliced = splice(model, transcoders)
+    fid = splice_fidelity(model, spliced, val)
+    cov = coverage_scores(spliced, val, dense.suite)
+    result = PostHocResult(
+        arch=dense.arch,
+        seed=seed,
+        steps=cc.posthoc.steps,
+        scores={
+            **{k: cov.get(k) for k in ("interp.coverage", "interp.l0", "interp.dead_fraction")},
+            **{f"interp.{k}": fid.get(k) for k in ("fvu", "ce_loss_recovered", "kl_to_clean")},
+            "fit_seconds": fit_seconds,
+            "cost_ratio": cost["ratio"] if cost else None,
+        },
+        coverage_by_layer=cov["coverage_by_layer"],
+        cost=cost,
+        key=key,
+    )
+    save(saved_path, key, result)
     return result
 
 
-def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per architecture: mean and spread (sample std over seeds) of every number."""
-    by_arch: dict[str, list[dict]] = {}
-    for r in rows:
-        by_arch.setdefault(r["arch"], []).append(r)
-
-    def stats(vals):
-        vals = [v for v in vals if v is not None]
-        if not vals:
-            return None
-        return {
-            "mean": statistics.fmean(vals),
-            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-            "n": len(vals),
-        }
-
-    out = {}
-    for arch, rs in by_arch.items():
-        keys = {k for r in rs for k in r["interp"]}
-        skills = {k for r in rs for k in r["skills"]}
-        out[arch] = {
-            "val_loss": stats(r["val_loss"] for r in rs),
-            "mean_accuracy": stats(r["mean_accuracy"] for r in rs),
-            "mean_exact_match": stats(r["mean_exact_match"] for r in rs),
-            "ood_accuracy": stats(r["ood_accuracy"] for r in rs),
-            "skills": {s: stats(r["skills"].get(s) for r in rs) for s in sorted(skills)},
-            "interp": {k: stats(r["interp"].get(k) for r in rs) for k in sorted(keys)},
-            "params_active": rs[0]["params"].get("active"),
-            "params_total": rs[0]["params"].get("total"),
-            "train_tokens": stats(r["train"].get("tokens") for r in rs),
-            "train_flops": stats(r["train"].get("flops") for r in rs),
-            "tools": {
-                k: stats(r.get("tools", {}).get(k) for r in rs)
-                for k in sorted({k for r in rs for k in r.get("tools", {})})
-            },
-        }
-    return out
-
-
-def gap_percent(value: float | None, dense: float | None) -> float | None:
-    if value is None or dense is None or dense == 0:
-        return None
-    return 100.0 * (value - dense) / abs(dense)
-
-
-def compare(cc: CompareConfig) -> Path:
-    """Run every architecture x seed, then write report.md, report.json, pareto.png."""
-    from glassbox.report import write_report
-
-    check_runs(cc)
+def compare(cc: CompareConfig) -> Report:
+    """Run every architecture x seed, then write report.md, report.json, pareto.png.
+    Returns the Report (its .path is report.md)."""
     out = Path(cc.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for arch, path in cc.architectures.items():
-        for seed in cc.seeds:
+    plan = plan_runs(cc, out)
+    order = {arch: i for i, arch in enumerate(cc.architectures)}
+    runs: list[RunResult] = []
+    posthoc: list[PostHocResult] = []
+    for (
+        seed
+    ) in cc.seeds:  # a seed at a time: its dense and transcoder models serve the post-hoc route
+        of_seed = {r.arch: r for r in plan if r.seed == seed}
+        for arch, inputs in of_seed.items():
             print(f"compare: {arch} seed {seed}", flush=True)
-            rows.append(run_one(arch, path, seed, cc, out))
-            (out / "rows.json").write_text(json.dumps(rows, indent=2, default=str))
-    if cc.posthoc.enabled:
-        for row in [r for r in rows if r["arch"] == "dense"]:
-            print(f"compare: post-hoc transcoders on dense seed {row['seed']}", flush=True)
-            tc = next(
-                (r for r in rows if r["arch"] == "transcoder" and r["seed"] == row["seed"]), None
-            )
-            row["posthoc"] = posthoc_route(row, tc, cc, out)
-            row["interp"]["interp.coverage_posthoc"] = row["posthoc"]["coverage"]
-        (out / "rows.json").write_text(json.dumps(rows, indent=2, default=str))
-    return write_report(out, cc, rows, aggregate(rows))
+            runs.append(score_run(inputs, cc))
+        if cc.posthoc.enabled:
+            print(f"compare: post-hoc transcoders on dense seed {seed}", flush=True)
+            posthoc.append(posthoc_route(of_seed["dense"], of_seed.get("transcoder"), cc))
+    runs.sort(key=lambda r: (order[r.arch], r.seed))
+    report = Report(
+        out_dir=out,
+        seeds=tuple(cc.seeds),
+        config=asdict(cc),
+        runs=tuple(runs),
+        posthoc=tuple(posthoc),
+    )
+    report.write()
+    return report

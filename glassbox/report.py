@@ -1,51 +1,48 @@
-"""Writing the gap report: report.md (tables first), report.json, pareto.png."""
+"""The gap report: report.md (tables first), report.json, pareto.png.
+
+A `Report` holds the typed results of one compare and the metric registry
+(glassbox.metrics); every table is built from the registry's entries of its
+section, and report.json's aggregates from the same summary.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from glassbox.metrics import (
+    CAPABILITY,
+    INTERPRETABILITY,
+    METRICS,
+    POSTHOC,
+    SKILLS,
+    TOOLS,
+    Metric,
+    Stat,
+    expand,
+    in_section,
+)
+from glassbox.results import PostHocResult, RunResult, aggregate, gap_percent
 
-from glassbox.compare import CompareConfig, gap_percent  # noqa: E402
+Summary = dict[str, dict[str, Stat | None]]  # arch -> key -> Stat over seeds
 
-# Interpretability columns: (key, header, what it is)
-INTERP_COLUMNS = [
-    ("interp.coverage", "coverage", "ground-truth coverage of the readable units (mean best F1)"),
-    (
-        "interp.nmi_expert_skill_label",
-        "NMI(unit;skill)",
-        "I(expert; skill)/H(skill); dense: k-means clusters of neurons",
-    ),
-    ("interp.purity", "purity", "share of an expert's tokens from its top skill"),
-    (
-        "interp.selectivity",
-        "selectivity",
-        "ablating a skill's experts: drop on it minus drop on the others",
-    ),
-    ("interp.l0", "L0", "active latents per token"),
-    ("interp.dead_fraction", "dead", "share of latents that never fire"),
-    ("interp.tool_reliance", "tool reliance", "answers that follow an injected tool result"),
-]
-
-
-def _fmt(stat: dict | None, digits: int = 3, pct: bool = False) -> str:
-    if not stat:
-        return "–"
-    m, s = stat["mean"], stat["std"]
-    if pct:
-        return f"{100 * m:.1f} ± {100 * s:.1f}"
-    return f"{m:.{digits}f} ± {s:.{digits}f}" if stat["n"] > 1 else f"{m:.{digits}f}"
-
-
-def _gap(stat: dict | None, dense: dict | None) -> str:
-    g = gap_percent(stat["mean"] if stat else None, dense["mean"] if dense else None)
-    return "–" if g is None else f"{g:+.1f}%"
+# The frontier's axes: capability (x) against interpretability (y).
+FRONTIER = ("mean_accuracy", "interp.coverage")
+FRONTIER_LABELS = (
+    "capability: mean answer-token accuracy (test split)",
+    "interpretability: ground-truth coverage",
+)
+POSTHOC_LABEL = "post-hoc transcoders"
+# report.json nests these key families under their first part; other keys are flat.
+JSON_GROUPS = ("interp", "tools", "skills", "baselines")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -55,193 +52,289 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     )
 
 
-def pareto_plot(rows: list[dict], agg: dict[str, dict], path: Path) -> Path:
-    """Capability (mean answer accuracy) against interpretability (coverage): every
-    seed as a small dot, each architecture's mean as a labelled marker, the
-    non-dominated means joined into the frontier."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    points = []
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for n, (arch, a) in enumerate(agg.items()):
-        c = colours[n % len(colours)]
-        xs = [r["mean_accuracy"] for r in rows if r["arch"] == arch]
-        ys = [r["interp"].get("interp.coverage") for r in rows if r["arch"] == arch]
-        ax.scatter(xs, ys, s=12, color=c, alpha=0.5)
-        cov = a["interp"].get("interp.coverage")
-        if a["mean_accuracy"] and cov:
-            x, y = a["mean_accuracy"]["mean"], cov["mean"]
-            ax.scatter([x], [y], s=70, color=c, edgecolor="black", zorder=3)
-            ax.annotate(arch, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
-            points.append((x, y))
-        post = a["interp"].get("interp.coverage_posthoc")
-        if post and a["mean_accuracy"]:
-            x, y = a["mean_accuracy"]["mean"], post["mean"]
-            ax.scatter([x], [y], s=70, marker="D", color=c, edgecolor="black", zorder=3)
-            ax.annotate(
-                f"{arch} + post-hoc transcoders",
-                (x, y),
-                textcoords="offset points",
-                xytext=(6, -10),
-                fontsize=9,
-            )
-    frontier = sorted(
-        p for p in points if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)
-    )
-    if len(frontier) > 1:
-        ax.plot(*zip(*frontier), color="grey", linestyle="--", linewidth=1, zorder=1)
-    ax.set_xlabel("capability: mean answer-token accuracy (test split)")
-    ax.set_ylabel("interpretability: ground-truth coverage")
-    ax.set_title("The capability–interpretability frontier")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def _gap(stat: Stat | None, dense: Stat | None) -> str:
+    g = gap_percent(stat["mean"] if stat else None, dense["mean"] if dense else None)
+    return "–" if g is None else f"{g:+.1f}%"
 
 
-def write_report(out: Path, cc: CompareConfig, rows: list[dict], agg: dict[str, dict]) -> Path:
-    dense = agg.get("dense", {})
-    lines: list[str] = []
-    lines.append("# What interpretability costs, and what it buys\n")
-    # --- capability table first
-    lines.append(
-        "| architecture | val loss | gap | answer accuracy | gap | exact match | OOD accuracy | active params |"
-    )
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for arch, a in agg.items():
-        lines.append(
-            f"| {arch} | {_fmt(a['val_loss'])} | {_gap(a['val_loss'], dense.get('val_loss'))} "
-            f"| {_fmt(a['mean_accuracy'], pct=True)} | {_gap(a['mean_accuracy'], dense.get('mean_accuracy'))} "
-            f"| {_fmt(a['mean_exact_match'], pct=True)} | {_fmt(a['ood_accuracy'], pct=True)} "
-            f"| {a['params_active']:,} |"
+def _table(
+    first: str, headers: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]
+) -> list[str]:
+    """A markdown table: a label column, then one column per header."""
+    lines = ["| " + " | ".join([first, *headers]) + " |", "|---|" + "---|" * len(headers)]
+    return lines + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+
+
+def _columns(metrics: Sequence[Metric]) -> list[str]:
+    return [h for m in metrics for h in ([m.header, "gap"] if m.gap else [m.header])]
+
+
+def _cells(
+    metrics: Sequence[Metric], stats: Mapping[str, Stat | None], dense: Mapping
+) -> list[str]:
+    """A row of stats formatted per metric, with its gap to dense where the metric has one."""
+    out = []
+    for m in metrics:
+        out.append(m.format(stats.get(m.key)))
+        if m.gap:
+            out.append(_gap(stats.get(m.key), dense.get(m.key)))
+    return out
+
+
+def _json_key(key: str) -> tuple[str | None, str]:
+    """Where a key sits in report.json's per-architecture entry: (group, name)."""
+    group = key.split(".", 1)[0]
+    return (group, key) if group in JSON_GROUPS and "." in key else (None, key.replace(".", "_"))
+
+
+def _json_value(metric: Metric | None, stat: Stat | None) -> Any:
+    if stat is not None and metric is not None and metric.constant:
+        m = stat["mean"]
+        return int(m) if float(m).is_integer() else m
+    return stat
+
+
+@dataclass(frozen=True)
+class Report:
+    """One compare's results. Build it, then `write()` report.md, report.json and
+    pareto.png into out_dir; `markdown()` is report.md's text, `markdown_summary()`
+    its tables before the first section."""
+
+    out_dir: Path
+    seeds: tuple[int, ...]
+    config: Mapping[str, Any]  # the compare config, as report.json records it
+    runs: tuple[RunResult, ...]
+    posthoc: tuple[PostHocResult, ...] = ()
+    metrics: tuple[Metric, ...] = METRICS
+
+    @property
+    def path(self) -> Path:
+        return self.out_dir / "report.md"
+
+    @cached_property
+    def summary(self) -> Summary:
+        """arch -> key -> Stat over seeds, for every registry key but the post-hoc table's."""
+        return aggregate(self.runs, [m for m in self.metrics if m.section != POSTHOC])
+
+    @cached_property
+    def posthoc_summary(self) -> Summary:
+        """The post-hoc route's scores over seeds, under the architecture it was fitted to."""
+        keep = [m for m in self.metrics if m.section in (INTERPRETABILITY, POSTHOC)]
+        return aggregate(self.posthoc, keep)
+
+    def section(self, name: str) -> list[Metric]:
+        """The registry's entries of one table, expanded per name over the runs' keys."""
+        keys = {k for r in self.runs for k in r.values()}
+        return expand(in_section(self.metrics, name), keys)
+
+    @property
+    def _dense(self) -> Mapping[str, Stat | None]:
+        return self.summary.get("dense", {})
+
+    # --- the tables
+
+    def capability_table(self) -> list[str]:
+        ms = self.section(CAPABILITY)
+        rows = [(arch, _cells(ms, s, self._dense)) for arch, s in self.summary.items()]
+        return _table("architecture", _columns(ms), rows)
+
+    def interpretability_table(self) -> list[str]:
+        ms = self.section(INTERPRETABILITY)
+        rows = []
+        for arch, s in self.summary.items():
+            rows.append((arch, _cells(ms, s, self._dense)))
+            if arch in self.posthoc_summary:
+                post = self.posthoc_summary[arch]
+                rows.append((f"{arch} + {POSTHOC_LABEL}", _cells(ms, post, self._dense)))
+        return _table("architecture", _columns(ms), rows)
+
+    def skills_table(self) -> list[str]:
+        ms = self.section(SKILLS)
+        rows = [(arch, _cells(ms, s, self._dense)) for arch, s in self.summary.items()]
+        return ["## Per-skill answer accuracy (%)\n", *_table("architecture", _columns(ms), rows)]
+
+    def tools_table(self) -> list[str]:
+        with_tools = {r.arch for r in self.runs if r.tools}
+        if not with_tools:
+            return []
+        ms = self.section(TOOLS)
+        rows = [(a, _cells(ms, s, self._dense)) for a, s in self.summary.items() if a in with_tools]
+        return [
+            "\n## Tool calling against answering from the weights (%)\n",
+            *_table("architecture", _columns(ms), rows),
+            "\nGenerated answers (greedy; tool calls executed for a tool model). Reliance: the share of "
+            "answers that follow a counterfactual result injected in place of the tool's (the true sum "
+            "plus a random nonzero offset; a different attribute).\n",
+        ]
+
+    def posthoc_table(self) -> list[str]:
+        if not self.posthoc:
+            return []
+        ms = self.section(POSTHOC)
+        rows = [
+            (str(p.seed), [m.format_value(p.values().get(m.key)) for m in ms]) for p in self.posthoc
+        ]
+        return [
+            "## The post-hoc route on the dense baseline\n",
+            *_table("seed", _columns(ms), rows),
+            "\nThe cost ratio is wall-clock time measured in one process: fitting the transcoders "
+            f"({self.posthoc[0].steps} steps) plus reading features through them, against one cached "
+            "forward pass of the transcoder model over the same held-out tokens "
+            "(analysis.feature_cost.measure_feature_cost).\n",
+        ]
+
+    # --- the prose
+
+    def held_equal(self) -> str:
+        """What every run shared: the data, the steps and batch, the tokens, active parameters."""
+        tokens = self._dense.get("train.tokens")
+        if not tokens:
+            return ""
+        steps = max((r.capability.get("train.steps") or 0) for r in self.runs)
+        params = ", ".join(
+            f"{arch} {(s.get('params.active') or {}).get('mean', 0):,.0f} active / "
+            f"{(s.get('params.total') or {}).get('mean', 0):,.0f} total"
+            for arch, s in self.summary.items()
         )
-    lines.append("")
-    lines.append("| architecture | " + " | ".join(h for _, h, _ in INTERP_COLUMNS) + " |")
-    lines.append("|---|" + "---|" * len(INTERP_COLUMNS))
-    for arch, a in agg.items():
-        cells = [_fmt(a["interp"].get(k)) for k, _, _ in INTERP_COLUMNS]
-        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
-        if "interp.coverage_posthoc" in a["interp"]:
-            post = [r["posthoc"] for r in rows if r["arch"] == arch and "posthoc" in r]
-            cells = ["–"] * len(INTERP_COLUMNS)
-            cells[0] = _fmt(a["interp"]["interp.coverage_posthoc"])
-            l0s = [p["l0"] for p in post if p.get("l0") is not None]
-            if l0s:
-                cells[4] = f"{sum(l0s) / len(l0s):.1f}"
-            lines.append(f"| {arch} + post-hoc transcoders | " + " | ".join(cells) + " |")
-    lines.append("")
-    steps = [r["train"].get("steps") for r in rows]
-    tokens = dense.get("train_tokens")
-    lines.append(
-        f"Mean ± standard deviation over seeds {list(cc.seeds)}; gaps are to the dense baseline "
-        "(negative accuracy gap = capability given up). "
-        f"**Held equal:** the data (the skill suite, same seed), {max(s or 0 for s in steps)} optimiser steps "
-        f"and batch size, so about {tokens['mean']:,.0f} training tokens per run, "
-        "and active parameters per token (each configs/model/*.yaml states its matching): "
-        + ", ".join(
-            f"{arch} {a['params_active']:,} active / {a['params_total']:,} total"
-            for arch, a in agg.items()
+        return (
+            f"Mean ± standard deviation over seeds {list(self.seeds)}; gaps are to the dense "
+            "baseline (negative accuracy gap = capability given up). "
+            f"**Held equal:** the data (the skill suite, same seed), {steps} optimiser steps "
+            f"and batch size, so about {tokens['mean']:,.0f} training tokens per run, "
+            "and active parameters per token (each configs/model/*.yaml states its matching): "
+            f"{params}."
         )
-        + "."
-        if tokens
-        else ""
-    )
-    lines.append("")
-    callers = [arch for arch, a in agg.items() if a["interp"].get("interp.call_recall")]
-    if callers:
-        lines.append(
+
+    def tool_note(self) -> list[str]:
+        callers = [a for a, s in self.summary.items() if s.get("interp.call_recall")]
+        if not callers:
+            return []
+        return [
             f"{', '.join(callers)}: capability of the model with its tools. Its addition and facts "
             "examples carry the tool's result in the context, so those answers are copies; the table "
             "below compares generated answers, the tool model's with calls executed, the dense "
             "model's from its weights.\n"
-        )
-    lines.append("## Columns\n")
-    lines.append(
-        "- **val loss**: mean cross-entropy of the loss-masked (answer) tokens, test split."
-    )
-    lines.append(
-        "- **answer accuracy**: answer tokens predicted right, mean over skills; **exact match**: whole answers right; **OOD**: the longer / deeper out-of-distribution split."
-    )
-    for _, h, what in INTERP_COLUMNS:
-        lines.append(f"- **{h}**: {what}.")
-    lines.append("")
-    # --- per skill
-    skills = sorted({s for a in agg.values() for s in a["skills"]})
-    lines.append("## Per-skill answer accuracy (%)\n")
-    lines.append("| architecture | " + " | ".join(skills) + " |")
-    lines.append("|---|" + "---|" * len(skills))
-    for arch, a in agg.items():
-        lines.append(
-            f"| {arch} | " + " | ".join(_fmt(a["skills"].get(s), pct=True) for s in skills) + " |"
-        )
-    lines.append("")
-    # --- tool calling against answering from the weights
-    tool_cols = [
-        ("tools.exact_match", "addition + facts exact match"),
-        ("tools.exact_match_withheld", "result withheld"),
-        ("tools.addition_2x", "addition 2x digits"),
-        ("tools.addition_4x", "addition 4x digits"),
-        ("tools.facts_accuracy", "facts (held-out phrasing)"),
-    ]
-    with_tools = {arch: a for arch, a in agg.items() if a.get("tools")}
-    if with_tools:
-        lines.append("\n## Tool calling against answering from the weights (%)\n")
-        lines.append(
-            "| architecture | "
-            + " | ".join(h for _, h in tool_cols)
-            + " | call precision | call recall | reliance |"
-        )
-        lines.append("|---|" + "---|" * (len(tool_cols) + 3))
-        for arch, a in with_tools.items():
-            cells = [_fmt(a["tools"].get(k), pct=True) for k, _ in tool_cols]
-            cells += [
-                _fmt(a["interp"].get(k), pct=True)
-                for k in ("interp.call_precision", "interp.call_recall", "interp.tool_reliance")
-            ]
-            lines.append(f"| {arch} | " + " | ".join(cells) + " |")
-        lines.append(
-            "\nGenerated answers (greedy; tool calls executed for a tool model). Reliance: the share of "
-            "answers that follow a counterfactual result injected in place of the tool's (the true sum "
-            "plus a random nonzero offset; a different attribute).\n"
-        )
-    # --- post-hoc fidelity and cost
-    post = [r["posthoc"] for r in rows if "posthoc" in r]
-    if post:
-        lines.append("## The post-hoc route on the dense baseline\n")
-        lines.append(
-            "| seed | coverage | FVU | CE loss recovered | KL to clean | fit seconds | cost ratio (post-hoc / by construction) |"
-        )
-        lines.append("|---|---|---|---|---|---|---|")
-        for p in post:
-            ratio = p["cost"]["ratio"] if p.get("cost") else None
-            lines.append(
-                f"| {p['seed']} | {p['coverage']:.3f} | {_num(p.get('fvu'))} | {_num(p.get('ce_loss_recovered'))} "
-                f"| {_num(p.get('kl_to_clean'))} | {p['fit_seconds']:.1f} | {_num(ratio, 1)} |"
-            )
-        lines.append(
-            "\nThe cost ratio is wall-clock time measured in one process: fitting the transcoders "
-            f"({post[0]['steps']} steps) plus reading features through them, against one cached "
-            "forward pass of the transcoder model over the same held-out tokens "
-            "(training.transcoder_fit.measure_feature_cost).\n"
-        )
-    # --- plots
-    lines.append("## Plots\n")
-    pareto = pareto_plot(rows, agg, out / "pareto.png")
-    lines.append(f"![capability against interpretability]({pareto.name})\n")
-    for r in rows:
-        for p in r.get("plots", []):
-            rel = Path(p).relative_to(out) if Path(p).is_relative_to(out) else Path(p)
-            lines.append(f"- {r['arch']} seed {r['seed']}: [{Path(p).stem}]({rel})")
-    lines.append("")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    report = {
-        "config": asdict(cc),
-        "architectures": agg,
-        "runs": rows,
-    }
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    return out / "report.md"
+        ]
+
+    def column_docs(self) -> list[str]:
+        ms = [m for s in (CAPABILITY, INTERPRETABILITY) for m in self.section(s) if m.doc]
+        return ["## Columns\n", *(f"- **{m.header}**: {m.doc}." for m in ms), ""]
+
+    def plots_section(self) -> list[str]:
+        lines = ["## Plots\n", "![capability against interpretability](pareto.png)\n"]
+        for r in self.runs:
+            for p in r.plots:
+                rel = (
+                    Path(p).relative_to(self.out_dir)
+                    if Path(p).is_relative_to(self.out_dir)
+                    else Path(p)
+                )
+                lines.append(f"- {r.arch} seed {r.seed}: [{Path(p).stem}]({rel})")
+        return [*lines, ""]
+
+    # --- the documents
+
+    def markdown_summary(self) -> str:
+        """The title, the two headline tables and what was held equal."""
+        lines = [
+            "# What interpretability costs, and what it buys\n",
+            *self.capability_table(),
+            "",
+            *self.interpretability_table(),
+            "",
+            self.held_equal(),
+            "",
+            *self.tool_note(),
+        ]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """report.md's text."""
+        parts = [
+            self.markdown_summary(),
+            *self.column_docs(),
+            *self.skills_table(),
+            "",
+            *self.tools_table(),
+            *self.posthoc_table(),
+            *self.plots_section(),
+        ]
+        return "\n".join(parts) + "\n"
+
+    def architectures_json(self) -> dict[str, dict[str, Any]]:
+        """report.json's aggregates: per architecture, each registry key's Stat
+        (interp.*, tools.*, skills.* nested under their group; `train.tokens` as
+        train_tokens), the post-hoc route's under its architecture with `_posthoc`."""
+        by_key = {m.key: m for m in self.metrics}
+        out: dict[str, dict[str, Any]] = {}
+        for arch, stats in self.summary.items():
+            post = {f"{k}_posthoc": v for k, v in self.posthoc_summary.get(arch, {}).items() if v}
+            entry: dict[str, Any] = {}
+            for key, st in {**stats, **post}.items():
+                group, name = _json_key(key)
+                value = _json_value(by_key.get(key), st)
+                (entry.setdefault(group, {}) if group else entry)[name] = value
+            out[arch] = entry
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        runs = []
+        post = {(p.arch, p.seed): p for p in self.posthoc}
+        for r in self.runs:
+            p = post.get((r.arch, r.seed))
+            runs.append(r.to_json() | ({"posthoc": p.to_json()} if p else {}))
+        return {
+            "config": dict(self.config),
+            "architectures": self.architectures_json(),
+            "runs": runs,
+        }
+
+    def write(self) -> Path:
+        """pareto.png, report.md and report.json into out_dir; returns report.md's path."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        pareto_plot(self, self.out_dir / "pareto.png")
+        self.path.write_text(self.markdown())
+        (self.out_dir / "report.json").write_text(json.dumps(self.to_json(), indent=2))
+        return self.path
 
 
-def _num(x: Any, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
+def _frontier_point(values: Mapping[str, Stat | None] | None, capability: Mapping) -> tuple | None:
+    """(capability mean, interpretability mean) of a summary, or None if either is missing."""
+    x, y = capability.get(FRONTIER[0]), (values or {}).get(FRONTIER[1])
+    return (x["mean"], y["mean"]) if x and y else None
+
+
+def pareto_plot(report: Report, path: Path) -> Path:
+    """Capability (mean answer accuracy) against interpretability (coverage): every
+    seed as a small dot, each architecture's mean as a labelled marker, the post-hoc
+    route as a diamond at its architecture's capability, the non-dominated means
+    joined into the frontier (pareto_front; both axes are higher-is-better)."""
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def mark(xy: tuple, marker: str, label: str, offset: tuple[int, int], colour: str) -> None:
+        ax.scatter([xy[0]], [xy[1]], s=70, marker=marker, color=colour, edgecolor="black", zorder=3)
+        ax.annotate(label, xy, textcoords="offset points", xytext=offset, fontsize=9)
+
+    points = []
+    for n, (arch, s) in enumerate(report.summary.items()):
+        c = colours[n % len(colours)]
+        seeds = [r.values() for r in report.runs if r.arch == arch]
+        xs, ys = ([v.get(k) for v in seeds] for k in FRONTIER)
+        ax.scatter(xs, ys, s=12, color=c, alpha=0.5)
+        if (p := _frontier_point(s, s)) is not None:
+            mark(p, "o", arch, (6, 4), c)
+            points.append(p)
+        if (q := _frontier_point(report.posthoc_summary.get(arch), s)) is not None:
+            mark(q, "D", f"{arch} + {POSTHOC_LABEL}", (6, -10), c)
+    frontier = pareto_front(points)
+    if len(frontier) > 1:
+        ax.plot(*zip(*frontier), color="grey", linestyle="--", linewidth=1, zorder=1)
+    ax.set_xlabel(FRONTIER_LABELS[0])
+    ax.set_ylabel(FRONTIER_LABELS[1])
+    ax.set_title("The capability–interpretability frontier")
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=120)
+    return path

@@ -9,16 +9,21 @@ import statistics
 import pytest
 
 from glassbox.archs.config import ConfigError
-from glassbox.compare import aggregate, compare, gap_percent, load_compare_config
-from glassbox.report import pareto_front
+from glassbox.compare import compare, gap_percent, load_compare_config
+from glassbox.report import Report, pareto_front
+from glassbox.results import RunResult, aggregate
 
 
-def _row(arch, seed, loss, acc, cov):
-    return {
-        "arch": arch, "seed": seed, "val_loss": loss, "mean_accuracy": acc, "mean_exact_match": acc / 2,
-        "ood_accuracy": None, "skills": {"copy": acc}, "params": {"active": 10, "total": 20},
-        "train": {"tokens": 100, "flops": 1e6}, "interp": {"interp.coverage": cov},
+def _row(arch, seed, loss, acc, cov, interp=None, tools=None, steps=None):
+    capability = {
+        "val_loss": loss, "mean_accuracy": acc, "mean_exact_match": acc / 2, "ood_accuracy": None,
+        "skills.copy.accuracy": acc, "params.active": 10, "params.total": 20,
+        "train.tokens": 100, "train.flops": 1e6, "train.steps": steps,
     }  # fmt: skip
+    return RunResult(
+        arch, seed, f"runs/{arch}-seed{seed}", capability,
+        interp={"interp.coverage": cov, **(interp or {})}, tools=tools,
+    )  # fmt: skip
 
 
 def test_aggregate_means_spread_and_gap():
@@ -30,7 +35,7 @@ def test_aggregate_means_spread_and_gap():
     agg = aggregate(rows)
     assert agg["dense"]["val_loss"]["mean"] == pytest.approx(1.5)
     assert agg["dense"]["val_loss"]["std"] == pytest.approx(statistics.stdev([1.0, 2.0]))
-    assert agg["dense"]["interp"]["interp.coverage"]["mean"] == pytest.approx(0.4)
+    assert agg["dense"]["interp.coverage"]["mean"] == pytest.approx(0.4)
     assert agg["moe"]["val_loss"]["std"] == 0.0 and agg["moe"]["val_loss"]["n"] == 1
     assert agg["dense"]["ood_accuracy"] is None
     assert gap_percent(
@@ -78,7 +83,7 @@ def test_tiny_compare_end_to_end(tmp_path):
     ]
     cc = load_compare_config("configs/compare.yaml", args)
     report = compare(cc)
-    text = report.read_text()
+    text = report.path.read_text()
     assert text.startswith("# What interpretability costs")
     assert "| dense |" in text and "| transcoder |" in text and "post-hoc" in text
     data = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -89,28 +94,37 @@ def test_tiny_compare_end_to_end(tmp_path):
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 0
     # a second compare loads the exported checkpoints instead of training again
     again = compare(cc)
-    rows = json.loads((tmp_path / "report" / "rows.json").read_text())
-    assert again == report and not any(r["trained_now"] for r in rows)
+    assert again.path == report.path and not any(r.trained_now for r in again.runs)
+    assert [r.key for r in again.runs] == [r.key for r in report.runs]
+    # other analysis settings: the checkpoints are reused, the scores are not
+    changed = compare(load_compare_config("configs/compare.yaml", [*args, "analysis_examples=40", "posthoc.steps=5"]))  # fmt: skip
+    assert not any(r.trained_now for r in changed.runs)
+    assert all(a.key != b.key for a, b in zip(changed.runs, report.runs))
+    assert changed.posthoc[0].steps == 5 and changed.posthoc[0].key != report.posthoc[0].key
+    saved = json.loads((tmp_path / "report/runs/dense-seed0/analysis/posthoc.json").read_text())
+    assert saved["key"] == changed.posthoc[0].key and "(5 steps)" in changed.path.read_text()
+
+
+def _tool_rows():
+    dense = [
+        _row("dense", s, 1.0 + s, 0.5, 0.3, steps=600,
+             tools={"tools.exact_match": 0.2, "tools.addition_2x": 0.0})
+        for s in (0, 1)
+    ]  # fmt: skip
+    tool = [
+        _row("tool", s, 0.8, 0.9, 0.2, steps=600, interp={"interp.tool_reliance": 0.96},
+             tools={"tools.exact_match": 1.0, "tools.addition_2x": 0.0})
+        for s in (0, 1)
+    ]  # fmt: skip
+    return dense + tool
+
+
+def _report(tmp_path, runs, **kw):
+    return Report(out_dir=tmp_path, seeds=(0, 1), config={}, runs=tuple(runs), **kw)
 
 
 def test_report_tables_from_constructed_rows(tmp_path):
-    from glassbox.compare import CompareConfig
-    from glassbox.report import write_report
-
-    dense = [_row("dense", s, 1.0 + s, 0.5, 0.3) for s in (0, 1)]
-    tool = [_row("tool", s, 0.8, 0.9, 0.2) for s in (0, 1)]
-    for r in tool:
-        r["tools"] = {"tools.exact_match": 1.0, "tools.addition_2x": 0.0}
-        r["interp"]["interp.tool_reliance"] = 0.96
-    for r in dense:
-        r["tools"] = {"tools.exact_match": 0.2, "tools.addition_2x": 0.0}
-    rows = dense + tool
-    for r in rows:
-        r["train"]["steps"] = 600
-    cc = CompareConfig(
-        seeds=[0, 1], architectures={"dense": "configs/dense.yaml", "tool": "configs/tool.yaml"}
-    )
-    text = write_report(tmp_path, cc, rows, aggregate(rows)).read_text()
+    text = _report(tmp_path, _tool_rows()).write().read_text()
     assert "| dense | 1.500 ± 0.707 | +0.0% | 50.0 ± 0.0 | +0.0% |" in text
     assert "| tool | 0.800 ± 0.000 | -46.7% | 90.0 ± 0.0 | +80.0% |" in text
     assert "| tool | 100.0 ± 0.0 | – | 0.0 ± 0.0 |" in text  # the tool-calling table
@@ -141,3 +155,71 @@ def test_shipped_compare_configs_load_every_run(path):
         active[arch] = model.num_params(active=True)
     for arch in ("moe", "moe_relu"):
         assert abs(active[arch] - active["dense"]) / active["dense"] < 0.02, active
+
+
+def test_registry_drives_the_columns(tmp_path):
+    """A registry entry is a column of report.md and a key of report.json; without
+    the entry, neither."""
+    import dataclasses
+
+    from glassbox.metrics import INTERPRETABILITY, METRICS, Metric
+
+    runs = [_row(a, s, 1.0, 0.5, 0.3, interp={"interp.novelty": 0.25 + s}) for a in ("dense", "moe") for s in (0, 1)]  # fmt: skip
+    new = Metric("interp.novelty", "novelty", "a made-up score", section=INTERPRETABILITY)
+    report = _report(tmp_path / "with", runs, metrics=(*METRICS, new))
+    report.write()
+    text = report.path.read_text()
+    header = next(line for line in text.splitlines() if "| coverage |" in line)
+    assert header.endswith("| novelty |") and "| moe | 0.300 ± 0.000 |" in text
+    assert text.count("0.750 ± 0.707 |") == 2  # the new column, in both rows
+    assert "- **novelty**: a made-up score." in text
+    data = json.loads((tmp_path / "with" / "report.json").read_text())
+    assert data["architectures"]["moe"]["interp"]["interp.novelty"]["mean"] == pytest.approx(0.75)
+
+    less = tuple(m for m in METRICS if m.key != "interp.purity")
+    report = _report(tmp_path / "without", runs, metrics=less)
+    report.write()
+    text = report.path.read_text()
+    assert "purity" not in text and "novelty" not in text
+    arch = json.loads((tmp_path / "without" / "report.json").read_text())["architectures"]
+    assert (
+        "interp.purity" not in arch["moe"]["interp"]
+        and "interp.novelty" not in arch["moe"]["interp"]
+    )
+    # a per-skill entry expands to one column per skill the runs hold, a baseline sits beside
+    per_skill = Metric("skills.{skill}.accuracy", "{skill}", section=INTERPRETABILITY,
+                       baselines=("init",))  # fmt: skip
+    report = _report(tmp_path / "skill", runs, metrics=(*METRICS, per_skill))
+    cols = report.interpretability_table()[0]
+    assert cols.endswith("| copy | copy (init) |")
+    assert dataclasses.replace(per_skill).placeholder == "skill"
+
+
+def test_score_keys_follow_what_changes_the_scores(tmp_path):
+    """A saved score is reused only under the same key: analysis_examples changes a
+    run's scores and the post-hoc route's, posthoc.steps only the post-hoc route's, and
+    a retrained checkpoint (new metrics.json) both."""
+    from glassbox.compare import plan_runs, posthoc_key, score_key
+
+    def keys(*overrides):
+        cc = load_compare_config(
+            "configs/compare.yaml",
+            ["seeds=[0]", "architectures={dense: configs/dense.yaml}", *overrides],
+        )
+        (run,) = plan_runs(cc, tmp_path)
+        run.export.mkdir(parents=True, exist_ok=True)
+        if not (run.export / "metrics.json").is_file():
+            (run.export / "metrics.json").write_text('{"val_loss": 1.0}')
+        return score_key(run, cc), posthoc_key(run, None, cc)
+
+    base = keys()
+    assert keys() == base
+    examples = keys("analysis_examples=100")
+    assert examples[0] != base[0] and examples[1] != base[1]
+    steps = keys("posthoc.steps=7")
+    assert steps[0] == base[0] and steps[1] != base[1]
+    assert keys("trainer.max_steps=601") != base  # another run config
+    (tmp_path / "runs" / "dense-seed0" / "checkpoint" / "metrics.json").write_text(
+        '{"val_loss": 2}'
+    )
+    assert keys() != base  # retrained: a new checkpoint

@@ -1,0 +1,175 @@
+"""The metric registry: every number the gap report prints, said once.
+
+An entry names a value by its dotted key (as a run's metrics.json and report.json
+spell it: `val_loss`, `interp.coverage`, `skills.{skill}.accuracy`), and says how
+the report shows it: the column header, a one-line doc (the report's "Columns"
+section), the format, which table it belongs to, and whether higher is better
+(the frontier). The aggregation over seeds, every table of report.md and the
+aggregates in report.json read this list, so a new metric is one new entry.
+
+A key may hold a `{name}` placeholder (`skills.{skill}.accuracy`): the entry stands
+for one column per name found in the runs, in sorted order (`expand`). An entry can
+show baselines beside it: `baselines=("init",)` adds a column read from
+`baselines.init.<key>` after the metric's own.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TypedDict
+
+# Tables of report.md, in the order the report prints them.
+CAPABILITY = "capability"
+INTERPRETABILITY = "interpretability"
+SKILLS = "skills"
+TOOLS = "tools"
+POSTHOC = "posthoc"  # per seed: the transcoders fitted post hoc to the dense baseline
+BUDGET = "budget"  # what was held equal: aggregated, written to report.json, said in prose
+
+
+class Stat(TypedDict):
+    """A number over seeds: mean, sample standard deviation (0 for one seed), count."""
+
+    mean: float
+    std: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # dotted key in a run's values; may hold one `{name}` placeholder
+    header: str  # column header (may use the same placeholder)
+    doc: str = ""  # one line for the report's Columns section ("" = not listed)
+    section: str = CAPABILITY  # the table it is a column of
+    digits: int = 3  # decimals (of the percentage when percent)
+    percent: bool = False  # a share in [0, 1], printed x100
+    higher_is_better: bool | None = True  # None: neither (L0, dead fraction)
+    gap: bool = False  # followed by a "gap" column: percent change to the dense baseline
+    count: bool = False  # an integer count, printed with thousands separators, no spread
+    constant: bool = False  # the same at every seed (parameter counts): one value in report.json
+    baselines: tuple[str, ...] = ()  # shown beside it, read from baselines.<name>.<key>
+
+    @property
+    def placeholder(self) -> str | None:
+        """The `{name}` in the key, if the entry is expanded per name."""
+        names = [f for _, f, _, _ in string.Formatter().parse(self.key) if f]
+        return names[0] if names else None
+
+    def baseline(self, name: str) -> Metric:
+        """The entry for the `name` baseline of this metric (its column beside it)."""
+        return replace(
+            self, key=f"baselines.{name}.{self.key}", header=f"{self.header} ({name})",
+            doc="", gap=False, baselines=(),
+        )  # fmt: skip
+
+    def format(self, stat: Stat | None) -> str:
+        """A cell: mean ± std over seeds (the mean alone for one seed, unless a percent)."""
+        if not stat:
+            return "–"
+        m, s = stat["mean"], stat["std"]
+        if self.count:
+            return f"{m:,.0f}"
+        if self.percent:
+            return f"{100 * m:.{self.digits}f} ± {100 * s:.{self.digits}f}"
+        return (
+            f"{m:.{self.digits}f} ± {s:.{self.digits}f}"
+            if stat["n"] > 1
+            else f"{m:.{self.digits}f}"
+        )
+
+    def format_value(self, x: float | None) -> str:
+        """A cell of one number (a single run)."""
+        if x is None:
+            return "–"
+        if self.count:
+            return f"{x:,.0f}"
+        return f"{100 * x:.{self.digits}f}" if self.percent else f"{x:.{self.digits}f}"
+
+
+METRICS: tuple[Metric, ...] = (
+    # capability
+    Metric("val_loss", "val loss", "mean cross-entropy of the loss-masked (answer) tokens, test split",
+           higher_is_better=False, gap=True),
+    Metric("mean_accuracy", "answer accuracy", "answer tokens predicted right, mean over skills",
+           digits=1, percent=True, gap=True),
+    Metric("mean_exact_match", "exact match", "whole answers right, mean over skills",
+           digits=1, percent=True),
+    Metric("ood_accuracy", "OOD accuracy",
+           "answer accuracy on the longer / deeper out-of-distribution split", digits=1, percent=True),
+    Metric("params.active", "active params", "parameters that touch each token",
+           higher_is_better=None, count=True, constant=True),
+    # interpretability
+    Metric("interp.coverage", "coverage", "ground-truth coverage of the readable units (mean best F1)",
+           section=INTERPRETABILITY),
+    Metric("interp.nmi_expert_skill_label", "NMI(unit;skill)",
+           "I(expert; skill)/H(skill); dense: k-means clusters of neurons", section=INTERPRETABILITY),
+    Metric("interp.purity", "purity", "share of an expert's tokens from its top skill",
+           section=INTERPRETABILITY),
+    Metric("interp.selectivity", "selectivity",
+           "ablating a skill's experts: drop on it minus drop on the others", section=INTERPRETABILITY),
+    Metric("interp.l0", "L0", "active latents per token", section=INTERPRETABILITY,
+           higher_is_better=None),
+    Metric("interp.dead_fraction", "dead", "share of latents that never fire",
+           section=INTERPRETABILITY, higher_is_better=False),
+    Metric("interp.tool_reliance", "tool reliance", "answers that follow an injected tool result",
+           section=INTERPRETABILITY),
+    # per skill
+    Metric("skills.{skill}.accuracy", "{skill}", section=SKILLS, digits=1, percent=True),
+    # tool calling against answering from the weights
+    Metric("tools.exact_match", "addition + facts exact match", section=TOOLS, digits=1, percent=True),
+    Metric("tools.exact_match_withheld", "result withheld", section=TOOLS, digits=1, percent=True),
+    Metric("tools.addition_2x", "addition 2x digits", section=TOOLS, digits=1, percent=True),
+    Metric("tools.addition_4x", "addition 4x digits", section=TOOLS, digits=1, percent=True),
+    Metric("tools.facts_accuracy", "facts (held-out phrasing)", section=TOOLS, digits=1, percent=True),
+    Metric("interp.call_precision", "call precision", section=TOOLS, digits=1, percent=True),
+    Metric("interp.call_recall", "call recall", section=TOOLS, digits=1, percent=True),
+    Metric("interp.tool_reliance", "reliance", section=TOOLS, digits=1, percent=True),
+    # the post-hoc route, per seed
+    Metric("interp.coverage", "coverage", section=POSTHOC),
+    Metric("interp.fvu", "FVU", section=POSTHOC, higher_is_better=False),
+    Metric("interp.ce_loss_recovered", "CE loss recovered", section=POSTHOC),
+    Metric("interp.kl_to_clean", "KL to clean", section=POSTHOC, higher_is_better=False),
+    Metric("fit_seconds", "fit seconds", section=POSTHOC, digits=1, higher_is_better=False),
+    Metric("cost_ratio", "cost ratio (post-hoc / by construction)", section=POSTHOC, digits=1,
+           higher_is_better=False),
+    # what was held equal
+    Metric("params.total", "total params", section=BUDGET, higher_is_better=None, count=True,
+           constant=True),
+    Metric("train.steps", "optimiser steps", section=BUDGET, higher_is_better=None, count=True),
+    Metric("train.tokens", "training tokens", section=BUDGET, higher_is_better=None, count=True),
+    Metric("train.flops", "training FLOPs", section=BUDGET, higher_is_better=None, count=True),
+)  # fmt: skip
+
+
+def in_section(metrics: Iterable[Metric], section: str) -> list[Metric]:
+    return [m for m in metrics if m.section == section]
+
+
+def expand(metrics: Iterable[Metric], keys: Iterable[str]) -> list[Metric]:
+    """Each entry with a `{name}` placeholder becomes one entry per name whose key is
+    among `keys` (sorted by name); the others stay as they are. Baselines follow
+    their metric."""
+    keys = sorted(set(keys))
+    out: list[Metric] = []
+    for m in metrics:
+        field = m.placeholder
+        if field is None:
+            concrete = [m]
+        else:
+            pattern = re.escape(m.key).replace(re.escape(f"{{{field}}}"), f"(?P<{field}>[^.]+)")
+            names = sorted({g[field] for k in keys if (g := re.fullmatch(pattern, k))})
+            concrete = [
+                replace(m, key=m.key.format(**{field: n}), header=m.header.format(**{field: n}))
+                for n in names
+            ]
+        for c in concrete:
+            out += [c, *(c.baseline(b) for b in c.baselines)]
+    return out
+
+
+def unique_keys(metrics: Sequence[Metric]) -> list[str]:
+    """The keys of `metrics` in order, each once (an entry may show a key another shows)."""
+    return list(dict.fromkeys(m.key for m in metrics))

@@ -1,0 +1,191 @@
+"""Typed results of the gap report: one per run, one per post-hoc fit, their
+aggregation over seeds, and the content keys that say when a saved one is stale.
+
+A result is built once, with every number it reports, and never changed after.
+Its numbers are one flat mapping from dotted keys (`val_loss`, `interp.coverage`,
+`skills.copy.accuracy`, `tools.exact_match`), the keys of glassbox.metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from glassbox.analysis.jsonable import is_defined, jsonable, mean_defined
+from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
+
+# Bump when the scoring (analysis, post-hoc fitting, what a result holds) changes what
+# the same checkpoint and settings produce: every saved score then misses and is redone.
+ANALYSIS_VERSION = 2
+
+Values = Mapping[str, Any]
+
+
+def content_key(*parts: Any) -> str:
+    """16 hex digits of sha256 over `parts` as sorted JSON (ANALYSIS_VERSION included)."""
+    blob = json.dumps({"v": ANALYSIS_VERSION, "parts": parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"skills": {"copy": {"accuracy": 1}}} -> {"skills.copy.accuracy": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def capability_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's metrics.json, flat, plus the means over skills the report leads
+    with: mean_accuracy, mean_exact_match, ood_accuracy."""
+    skills = metrics.get("skills", {})
+    return {
+        **flatten({k: v for k, v in metrics.items() if k != "split"}),
+        "mean_accuracy": mean_defined(v.get("accuracy") for v in skills.values()),
+        "mean_exact_match": mean_defined(v.get("exact_match") for v in skills.values()),
+        "ood_accuracy": mean_defined(v.get("ood_accuracy") for v in skills.values()),
+    }
+
+
+def _frozen(d: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(d or {}))
+
+
+def _plain(result: Any) -> dict[str, Any]:
+    """A result's fields as JSON-safe plain data (read-only mappings as dicts)."""
+
+    def thaw(x: Any) -> Any:
+        if isinstance(x, Mapping):
+            return {k: thaw(v) for k, v in x.items()}
+        return list(x) if isinstance(x, tuple) else x
+
+    return jsonable({f.name: thaw(getattr(result, f.name)) for f in fields(result)})
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One architecture at one seed, scored.
+
+    capability: metrics.json flat (val_loss, skills.<s>.accuracy, params.active,
+    train.tokens, ...) and the means over skills; interp: interp.* scores; tools:
+    tools.* scores of the tool analysis (None where it does not apply)."""
+
+    arch: str
+    seed: int
+    run_dir: str
+    capability: Values
+    interp: Values
+    tools: Values | None = None
+    plots: tuple[str, ...] = ()  # figures the analysis wrote (paths)
+    trained_now: bool = False  # trained by this compare, not loaded
+    train_seconds: float = 0.0
+    analysis_seconds: float = 0.0
+    key: str = ""  # content key of what produced the scores (see compare)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "capability", _frozen(self.capability))
+        object.__setattr__(self, "interp", _frozen(self.interp))
+        if self.tools is not None:
+            object.__setattr__(self, "tools", _frozen(self.tools))
+        object.__setattr__(self, "plots", tuple(self.plots))
+
+    def values(self) -> dict[str, Any]:
+        """Every number of the run by dotted key."""
+        return {**self.capability, **self.interp, **(self.tools or {})}
+
+    def to_json(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], **changes: Any) -> RunResult:
+        return cls(**{**d, "plots": tuple(d.get("plots", ())), **changes})
+
+
+@dataclass(frozen=True)
+class PostHocResult:
+    """Transcoders fitted post hoc to one `arch` run's MLPs, spliced in and scored.
+
+    scores: interp.coverage, interp.l0, interp.dead_fraction, interp.fvu,
+    interp.ce_loss_recovered, interp.kl_to_clean, fit_seconds, cost_ratio.
+    cost: training.transcoder_fit.measure_feature_cost's dict (None without a
+    by-construction transcoder run to time against)."""
+
+    arch: str
+    seed: int
+    steps: int  # optimiser steps of each fit
+    scores: Values
+    coverage_by_layer: Mapping[str, Any] = field(default_factory=dict)
+    cost: Mapping[str, Any] | None = None
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scores", _frozen(self.scores))
+
+    def values(self) -> dict[str, Any]:
+        return dict(self.scores)
+
+    def to_json(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PostHocResult:
+        return cls(**d)
+
+
+class Scored(Protocol):
+    arch: str
+
+    def values(self) -> dict[str, Any]: ...
+
+
+def stat(values: Iterable[Any]) -> Stat | None:
+    """Mean and sample std of the defined values; None when there are none."""
+    vals = [v for v in values if is_defined(v)]
+    if not vals:
+        return None
+    return Stat(
+        mean=statistics.fmean(vals),
+        std=statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        n=len(vals),
+    )
+
+
+def aggregate(
+    results: Sequence[Scored], metrics: Sequence[Metric] = METRICS
+) -> dict[str, dict[str, Stat | None]]:
+    """Per architecture (in order of first appearance), per key of `metrics`
+    (expanded per skill over the keys the results hold): the Stat over seeds."""
+    by_arch: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_arch.setdefault(r.arch, []).append(r.values())
+    keys = unique_keys(expand(metrics, (k for vs in by_arch.values() for v in vs for k in v)))
+    return {arch: {k: stat(v.get(k) for v in vals) for k in keys} for arch, vals in by_arch.items()}
+
+
+def gap_percent(value: float | None, dense: float | None) -> float | None:
+    """100 (value - dense) / |dense|; None when either is missing or dense is 0."""
+    if value is None or dense is None or dense == 0:
+        return None
+    return 100.0 * (value - dense) / abs(dense)
+
+
+def load_saved(path: Path, key: str) -> dict[str, Any] | None:
+    """The result saved at `path` if it was made under `key`; None if absent or stale."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved["result"] if saved.get("key") == key else None
+
+
+def save(path: Path, key: str, result: RunResult | PostHocResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "result": result.to_json()}, indent=2))
