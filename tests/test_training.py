@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+import glassbox.training.train as train_mod
 from glassbox import archs
 from glassbox.archs.config import ConfigError
 from glassbox.cli import main
@@ -136,7 +137,20 @@ def test_short_run_learns_and_exports(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_reproduces_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    "kind",
+    [
+        [],
+        # after_optimizer_step renormalises the decoder: the checkpoint must hold it
+        [
+            "model.ffn.kind=transcoder",
+            "model.ffn.transcoder.d_latent=128",
+            "model.ffn.transcoder.k=8",
+        ],
+    ],
+    ids=["dense", "transcoder"],
+)
+def test_resume_reproduces_uninterrupted_run(tmp_path, kind):
     steps = [
         "trainer.max_steps=24",
         "trainer.checkpoint_every_n_steps=12",
@@ -144,6 +158,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
         "trainer.val_every_n_steps=12",
         "optim.warmup_steps=4",
         "trainer.log_every_n_steps=1",
+        *kind,
     ]
     full = fast_cfg(tmp_path / "a", *steps)
     train(full)
@@ -171,6 +186,29 @@ def _logged_losses(run) -> dict[int, float]:
             if row.get("train/loss"):
                 out[int(row["step"])] = float(row["train/loss"])
     return out
+
+
+def test_train_restores_torch_threads_on_return_and_on_error(tmp_path, monkeypatch):
+    before = torch.get_num_threads()
+    seen = []
+
+    def fake_train(cfg):
+        seen.append(torch.get_num_threads())
+        return tmp_path
+
+    monkeypatch.setattr(train_mod, "_train", fake_train)
+    assert train(fast_cfg(tmp_path, f"trainer.cpu_threads={before + 2}")) == tmp_path
+
+    def failing_setup(self, stage=None):
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("data went away")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(train_mod.SuiteDataModule, "setup", failing_setup)
+    with pytest.raises(RuntimeError, match="data went away"):
+        train(fast_cfg(tmp_path, f"trainer.cpu_threads={before + 2}"))
+    assert seen == [before + 2, before + 2]
+    assert torch.get_num_threads() == before
 
 
 def test_nan_guard_stops_and_keeps_last_checkpoint(tmp_path):
