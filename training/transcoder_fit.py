@@ -276,9 +276,10 @@ class TranscoderFitModule(L.LightningModule):
         self.tokens_seen += x.shape[0]
         return total
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         for tc in self.transcoders.values():
-            tc.normalize_decoder()
+            tc.after_optimizer_step()  # unit-norm decoder rows, right after the step
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.transcoders.parameters(), lr=self.lr, betas=self.betas)
