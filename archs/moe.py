@@ -223,13 +223,15 @@ class MoE(FFN):
         for key in ("load_balance_weight", "z_loss_weight", "sparsity_weight"):
             if not getattr(m, key) >= 0:
                 raise ConfigError(f"{p}.{key}", getattr(m, key), "must be >= 0 (0 disables)")
-        for name, router in ROUTERS.items():
-            for key in router.own_keys:
-                if name != m.router and getattr(m, key):
+        router = ROUTERS[m.router]
+        for other in ROUTERS.values():
+            for key in other.own_keys:
+                if key not in router.own_keys and getattr(m, key):
                     users = "|".join(n for n, r in ROUTERS.items() if key in r.own_keys)
                     raise ConfigError(
                         f"{p}.{key}", getattr(m, key), f"only applies to moe.router={users}; set 0"
                     )
+        router.check_config(m, p)
 
     # --- bookkeeping -------------------------------------------------------------
 

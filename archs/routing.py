@@ -14,8 +14,9 @@ and `aux_losses(logits)` the router's own auxiliary losses, beside the load-bala
 and z-losses every MoE layer has. A router with keys of its own reads them from the
 MoEConfig it is built with (add them there, in archs/moe.py).
 
-To add a router: a `Router` subclass here with `@register_router("name")`, its keys
-in MoEConfig, a YAML that sets `moe.router: name`, a test.
+To add a router: a `Router` subclass here with `@register_router("name")` (its keys
+in MoEConfig, listed in `own_keys`, checked in `check_config`), a YAML that sets
+`moe.router: name`, a test.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class Router(nn.Module):
 
     def __init__(self, cfg: Any) -> None:  # cfg: the layer's MoEConfig
         super().__init__()
+
+    @classmethod
+    def check_config(cls, cfg: Any, prefix: str) -> None:
+        """Raise ConfigError for an impossible value of the router's own keys of
+        the MoEConfig `cfg` (whose key is `prefix`, e.g. `model.ffn.moe`)."""
 
     def route(self, logits: Tensor, x: Tensor, w_in: Tensor) -> tuple[Tensor, Tensor]:
         """logits (..., E) float32, x (..., d_model), w_in (E, d_model, d_expert)
