@@ -1,0 +1,872 @@
+"""Circuit size per skill: the fewest readable units that keep a skill's behaviour
+when every other unit is mean-ablated (Gao et al. 2025, "Weight-sparse transformers
+have interpretable circuits"; the circuit-performance ratio of MIB, Mueller et al. 2025).
+
+For a skill s and a set S of units,
+
+    faithfulness(S) = (L_ablated - L_S) / (L_ablated - L_clean)
+
+where L is the skill's answer loss (mean next-token cross-entropy on the answer
+tokens of the skill's examples, as training.metrics scores `skills.<name>.loss`),
+L_S the loss with every unit not in S replaced by its mean activation and the units
+of S at their clean values, L_ablated = L_{} (every unit mean-ablated) and
+L_clean = L_{all units}. So faithfulness({}) = 0 and faithfulness(all) = 1 by
+construction; both are computed by the same code path as every other set.
+
+Units are the finest readable units of each kind, one `UnitGroup` per (layer, kind):
+
+    neuron   blocks.{i}.mlp.hook_post     (B, T, d_ff)          dense MLP
+    latent   blocks.{i}.mlp.hook_latents  (B, T, d_latent)      transcoder
+    head     blocks.{i}.attn.hook_z       (B, T, H, d_head)     all d_head dims together
+    expert   blocks.{i}.mlp.hook_expert_weights + hook_mlp_out  MoE, the expert's output
+
+Means are over every real (non-padding) token of the analysis batches, all skills
+together; an expert's mean is its mean output over the tokens routed to it
+(archs.moe.expert_means, what `ablate_experts(mode="mean")` substitutes).
+
+Method (per skill):
+
+1. Rank. Every unit gets a continuous keep-mask m in [0, 1] (m = 1 clean, m = 0 its
+   mean: act' = mean + m (act - mean), the same m at every position). The score of a
+   unit is -dL/dm, which is attribution patching (Nanda 2023; Syed et al. 2023):
+   grad(L) . (clean - mean) summed over positions. It is taken at the clean point
+   (m = 1 everywhere: "what does removing this unit cost") and at the all-ablated
+   point (m = 0: "what does restoring this unit alone give") and averaged: the
+   two-point trapezoid of integrated gradients along the straight path from
+   all-ablated to clean, so the scores add up approximately to L_ablated - L_clean,
+   and a unit that only matters when others are ablated (or only when they are not)
+   is still seen. `attribution="clean" | "ablated"` uses one point. Scores are
+   signed (a unit whose presence raises the skill's loss ranks last, not first: a
+   prefix should add what helps); `signed=False` ranks by magnitude.
+2. Curve. Faithfulness of the top-k prefixes on a log-spaced grid of k (plus k = 0
+   and k = all), evaluated in one forward pass by stacking copies of the batch, each
+   copy with its own keep-mask.
+3. Search. Between the last grid size below the target and the first at or above it,
+   a batched bisection (`search_points` sizes per stacked forward) finds the smallest
+   prefix that reaches the target (assuming the curve is monotone inside the bracket,
+   as bisection does).
+
+Reported per skill (`CircuitResult`): `size`, `fraction` (of all units considered),
+`params_read_written` (what the circuit's units read and write), `faithfulness` at
+that size, the grid curve, and `auc`: the area under faithfulness (clipped to [0, 1])
+against fraction over [0, 1], trapezoids on the grid with (0, 0) and (1, 1) (the
+clip keeps a prefix that overshoots the clean loss, or undershoots the ablated one,
+from counting more than a perfect or an empty circuit). A target never reached (it
+is above 1, or ablating every unit does not raise the skill's loss by `min_gap`)
+gives size = total and `reached = False`, with a `note` saying why.
+
+A new kind of unit is one `UnitGroup` subclass (or, when a hook point holds the units
+on its third axis, one `HookUnits(...)` entry in `unit_groups`): a name, a count,
+the parameters of one unit, how to compute its means, and the hooks that mean-ablate
+the units a keep-mask leaves out.
+
+    from glassbox.analysis.circuits import circuit_report
+
+    report = circuit_report(model, suite)   # {skill name: CircuitResult}
+    report["copy"].size, report["copy"].units, report["copy"].curve_faithfulness
+    report.to_dict()                        # {"circuit_size.copy": ..., ...}: nest under interp.
+
+The ranking and the faithfulness are computed on the same examples (as Gao et al.
+and most circuit-discovery work do); pass held-out batches to `faithfulness` to
+check a circuit on other data.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from glassbox.archs.dense import DenseMLP
+from glassbox.archs.moe import MoE, expert_means
+from glassbox.archs.transcoder import Transcoder
+from glassbox.training.data import SuiteData, collate
+
+Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
+Unit = tuple[str, int]  # (group name, unit index in the group)
+
+
+# --------------------------------------------------------------------- unit groups
+
+
+@dataclass
+class UnitGroup:
+    """A family of readable units of one layer: `n_units` units called `kind`, each
+    reading and writing `params_per_unit` parameters. Subclasses say how to compute
+    the units' means and how to mean-ablate them."""
+
+    name: str  # unique, e.g. "blocks.0.mlp.neurons"
+    layer: int
+    kind: str  # neuron | latent | head | expert
+    n_units: int
+    params_per_unit: int
+
+    def mean(self, model, batches: Iterable[Mapping[str, Tensor]]) -> Tensor:
+        """The means the ablation substitutes, shaped as `hooks` wants them."""
+        raise NotImplementedError
+
+    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
+        """Hooks that keep the units `keep` says and mean-ablate the others.
+
+        keep: (R, n_units), R = 1 (every row of the batch) or R = the batch size (a
+        mask per row). bool: True keeps the clean value, False puts the mean. float:
+        m interpolates, act' = mean + m (act - mean) (differentiable in m)."""
+        raise NotImplementedError
+
+
+@dataclass
+class HookUnits(UnitGroup):
+    """Units on the third axis of a hook point's activation, (B, T, n_units, ...):
+    neurons, latents, heads (hook_z's d_head axis goes with its head)."""
+
+    hook: str = ""
+
+    def mean(self, model, batches) -> Tensor:
+        return _hook_means(model, batches, [self.hook])[self.hook]
+
+    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
+        def fn(act: Tensor, _hook) -> Tensor:
+            k = keep.view(keep.shape[0], 1, self.n_units, *([1] * (act.dim() - 3)))
+            m = mean.to(act.dtype)
+            if k.dtype == torch.bool:
+                return torch.where(k, act, m)
+            return m + k.to(act.dtype) * (act - m)
+
+        return [(self.hook, fn)]
+
+
+@dataclass
+class ExpertUnits(UnitGroup):
+    """The routed experts of an MoE layer, one unit each. Routing is left as it is;
+    an ablated expert's output at a token routed to it becomes its mean output,
+    still weighted by its gate: exactly `archs.moe.ablate_experts(mode="mean")`,
+    done with hooks so that every row of a batch can have its own keep-mask. The
+    gate weight of each slot is scaled by m, and (1 - m) x gate x mean is added to
+    the layer's output (shared experts are not units and are never ablated)."""
+
+    def mean(self, model, batches) -> Tensor:
+        return expert_means(model, batches, [self.layer])[self.layer].to(model.device)
+
+    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
+        state: dict[str, Tensor] = {}
+
+        def on_indices(idx: Tensor, _hook) -> None:  # (B, T, k)
+            state["idx"] = idx
+
+        def on_weights(w: Tensor, _hook) -> Tensor:  # (B, T, k)
+            idx = state["idx"]
+            B = w.shape[0]
+            m = keep.to(w.dtype).expand(B, -1).gather(1, idx.reshape(B, -1)).view_as(w)
+            state["fill"] = (1 - m) * w  # (B, T, k): weight of the mean output
+            return w * m
+
+        def on_out(out: Tensor, _hook) -> Tensor:  # (B, T, d_model)
+            idx, fill = state.pop("idx"), state.pop("fill")
+            means = mean.to(out.dtype)[idx]  # (B, T, k, d_model)
+            return out + (fill.unsqueeze(-1) * means).sum(-2)
+
+        i = self.layer
+        return [
+            (f"blocks.{i}.mlp.hook_expert_indices", on_indices),
+            (f"blocks.{i}.mlp.hook_expert_weights", on_weights),
+            (f"blocks.{i}.hook_mlp_out", on_out),
+        ]
+
+
+def unit_groups(model, include_heads: bool = True, include_ffn: bool = True) -> list[UnitGroup]:
+    """The readable units of every layer, in forward order (heads, then the FFN's).
+
+    Parameters per unit: a dense neuron reads its W_in (and W_gate) row and writes its
+    W_out column (plus its biases); a latent reads its W_enc column and b_enc entry
+    (and JumpReLU threshold) and writes its W_dec row; a head reads its W_Q, W_K, W_V
+    slices and writes its W_O slice (4 d_head d_model, a shared key/value head counted
+    with each of its query heads); an expert is its whole weights (the router row is
+    not counted: routing is never ablated). Another FFN kind whose contract names one
+    unit hook (`unit_hooks`, activation (B, T, n_units)) gets a HookUnits group on it
+    (parameters per unit unknown: 0); one without is skipped with a warning.
+    """
+    d_model = model.cfg.d_model
+    groups: list[UnitGroup] = []
+    for i, block in enumerate(model.blocks):
+        if include_heads:
+            attn = block.attn
+            groups.append(
+                HookUnits(
+                    name=f"blocks.{i}.attn.heads",
+                    layer=i,
+                    kind="head",
+                    n_units=attn.n_heads,
+                    params_per_unit=4 * attn.d_head * d_model,
+                    hook=f"blocks.{i}.attn.hook_z",
+                )
+            )
+        if not include_ffn:
+            continue
+        mlp = block.mlp
+        if isinstance(mlp, DenseMLP):
+            reads = 2 if mlp.activation == "swiglu" else 1
+            bias = reads if mlp.W_in.bias is not None else 0
+            groups.append(
+                HookUnits(
+                    name=f"blocks.{i}.mlp.neurons",
+                    layer=i,
+                    kind="neuron",
+                    n_units=mlp.d_ff,
+                    params_per_unit=(reads + 1) * d_model + bias,
+                    hook=f"blocks.{i}.mlp.hook_post",
+                )
+            )
+        elif isinstance(mlp, Transcoder):
+            extra = 1 if hasattr(mlp, "log_threshold") else 0
+            groups.append(
+                HookUnits(
+                    name=f"blocks.{i}.mlp.latents",
+                    layer=i,
+                    kind="latent",
+                    n_units=mlp.d_latent,
+                    params_per_unit=2 * d_model + 1 + extra,
+                    hook=f"blocks.{i}.mlp.hook_latents",
+                )
+            )
+        elif isinstance(mlp, MoE):
+            groups.append(
+                ExpertUnits(
+                    name=f"blocks.{i}.mlp.experts",
+                    layer=i,
+                    kind="expert",
+                    n_units=mlp.n_experts,
+                    params_per_unit=mlp.expert_params(),
+                )
+            )
+        elif len(getattr(mlp, "unit_hooks", ())) == 1:
+            groups.append(_contract_units(model, i, mlp))
+        else:
+            warnings.warn(
+                f"circuits: layer {i}'s FFN {type(mlp).__name__} has no unit group; left out",
+                stacklevel=2,
+            )
+    return groups
+
+
+@torch.no_grad()
+def _contract_units(model, layer: int, mlp) -> HookUnits:
+    """Units of an FFN kind this module does not know, from the FFN contract: its one
+    unit hook holds (B, T, n_units); n_units is read off a one-token forward. Its
+    parameters per unit are unknown here and counted as 0 (with a warning)."""
+    hook = f"blocks.{layer}.mlp.{mlp.unit_hooks[0]}"
+    tok = torch.zeros(1, 1, dtype=torch.long, device=model.device)
+    with _eval(model):
+        _, cache = model.run_with_cache(tok, names_filter=hook)
+    warnings.warn(
+        f"circuits: {type(mlp).__name__} at layer {layer}: units from {hook}, "
+        "parameters per unit unknown (counted as 0)",
+        stacklevel=3,
+    )
+    return HookUnits(
+        name=f"blocks.{layer}.mlp.{mlp.unit_name}s",
+        layer=layer,
+        kind=mlp.unit_name,
+        n_units=cache[hook].shape[2],
+        params_per_unit=0,
+        hook=hook,
+    )
+
+
+@torch.no_grad()
+def _hook_means(model, batches, names: Sequence[str]) -> dict[str, Tensor]:
+    """Mean over the real tokens of every batch of each hook's activation,
+    (B, T, *shape) -> shape, in float32 on the model's device."""
+    sums: dict[str, Tensor] = {}
+    count = 0
+    for batch in batches:
+        ids = batch["input_ids"].to(model.device)
+        att = batch.get("attention_mask")
+        real = (att.bool() if att is not None else torch.ones_like(ids, dtype=torch.bool)).to(
+            ids.device
+        )
+        _, cache = model.run_with_cache(ids, names_filter=list(names))
+        for n in names:
+            s = cache[n][real].float().sum(0)
+            sums[n] = sums[n] + s if n in sums else s
+        count += int(real.sum())
+    return {n: s / max(count, 1) for n, s in sums.items()}
+
+
+def unit_means(model, batches, groups: Sequence[UnitGroup]) -> dict[str, Tensor]:
+    """{group name: its means}: (n_units,) for neurons and latents, (H, d_head) for
+    heads, (E, d_model) for experts. Hook-point groups share one pass over the
+    batches (a list, since it may be read more than once)."""
+    batches = list(batches)
+    with _eval(model):
+        # groups that read their means off a hook point share one pass
+        hooked = [g for g in groups if isinstance(g, HookUnits) and type(g).mean is HookUnits.mean]
+        out: dict[str, Tensor] = {}
+        if hooked:
+            means = _hook_means(model, batches, [g.hook for g in hooked])
+            out.update({g.name: means[g.hook] for g in hooked})
+        for g in groups:
+            if g.name not in out:
+                out[g.name] = g.mean(model, batches)
+    return out
+
+
+@contextmanager
+def _eval(model) -> Iterator[None]:
+    """The body runs with the model in eval mode; its mode is restored on exit."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+# --------------------------------------------------------------------- skill data
+
+
+@dataclass
+class SkillData:
+    """The examples of one skill: input_ids (N, T) right-padded, cut after the last
+    answer token; targets (N, T - 1) bool, True where input_ids[:, t + 1] is an
+    answer token of the skill (predicted from position t)."""
+
+    input_ids: Tensor
+    targets: Tensor
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.targets.sum())
+
+
+def _answers(batch: Mapping[str, Tensor], mask_key: str) -> Tensor:
+    """(B, T) bool: the answer tokens (mask_key, else loss_mask)."""
+    return (batch[mask_key] if mask_key in batch else batch["loss_mask"]).bool()
+
+
+def skill_data(
+    batches: Iterable[Mapping[str, Tensor]],
+    skill_id: int,
+    mask_key: str = "answer_mask",
+    pad_id: int = 0,
+    device=None,
+) -> SkillData | None:
+    """The rows of `batches` (training.data.collate's format) with at least one
+    answer token of skill `skill_id` (mask_key and skill == skill_id), padded to one
+    length. None when there is none."""
+    ids_list, tgt_list = [], []
+    for b in batches:
+        tgt = _answers(b, mask_key)[:, 1:] & (b["skill"][:, 1:] == skill_id)
+        rows = tgt.any(1)
+        if bool(rows.any()):
+            ids_list.append(b["input_ids"][rows])
+            tgt_list.append(tgt[rows])
+    if not ids_list:
+        return None
+    T = max(x.shape[1] for x in ids_list)
+    N = sum(x.shape[0] for x in ids_list)
+    ids = torch.full((N, T), pad_id, dtype=torch.long)
+    tgt = torch.zeros(N, T - 1, dtype=torch.bool)
+    r = 0
+    for x, t in zip(ids_list, tgt_list):
+        ids[r : r + len(x), : x.shape[1]] = x
+        tgt[r : r + len(x), : t.shape[1]] = t
+        r += len(x)
+    last = int(tgt.any(0).nonzero().max())  # last target column: token last + 1
+    ids, tgt = ids[:, : last + 2], tgt[:, : last + 1]
+    if device is not None:
+        ids, tgt = ids.to(device), tgt.to(device)
+    return SkillData(ids, tgt)
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def _offsets(groups: Sequence[UnitGroup]) -> list[int]:
+    out, o = [], 0
+    for g in groups:
+        out.append(o)
+        o += g.n_units
+    return out
+
+
+def _split(flat: Tensor, groups: Sequence[UnitGroup]) -> dict[str, Tensor]:
+    """(R, total) -> {group name: (R, n_units)}."""
+    parts = flat.split([g.n_units for g in groups], dim=-1)
+    return {g.name: p for g, p in zip(groups, parts)}
+
+
+def _chunk_nll(model, sd: SkillData, rows: slice, hooks: list[Hook], copies: int) -> Tensor:
+    """Summed answer NLL of each of `copies` stacked copies of sd's `rows`: (copies,)."""
+    ids = sd.input_ids[rows].repeat(copies, 1)
+    tgt = sd.targets[rows].repeat(copies, 1)
+    with model.hooks(hooks):
+        logits = model(ids)  # (copies * n, T, V)
+    sel = logits[:, :-1][tgt]  # (M, V)
+    nll = F.cross_entropy(sel.float(), ids[:, 1:][tgt], reduction="none")
+    n = ids.shape[0] // copies
+    copy = torch.arange(copies, device=ids.device).repeat_interleave(n)[:, None].expand_as(tgt)
+    return torch.zeros(copies, dtype=torch.float64, device=ids.device).index_add_(
+        0, copy[tgt], nll.double()
+    )
+
+
+def _row_chunks(n: int, max_rows: int) -> list[slice]:
+    step = max(1, min(n, max_rows))
+    return [slice(a, min(n, a + step)) for a in range(0, n, step)]
+
+
+@torch.no_grad()
+def keep_losses(
+    model,
+    sd: SkillData,
+    groups: Sequence[UnitGroup],
+    means: Mapping[str, Tensor],
+    keep: Tensor,
+    max_rows: int = 1024,
+) -> Tensor:
+    """The skill's answer loss under each keep-mask. keep: (R, total) bool over the
+    units of `groups` in order; returns (R,) float64. Copies of the batch are stacked
+    into forwards of at most `max_rows` rows (the model treats rows independently)."""
+    R = keep.shape[0]
+    sums = torch.zeros(R, dtype=torch.float64, device=sd.input_ids.device)
+    for rows in _row_chunks(sd.input_ids.shape[0], max_rows):
+        n = rows.stop - rows.start
+        per = max(1, max_rows // n)
+        for r0 in range(0, R, per):
+            r1 = min(R, r0 + per)
+            parts = _split(keep[r0:r1], groups)
+            hooks = []
+            for g in groups:
+                hooks += g.hooks(means[g.name], parts[g.name].repeat_interleave(n, 0))
+            sums[r0:r1] += _chunk_nll(model, sd, rows, hooks, r1 - r0)
+    return sums / max(sd.n_tokens, 1)
+
+
+def attribution_scores(
+    model,
+    sd: SkillData,
+    groups: Sequence[UnitGroup],
+    means: Mapping[str, Tensor],
+    attribution: str = "both",
+    max_rows: int = 1024,
+) -> Tensor:
+    """(total,) signed attribution of every unit to the skill's answer loss: -dL/dm
+    for the unit's keep-mask m (= grad . (clean - mean) summed over positions),
+    at m = 1 ("clean"), m = 0 ("ablated"), or their mean ("both"). Positive: keeping
+    the unit lowers the loss."""
+    points = {"clean": [1.0], "ablated": [0.0], "both": [1.0, 0.0]}
+    if attribution not in points:
+        raise ValueError(f"attribution={attribution!r}: one of {', '.join(points)}")
+    total = sum(g.n_units for g in groups)
+    score = torch.zeros(total, dtype=torch.float64, device=sd.input_ids.device)
+    for alpha in points[attribution]:
+        masks = [
+            torch.full((1, g.n_units), alpha, device=sd.input_ids.device, requires_grad=True)
+            for g in groups
+        ]
+        for rows in _row_chunks(sd.input_ids.shape[0], max_rows):
+            hooks = []
+            for g, m in zip(groups, masks):
+                hooks += g.hooks(means[g.name], m)
+            with torch.enable_grad():
+                loss = _chunk_nll(model, sd, rows, hooks, 1).sum() / max(sd.n_tokens, 1)
+                grads = torch.autograd.grad(loss, masks, allow_unused=True)
+            flat = torch.cat(
+                [
+                    (gr if gr is not None else torch.zeros_like(m)).reshape(-1)
+                    for gr, m in zip(grads, masks)
+                ]
+            )
+            score -= flat.double() / len(points[attribution])
+    return score
+
+
+# --------------------------------------------------------------------- results
+
+
+@dataclass
+class CircuitResult:
+    """The circuit of one skill. Sizes count units; fractions are of `total`."""
+
+    skill: str
+    size: int  # units in the circuit (total when the target was not reached)
+    total: int  # units considered
+    fraction: float  # size / total
+    faithfulness: float  # at `size`
+    reached: bool  # faithfulness >= target at some size (False: size = total)
+    target: float
+    params_read_written: int  # parameters the circuit's units read and write
+    params_total: int  # the same over all units considered
+    auc: float  # area under clipped faithfulness vs fraction over [0, 1]
+    loss_clean: float  # L_clean: the skill's answer loss, nothing ablated
+    loss_ablated: float  # L_ablated: every unit mean-ablated
+    n_tokens: int  # answer tokens scored
+    units: list[Unit]  # the circuit, best-ranked first
+    by_group: dict[str, int]  # units of the circuit in each group
+    curve_sizes: list[int]  # the grid, 0 and total included
+    curve_fractions: list[float]
+    curve_faithfulness: list[float]
+    searched: dict[int, float] = field(default_factory=dict)  # bisection: size -> faithfulness
+    note: str = ""
+
+    @property
+    def fraction_params(self) -> float:
+        return self.params_read_written / max(self.params_total, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (nan -> None)."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["units"] = [list(u) for u in self.units]
+        d["searched"] = {str(k): v for k, v in sorted(self.searched.items())}
+        d["fraction_params"] = self.fraction_params
+        return _jsonable(d)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+class CircuitReport(dict):
+    """{skill name: CircuitResult}. `to_dict()` gives the flat summary the caller
+    nests under `interp.`; `details()` every result in full."""
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """{"circuit_size.<skill>", "circuit_fraction.<skill>", "circuit_auc.<skill>",
+        "circuit_faithfulness.<skill>", "circuit_params.<skill>",
+        "circuit_reached.<skill>"} per skill, plus
+        "circuit_fraction" and "circuit_auc": means over the skills whose loss gap
+        was defined (None when none was)."""
+        out: dict[str, Any] = {}
+        for name, r in self.items():
+            out[f"circuit_size.{name}"] = r.size
+            out[f"circuit_fraction.{name}"] = r.fraction
+            out[f"circuit_auc.{name}"] = r.auc
+            out[f"circuit_faithfulness.{name}"] = r.faithfulness
+            out[f"circuit_params.{name}"] = r.params_read_written
+            out[f"circuit_reached.{name}"] = r.reached
+        ok = [r for r in self.values() if math.isfinite(r.auc)]
+        out["circuit_fraction"] = sum(r.fraction for r in ok) / len(ok) if ok else None
+        out["circuit_auc"] = sum(r.auc for r in ok) / len(ok) if ok else None
+        return _jsonable(out)
+
+    def details(self) -> dict[str, dict[str, Any]]:
+        return {name: r.to_dict() for name, r in self.items()}
+
+
+# ------------------------------------------------------------------- the search
+
+
+def log_grid(total: int, n_grid: int = 12) -> list[int]:
+    """0, about n_grid log-spaced sizes from 1 to total, and total (sorted, unique)."""
+    if total <= 0:
+        return [0]
+    pts = torch.logspace(0, math.log10(total), max(n_grid, 2), dtype=torch.float64)
+    return sorted({0, total, *(int(round(float(p))) for p in pts)})
+
+
+def _faith(loss: Tensor, l_abl: float, l_clean: float) -> Tensor:
+    return (l_abl - loss) / (l_abl - l_clean)
+
+
+def _auc(fractions: Sequence[float], faith: Sequence[float]) -> float:
+    """Trapezoid area of clip(faithfulness, 0, 1) over fraction in [0, 1]."""
+    if any(not math.isfinite(f) for f in faith):
+        return float("nan")
+    x = torch.tensor(fractions, dtype=torch.float64)
+    y = torch.tensor(faith, dtype=torch.float64).clamp(0, 1)
+    return float(torch.trapezoid(y, x))
+
+
+def circuit_for_skill(
+    model,
+    batches: Iterable[Mapping[str, Tensor]] | SkillData,
+    skill_id: int,
+    groups: Sequence[UnitGroup],
+    means: Mapping[str, Tensor],
+    target: float = 0.9,
+    skill_name: str | None = None,
+    n_grid: int = 12,
+    search_points: int = 7,
+    attribution: str = "both",
+    signed: bool = True,
+    mask_key: str = "answer_mask",
+    max_rows: int = 1024,
+    min_gap: float = 1e-3,
+) -> CircuitResult:
+    """The smallest top-ranked set of units whose faithfulness reaches `target`.
+
+    batches: collated batches (dicts with input_ids, answer_mask or loss_mask, skill)
+    or a SkillData. groups, means: from `unit_groups`, `unit_means` (means over all
+    skills' tokens). The ranking (module docstring) and the evaluation use the same
+    examples. `search_points` sizes are tried per stacked forward in the search (1:
+    plain bisection). L_ablated - L_clean < min_gap (nats: ablating every unit does
+    not hurt the skill, as in many untrained models) leaves faithfulness and auc
+    undefined (nan), size = total and reached = False: there is no damage to recover.
+    """
+    name = skill_name if skill_name is not None else str(skill_id)
+    with _eval(model):
+        sd = _as_skill_data(model, batches, skill_id, mask_key, name)
+        score = attribution_scores(model, sd, groups, means, attribution, max_rows)
+        return search_circuit(
+            model,
+            sd,
+            groups,
+            means,
+            score if signed else score.abs(),
+            target=target,
+            skill_name=name,
+            n_grid=n_grid,
+            search_points=search_points,
+            max_rows=max_rows,
+            min_gap=min_gap,
+        )
+
+
+def _as_skill_data(model, batches, skill_id: int, mask_key: str, name: str) -> SkillData:
+    if isinstance(batches, SkillData):
+        return batches
+    sd = skill_data(batches, skill_id, mask_key, model.cfg.pad_token_id, device=model.device)
+    if sd is None:
+        raise ValueError(f"skill {name} (id {skill_id}) has no answer tokens in the batches")
+    return sd
+
+
+@torch.no_grad()
+def search_circuit(
+    model,
+    sd: SkillData,
+    groups: Sequence[UnitGroup],
+    means: Mapping[str, Tensor],
+    score: Tensor,
+    target: float = 0.9,
+    skill_name: str = "",
+    n_grid: int = 12,
+    search_points: int = 7,
+    max_rows: int = 1024,
+    min_gap: float = 1e-3,
+) -> CircuitResult:
+    """The grid curve and the search of `circuit_for_skill`, for any ranking: score
+    (total,) over the units of `groups` in order, higher first (ties: group order)."""
+    name = skill_name
+    total = score.numel()
+    # Stable sort on -score: ties keep the groups' order (layer, then unit index).
+    order = torch.sort(-score, stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(total, device=order.device)
+
+    def losses(sizes: Sequence[int]) -> Tensor:
+        s = torch.tensor(list(sizes), device=rank.device)
+        return keep_losses(model, sd, groups, means, rank[None, :] < s[:, None], max_rows)
+
+    grid = log_grid(total, n_grid)
+    grid_loss = losses(grid)
+    l_abl, l_clean = float(grid_loss[0]), float(grid_loss[-1])
+    gap_ok = l_abl - l_clean >= min_gap
+    nan = float("nan")
+    faith = _faith(grid_loss, l_abl, l_clean).tolist() if gap_ok else [nan] * len(grid)
+    if gap_ok:  # exact by definition; the division can be off by rounding
+        faith[0], faith[-1] = 0.0, 1.0
+    fractions = [k / total for k in grid]
+    searched: dict[int, float] = {}
+    hits = [j for j, f in enumerate(faith) if f >= target]
+    note = ""
+    if not gap_ok:
+        size, f_size, reached = total, nan, False
+        note = f"no loss gap: L_ablated - L_clean = {l_abl - l_clean:.3g} < {min_gap}"
+    elif not hits:
+        size, f_size, reached = total, 1.0, False
+        note = f"target {target} not reached (faithfulness of all units is 1)"
+    else:
+        j = hits[0]
+        lo, hi, f_hi = grid[j - 1], grid[j], faith[j]  # j >= 1: faith[0] = 0 < target
+        while hi - lo > 1:
+            n = min(search_points, hi - lo - 1)
+            cand = sorted({lo + round((hi - lo) * (c + 1) / (n + 1)) for c in range(n)})
+            cand = [c for c in cand if lo < c < hi]
+            f = _faith(losses(cand), l_abl, l_clean).tolist()
+            searched.update(zip(cand, f))
+            above = [c for c, v in zip(cand, f) if v >= target]
+            if above:
+                new_hi = above[0]
+                f_hi = searched[new_hi]
+                below = [c for c in cand if c < new_hi]
+                lo, hi = (below[-1] if below else lo), new_hi
+            else:
+                lo = cand[-1]
+        size, f_size, reached = hi, f_hi, True
+    units_idx = order[:size].tolist()
+    flat_units = [(g.name, u) for g in groups for u in range(g.n_units)]
+    params = [g.params_per_unit for g in groups for _ in range(g.n_units)]
+    units = [flat_units[i] for i in units_idx]
+    by_group = {g.name: 0 for g in groups}
+    for gname, _ in units:
+        by_group[gname] += 1
+    return CircuitResult(
+        skill=name,
+        size=size,
+        total=total,
+        fraction=size / total if total else nan,
+        faithfulness=f_size,
+        reached=reached,
+        target=target,
+        params_read_written=sum(params[i] for i in units_idx),
+        params_total=sum(params),
+        auc=_auc(fractions, faith) if gap_ok else nan,
+        loss_clean=l_clean,
+        loss_ablated=l_abl,
+        n_tokens=sd.n_tokens,
+        units=units,
+        by_group=by_group,
+        curve_sizes=grid,
+        curve_fractions=fractions,
+        curve_faithfulness=faith,
+        searched=searched,
+        note=note,
+    )
+
+
+# --------------------------------------------------------- faithfulness of sets
+
+
+@dataclass
+class Faithfulness:
+    """Faithfulness of given unit sets: values (R,), losses (R,), and the two ends."""
+
+    values: Tensor
+    losses: Tensor
+    loss_clean: float
+    loss_ablated: float
+
+
+def faithfulness(
+    model,
+    batches: Iterable[Mapping[str, Tensor]] | SkillData,
+    skill_id: int,
+    groups: Sequence[UnitGroup],
+    means: Mapping[str, Tensor],
+    circuits: Sequence[Collection[Unit]],
+    mask_key: str = "answer_mask",
+    max_rows: int = 1024,
+) -> Faithfulness:
+    """Faithfulness of each circuit, a set of (group name, unit index); the empty
+    set and the set of all units are evaluated in the same stacked forward for the
+    two ends. Returns values (R,) float64."""
+    with _eval(model):
+        sd = _as_skill_data(model, batches, skill_id, mask_key, str(skill_id))
+        index = {
+            (g.name, u): o + u for g, o in zip(groups, _offsets(groups)) for u in range(g.n_units)
+        }
+        total = len(index)
+        keep = torch.zeros(len(circuits) + 2, total, dtype=torch.bool, device=sd.input_ids.device)
+        keep[1] = True
+        for r, c in enumerate(circuits):
+            for unit in c:
+                if tuple(unit) not in index:
+                    raise KeyError(
+                        f"unit {unit!r} is not in the groups ({', '.join(g.name for g in groups)})"
+                    )
+                keep[r + 2, index[tuple(unit)]] = True
+        loss = keep_losses(model, sd, groups, means, keep, max_rows)
+    l_abl, l_clean = float(loss[0]), float(loss[1])
+    return Faithfulness(_faith(loss[2:], l_abl, l_clean), loss[2:], l_clean, l_abl)
+
+
+# ------------------------------------------------------------------ the report
+
+
+def sample_batches(
+    suite: SuiteData, split: str = "val", n_examples: int = 256, batch_size: int = 64, seed: int = 0
+) -> list[dict[str, Tensor]]:
+    """A seeded sample of n_examples rows of a split, collated."""
+    ds = suite.splits[split]
+    g = torch.Generator().manual_seed(seed)
+    idx = sorted(torch.randperm(len(ds), generator=g)[:n_examples].tolist())
+    rows = [ds[i] for i in idx]
+    return [
+        collate(rows[i : i + batch_size], suite.pad_id) for i in range(0, len(rows), batch_size)
+    ]
+
+
+def circuit_report(
+    model,
+    data: SuiteData | Sequence[Mapping[str, Tensor]],
+    skills: Sequence[str | int] | None = None,
+    skill_names: Sequence[str] | None = None,
+    target: float = 0.9,
+    include_heads: bool = True,
+    n_examples: int = 256,
+    split: str = "val",
+    seed: int = 0,
+    **kw,
+) -> CircuitReport:
+    """The circuit of every skill (or of `skills`, names or ids).
+
+    data: a SuiteData (then n_examples rows of `split` are sampled with `seed`) or
+    collated batches (then skill_names names the ids; default the ids themselves).
+    Means are over all the sampled tokens; each skill's circuit is searched on its
+    own examples among them. kw goes to `circuit_for_skill`. Skills without answer
+    tokens in the data are left out.
+    """
+    if isinstance(data, SuiteData):
+        batches = sample_batches(data, split, n_examples, seed=seed)
+        skill_names = data.skill_names
+    else:
+        batches = list(data)
+    key = kw.get("mask_key", "answer_mask")
+    present = sorted(
+        {int(s) for b in batches for s in b["skill"][_answers(b, key)].tolist() if s >= 0}
+    )
+    names = (
+        list(skill_names)
+        if skill_names is not None
+        else [str(i) for i in range(max(present, default=-1) + 1)]
+    )
+    if skills is None:
+        ids = present
+    else:
+        ids = [names.index(s) if isinstance(s, str) else int(s) for s in skills]
+    groups = unit_groups(model, include_heads=include_heads)
+    means = unit_means(model, batches, groups)
+    report = CircuitReport()
+    for sid in ids:
+        if sid not in present:
+            continue
+        report[names[sid]] = circuit_for_skill(
+            model, batches, sid, groups, means, target=target, skill_name=names[sid], **kw
+        )
+    return report
+
+
+__all__ = [
+    "CircuitReport",
+    "CircuitResult",
+    "ExpertUnits",
+    "Faithfulness",
+    "HookUnits",
+    "SkillData",
+    "UnitGroup",
+    "attribution_scores",
+    "circuit_for_skill",
+    "circuit_report",
+    "faithfulness",
+    "keep_losses",
+    "log_grid",
+    "sample_batches",
+    "search_circuit",
+    "skill_data",
+    "unit_groups",
+    "unit_means",
+]
