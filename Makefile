@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check archs training analysis tests benchmarks glassbox
 	rm -rf build/lint
 	$(BIN)/pip install -q --no-deps --target build/lint .
-	cd build/lint && PYTHONPATH=. ../../$(BIN)/lint-imports --config ../../.importlinter
+	cd build/lint && PYTHONPATH=. ../../$(BIN)/lint-imports ../../.importlinter
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_dense.py
