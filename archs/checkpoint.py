@@ -1,6 +1,9 @@
 """Checkpoint directories: config.yaml, model.safetensors, tokenizer.json,
 metrics.json, README.md (model card). Nothing in them is unpickled.
 
+Loading checks every file before the model is built (archs/checkpoint_checks.py):
+a bad file is one CheckpointError naming it and what is wrong.
+
 Writes are atomic at the directory level: the new checkpoint is written under a
 temporary name beside the target and renamed into place, and an existing good
 checkpoint is only removed after the new one is complete. A crash at any moment
@@ -19,11 +22,27 @@ from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from omegaconf import OmegaConf
 from safetensors.torch import load_model, save_model
-from tokenizers import Tokenizer
 
-from glassbox.archs.config import ModelConfig, model_config_from_dict
+from glassbox.archs.checkpoint_checks import (
+    add_digest,
+    check_digest,
+    check_finite,
+    check_tensors,
+    checked_model_config,
+    checked_tokenizer,
+    read_header,
+    read_json,
+    read_yaml_mapping,
+)
+from glassbox.archs.config import ModelConfig
+from glassbox.archs.errors import CheckpointError, one_line
 from glassbox.archs.transformer import Transformer
 
 FILES = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json", "README.md")
@@ -65,6 +84,29 @@ def atomic_write_dir(target: str | Path, write) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def clean_interrupted_writes(target: str | Path) -> list[Path]:
+    """Tidy what an `atomic_write_dir(target, ...)` killed midway left beside `target`:
+    an unfinished `.<name>.tmp-*` is removed; a `.<name>.old-*` (the previous
+    checkpoint, moved aside just before the new one was renamed in) is removed when
+    `target` exists, and renamed back to `target` when it does not. Returns the
+    paths removed or restored."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    touched = []
+    for tmp in sorted(target.parent.glob(f".{target.name}.tmp-*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        touched.append(tmp)
+    olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not target.exists():
+        os.rename(olds.pop(), target)
+        touched.append(target)
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)
+        touched.append(old)
+    return touched
 
 
 def _model_card(cfg: ModelConfig, n_params: int, n_active: int, metrics: dict[str, Any]) -> str:
@@ -127,6 +169,7 @@ def save_pretrained(
     def write(tmp: Path) -> None:
         OmegaConf.save(OmegaConf.create(config), tmp / "config.yaml")
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        add_digest(tmp / "model.safetensors")
         if tokenizer is not None:
             tokenizer.save(str(tmp / "tokenizer.json"))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -139,7 +182,8 @@ def save_pretrained(
 
 def resolve_checkpoint(path_or_hub_id: str | Path, revision: str | None = None) -> Path:
     """A local checkpoint directory, or a hub id downloaded (or found in the local
-    hub cache) through huggingface_hub."""
+    hub cache) through huggingface_hub. FileNotFoundError for a path that does not
+    exist; CheckpointError for a hub id that cannot be fetched."""
     p = Path(path_or_hub_id)
     if p.is_dir():
         if not (p / "config.yaml").is_file():
@@ -148,16 +192,43 @@ def resolve_checkpoint(path_or_hub_id: str | Path, revision: str | None = None) 
             )
         return p
     s = str(path_or_hub_id)
-    if p.exists() or s.startswith((".", "/")) or s.count("/") != 1:
+    if p.is_file():
+        raise CheckpointError(
+            p, f"is a file; a checkpoint is the directory holding config.yaml ({p.parent}?)"
+        )
+    if s.startswith((".", "/")) or s.count("/") != 1:
         raise FileNotFoundError(
             f"no checkpoint directory at {s!r} (and it is not a hub id of the form 'owner/name')"
         )
-    local = snapshot_download(repo_id=s, revision=revision, allow_patterns=list(FILES))
-    return Path(local)
+    try:
+        local = Path(snapshot_download(repo_id=s, revision=revision, allow_patterns=list(FILES)))
+    except Exception as e:  # noqa: BLE001 - every hub failure becomes the one line below
+        raise CheckpointError(s, f"{_hub_failure(e, revision)}; {_LOCAL_HINT}") from None
+    if not (local / "config.yaml").is_file():
+        raise CheckpointError(s, f"the hub repository has no config.yaml; {_LOCAL_HINT}")
+    return local
+
+
+_LOCAL_HINT = (
+    "no local directory has this name either (a local checkpoint is a directory with "
+    "config.yaml and model.safetensors, e.g. ./runs/dense/checkpoint)"
+)
+
+
+def _hub_failure(e: Exception, revision: str | None) -> str:
+    if isinstance(e, RepositoryNotFoundError):
+        return "no such model repository on the hub (or it is private)"
+    if isinstance(e, RevisionNotFoundError):
+        return f"the hub repository has no revision {revision!r}"
+    if isinstance(e, LocalEntryNotFoundError):
+        return "the hub could not be reached (offline or no network) and it is not in the local hub cache"
+    return f"the hub could not be reached ({type(e).__name__}: {one_line(str(e))[:120]})"
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.load(Path(path) / "config.yaml"), resolve=True)  # type: ignore[return-value]
+    """A checkpoint directory's config.yaml as a dict (CheckpointError if it is not
+    a YAML mapping)."""
+    return read_yaml_mapping(Path(path) / "config.yaml")
 
 
 def load_pretrained(
@@ -166,27 +237,44 @@ def load_pretrained(
     revision: str | None = None,
 ) -> Transformer:
     """Load a checkpoint directory or hub id into a Transformer (eval mode), with
-    `model.tokenizer` set when the checkpoint has tokenizer.json."""
+    `model.tokenizer` set when the checkpoint has tokenizer.json.
+
+    Every file is checked before a weight is read (archs/checkpoint_checks.py):
+    config.yaml against the model schema, model.safetensors' header and each
+    tensor's name, shape and dtype against the model of the config (and its recorded
+    SHA-256), tokenizer.json against the embedding. A problem is one CheckpointError
+    naming the file.
+    """
     path = resolve_checkpoint(path_or_hub_id, revision)
-    config = read_config(path)
-    if "model" not in config:
-        raise ValueError(f"{path / 'config.yaml'} has no 'model' section")
-    cfg = model_config_from_dict(config["model"])
+    config_file, weights, tok_file = (
+        path / "config.yaml",
+        path / "model.safetensors",
+        path / "tokenizer.json",
+    )
+    cfg = checked_model_config(read_yaml_mapping(config_file), config_file)
+    entries, metadata, data_start = read_header(weights)
+    tokenizer = checked_tokenizer(tok_file, cfg) if tok_file.is_file() else None
     model = Transformer(cfg)
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+    check_tensors(weights, entries, model, config_file)
+    check_digest(weights, metadata, data_start)
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False)
+    except Exception as e:  # noqa: BLE001 - the header was checked; anything left is corruption
+        raise CheckpointError(weights, f"cannot be read: {one_line(str(e))[:200]}") from None
     if missing or unexpected:
-        raise ValueError(
-            f"{path / 'model.safetensors'} does not match its config.yaml: "
-            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        raise CheckpointError(
+            weights,
+            f"does not match config.yaml: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}",
         )
-    tok_path = path / "tokenizer.json"
-    if tok_path.is_file():
-        model.tokenizer = Tokenizer.from_file(str(tok_path))
+    check_finite(model, weights)
+    if tokenizer is not None:
+        model.tokenizer = tokenizer
     if device is not None:
         model.to(device)
     return model.eval()
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
-    f = Path(path) / "metrics.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+    """A checkpoint's metrics.json ({} when it has none)."""
+    return read_json(Path(path) / "metrics.json")

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 # Importing the built-in FFN kinds registers them and their config sections (a new
 # kind in archs/ is one more import here).
 from glassbox.archs.dense import DenseMLP
-from glassbox.archs.errors import ConfigError
+from glassbox.archs.errors import ConfigError, check_positive
 from glassbox.archs.ffn import FFNConfig, validate_ffn_config
 from glassbox.archs.moe import MoE, MoEConfig
 from glassbox.archs.transcoder import Transcoder, TranscoderConfig
@@ -74,6 +74,14 @@ def validate_model_config(cfg: ModelConfig, prefix: str = "model") -> None:
     for key in ("d_model", "n_layers", "n_heads", "max_seq_len"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{prefix}.{key}", getattr(cfg, key), "must be a positive integer")
+    for key in ("rope_theta", "norm_eps", "init_std"):
+        check_positive(f"{prefix}.{key}", getattr(cfg, key))
+    if cfg.pad_token_id < 0 or (cfg.vocab_size and cfg.pad_token_id >= cfg.vocab_size):
+        raise ConfigError(
+            f"{prefix}.pad_token_id",
+            cfg.pad_token_id,
+            f"must be a token id in 0..{cfg.vocab_size - 1}" if cfg.vocab_size else "must be >= 0",
+        )
     if cfg.d_model % cfg.n_heads:
         raise ConfigError(
             f"{prefix}.d_model",
