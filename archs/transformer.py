@@ -24,7 +24,7 @@ from glassbox.archs.generation import GenerationOutput, generate
 from glassbox.archs.hooks import HookedModule, HookPoint
 from glassbox.archs.kv_cache import KVCache
 
-__all__ = ["Attention", "Block", "KVCache", "RMSNorm", "Rotary", "Transformer"]
+__all__ = ["Attention", "Block", "KVCache", "RMSNorm", "Rotary", "Transformer", "segment_positions"]
 
 # scaled_dot_product_attention(enable_gqa=...) exists from torch 2.5.
 _SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -184,6 +184,16 @@ class Block(nn.Module):
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.hook_mlp_in(self.ln2(x)))))
 
 
+def segment_positions(segment_ids: Tensor) -> Tensor:
+    """(B, T) positions that restart at 0 wherever the segment id changes (segments
+    are contiguous runs of one id)."""
+    B, T = segment_ids.shape
+    idx = torch.arange(T, device=segment_ids.device).expand(B, T)
+    first = torch.ones_like(segment_ids, dtype=torch.bool)
+    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    return idx - torch.where(first, idx, 0).cummax(-1).values
+
+
 class Transformer(HookedModule):
     """A decoder-only language model. forward(tokens) -> logits (B, T, vocab).
 
@@ -192,6 +202,10 @@ class Transformer(HookedModule):
     hook_mlp_out, hook_resid_post, plus the FFN's own (mlp.hook_pre/hook_post for
     dense, mlp.hook_router_logits/... for moe, mlp.hook_latents/... for transcoder);
     ln_final.hook_normalized. `model.hook_names` lists them.
+
+    Packed rows (several examples per row, for training): forward(tokens,
+    segment_ids=ids) keeps attention inside each example and restarts rotary
+    positions per example, so each example's logits are those it has alone.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -245,11 +259,20 @@ class Transformer(HookedModule):
         attention_mask: Tensor | None = None,  # (B, S) 1 = real token, 0 = left padding
         positions: Tensor | None = None,  # (B, T) rotary positions; default from the mask
         cache: KVCache | None = None,
+        segment_ids: Tensor | None = None,  # (B, T) packed rows: example index of each token
     ) -> Tensor:
         B, T = tokens.shape
         S = T + (cache.length if cache is not None else 0)
         mask = None
-        if attention_mask is not None or cache is not None:
+        if segment_ids is not None:
+            # Packed rows (training): attention stays inside each example, rotary
+            # positions restart at each example's first token.
+            if attention_mask is not None or cache is not None:
+                raise ValueError("segment_ids (packed rows) takes no attention_mask or cache")
+            mask = self._segment_mask(segment_ids)
+            if positions is None:
+                positions = segment_positions(segment_ids)
+        elif attention_mask is not None or cache is not None:
             mask = self._mask(attention_mask, B, T, S, tokens.device)
             if positions is None and attention_mask is not None:
                 positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, S - T :]
@@ -275,6 +298,15 @@ class Transformer(HookedModule):
         keep = causal[None] & attention_mask[:, None, :S].bool()  # (B, T, S)
         keep |= k_pos == q_pos
         return keep[:, None]
+
+    @staticmethod
+    def _segment_mask(segment_ids: Tensor) -> Tensor:
+        """(B, 1, T, T) bool: block-diagonal causal, a query sees the earlier tokens of
+        its own segment (and itself)."""
+        T = segment_ids.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]  # (B, T, T)
+        return (same & causal)[:, None]
 
     def aux_losses(self) -> dict[str, Tensor]:
         """Auxiliary losses of the latest forward pass, weighted, summed over layers:

@@ -16,6 +16,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from glassbox.training.data import DataConfig, SuiteData, build_datasets, collate
+from glassbox.training.data.packing import (
+    PackedBatches,
+    PackedBatchSampler,
+    epoch_order,
+    example_lengths,
+)
 
 
 class ResumableSampler(Sampler[int]):
@@ -43,11 +49,7 @@ class ResumableSampler(Sampler[int]):
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perms:
-            self._perms = {
-                epoch: torch.randperm(
-                    self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                )
-            }
+            self._perms = {epoch: epoch_order(self.n, self.seed, epoch)}
         return self._perms[epoch]
 
     def __iter__(self) -> Iterator[int]:
@@ -99,6 +101,8 @@ class SuiteDataModule(L.LightningDataModule):
         step = trainer.global_step if trainer is not None else 0
         rank = trainer.global_rank if trainer is not None else 0
         world = trainer.world_size if trainer is not None else 1
+        if self.cfg.pack_length:
+            return self._packed_loader(ds, step * self.accumulate, rank, world)
         sampler = ResumableSampler(
             len(ds),
             self.cfg.batch_size,
@@ -108,6 +112,27 @@ class SuiteDataModule(L.LightningDataModule):
             world=world,
         )
         return self._loader(ds, sampler)
+
+    def _packed_loader(self, ds, start_batch: int, rank: int, world: int) -> DataLoader:
+        """Batches of data.batch_size rows of data.pack_length tokens (packing.py); the
+        sampler yields whole batches, so the loader does no batching of its own."""
+        assert self.suite is not None
+        sampler = PackedBatchSampler(
+            example_lengths(ds),
+            self.cfg.pack_length,
+            self.cfg.batch_size,
+            self.seed,
+            start_batch=start_batch,
+            rank=rank,
+            world=world,
+        )
+        return DataLoader(
+            PackedBatches(ds, self.cfg.pack_length, self.suite.pad_id),
+            batch_size=None,
+            sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         assert self.suite is not None

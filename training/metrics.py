@@ -69,9 +69,18 @@ class SkillMetrics(Metric):
         self.tok_correct.index_add_(0, s, correct[ans].double())
         self.tok_total.index_add_(0, s, torch.ones_like(s, dtype=torch.float64))
         self.tok_loss.index_add_(0, s, nll[ans].double())
-        has_answer = ans.any(1)
-        ex_ok = ~(ans & ~correct).any(1) & has_answer
-        ex_skill = batch["example_skill"][has_answer]
+        # Exact match per example: a row is one example, or in packed rows
+        # (training.data.packing) each segment is; example_skill is (B,) or (B, K).
+        ex_skill = batch["example_skill"].reshape(-1)
+        K = ex_skill.numel() // ids.shape[0]
+        example = torch.arange(ids.shape[0], device=ids.device)[:, None] * K
+        if "segment_ids" in batch:
+            example = example + batch["segment_ids"][:, 1:]
+        example = example.expand_as(ans)[ans]  # the example of each answer token
+        has_answer = torch.zeros_like(ex_skill, dtype=torch.bool).index_fill_(0, example, True)
+        wrong = torch.zeros_like(has_answer).index_fill_(0, example[~correct[ans]], True)
+        ex_ok = has_answer & ~wrong
+        ex_skill = ex_skill[has_answer]
         self.ex_correct.index_add_(0, ex_skill, ex_ok[has_answer].double())
         self.ex_total.index_add_(0, ex_skill, torch.ones_like(ex_skill, dtype=torch.float64))
         if self.ioi is not None:

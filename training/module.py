@@ -59,7 +59,12 @@ class LMModule(L.LightningModule):
         return self.model(input_ids)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self.model(batch["input_ids"])
+        # Packed rows carry segment and position ids (training.data.packing).
+        logits = self.model(
+            batch["input_ids"],
+            positions=batch.get("position_ids"),
+            segment_ids=batch.get("segment_ids"),
+        )
         lm = masked_lm_loss(logits, batch["input_ids"], batch["loss_mask"])
         aux = self.model.aux_losses()
         total = lm + sum(aux.values()) if aux else lm

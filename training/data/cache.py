@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 # Bump when generation changes what a config produces: old cache entries then miss.
 DATA_VERSION = 2
 # Keys that do not change the data.
-NOT_HASHED = ("batch_size", "num_workers", "cache_dir")
+NOT_HASHED = ("batch_size", "num_workers", "cache_dir", "pack_length")
 
 
 def config_hash(cfg: Any, extra: Any = None) -> str:

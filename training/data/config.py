@@ -97,7 +97,12 @@ class TextConfig:
 class DataConfig:
     source: str = "skills"  # skills (the synthetic suite) | text (a corpus, see `text`)
     seed: int = 0  # everything generated (examples, knowledge graph, splits) follows this seed
-    batch_size: int = 32  # examples (skills) or blocks (text) per batch
+    batch_size: int = 32  # examples (skills) or blocks (text) per batch; packed rows if pack_length
+    # skills, train split: pack several examples into rows of this many tokens (attention
+    # and rotary positions stay per example; val/test stay one example per row). 0: off,
+    # one example per row padded to the batch's longest (the CPU default: its budgets
+    # count examples per step)
+    pack_length: int = 0
     num_workers: int = 0  # DataLoader worker processes
     # skill -> weight: the share of each split a skill gets (0 leaves it out)
     mix: dict[str, float] = field(default_factory=lambda: {s: 1.0 for s in DEFAULT_SKILLS})

@@ -18,6 +18,7 @@ drawn from a skill's stream, never which, and no skill depends on another.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 
@@ -206,4 +207,10 @@ class _Encoder:
                 "example_skill": pa.array(np.array([sid for sid, _ in rows], np.int32)),
             }
         )
-        return Dataset(InMemoryTable(table))
+        # An explicit fingerprint (a hash of the columns): datasets would otherwise
+        # pickle the whole table with dill to make one, slow on large splits and
+        # failing on some pyarrow / Python pairs (MonthDayNano on Python 3.12.3).
+        digest = hashlib.sha256()
+        for column in (ids, loss, answer, skill, feats, offsets):
+            digest.update(column.tobytes())
+        return Dataset(InMemoryTable(table), fingerprint=digest.hexdigest()[:16])

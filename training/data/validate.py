@@ -50,7 +50,15 @@ def validate_data_config(cfg: DataConfig, prefix: str = "data") -> None:
         raise ConfigError(f"{prefix}.num_workers", cfg.num_workers, "must be >= 0")
     if not cfg.cache_dir:
         raise ConfigError(f"{prefix}.cache_dir", cfg.cache_dir, "a directory path")
+    if cfg.pack_length < 0:
+        raise ConfigError(f"{prefix}.pack_length", cfg.pack_length, "0 (off) or tokens per row")
     if cfg.source == "text":
+        if cfg.pack_length:
+            raise ConfigError(
+                f"{prefix}.pack_length",
+                cfg.pack_length,
+                f"0: text rows are already packed to {prefix}.text.block_size",
+            )
         _validate_text(cfg.text, f"{prefix}.text")
         return
 
