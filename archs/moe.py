@@ -26,7 +26,12 @@ expert matmul runs as one grouped matmul (`torch.nn.functional.grouped_mm`), or,
 where that kernel does not apply (older torch, float64, unaligned widths), as one
 bmm over a padded (E, C_max, d) batch, C_max the largest load of this batch. The
 gate weights scale the hidden units (d_expert wide) before W_out, and one
-index_add sums the k weighted outputs of each token. benchmarks/bench_moe.py
+index_add sums the k weighted outputs of each token.
+
+Precision: the expert matmuls run in `expert_dtype` (autocast's dtype where autocast
+is on, so bf16-mixed on a GPU gets the grouped kernel, else the weights' dtype), and
+their outputs are cast once back to the residual's dtype, in which the k outputs of a
+token are summed (as HF Mixtral does under autocast). benchmarks/bench_moe.py
 times it against HF Mixtral's block and the equal-active dense MLP.
 
 Interventions: `ablate_experts(model, {layer: [experts]}, mode="zero"|"mean")` and
@@ -85,12 +90,24 @@ class ExpertLinear(nn.Module):
         self.weight = nn.Parameter(torch.randn(n_experts, d_in, d_out) * _INIT_STD)
 
     def forward(self, x: Tensor, counts: Tensor, offsets: Tensor) -> Tensor:
-        # x (S, d_in) sorted by expert; counts (E,) int64; offsets (E,) int32 cumsum
-        return grouped_matmul(x, self.weight, counts, offsets)
+        # x (S, d_in) sorted by expert, in the expert dtype; counts (E,) int64;
+        # offsets (E,) int32 cumsum
+        return grouped_matmul(x, self.weight.to(x.dtype), counts, offsets)
 
     def extra_repr(self) -> str:
         E, d_in, d_out = self.weight.shape
         return f"n_experts={E}, d_in={d_in}, d_out={d_out}"
+
+
+def expert_dtype(weight: Tensor) -> torch.dtype:
+    """The dtype the expert matmuls of `weight` run in: autocast's where autocast is
+    on for its device (float64 weights stay float64, as autocast leaves them), else
+    the weight's own. F.grouped_mm is not on autocast's cast lists, so the experts
+    cast their inputs and weights to this themselves."""
+    device = weight.device.type
+    if weight.dtype != torch.float64 and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return weight.dtype
 
 
 def _grouped_mm_applies(x: Tensor, w: Tensor) -> bool:
@@ -134,10 +151,11 @@ class SharedExpert(nn.Module):
         self.W_in = nn.Linear(d_model, d_hidden, bias=False)
         self.W_out = nn.Linear(d_hidden, d_model, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.W_in(x)
-        h = F.silu(self.W_gate(x)) * h if self.activation == "swiglu" else _act(h, self.activation)
-        return self.W_out(h)
+    def forward(self, x: Tensor) -> Tensor:  # (N, d_model) -> (N, d_model) in x's dtype
+        xe = x.to(expert_dtype(self.W_in.weight))
+        h = self.W_in(xe)
+        h = F.silu(self.W_gate(xe)) * h if self.activation == "swiglu" else _act(h, self.activation)
+        return self.W_out(h).to(x.dtype)
 
 
 def _act(h: Tensor, activation: str) -> Tensor:
@@ -285,24 +303,27 @@ class MoE(FFN):
     # --- experts -----------------------------------------------------------------
 
     def experts(self, xs: Tensor, counts: Tensor, scale: Tensor | None = None) -> Tensor:
-        """Token-slots sorted by expert (S, d_model), counts (E,) -> outputs (S, d_model).
-        scale (S, 1), the gate weights, multiplies the hidden units before W_out: the
-        same as scaling the output, on d_expert columns instead of d_model."""
+        """Token-slots sorted by expert (S, d_model), counts (E,) -> outputs (S, d_model)
+        in xs's dtype (computed in `expert_dtype`). scale (S, 1), the gate weights,
+        multiplies the hidden units before W_out: the same as scaling the output, on
+        d_expert columns instead of d_model."""
+        out_dtype = xs.dtype
+        xs = xs.to(expert_dtype(self.W_in.weight))
         offsets = counts.cumsum(0).to(torch.int32)
         if self.activation == "swiglu":
             if self.d_expert < self.d_model:
                 # Narrow experts: one grouped matmul for gate and input (reads xs once;
                 # measured faster below d_model, slower at it).
                 gate_in = torch.cat([self.W_gate.weight, self.W_in.weight], dim=-1)
-                g, h = grouped_matmul(xs, gate_in, counts, offsets).chunk(2, dim=-1)
+                g, h = grouped_matmul(xs, gate_in.to(xs.dtype), counts, offsets).chunk(2, dim=-1)
             else:
                 g, h = self.W_gate(xs, counts, offsets), self.W_in(xs, counts, offsets)
             h = F.silu(g) * h  # (S, d_expert)
         else:
             h = _act(self.W_in(xs, counts, offsets), self.activation)
         if scale is not None:
-            h = h * scale
-        return self.W_out(h, counts, offsets)
+            h = h * scale.to(h.dtype)
+        return self.W_out(h, counts, offsets).to(out_dtype)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, d_model)
         shape = x.shape
@@ -320,6 +341,7 @@ class MoE(FFN):
             ys = ys + w * replacement[expert]  # zero, or the expert's mean output, weighted
         else:
             ys = self.experts(xf.index_select(0, token), counts, w)  # (S, d_model), weighted
+        # ys is in xf's dtype (the experts cast back once), so the sum is too.
         out = torch.zeros_like(xf).index_add_(0, token, ys)
         if self.shared is not None:
             out = out + self.shared(xf)

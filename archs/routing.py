@@ -103,7 +103,7 @@ class ReLURouter(Router):
         """rho (N, E): P(a hidden unit's pre-activation > 0) per expert for x (N, d_model),
         with the pre-activation x . w_j ~ Normal(x . mean_j(w), sum_i x_i^2 var_j(w_i))
         over the hidden units j of w_in (E, d_model, d_expert)."""
-        w = w_in.detach()
+        w = w_in.detach().to(x.dtype)  # bf16 experts beside the float32 router
         mean, var = w.mean(-1), w.var(-1, correction=0)  # (E, d_model) each
         mu = x @ mean.T  # (N, E)
         sigma = ((x * x) @ var.T).clamp_min(1e-12).sqrt()
