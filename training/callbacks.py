@@ -10,8 +10,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from glassbox.training.flops import device_peak_flops
 
 
 class NonFiniteError(RuntimeError):
@@ -51,8 +52,9 @@ class NaNGuard(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Logs train/tokens_per_second (non-padding tokens) and, where the device's peak
-    is known (Lightning's table of GPUs), train/mfu = achieved FLOP/s / peak."""
+    """Logs train/tokens_per_second (non-padding tokens), train/flops_per_second and
+    train/mfu = achieved model FLOP/s / the device's peak (training.flops: a datasheet
+    table of GPUs, else a matmul timed at the start of training, as on every CPU)."""
 
     def __init__(self, flops_per_token: float, window: int = 20):
         self.flops_per_token = flops_per_token
@@ -60,14 +62,15 @@ class Throughput(L.Callback):
         self.tokens = 0
         self.t0: float | None = None
         self.peak: float | None = None
+        self.peak_source = ""
+        self.world_size = 1
         self.tokens_per_second: float = float("nan")
         self.total_tokens = 0
         self.total_time = 0.0
 
     def on_train_start(self, trainer, pl_module) -> None:
-        device = pl_module.device
-        dtype = torch.bfloat16 if "bf16" in str(trainer.precision) else torch.float32
-        self.peak = get_available_flops(device, dtype) if device.type == "cuda" else None
+        self.peak, self.peak_source = device_peak_flops(pl_module.device, str(trainer.precision))
+        self.world_size = trainer.world_size
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.t0 is None:
@@ -84,16 +87,27 @@ class Throughput(L.Callback):
             self.tokens_per_second = self.tokens / dt
             self.total_tokens += self.tokens
             self.total_time += dt
+            flops = self.tokens_per_second * self.flops_per_token
             pl_module.log("train/tokens_per_second", self.tokens_per_second)
-            if self.peak:
-                mfu = (
-                    self.tokens_per_second * self.flops_per_token / (self.peak * trainer.world_size)
-                )
-                pl_module.log("train/mfu", mfu)
+            pl_module.log("train/flops_per_second", flops)
+            pl_module.log("train/mfu", flops / (self.peak * trainer.world_size))
         self.tokens, self.t0 = 0, None
 
     def mean_tokens_per_second(self) -> float:
         return self.total_tokens / self.total_time if self.total_time else self.tokens_per_second
+
+    def summary(self) -> dict[str, float | str]:
+        """tokens_per_second, flops_per_second and mfu over the run (all processes),
+        peak_flops (one device) and peak_source: the `train` keys of metrics.json."""
+        tps = self.mean_tokens_per_second()
+        flops = tps * self.flops_per_token
+        return {
+            "tokens_per_second": tps,
+            "flops_per_second": flops,
+            "mfu": flops / (self.peak * self.world_size) if self.peak else float("nan"),
+            "peak_flops": self.peak or float("nan"),
+            "peak_source": self.peak_source,
+        }
 
     @staticmethod
     def _sync(pl_module) -> None:

@@ -187,7 +187,8 @@ def _train(cfg: ExperimentConfig) -> Path:
         "steps": trainer.global_step,
         "tokens": tokens,  # non-padding tokens, all processes
         "flops": model.flops_per_token(seq_len) * tokens,
-        "tokens_per_second": throughput.mean_tokens_per_second(),
+        # tokens_per_second, flops_per_second, mfu, peak_flops, peak_source
+        **throughput.summary(),
     }
     export = out / "checkpoint"
     if trainer.is_global_zero:
