@@ -260,3 +260,55 @@ def test_errors_name_the_key(corpus, tmp_path):
 def test_example_config(tmp_path):
     cfg = data_config_from_dict(OmegaConf.load(CONFIGS / "text.yaml"))
     assert cfg.source == "text" and cfg.text.paths
+
+
+def docs_with_domains(data, split: str) -> list[tuple[str, str]]:
+    """(document, domain name) of a split, read back from its rows; every token of a
+    document (and its <eos>) must carry one domain, <bos> none."""
+    eos = data.tokenizer.token_to_id("<eos>")
+    out, cur, doms = [], [], set()
+    for row in data.splits[split]:
+        assert row["domain"][0] == -1 and len(row["domain"]) == len(row["input_ids"])
+        for i, d in zip(row["input_ids"][1:], row["domain"][1:]):
+            doms.add(d)
+            if i == eos:
+                assert len(doms) == 1, "a document with tokens of several domains"
+                text = data.tokenizer.decode(cur).removesuffix("\n")
+                out.append((text, data.domain_names[doms.pop()]))
+                cur = []
+            else:
+                cur.append(i)
+    return out
+
+
+def test_every_token_carries_its_documents_domain(built, corpus):
+    """Domains are the top-level folder (a/) or file (b.jsonl, c.parquet) under the
+    `paths` folder; packing keeps each token's own, also across document joins."""
+    _, docs = corpus
+    _, data = built
+    assert data.domain_names == ["a", "b", "c"]
+    source = dict(zip(docs, ["a"] * 40 + ["b"] * 30 + ["c"] * 30))
+    got = [x for s in ("train", "val", "test") for x in docs_with_domains(data, s)]
+    assert len(got) == len(docs) and all(source[text] == d for text, d in got)
+    batch = collate([data.splits["val"][0], data.splits["val"][1]], data.pad_id)
+    assert batch["domain"].shape == batch["input_ids"].shape and batch["domain"][0, 0] == -1
+
+
+def test_domain_field_names_the_domain(tmp_path):
+    docs = documents(3, 20)
+    path = tmp_path / "d.jsonl"
+    with open(path, "w") as f:
+        for i, d in enumerate(docs):
+            f.write(json.dumps({"body": d, "topic": "xy"[i % 2]}) + "\n")
+    data = build_datasets(text_cfg(tmp_path, [path], domain_field="topic"))
+    assert data.domain_names == ["x", "y"]
+    source = {d: "xy"[i % 2] for i, d in enumerate(docs)}
+    got = [x for s in ("train", "val", "test") for x in docs_with_domains(data, s)]
+    assert sorted(t for t, _ in got) == sorted(docs) and all(source[t] == d for t, d in got)
+    with pytest.raises(ConfigError, match="data.text.domain_field"):
+        build_datasets(text_cfg(tmp_path, [path], domain_field="nope"))
+    streaming = text_cfg(
+        tmp_path, [path], domain_field="topic", streaming=True, val_size=2, test_size=2
+    )
+    with pytest.raises(ConfigError, match="domain_field.*streaming=false"):
+        build_datasets(streaming)

@@ -12,7 +12,8 @@ def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
 
     Returns input_ids (B, T) long (pad_id on padding), attention_mask (B, T) 1 on
     real tokens, loss_mask and answer_mask (B, T) 0 on padding, skill (B, T) -1 on
-    padding, features (B, T, F) -1 on padding, example_skill (B,)."""
+    padding, features (B, T, F) -1 on padding, example_skill (B,); domain (B, T) -1
+    on padding when the rows have one (text corpora)."""
     lengths = [len(r["input_ids"]) for r in rows]
     B, T = len(rows), max(lengths)
     F = len(rows[0]["features"][0]) if lengths[0] else 0
@@ -24,8 +25,12 @@ def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
         "skill": torch.full((B, T), -1, dtype=torch.long),
         "features": torch.full((B, T, F), -1, dtype=torch.long),
     }
+    keys = ["input_ids", "loss_mask", "answer_mask", "skill"]
+    if "domain" in rows[0]:
+        out["domain"] = torch.full((B, T), -1, dtype=torch.long)
+        keys.append("domain")
     for i, (r, n) in enumerate(zip(rows, lengths)):
-        for key in ("input_ids", "loss_mask", "answer_mask", "skill"):
+        for key in keys:
             out[key][i, :n] = torch.as_tensor(r[key])
         out["attention_mask"][i, :n] = 1
         if F:

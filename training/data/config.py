@@ -76,12 +76,18 @@ class IOIConfig:
 
 @dataclass
 class TextConfig:
-    # Files or folders (searched recursively) of .txt / .jsonl / .json / .parquet files.
+    # Files or folders (searched recursively for `extensions`); "stdlib:" is the Python
+    # standard library's source folder, "stdlib:NAME" its package NAME (read .py files).
     paths: list[str] = field(default_factory=list)
+    # Suffixes read from folders: .jsonl / .json / .parquet by their column, any other as text.
+    extensions: list[str] = field(default_factory=lambda: [".txt", ".jsonl", ".json", ".parquet"])
     hub_name: str = ""  # a datasets hub name (or a local dataset folder); used when paths is empty
     hub_config: str = ""  # the hub dataset's configuration name, if it has several
     hub_split: str = "train"  # the hub split to read
     text_field: str = "text"  # column holding the text in .jsonl / .parquet / hub rows
+    # Column naming each row's domain (.jsonl / .parquet / hub); "" = the top-level folder
+    # (or file) under the `paths` entry, the hub name for a hub dataset.
+    domain_field: str = ""
     sample_by: str = "paragraph"  # .txt files: one document per line | paragraph | document (file)
     tokenizer_path: str = ""  # a tokenizer.json to use instead of training one
     vocab_size: int = 4096  # byte-level BPE vocabulary size, special tokens included

@@ -46,6 +46,7 @@ class SuiteData:
     feature_names: list[str]  # "skill.variable"; index = column of `features`
     pad_id: int  # 0
     feature_kinds: list[str] | None = None  # bool | int | cat | pos | token, per feature
+    domain_names: list[str] | None = None  # text: index = domain id in the `domain` column
 
 
 def make_skills(cfg: DataConfig) -> list[Skill]:

@@ -194,6 +194,9 @@ def _validate_text(t: TextConfig, prefix: str) -> None:
         raise ConfigError(f"{prefix}.paths", list(t.paths), "give files/folders, or text.hub_name")
     if t.sample_by not in ("line", "paragraph", "document"):
         raise ConfigError(f"{prefix}.sample_by", t.sample_by, "one of line, paragraph, document")
+    for ext in t.extensions:
+        if not ext.startswith(".") or len(ext) < 2:
+            raise ConfigError(f"{prefix}.extensions", list(t.extensions), "suffixes like .txt, .py")
     smallest = 256 + len(SPECIAL_TOKENS)
     if not t.tokenizer_path and t.vocab_size < smallest:
         raise ConfigError(
