@@ -356,13 +356,16 @@ def skill_data(
     mask_key: str = "answer_mask",
     pad_id: int = 0,
     device=None,
+    label_key: str = "skill",
 ) -> SkillData | None:
     """The rows of `batches` (training.data.collate's format) with at least one
     answer token of skill `skill_id` (mask_key and skill == skill_id), padded to one
-    length. None when there is none."""
+    length. None when there is none. label_key: the per-token label column read in
+    place of `skill` (a text corpus's `domain`; with mask_key="loss_mask" the
+    behaviour is the next-token loss on that domain's tokens)."""
     ids_list, tgt_list = [], []
     for b in batches:
-        tgt = _answers(b, mask_key)[:, 1:] & (b["skill"][:, 1:] == skill_id)
+        tgt = _answers(b, mask_key)[:, 1:] & (b[label_key][:, 1:] == skill_id)
         rows = tgt.any(1)
         if bool(rows.any()):
             ids_list.append(b["input_ids"][rows])
@@ -605,6 +608,7 @@ def circuit_for_skill(
     mask_key: str = "answer_mask",
     max_rows: int = 1024,
     min_gap: float = 1e-3,
+    label_key: str = "skill",
 ) -> CircuitResult:
     """The smallest top-ranked set of units whose faithfulness reaches `target`.
 
@@ -615,10 +619,11 @@ def circuit_for_skill(
     plain bisection). L_ablated - L_clean < min_gap (nats: ablating every unit does
     not hurt the skill, as in many untrained models) leaves faithfulness and auc
     undefined (nan), size = total and reached = False: there is no damage to recover.
+    label_key: the label column a "skill" is read from (`skill_data`).
     """
     name = skill_name if skill_name is not None else str(skill_id)
     with _eval(model):
-        sd = _as_skill_data(model, batches, skill_id, mask_key, name)
+        sd = _as_skill_data(model, batches, skill_id, mask_key, name, label_key)
         score = attribution_scores(model, sd, groups, means, attribution, max_rows)
         return search_circuit(
             model,
@@ -635,10 +640,12 @@ def circuit_for_skill(
         )
 
 
-def _as_skill_data(model, batches, skill_id: int, mask_key: str, name: str) -> SkillData:
+def _as_skill_data(
+    model, batches, skill_id: int, mask_key: str, name: str, label_key: str = "skill"
+) -> SkillData:
     if isinstance(batches, SkillData):
         return batches
-    sd = skill_data(batches, skill_id, mask_key, model.cfg.pad_token_id, device=model.device)
+    sd = skill_data(batches, skill_id, mask_key, model.cfg.pad_token_id, model.device, label_key)
     if sd is None:
         raise ValueError(f"skill {name} (id {skill_id}) has no answer tokens in the batches")
     return sd
@@ -760,12 +767,13 @@ def faithfulness(
     circuits: Sequence[Collection[Unit]],
     mask_key: str = "answer_mask",
     max_rows: int = 1024,
+    label_key: str = "skill",
 ) -> Faithfulness:
     """Faithfulness of each circuit, a set of (group name, unit index); the empty
     set and the set of all units are evaluated in the same stacked forward for the
     two ends. Returns values (R,) float64."""
     with _eval(model):
-        sd = _as_skill_data(model, batches, skill_id, mask_key, str(skill_id))
+        sd = _as_skill_data(model, batches, skill_id, mask_key, str(skill_id), label_key)
         index = {
             (g.name, u): o + u for g, o in zip(groups, _offsets(groups)) for u in range(g.n_units)
         }
@@ -818,16 +826,18 @@ def circuit_report(
     collated batches (then skill_names names the ids; default the ids themselves).
     Means are over all the sampled tokens; each skill's circuit is searched on its
     own examples among them. kw goes to `circuit_for_skill`. Skills without answer
-    tokens in the data are left out.
+    tokens in the data are left out. With kw label_key="domain" and
+    mask_key="loss_mask" (and batches of a text corpus, skill_names its domain
+    names) the "skills" are domains and the behaviour is their next-token loss.
     """
     if isinstance(data, SuiteData):
         batches = sample_batches(data, split, n_examples, seed=seed)
         skill_names = data.skill_names
     else:
         batches = list(data)
-    key = kw.get("mask_key", "answer_mask")
+    key, label_key = kw.get("mask_key", "answer_mask"), kw.get("label_key", "skill")
     present = sorted(
-        {int(s) for b in batches for s in b["skill"][_answers(b, key)].tolist() if s >= 0}
+        {int(s) for b in batches for s in b[label_key][_answers(b, key)].tolist() if s >= 0}
     )
     names = (
         list(skill_names)

@@ -61,7 +61,7 @@ class Routing:
     indices: dict[int, Tensor] = field(default_factory=dict)  # layer -> (N, k) experts
     logits: dict[int, Tensor] = field(default_factory=dict)  # layer -> (N, E) router logits
     hidden: dict[int, Tensor] = field(default_factory=dict)  # dense layer -> (N, d_ff)
-    skill: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (N,)
+    skill: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (N,) label
     features: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.long))
     tokens: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (N,)
 
@@ -74,10 +74,14 @@ def _layers(model) -> tuple[list[int], list[int]]:
 
 @torch.no_grad()
 def collect_routing(
-    model, batches: Iterable[Mapping[str, Tensor]], max_tokens: int | None = None
+    model,
+    batches: Iterable[Mapping[str, Tensor]],
+    max_tokens: int | None = None,
+    label_key: str = "skill",
 ) -> Routing:
     """Run the model over the batches, caching only the router hooks (MoE layers)
-    and `mlp.hook_post` (dense layers), for the tokens whose skill is >= 0."""
+    and `mlp.hook_post` (dense layers), for the tokens whose label (the batch's
+    `label_key` column: skill, or domain) is >= 0; `Routing.skill` holds it."""
     moe_layers, dense_layers = _layers(model)
     names = [
         f"blocks.{i}.mlp.hook_{h}" for i in moe_layers for h in ("router_logits", "expert_indices")
@@ -89,12 +93,12 @@ def collect_routing(
     model.eval()
     try:
         for batch in batches:
-            keep = batch["skill"] >= 0  # (B, T)
+            keep = batch[label_key] >= 0  # (B, T)
             ids, mask = token_batch(batch, model.device)
             _, cache = model.run_with_cache(ids, attention_mask=mask, names_filter=names)
             for name in names:
                 parts.setdefault(name, []).append(cache[name][keep.to(model.device)].cpu())
-            parts.setdefault("skill", []).append(batch["skill"][keep])
+            parts.setdefault("skill", []).append(batch[label_key][keep])
             parts.setdefault("features", []).append(batch["features"][keep])
             parts.setdefault("tokens", []).append(batch["input_ids"][keep])
             n += int(keep.sum())
@@ -184,6 +188,33 @@ def skill_accuracy(model, batches: Iterable[Mapping[str, Tensor]], n_skills: int
     return torch.where(total > 0, right / total.clamp_min(1), float("nan"))
 
 
+@torch.no_grad()
+def label_loss(
+    model, batches: Iterable[Mapping[str, Tensor]], n_labels: int, label_key: str = "skill"
+) -> Tensor:
+    """(n_labels,) mean next-token cross-entropy on the loss-masked tokens, grouped
+    by the predicted token's label (the batches' `label_key` column: a text
+    corpus's domain). nan for a label with no such token."""
+    nll = torch.zeros(n_labels, dtype=torch.float64)
+    total = torch.zeros(n_labels, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            ids, mask = token_batch(batch, model.device)
+            logits = model(ids, attention_mask=mask)[:, :-1]
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().transpose(1, 2), ids[:, 1:], reduction="none"
+            ).cpu()
+            lab = batch[label_key][:, 1:]
+            use = batch["loss_mask"][:, 1:].bool() & (lab >= 0)
+            nll += torch.bincount(lab[use], weights=loss[use].double(), minlength=n_labels)
+            total += torch.bincount(lab[use], minlength=n_labels).double()
+    finally:
+        model.train(was_training)
+    return torch.where(total > 0, nll / total.clamp_min(1), float("nan"))
+
+
 def causal_specialization(
     model,
     selection: Routing,
@@ -192,21 +223,33 @@ def causal_specialization(
     n_per_skill: int | None = None,
     mode: str = "zero",
     means: Mapping[int, Tensor] | None = None,
+    label_key: str = "skill",
+    measure: str = "accuracy",
 ) -> dict:
-    """For each skill: choose, in every MoE layer, the `n_per_skill` experts it uses
-    more than the other skills do (on the selection routing), ablate them, and
-    measure on `causal_batches` the accuracy drop on every skill.
+    """For each skill (or label of `label_key`, named by skill_names): choose, in
+    every MoE layer, the `n_per_skill` experts it uses more than the other labels
+    do (on the selection routing), ablate them, and measure on `causal_batches` the
+    harm on every label: the drop in answer accuracy (measure "accuracy"), or the
+    rise in next-token loss (measure "loss", nats: `label_loss`).
 
-    Returns experts {skill: {layer: [e, ...]}}, base_accuracy (S,), drop (S, S)
-    (row: whose experts were ablated; column: skill measured), delta_target,
-    delta_others and selectivity (analysis.moe.selectivity)."""
+    Returns experts {skill: {layer: [e, ...]}}, base (S,) (accuracy or loss),
+    drop (S, S) (row: whose experts were ablated; column: label measured; > 0 =
+    harm), delta_target, delta_others and selectivity (analysis.moe.selectivity)."""
+    if measure not in ("accuracy", "loss"):
+        raise ValueError(f"causal_specialization: measure={measure!r}: 'accuracy' or 'loss'")
     S = len(skill_names)
     moes = {i: b.mlp for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)}
     chosen = {
         i: skill_experts(selection.indices[i], selection.skill, m.n_experts, S, n_per_skill or m.k)
         for i, m in moes.items()
     }
-    base = skill_accuracy(model, causal_batches, S)
+
+    def score() -> Tensor:  # harm is base - score for accuracy, score - base for loss
+        if measure == "loss":
+            return -label_loss(model, causal_batches, S, label_key)
+        return skill_accuracy(model, causal_batches, S)
+
+    base = score()
     drop = torch.full((S, S), float("nan"), dtype=torch.float64)
     experts: dict[str, dict[int, list[int]]] = {}
     for s, name in enumerate(skill_names):
@@ -215,12 +258,13 @@ def causal_specialization(
         ablate = {i: chosen[i][s].tolist() for i in moes}
         experts[name] = ablate
         with ablate_experts(model, ablate, mode=mode, means=means):
-            drop[s] = base - skill_accuracy(model, causal_batches, S)
+            drop[s] = base - score()
     sel = selectivity(drop)
     return {
         "mode": mode,
+        "measure": measure,
         "experts": experts,
-        "base_accuracy": base.tolist(),
+        f"base_{measure}": (base if measure == "accuracy" else -base).tolist(),
         "drop": drop.tolist(),
         "delta_target": sel["delta_target"].tolist(),
         "delta_others": sel["delta_others"].tolist(),

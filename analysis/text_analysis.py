@@ -1,0 +1,500 @@
+"""Interpretability of a model trained on a text corpus: every score that needs no
+ground truth, with the corpus's domains (training.data.text: the source folder or
+file of each document, or a named jsonl field) in place of the skill suite's skills.
+
+    from glassbox.analysis.text_analysis import text_report
+    report = text_report(model, data, "runs/x/analysis")
+    report["summary"]          # {"interp.domain_specialization": ..., "domains.json.loss": ...}
+    report["not_applicable"]   # {"interp.coverage": "why", ...}
+
+What it measures, on held-out blocks (val picks, test scores the ablations):
+
+- routing (MoE layers; dense layers through k-means clusters of `mlp.hook_post`, the
+  comparison point): load and its spread, routing entropy, router entropy, OLMoE's
+  domain and vocabulary specialisation, NMI and purity of unit against domain,
+  co-activation, the top tokens and domains of every expert, router saturation
+  against a reference checkpoint of the same run (analysis.specialisation);
+- units (neurons, latents, expert gates: the FFN contract's readable units): L0,
+  dead and dense fraction per layer, and feature pages (`features_layer{i}.txt` /
+  `.html`): for the units most selective for each domain, their top-activating
+  contexts with the text around them, the domain there, and the tokens each unit
+  promotes through the unembedding (its output direction through ln_final and W_U);
+- causal, selectivity by domain: ablate each domain's most-used experts (the
+  experts it is routed to more than other domains are, `n_per_domain` of them per
+  layer, mean-ablated) or, without MoE layers, its most-used neurons / latents (the
+  `unit_share` of each layer's units with the largest relative rise of mean |act|
+  on the domain, mean-ablated), and measure the rise of next-token loss on that
+  domain and on the others: selectivity = mean over domains of (rise on it - mean
+  rise on the others), in nats;
+- circuits: analysis.circuits with a domain's next-token loss as the behaviour
+  (`circuit_fraction` per domain: the share of units that keep 90% of it).
+
+Scores against the suite's ground truth do not apply and are listed with the
+reason in `not_applicable` (`NOT_APPLICABLE`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from glassbox.analysis.batches import real_tokens, token_batch
+from glassbox.analysis.circuits import HookUnits, circuit_report, unit_groups, unit_means
+from glassbox.analysis.coverage import Collected
+from glassbox.analysis.feature_pages import feature_contexts, render_html, render_text
+from glassbox.analysis.interp import ffn_kinds, suite_batches, unit_activations
+from glassbox.analysis.jsonable import jsonable, mean_defined
+from glassbox.analysis.logit_lens import unembed
+from glassbox.analysis.moe import router_saturation, selectivity, vocab_specialization
+from glassbox.analysis.sae_metrics import dead_fraction, dense_fraction, l0
+from glassbox.analysis.specialisation import (
+    causal_specialization,
+    collect_routing,
+    label_loss,
+    layer_table,
+    specialisation_summary,
+)
+from glassbox.analysis.specialisation_plots import plot_expert_skill
+from glassbox.archs.dense import DenseMLP
+from glassbox.archs.moe import MoE, expert_means
+from glassbox.archs.transcoder import Transcoder
+from glassbox.training.data import SuiteData
+
+LABEL = "domain"  # the batches' per-token label column
+# Scores of the skill suite that a corpus without ground truth cannot give, and why.
+NOT_APPLICABLE = {
+    "interp.coverage": "needs ground-truth features",
+    "interp.nmi_expert_skill_label": "needs skills (see interp.nmi_expert_domain)",
+    "interp.purity": "needs skills (see interp.domain_purity)",
+    "interp.selectivity": "needs skill answers (see interp.domain_selectivity)",
+    "interp.tool_reliance": "needs tool calls",
+    "mean_accuracy": "needs skill answers",
+    "mean_exact_match": "needs skill answers",
+    "ood_accuracy": "needs an out-of-distribution split",
+    "probes": "needs ground-truth features",
+    "causal_tracing": "needs the facts skill",
+    "ioi": "needs the ioi skill",
+}
+# specialisation_summary's names -> what they mean with domains for labels (also
+# inside a baseline's key, `baselines.<name>.interp.purity`); DROPPED: not applicable
+RENAMES = {
+    "interp.nmi_expert_skill_label": "interp.nmi_expert_domain",
+    "interp.purity": "interp.domain_purity",
+}
+DROPPED = ("interp.nmi_expert_skill", "interp.nmi_expert_features")
+
+
+def _domain_key(key: str) -> str | None:
+    """A specialisation summary key as the text report names it (None: dropped)."""
+    for old, new in RENAMES.items():
+        if key == old or key.endswith("." + old):
+            return key[: len(key) - len(old)] + new
+    return None if any(key == d or key.endswith("." + d) for d in DROPPED) else key
+
+
+def has_ground_truth(suite: SuiteData) -> bool:
+    """Whether the data carries skills (and so the suite's ground truth)."""
+    return bool(suite.skill_names)
+
+
+def not_applicable_line(reasons: Mapping[str, str] = NOT_APPLICABLE) -> str:
+    """One line saying which scores do not apply on text and why."""
+    by_reason: dict[str, list[str]] = {}
+    for key, why in reasons.items():
+        by_reason.setdefault(why.split(" (")[0], []).append(key.removeprefix("interp."))
+    parts = [f"{', '.join(keys)} ({why})" for why, keys in by_reason.items()]
+    return "not applicable on text (no skills, no ground truth): " + "; ".join(parts)
+
+
+def domain_labels(batches: Sequence[Mapping[str, Tensor]], max_tokens: int | None) -> Tensor:
+    """(N,) the domain of every real token, in collect_activations' order."""
+    parts = [b[LABEL][real_tokens(*token_batch(b))].cpu() for b in batches]
+    return torch.cat(parts)[:max_tokens]
+
+
+# ----------------------------------------------------------------- routing
+
+
+def expert_tokens(
+    indices: Tensor,
+    tokens: Tensor,
+    n_experts: int,
+    vocab_size: int,
+    tokenizer=None,
+    top: int = 10,
+    min_count: int = 10,
+) -> list[list[dict[str, Any]]]:
+    """Per expert, the `top` tokens (seen >= min_count times, routed to it at least once) with the largest share
+    of their occurrences routed to it (OLMoE's vocabulary specialisation):
+    [{"token", "id", "share", "count"}, ...], best first."""
+    spec, occ = vocab_specialization(indices, tokens, n_experts, vocab_size)
+    spec = torch.where(occ[None] >= min_count, spec, -1.0)
+    out = []
+    for e in range(n_experts):
+        vals, ids = spec[e].topk(min(top, vocab_size))
+        out.append(
+            [
+                {
+                    "token": _tok(tokenizer, int(i)),
+                    "id": int(i),
+                    "share": float(v),
+                    "count": int(occ[i]),
+                }
+                for v, i in zip(vals.tolist(), ids.tolist())
+                if v > 0
+            ]
+        )
+    return out
+
+
+def _tok(tokenizer, i: int) -> str:
+    """Token i as the text it stands for (line breaks and tabs shown as escapes)."""
+    if tokenizer is None:
+        return str(i)
+    text = tokenizer.decode([i], skip_special_tokens=False)
+    return text.replace("\n", "\\n").replace("\t", "\\t") if text else f"<{i}>"
+
+
+# ----------------------------------------------------------------- units
+
+
+def usage_contrast(acts: Tensor, labels: Tensor, n_labels: int) -> Tensor:
+    """(L, U) how much more each unit is used on a label's tokens than on the rest:
+    (mean |act| on the label - mean |act| elsewhere) / mean |act| overall (0 for a
+    unit never active). acts (N, U), labels (N,) (< 0 left out)."""
+    keep = labels >= 0
+    a, lab = acts[keep].abs().double(), labels[keep].long()
+    sums = torch.zeros(n_labels, a.shape[1], dtype=torch.float64).index_add_(0, lab, a)
+    n = torch.bincount(lab, minlength=n_labels).double()[:, None]
+    total, N = sums.sum(0, keepdim=True), n.sum()
+    on = sums / n.clamp_min(1)
+    off = (total - sums) / (N - n).clamp_min(1)
+    overall = total / max(float(N), 1.0)
+    return torch.where(overall > 0, (on - off) / overall.clamp_min(1e-30), 0.0)
+
+
+def unit_selectivity(
+    model,
+    acts: Mapping[int, Tensor],
+    labels: Tensor,
+    select_batches: Sequence[Mapping[str, Tensor]],
+    causal_batches: Sequence[Mapping[str, Tensor]],
+    label_names: Sequence[str],
+    unit_share: float = 1 / 16,
+    mode: str = "zero",
+) -> dict[str, Any]:
+    """Selectivity by label of neurons / latents: for each label, ablate in every
+    layer of `acts` ({layer: (N, U)} over the tokens `labels` (N,) names) the
+    ceil(unit_share * U) units with the largest `usage_contrast`, and measure the rise
+    of next-token loss on every label of `causal_batches` (`label_loss`). mode
+    "zero" sets them to 0, "mean" to their mean over `select_batches`
+    (analysis.circuits.unit_means). Returns units {label:
+    {layer: [u, ...]}}, base_loss (L,), drop (L, L) (row: whose units were ablated;
+    column: label measured), delta_target, delta_others, selectivity."""
+    L = len(label_names)
+    groups = {
+        g.layer: g
+        for g in unit_groups(model, include_heads=False)
+        if isinstance(g, HookUnits) and g.layer in acts
+    }
+    if mode == "mean":
+        means = unit_means(model, select_batches, list(groups.values()))
+    else:
+        means = {g.name: torch.zeros(g.n_units, device=model.device) for g in groups.values()}
+    contrast = {i: usage_contrast(acts[i], labels, L) for i in groups}
+    present = torch.bincount(labels[labels >= 0], minlength=L)[:L] > 0
+    base = label_loss(model, causal_batches, L, LABEL)
+    drop = torch.full((L, L), float("nan"), dtype=torch.float64)
+    chosen: dict[str, dict[int, list[int]]] = {}
+    for d, name in enumerate(label_names):
+        if not present[d]:
+            continue
+        hooks, chosen[name] = [], {}
+        for i, g in groups.items():
+            n = max(1, math.ceil(unit_share * g.n_units))
+            units = contrast[i][d].topk(min(n, g.n_units)).indices
+            keep = torch.ones(1, g.n_units, dtype=torch.bool, device=model.device)
+            keep[0, units.to(model.device)] = False
+            hooks += g.hooks(means[g.name], keep)
+            chosen[name][i] = units.tolist()
+        with model.hooks(hooks):
+            drop[d] = label_loss(model, causal_batches, L, LABEL) - base
+    sel = selectivity(drop)
+    return {
+        "mode": mode,
+        "measure": "loss",
+        "units": chosen,
+        "base_loss": base.tolist(),
+        "drop": drop.tolist(),
+        "delta_target": sel["delta_target"].tolist(),
+        "delta_others": sel["delta_others"].tolist(),
+        "selectivity": sel["score"],
+    }
+
+
+@torch.no_grad()
+def unit_directions(model, layer: int, batches: Sequence[Mapping[str, Tensor]]) -> Tensor | None:
+    """(U, d_model) what each readable unit of a layer writes into the residual
+    stream: a neuron's W_out column, a latent's W_dec row, an expert's mean output
+    (archs.moe.expert_means over `batches`); None for another kind."""
+    mlp = model.blocks[layer].mlp
+    if isinstance(mlp, DenseMLP):
+        return mlp.W_out.weight.T
+    if isinstance(mlp, Transcoder):
+        return mlp.W_dec
+    if isinstance(mlp, MoE):
+        return expert_means(model, batches, [layer])[layer].to(model.device)
+    return None
+
+
+@torch.no_grad()
+def promoted_tokens(model, directions: Tensor, tokenizer=None, top: int = 8) -> list[list[str]]:
+    """Per row of directions (U, d_model), the `top` tokens its logits through
+    ln_final and W_U raise most (analysis.logit_lens.unembed)."""
+    logits = unembed(model, directions.to(model.device).float())
+    logits = logits - logits.mean(-1, keepdim=True)
+    ids = logits.topk(min(top, logits.shape[-1]), dim=-1).indices.tolist()
+    return [[_tok(tokenizer, i) for i in row] for row in ids]
+
+
+def feature_pages(
+    model,
+    layer: int,
+    acts: Tensor,
+    col: Collected,
+    labels: Tensor,
+    label_names: Sequence[str],
+    contrast: Tensor,
+    batches: Sequence[Mapping[str, Tensor]],
+    out_dir: Path,
+    per_label: int = 4,
+    k: int = 8,
+) -> dict[str, str]:
+    """features_layer{layer}.txt / .html: the `per_label` units most selective for
+    each domain (by `contrast`, (L, U)), their top-k contexts, and per unit a line
+    with its domain, its relative usage there and the tokens it promotes."""
+    name = f"blocks.{layer}.mlp.units"
+    units: list[int] = []
+    for d in range(len(label_names)):
+        units += [u for u in contrast[d].topk(min(per_label, acts.shape[1])).indices.tolist()]
+    units = list(dict.fromkeys(units))
+    page_col = replace(col, acts={name: acts}, skill=labels)
+    contexts = feature_contexts(
+        page_col,
+        name,
+        units,
+        k=k,
+        tokenizer=lambda i: _tok(model.tokenizer, i),
+        skill_names=list(label_names),
+    )
+    for ctxs in contexts.values():  # the label is a domain here, not a skill
+        for c in ctxs:
+            if "skill" in c.labels:
+                c.labels = {LABEL: c.labels.pop("skill"), **c.labels}
+    directions = unit_directions(model, layer, batches)
+    promoted = (
+        promoted_tokens(model, directions[units], model.tokenizer)
+        if directions is not None
+        else None
+    )
+    best = contrast[:, units].argmax(0).tolist()
+    summaries = {}
+    for j, u in enumerate(units):
+        d = best[j]
+        line = f"most used on {label_names[d]} (+{float(contrast[d, u]):.2f} x its mean elsewhere)"
+        if promoted is not None:
+            line += " | promotes: " + " ".join(f"'{t}'" for t in promoted[j])
+        summaries[u] = line
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "text": out_dir / f"features_layer{layer}.txt",
+        "html": out_dir / f"features_layer{layer}.html",
+    }
+    paths["text"].write_text(render_text(contexts, summaries))
+    paths["html"].write_text(
+        render_html(contexts, summaries, title=f"layer {layer}: units by domain")
+    )
+    return {k: str(v) for k, v in paths.items()}
+
+
+# ----------------------------------------------------------------- the report
+
+
+def text_report(
+    model,
+    suite: SuiteData,
+    out_dir: str | Path | None = None,
+    n_examples: int = 128,
+    seed: int = 0,
+    *,
+    reference_model=None,
+    causal: bool = True,
+    circuits: bool = True,
+    circuit_examples: int = 32,
+    unit_share: float = 1 / 16,
+    ablation: str = "zero",
+    max_tokens: int | None = 50_000,
+) -> dict[str, Any]:
+    """Every score of the module docstring for `model` on `suite`, a text corpus
+    with a `domain` column (training.data.text). n_examples: held-out blocks of val
+    (selection, statistics) and of test (ablations); circuit_examples: val blocks
+    the circuits are searched on. reference_model: another checkpoint of the same
+    run, for router saturation. out_dir: expert_domain.png and feature pages.
+    ablation: "zero" (as analysis.specialisation's default) or "mean".
+
+    Returns {"summary": {"interp.<metric>", "domains.<domain>.<metric>": float},
+    "not_applicable": {key: why}, "domains": [names], "layers": routing metrics per
+    layer, "experts": top tokens and domains per expert, "units": per-layer health,
+    "causal": {...} or None, "circuits": {...} or None, "pages": paths, "plots":
+    paths}; JSON-safe (nan as None)."""
+    names = list(suite.domain_names or [])
+    if not names:
+        raise ValueError(
+            "text_report: the data has no domains (rebuild it with this version of "
+            "training.data.text, or give data.text.domain_field)"
+        )
+    D, device = len(names), model.device
+    val = suite_batches(suite, "val", n_examples, seed=seed, device=device)
+    if LABEL not in val[0]:
+        raise ValueError("text_report: the batches have no `domain` column")
+    test = suite_batches(suite, "test", n_examples, seed=seed + 1, device=device) if causal else []
+    out = Path(out_dir) if out_dir is not None else None
+    report: dict[str, Any] = {
+        "domains": names,
+        "not_applicable": dict(NOT_APPLICABLE),
+        "plots": [],
+        "pages": {},
+    }
+    summary: dict[str, Any] = {}
+    per_domain: dict[str, dict[str, Any]] = {n: {} for n in names}
+
+    # routing and its specialisation by domain
+    moe_layers = [i for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)]
+    dense_layers = [i for i, b in enumerate(model.blocks) if isinstance(b.mlp, DenseMLP)]
+    routing = None
+    if moe_layers or dense_layers:
+        routing = collect_routing(model, val, max_tokens, label_key=LABEL)
+        n_clusters = model.blocks[moe_layers[0]].mlp.n_experts if moe_layers else 16
+        layers = layer_table(model, routing, D, (), n_clusters, seed)
+        if reference_model is not None and moe_layers:
+            ref = collect_routing(reference_model, val, max_tokens, label_key=LABEL)
+            for i in moe_layers:
+                layers[i]["router_saturation"] = router_saturation(
+                    ref.indices[i], routing.indices[i]
+                )
+        for k, v in specialisation_summary(layers, moe_layers, None).items():
+            if (key := _domain_key(k)) is not None:
+                summary[key] = v
+        for d, n in enumerate(names):
+            per_domain[n]["specialization"] = mean_defined(
+                max(col[d] for col in layers[i]["domain_specialization"]) for i in layers
+            )
+        report["layers"] = layers
+        report["experts"] = {
+            i: {
+                "top_tokens": expert_tokens(
+                    routing.indices[i], routing.tokens, model.blocks[i].mlp.n_experts,
+                    model.cfg.vocab_size, model.tokenizer,
+                ),
+                "domain_share": layers[i]["expert_skill_share"],
+            }
+            for i in moe_layers
+        }  # fmt: skip
+        if out is not None:
+            shares = {i: torch.tensor(layers[i]["expert_skill_share"]) for i in layers}
+            ylabel = "expert" if moe_layers else "k-means cluster of mlp.hook_post"
+            path = out / "expert_domain.png"
+            plot_expert_skill(
+                shares,
+                names,
+                path,
+                title="share of each unit's token-slots by domain",
+                ylabel=ylabel,
+            )
+            report["plots"].append(str(path))
+
+    # readable units: health, feature pages
+    units, col = unit_activations(model, val, max_tokens=max_tokens)
+    labels = domain_labels(val, max_tokens)[: col.n_tokens]
+    health: dict[str, Any] = {}
+    kinds = ffn_kinds(model)
+    for i, acts in units.items():
+        health[str(i)] = {
+            "kind": kinds[i], "n_units": acts.shape[1], "l0": l0(acts),
+            "dead_fraction": dead_fraction(acts), "dense_fraction": dense_fraction(acts),
+        }  # fmt: skip
+        if out is not None:
+            contrast = usage_contrast(acts, labels, D)
+            report["pages"][str(i)] = feature_pages(
+                model, i, acts, col, labels, names, contrast, val, out
+            )
+    report["units"] = health
+    latent = [h for h in health.values() if h["kind"] == "transcoder"]
+    for key in ("l0", "dead_fraction", "dense_fraction"):
+        if latent:
+            summary[f"interp.{key}"] = mean_defined(h[key] for h in latent)
+
+    # causal: ablate each domain's most-used experts (or units)
+    report["causal"] = None
+    if causal:
+        if moe_layers:
+            assert routing is not None
+            means = expert_means(model, val, moe_layers) if ablation == "mean" else None
+            res = causal_specialization(
+                model, routing, test, names, mode=ablation, means=means,
+                label_key=LABEL, measure="loss",
+            )  # fmt: skip
+            base = res["base_loss"]
+        else:
+            ablatable = {i: a for i, a in units.items() if kinds[i] in ("dense", "transcoder")}
+            res = unit_selectivity(model, ablatable, labels, val, test, names, unit_share, ablation)
+            base = res["base_loss"]
+        report["causal"] = res
+        summary["interp.domain_selectivity"] = res["selectivity"]
+        summary["interp.domain_delta_target"] = mean_defined(res["delta_target"])
+        summary["interp.domain_delta_others"] = mean_defined(res["delta_others"])
+        for d, n in enumerate(names):
+            t, o = res["delta_target"][d], res["delta_others"][d]
+            per_domain[n]["selectivity"] = t - o if t is not None and o is not None else None
+            per_domain[n]["loss"] = base[d]
+
+    # circuits: the fewest units that keep a domain's next-token loss
+    report["circuits"] = None
+    if circuits:
+        cb = suite_batches(suite, "val", circuit_examples, seed=seed, device=device)
+        circ = circuit_report(model, cb, skill_names=names, label_key=LABEL, mask_key="loss_mask")
+        flat = circ.to_dict()
+        report["circuits"] = {"summary": flat, "details": circ.details()}
+        summary["interp.domain_circuit_fraction"] = flat.get("circuit_fraction")
+        summary["interp.domain_circuit_auc"] = flat.get("circuit_auc")
+        for n in names:
+            if n in circ:
+                r = circ[n]
+                per_domain[n]["circuit_fraction"] = r.fraction if math.isfinite(r.auc) else None
+
+    for n, vals in per_domain.items():
+        for k, v in vals.items():
+            summary[f"domains.{n}.{k}"] = v
+    report["summary"] = summary
+    return jsonable(report)
+
+
+__all__ = [
+    "NOT_APPLICABLE",
+    "domain_labels",
+    "expert_tokens",
+    "feature_pages",
+    "has_ground_truth",
+    "not_applicable_line",
+    "promoted_tokens",
+    "text_report",
+    "unit_directions",
+    "unit_selectivity",
+    "usage_contrast",
+]
