@@ -8,10 +8,13 @@ answer to "which ids, which tokens are real, which are scored".
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
+
+from glassbox.training.data import SuiteData, collate
 
 
 def token_batch(batch, device=None) -> tuple[Tensor, Tensor | None]:
@@ -56,4 +59,27 @@ def to_device(batch: Mapping[str, Tensor], device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-__all__ = ["count_real_tokens", "real_tokens", "scoring_mask", "to_device", "token_batch"]
+def suite_batches(
+    suite: SuiteData, split: str, n_examples: int, batch_size: int = 64, seed: int = 0, device=None
+) -> list[dict[str, Tensor]]:
+    """A seeded sample of n_examples rows of a split, collated into batches."""
+    ds = suite.splits[split]
+    idx = list(range(len(ds)))
+    random.Random(seed).shuffle(idx)
+    rows = [ds[i] for i in sorted(idx[:n_examples])]
+    batches = [
+        collate(rows[i : i + batch_size], suite.pad_id) for i in range(0, len(rows), batch_size)
+    ]
+    if device is not None:
+        batches = [to_device(b, device) for b in batches]
+    return batches
+
+
+__all__ = [
+    "count_real_tokens",
+    "real_tokens",
+    "scoring_mask",
+    "suite_batches",
+    "to_device",
+    "token_batch",
+]

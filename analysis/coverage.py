@@ -50,6 +50,14 @@ class Collected:
     def n_tokens(self) -> int:
         return self.where.shape[0]
 
+    @property
+    def token_ids(self) -> Tensor:
+        """(N,) the token id of each row."""
+        if not self.sequences:
+            return torch.empty(0, dtype=torch.long)
+        ids = torch.nn.utils.rnn.pad_sequence(self.sequences, batch_first=True)
+        return ids[self.where[:, 0], self.where[:, 1]]
+
 
 @torch.no_grad()
 def collect_activations(

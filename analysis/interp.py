@@ -10,39 +10,52 @@ ground-truth binary features of the best single unit's F1. The units are
     transcoder   sparse latents              blocks.{i}.mlp.hook_latents
 
 and each kind adds its own scores: expert specialisation and causal selectivity
-(analysis.specialisation), latent health (l0, dead and dense fractions).
+(analysis.specialisation), latent health (l0, dead and dense fractions), and every
+kind gets the circuit size per skill (analysis.circuits: heads plus the kind's units).
+
+Every score has its baselines (analysis.baselines): `interp_with_baselines` scores the
+untrained twin with the same code on the same tokens (`baselines.init.<key>`), and
+the token-identity baselines (`baselines.token.<key>`) come with the model's own
+scores. Coverage is also split into lexical and contextual features, with the
+contextual lift over the token predictor as the headline (`interp.coverage_lift`).
 """
 
 from __future__ import annotations
 
-import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from glassbox.analysis.batches import to_device
+from glassbox.analysis.baselines import (
+    feature_split,
+    split_coverage,
+    token_coverage,
+    untrained_twin,
+)
+from glassbox.analysis.batches import suite_batches
+from glassbox.analysis.circuits import circuit_report
 from glassbox.analysis.coverage import collect_activations, coverage, ground_truth_labels
+from glassbox.analysis.jsonable import is_defined, jsonable, mean_defined
 from glassbox.analysis.sae_metrics import dead_fraction, dense_fraction, l0
 from glassbox.analysis.specialisation import specialisation_report
-from glassbox.training.data import SuiteData, collate
+from glassbox.training.data import SuiteData
 
+# nats: the least rise of a skill's answer loss, every unit mean-ablated, that a
+# circuit is searched for (analysis.circuits' min_gap)
+CIRCUIT_MIN_GAP = 0.1
 
-def suite_batches(
-    suite: SuiteData, split: str, n_examples: int, batch_size: int = 64, seed: int = 0, device=None
-) -> list[dict[str, Tensor]]:
-    """A seeded sample of n_examples rows of a split, collated into batches."""
-    ds = suite.splits[split]
-    idx = list(range(len(ds)))
-    random.Random(seed).shuffle(idx)
-    rows = [ds[i] for i in sorted(idx[:n_examples])]
-    batches = [
-        collate(rows[i : i + batch_size], suite.pad_id) for i in range(0, len(rows), batch_size)
-    ]
-    if device is not None:
-        batches = [to_device(b, device) for b in batches]
-    return batches
+__all__ = [
+    "CIRCUIT_MIN_GAP",
+    "coverage_scores",
+    "format_scores",
+    "interp_report",
+    "interp_with_baselines",
+    "suite_batches",
+    "unit_activations",
+]
 
 
 def ffn_kinds(model) -> dict[int, str]:
@@ -77,16 +90,28 @@ def coverage_scores(
     model, batches, suite: SuiteData, max_tokens: int | None = 20_000
 ) -> dict[str, Any]:
     """interp.coverage (mean over layers of each layer's coverage), per-layer
-    coverage, and for transcoder layers l0 / dead_fraction / dense_fraction."""
+    coverage, and for transcoder layers l0 / dead_fraction / dense_fraction.
+
+    With it, the lexical / contextual split (analysis.baselines): per layer and as
+    means over layers, interp.coverage_lexical, interp.coverage_contextual and
+    interp.coverage_lift (the normalised lift over the token predictor on contextual
+    features); the token predictor's own coverage under baselines.token.interp.*;
+    and, per feature, its token-identity F1 and kind (`features`)."""
     units, col = unit_activations(model, batches, max_tokens)
     labels, names = ground_truth_labels(
         col.features, suite.feature_names, suite.feature_kinds, col.skill, suite.skill_names
     )
+    split = feature_split(col.token_ids, labels, names)
     layers: dict[str, Any] = {}
     health: dict[str, list[float]] = {"l0": [], "dead_fraction": [], "dense_fraction": []}
     for i, acts in units.items():
         res = coverage(acts, labels, names)
-        entry: dict[str, Any] = {"coverage": res.coverage, "n_units": acts.shape[1]}
+        entry: dict[str, Any] = {
+            "coverage": res.coverage,
+            **split_coverage(res.best_f1, split),
+            "n_units": acts.shape[1],
+            "best_f1": {n: float(res.best_f1[g]) for g, n in enumerate(names)},
+        }
         if ffn_kinds(model)[i] == "transcoder":
             entry.update(
                 l0=l0(acts), dead_fraction=dead_fraction(acts), dense_fraction=dense_fraction(acts)
@@ -95,15 +120,28 @@ def coverage_scores(
                 health[k].append(entry[k])
         layers[str(i)] = entry
     out: dict[str, Any] = {
-        "interp.coverage": sum(e["coverage"] for e in layers.values()) / max(len(layers), 1),
-        "coverage_by_layer": layers,
-        "n_ground_truth_features": len(names),
-        "n_tokens": int(labels.shape[0]),
+        f"interp.{k}": mean_defined(e[k] for e in layers.values())
+        for k in ("coverage", "coverage_contextual", "coverage_lift", "coverage_lexical")
     }
+    out.update({f"baselines.token.interp.{k}": v for k, v in token_coverage(split).items()})
+    out.update(
+        coverage_by_layer=layers,
+        features={
+            n: {"token_f1": float(split.token_f1[g]), "kind": split.kind(g)}
+            for g, n in enumerate(names)
+        },
+        n_ground_truth_features=len(names),
+        n_lexical_features=int(split.lexical.sum()),
+        n_tokens=int(labels.shape[0]),
+    )
     for k, vals in health.items():
         if vals:
             out[f"interp.{k}"] = sum(vals) / len(vals)
     return out
+
+
+def _scores(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k.startswith(("interp.", "baselines."))}
 
 
 def interp_report(
@@ -113,13 +151,25 @@ def interp_report(
     n_examples: int = 512,
     seed: int = 0,
     causal: bool = True,
+    circuits: bool = True,
+    circuit_examples: int = 256,
+    circuit_min_gap: float = CIRCUIT_MIN_GAP,
 ) -> dict[str, Any]:
     """Every applicable interpretability score of `model` on the suite's held-out
-    data: coverage for every kind; expert specialisation, the dense k-means
-    comparison point and causal selectivity for moe and dense models (val split
-    picks each skill's experts, test split scores their ablation).
+    data: coverage (all, lexical, contextual, contextual lift) for every kind; expert
+    specialisation, the dense k-means comparison point and causal selectivity for moe
+    and dense models (val split picks each skill's experts, test split scores their
+    ablation); the circuit size per skill (analysis.circuits on
+    min(n_examples, circuit_examples) val rows: interp.circuit_size.<skill>,
+    interp.circuit_fraction.<skill>, interp.circuit_auc.<skill>, ... and their means
+    interp.circuit_fraction, interp.circuit_auc over the skills whose answer loss
+    rises by at least circuit_min_gap nats when every unit is mean-ablated; an
+    untrained model's rises by ~0.01 nats of noise, and 90% of noise is no circuit,
+    so its circuit scores are undefined). The token-identity baselines come with the scores
+    (baselines.token.interp.*); the untrained twin's are interp_with_baselines'.
 
-    Returns {"summary": {"interp.<metric>": float}, "coverage": {...}, "moe": {...}}.
+    Returns {"summary": {"interp.<metric>": float, "baselines.token.interp.<metric>":
+    float}, "coverage": {...}, "moe": {...}, "circuits": {skill: {...}}}.
     """
     device = model.device
     val = suite_batches(suite, "val", n_examples, seed=seed, device=device)
@@ -127,7 +177,7 @@ def interp_report(
         suite_batches(suite, "test", n_examples, seed=seed + 1, device=device) if causal else None
     )
     cov = coverage_scores(model, val, suite)
-    summary = {k: v for k, v in cov.items() if k.startswith("interp.")}
+    summary = _scores(cov)
     report: dict[str, Any] = {"coverage": cov}
     kinds = set(ffn_kinds(model).values())
     if kinds & {"moe", "dense"}:
@@ -143,5 +193,67 @@ def interp_report(
         report["moe"] = moe
         for k, v in moe["summary"].items():
             summary.setdefault(k, v)
+    if circuits:
+        circ = circuit_report(
+            model,
+            suite,
+            n_examples=min(n_examples, circuit_examples),
+            seed=seed,
+            min_gap=circuit_min_gap,
+        )
+        summary.update({f"interp.{k}": v for k, v in circ.to_dict().items()})
+        report["circuits"] = circ.details()
     report["summary"] = summary
     return report
+
+
+def interp_with_baselines(
+    model,
+    suite: SuiteData,
+    out_dir: str | Path | None = None,
+    n_examples: int = 512,
+    seed: int = 0,
+    init_seed: int = 0,
+    causal: bool = True,
+    circuits: bool = True,
+) -> dict[str, Any]:
+    """interp_report of `model`, and of its untrained twin (analysis.baselines:
+    the same config at init_seed, the run's training seed, at initialisation) with
+    the same code on the same tokens (seed picks the tokens for both). The twin's
+    interp.* scores join the summary as baselines.init.interp.*; its whole report is
+    under "untrained_twin"."""
+    report = interp_report(model, suite, out_dir, n_examples, seed, causal, circuits)
+    twin = untrained_twin(model, init_seed)
+    init = interp_report(twin, suite, None, n_examples, seed, causal, circuits)
+    report["summary"].update(
+        {f"baselines.init.{k}": v for k, v in init["summary"].items() if k.startswith("interp.")}
+    )
+    report["untrained_twin"] = {"init_seed": init_seed, **init}
+    return jsonable(report)
+
+
+def format_scores(summary: Mapping[str, Any]) -> list[str]:
+    """Lines for a terminal: each interp.* score beside its baselines and its lift over
+    them (trained - baseline); "–" where a baseline is not defined. Per-skill circuit
+    entries (interp.circuit_*.<skill>) are left to the JSON."""
+
+    def cell(x: Any) -> str:
+        if isinstance(x, bool) or not is_defined(x):
+            return f"{'–' if not is_defined(x) else x!s:>9}"
+        return f"{x:9.4f}" if isinstance(x, float) else f"{x:>9}"
+
+    def lift(a: Any, b: Any) -> Any:
+        ok = is_defined(a) and is_defined(b) and not isinstance(a, bool)
+        return a - b if ok else None
+
+    head = (
+        f"{'score':<36} {'trained':>9} {'untrained':>9} {'token':>9} {'- untr.':>9} {'- token':>9}"
+    )
+    lines = [head]
+    for k, v in sorted(summary.items()):
+        if not k.startswith("interp.") or k.count(".") > 1:
+            continue
+        init, tok = summary.get(f"baselines.init.{k}"), summary.get(f"baselines.token.{k}")
+        row = [v, init, tok, lift(v, init), lift(v, tok)]
+        lines.append(f"{k:<36} " + " ".join(cell(x) for x in row))
+    return lines

@@ -18,6 +18,14 @@ Dense layers are the comparison point: their hidden activations
 (`blocks.i.mlp.hook_post`) clustered by k-means into as many clusters as the MoE
 has experts, the same metrics computed on the clusters; so "specialised" means more
 than what a dense model's neurons already separate.
+
+Every layer's grouping (experts or clusters) also gets its token-identity baseline
+(analysis.baselines.token_routing: each token id sent to the groups it is sent to
+most often), scored by the same NMI and purity code: `token_baseline` per layer, and
+`baselines.token.interp.{nmi_expert_skill, nmi_expert_skill_label, purity}` in the
+summary. interp.nmi_lift = interp.nmi_expert_skill_label minus its token baseline
+(the label-normalised NMI, the report's column): what the routing says about the
+skill beyond what the current token already says.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from glassbox.analysis.baselines import routing_scores, token_routing
 from glassbox.analysis.batches import token_batch
 from glassbox.analysis.jsonable import jsonable, mean_defined
 from glassbox.analysis.moe import (
@@ -282,7 +291,8 @@ def layer_table(
 ) -> dict[int, dict]:
     """layer_metrics of every analysed layer: its router's experts (MoE layers,
     grouping "router") or `n_clusters` k-means clusters of its `mlp.hook_post`
-    (dense layers, grouping "kmeans")."""
+    (dense layers, grouping "kmeans"); each with `token_baseline`, the skill NMI and
+    purity of the same grouping made a function of the token alone."""
     moe_layers, dense_layers = _layers(model)
     vocab = model.cfg.vocab_size
     layers: dict[int, dict] = {}
@@ -291,6 +301,10 @@ def layer_table(
             routing.indices[i], model.blocks[i].mlp.n_experts, routing.skill, n_skills,
             routing.features, feature_names, routing.tokens, vocab, routing.logits[i],
         )  # fmt: skip
+        tok = token_routing(routing.indices[i], routing.tokens, model.blocks[i].mlp.n_experts)
+        m["token_baseline"] = routing_scores(
+            tok, routing.skill, model.blocks[i].mlp.n_experts, n_skills
+        )
         layers[i] = {"grouping": "router", **m}
     for i in dense_layers:
         clusters = kmeans(routing.hidden[i], n_clusters, seed=seed)[:, None]
@@ -298,6 +312,8 @@ def layer_table(
             clusters, n_clusters, routing.skill, n_skills,
             routing.features, feature_names, routing.tokens, vocab,
         )  # fmt: skip
+        tok = token_routing(clusters, routing.tokens, n_clusters)
+        m["token_baseline"] = routing_scores(tok, routing.skill, n_clusters, n_skills)
         layers[i] = {"grouping": "kmeans", **m}
     return layers
 
@@ -305,7 +321,8 @@ def layer_table(
 def specialisation_summary(
     layers: Mapping[int, dict], moe_layers: Sequence[int], causal: dict | None
 ) -> dict[str, float | None]:
-    """The headline numbers: means over the analysed layers (None where undefined)."""
+    """The headline numbers: means over the analysed layers (None where undefined),
+    the token-identity baselines (baselines.token.interp.*) and interp.nmi_lift."""
     ls = [layers[i] for i in sorted(layers)]
     summary = {
         "interp.nmi_expert_skill": mean_defined(x["nmi_skill"] for x in ls),
@@ -321,6 +338,18 @@ def specialisation_summary(
             x.get("vocab_specialization_score") for x in ls
         ),
     }
+    tok = [x["token_baseline"] for x in ls if "token_baseline" in x]
+    if tok:
+        base = {
+            "nmi_expert_skill": mean_defined(t["nmi_skill"] for t in tok),
+            "nmi_expert_skill_label": mean_defined(t["nmi_skill_label_norm"] for t in tok),
+            "purity": mean_defined(t["mean_purity"] for t in tok),
+        }
+        summary.update({f"baselines.token.interp.{k}": v for k, v in base.items()})
+        label, tok_label = summary["interp.nmi_expert_skill_label"], base["nmi_expert_skill_label"]
+        summary["interp.nmi_lift"] = (
+            label - tok_label if label is not None and tok_label is not None else None
+        )
     if moe_layers:
         summary["interp.router_entropy"] = mean_defined(
             layers[i]["router_entropy"] for i in moe_layers
