@@ -71,15 +71,19 @@ class Rotary(nn.Module):
         self.register_buffer("sin_rot", emb.sin() * sign, persistent=False)
         self.max_seq_len = max_seq_len
 
-    def tables(self, positions: Tensor | None, T: int) -> tuple[Tensor, Tensor]:
-        """cos, sin_rot broadcastable to (B, T, H, D): (1, T, 1, D) or (B, T, 1, D)."""
+    def tables(
+        self, positions: Tensor | None, T: int, bounded: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """cos, sin_rot broadcastable to (B, T, H, D): (1, T, 1, D) or (B, T, 1, D).
+        bounded: the caller knows every position is < T (nothing read back from the
+        device to check them: no sync, no graph break under torch.compile)."""
         if positions is None:
             if T > self.max_seq_len:
                 raise ValueError(
                     f"sequence of {T} tokens is longer than model.max_seq_len={self.max_seq_len}"
                 )
             return self.cos[:T, None], self.sin_rot[:T, None]
-        if int(positions.max()) >= self.max_seq_len:
+        if not (bounded and T <= self.max_seq_len) and int(positions.max()) >= self.max_seq_len:
             raise ValueError(
                 f"position {int(positions.max())} is past model.max_seq_len={self.max_seq_len}"
             )
@@ -263,7 +267,7 @@ class Transformer(HookedModule):
     ) -> Tensor:
         B, T = tokens.shape
         S = T + (cache.length if cache is not None else 0)
-        mask = None
+        mask, bounded = None, False
         if segment_ids is not None:
             # Packed rows (training): attention stays inside each example, rotary
             # positions restart at each example's first token.
@@ -271,14 +275,14 @@ class Transformer(HookedModule):
                 raise ValueError("segment_ids (packed rows) takes no attention_mask or cache")
             mask = self._segment_mask(segment_ids)
             if positions is None:
-                positions = segment_positions(segment_ids)
+                positions, bounded = segment_positions(segment_ids), True
         elif attention_mask is not None or cache is not None:
             mask = self._mask(attention_mask, B, T, S, tokens.device)
             if positions is None and attention_mask is not None:
                 positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, S - T :]
             elif positions is None:
                 positions = torch.arange(S - T, S, device=tokens.device).expand(B, T)
-        cos, sin = self.rotary.tables(positions, T)
+        cos, sin = self.rotary.tables(positions, T, bounded)
         x = self.hook_embed(self.W_E(tokens))  # (B, T, d_model)
         for block in self.blocks:
             x = block(x, cos, sin, mask, cache)

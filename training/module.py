@@ -59,12 +59,9 @@ class LMModule(L.LightningModule):
         return self.model(input_ids)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        # Packed rows carry segment and position ids (training.data.packing).
-        logits = self.model(
-            batch["input_ids"],
-            positions=batch.get("position_ids"),
-            segment_ids=batch.get("segment_ids"),
-        )
+        # Packed rows (training.data.packing): the model derives each example's
+        # positions from the segment ids (bounded by the row: no check read back).
+        logits = self.model(batch["input_ids"], segment_ids=batch.get("segment_ids"))
         lm = masked_lm_loss(logits, batch["input_ids"], batch["loss_mask"])
         aux = self.model.aux_losses()
         total = lm + sum(aux.values()) if aux else lm
