@@ -65,7 +65,8 @@ from glassbox.archs.moe import MoE, ablate_experts, expert_means
 
 @dataclass
 class Routing:
-    """What one pass over the batches leaves, for the N tokens with a skill."""
+    """What one pass over the batches leaves, for the N tokens with a label (a
+    skill, or the batches' `label_key` column: a text corpus's domain)."""
 
     indices: dict[int, Tensor] = field(default_factory=dict)  # layer -> (N, k) experts
     logits: dict[int, Tensor] = field(default_factory=dict)  # layer -> (N, E) router logits
