@@ -21,6 +21,7 @@ from glassbox.archs.errors import ConfigError, check_positive
 from glassbox.archs.ffn import FFNConfig, validate_ffn_config
 from glassbox.archs.moe import MoE, MoEConfig
 from glassbox.archs.transcoder import Transcoder, TranscoderConfig
+from glassbox.archs.weight_sparsity import WeightSparsityConfig, check_weight_sparsity_config
 
 __all__ = [
     "ConfigError",
@@ -31,6 +32,7 @@ __all__ = [
     "MoEConfig",
     "Transcoder",
     "TranscoderConfig",
+    "WeightSparsityConfig",
     "model_config_from_dict",
     "validate_ffn_config",
     "validate_model_config",
@@ -52,6 +54,9 @@ class ModelConfig:
     ffn: FFNConfig = field(default_factory=FFNConfig)
     # Per-layer overrides, keyed by layer index as a string: {"1": {kind: moe}}.
     ffn_by_layer: dict[str, FFNConfig] = field(default_factory=dict)
+    # Weight-sparse training (Gao et al. 2025): top-magnitude weights kept after each
+    # optimizer step; archs/weight_sparsity.py. Off by default (target_density 1).
+    weight_sparsity: WeightSparsityConfig = field(default_factory=WeightSparsityConfig)
     pad_token_id: int = 0  # ignored by the loss; used to left-pad batched prompts
     name: str = "glassbox"  # free-form label shown in model cards and reports
 
@@ -108,6 +113,7 @@ def validate_model_config(cfg: ModelConfig, prefix: str = "model") -> None:
     layers = [("ffn", cfg.ffn)] + [(f"ffn_by_layer.{k}", v) for k, v in cfg.ffn_by_layer.items()]
     for name, ffn in layers:
         validate_ffn_config(ffn, f"{prefix}.{name}")
+    check_weight_sparsity_config(cfg.weight_sparsity, cfg.d_model, f"{prefix}.weight_sparsity")
 
 
 def model_config_from_dict(d: dict | DictConfig) -> ModelConfig:

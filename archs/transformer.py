@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassbox.archs.config import ModelConfig, validate_model_config
-from glassbox.archs.ffn import build_ffn
+from glassbox.archs.ffn import FFN, build_ffn
 from glassbox.archs.generation import GenerationOutput, generate
 from glassbox.archs.hooks import HookedModule, HookPoint
 from glassbox.archs.kv_cache import KVCache
+from glassbox.archs.weight_sparsity import ResidualTopK, add_masks, prune_to_schedule
 
 __all__ = ["Attention", "Block", "KVCache", "RMSNorm", "Rotary", "Transformer", "segment_positions"]
 
@@ -179,13 +180,16 @@ class Block(nn.Module):
         self.hook_mlp_in = HookPoint()  # the normalised input the FFN reads
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
+        k = cfg.weight_sparsity.residual_topk  # activation-sparse residual (weight_sparsity.py)
+        self.resid_topk = ResidualTopK(k) if k else nn.Identity()
 
     def forward(self, x, cos, sin, mask, cache):
         x = self.hook_resid_pre(x)
         x = self.hook_resid_mid(
             x + self.hook_attn_out(self.attn(self.ln1(x), cos, sin, mask, cache, self.layer))
         )
-        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.hook_mlp_in(self.ln2(x)))))
+        x = x + self.hook_mlp_out(self.mlp(self.hook_mlp_in(self.ln2(x))))
+        return self.hook_resid_post(self.resid_topk(x))
 
 
 def segment_positions(segment_ids: Tensor) -> Tensor:
@@ -230,6 +234,8 @@ class Transformer(HookedModule):
         self.reset_parameters()
         if cfg.tie_embeddings:
             self.W_U.weight = self.W_E.weight
+        if cfg.weight_sparsity.enabled:
+            add_masks(self)  # which weights are kept, saved with the checkpoint
         self.setup_hooks()
 
     def reset_parameters(self) -> None:
@@ -323,6 +329,15 @@ class Transformer(HookedModule):
                     key = f"aux/{name}"
                     out[key] = out.get(key, 0.0) + weight * loss
         return out
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """The constraints kept after each optimizer step (`step` of `total_steps`
+        done): weight sparsity prunes to its scheduled density (archs/weight_sparsity.py),
+        then every FFN keeps its own (unit-norm transcoder decoders; zeros stay zero)."""
+        prune_to_schedule(self, step, total_steps)
+        for module in self.modules():
+            if isinstance(module, FFN):
+                module.after_optimizer_step()
 
     def num_params(self, active: bool = False) -> int:
         """Parameter count (tied weights once). active=True counts what one token

@@ -138,6 +138,8 @@ METRICS: tuple[Metric, ...] = (
     # what was held equal
     Metric("params.total", "total params", section=BUDGET, higher_is_better=None, count=True,
            constant=True),
+    Metric("params.nonzero", "non-zero params", section=BUDGET, higher_is_better=None,
+           count=True),  # what a weight-sparse model is matched on
     Metric("train.steps", "optimiser steps", section=BUDGET, higher_is_better=None, count=True),
     Metric("train.tokens", "training tokens", section=BUDGET, higher_is_better=None, count=True),
     Metric("train.flops", "training FLOPs", section=BUDGET, higher_is_better=None, count=True),

@@ -2,9 +2,10 @@
 
 It holds nothing of the model's math: the loss is next-token cross-entropy on
 loss-masked tokens plus whatever auxiliary losses the FFN slots report (load
-balancing, z-loss, AuxK, ...), all logged. Right after every optimizer step each
-FFN's `after_optimizer_step()` runs (the FFN contract, archs/ffn.py: unit-norm
-transcoder decoders). AdamW with linear warm-up and cosine decay; gradient
+balancing, z-loss, AuxK, ...), all logged. Right after every optimizer step the
+model's `after_optimizer_step(step, max_steps)` runs: weight sparsity's pruning
+(archs/weight_sparsity.py), then each FFN's hook (the FFN contract, archs/ffn.py:
+unit-norm transcoder decoders). AdamW with linear warm-up and cosine decay; gradient
 clipping and precision are the Trainer's.
 """
 
@@ -17,7 +18,6 @@ import lightning as L
 import torch
 
 from glassbox.archs.config import model_config_from_dict
-from glassbox.archs.ffn import FFN
 from glassbox.archs.transformer import Transformer
 from glassbox.training.metrics import SkillMetrics, masked_lm_loss
 
@@ -85,10 +85,10 @@ class LMModule(L.LightningModule):
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        # FFNs that keep a constraint after each update (unit-norm transcoder decoders)
-        for module in self.model.modules():
-            if isinstance(module, FFN):
-                module.after_optimizer_step()
+        # Constraints kept after each update: weight sparsity at its scheduled density,
+        # then each FFN's own (unit-norm transcoder decoders). global_step counts this
+        # step only once optimizer_step has returned, hence the + 1.
+        self.model.after_optimizer_step(self.trainer.global_step + 1, self.max_steps)
 
     def validation_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0

@@ -22,6 +22,7 @@ from torch.utils.data import IterableDataset
 
 from glassbox.archs.checkpoint import save_pretrained
 from glassbox.archs.config import ConfigError
+from glassbox.archs.weight_sparsity import nonzero_params
 from glassbox.training.callbacks import AtomicCheckpointIO, NaNGuard, Throughput
 from glassbox.training.config import ExperimentConfig, to_dict
 from glassbox.training.datamodule import SuiteDataModule
@@ -182,7 +183,11 @@ def _train(cfg: ExperimentConfig) -> Path:
     metrics = evaluate_model(
         model, suite, batch_size=cfg.data.batch_size, max_batches=cfg.run.eval_max_batches
     )
-    metrics["params"] = {"total": model.num_params(), "active": model.num_params(active=True)}
+    metrics["params"] = {
+        "total": model.num_params(),
+        "active": model.num_params(active=True),
+        "nonzero": nonzero_params(model),  # what a weight-sparse model is matched on
+    }
     metrics["train"] = {
         "steps": trainer.global_step,
         "tokens": tokens,  # non-padding tokens, all processes

@@ -36,7 +36,16 @@ def require(module: str, target: str) -> ModuleType:
 
 def llama_ffn(cfg: ModelConfig, target: str) -> FFNConfig:
     """The one dense SwiGLU FFN config every layer uses, or ExportError naming the
-    first layer that a Llama cannot hold (Llama has one MLP shape for all layers)."""
+    first layer that a Llama cannot hold (Llama has one MLP shape for all layers), or
+    the residual TopK of a weight-sparse model, which it cannot hold either."""
+    if cfg.weight_sparsity.residual_topk:
+        raise ExportError(
+            target,
+            "model.weight_sparsity.residual_topk",
+            cfg.weight_sparsity.residual_topk,
+            "a Llama has no TopK on its residual stream: only models trained with "
+            "residual_topk 0 can be exported (pruned weights export as zeros)",
+        )
     first = cfg.ffn_for_layer(0)
     for i in range(cfg.n_layers):
         ffn = cfg.ffn_for_layer(i)
