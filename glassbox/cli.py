@@ -57,22 +57,27 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
-    from glassbox.analysis.interp import interp_report
+    from glassbox.analysis.interp import format_scores, interp_with_baselines
     from glassbox.analysis.mechanistic import MechanisticConfig, run_mechanistic
-    from glassbox.archs.checkpoint import load_pretrained, resolve_checkpoint
+    from glassbox.archs.checkpoint import load_pretrained, read_config, resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint)
     model = load_pretrained(path, device=args.device)
     suite, _ = load_suite_for(path, model)
     out = Path(args.out or (path.parent / "analysis"))
     out.mkdir(parents=True, exist_ok=True)
+    # the untrained twin is built at the seed the run trained from (run.seed)
+    init_seed = int((read_config(path).get("run") or {}).get("seed", 0))
     report = {"checkpoint": str(path)}
-    report["interp"] = interp_report(model, suite, out, n_examples=args.examples)
+    report["interp"] = interp_with_baselines(
+        model, suite, out, n_examples=args.examples, init_seed=init_seed
+    )
     mech = MechanisticConfig(n_examples=args.examples, probe_max_examples=args.examples)
     report["mechanistic"] = run_mechanistic(model, suite, out, mech)
     (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
-    for k, v in sorted(report["interp"]["summary"].items()):
-        print(f"{k:<36} {v:.4f}" if isinstance(v, float) else f"{k:<36} {v}")
+    print("\n".join(format_scores(report["interp"]["summary"])))
+    print(f"untrained: the same config at run.seed={init_seed}, at initialisation; token: what")
+    print("the current token alone predicts; the last two columns are the lifts over them.")
     print(f"wrote {out / 'analysis.json'} and plots in {out}")
     return 0
 

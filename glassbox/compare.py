@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from glassbox.analysis.feature_cost import measure_feature_cost
-from glassbox.analysis.interp import coverage_scores, interp_report, suite_batches
+from glassbox.analysis.interp import coverage_scores, interp_with_baselines, suite_batches
 from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.splicing import splice_fidelity
 from glassbox.analysis.tools import tool_report
@@ -214,8 +214,14 @@ def score_run(run: RunInputs, cc: CompareConfig) -> RunResult:
         return RunResult.from_json(saved, trained_now=run.trained_now)
     run.analysis_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    analysis = interp_report(
-        run.model, run.suite, run.analysis_dir, n_examples=cc.analysis_examples, seed=run.seed
+    # every score beside its untrained twin's (the run's config at its training seed)
+    analysis = interp_with_baselines(
+        run.model,
+        run.suite,
+        run.analysis_dir,
+        n_examples=cc.analysis_examples,
+        seed=run.seed,
+        init_seed=run.cfg.run.seed,
     )
     tool_summary: dict[str, Any] = {}
     if run.uses_tool_skills():
@@ -225,7 +231,7 @@ def score_run(run: RunInputs, cc: CompareConfig) -> RunResult:
         tool_summary = report["summary"]
     analysis_seconds = time.perf_counter() - t0
     (run.analysis_dir / "analysis.json").write_text(json.dumps(jsonable(analysis), indent=2))
-    interp = {**analysis["summary"]}
+    interp = {**analysis["summary"]}  # interp.*, baselines.init.interp.*, baselines.token.interp.*
     interp.update({k: v for k, v in tool_summary.items() if k.startswith("interp.")})
     result = RunResult(
         arch=run.arch,
@@ -295,7 +301,17 @@ def posthoc_route(dense: RunInputs, tc: RunInputs | None, cc: CompareConfig) -> 
         seed=seed,
         steps=cc.posthoc.steps,
         scores={
-            **{k: cov.get(k) for k in ("interp.coverage", "interp.l0", "interp.dead_fraction")},
+            **{
+                k: cov.get(k)
+                for k in (
+                    "interp.coverage",
+                    "interp.coverage_contextual",
+                    "interp.coverage_lift",
+                    "interp.coverage_lexical",
+                    "interp.l0",
+                    "interp.dead_fraction",
+                )
+            },
             **{f"interp.{k}": fid.get(k) for k in ("fvu", "ce_loss_recovered", "kl_to_clean")},
             "fit_seconds": fit_seconds,
             "cost_ratio": cost["ratio"] if cost else None,

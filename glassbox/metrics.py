@@ -25,6 +25,7 @@ from typing import TypedDict
 CAPABILITY = "capability"
 INTERPRETABILITY = "interpretability"
 SKILLS = "skills"
+CIRCUITS = "circuits"  # per skill: circuit size, fraction of units, area under faithfulness
 TOOLS = "tools"
 POSTHOC = "posthoc"  # per seed: the transcoders fitted post hoc to the dense baseline
 BUDGET = "budget"  # what was held equal: aggregated, written to report.json, said in prose
@@ -101,15 +102,36 @@ METRICS: tuple[Metric, ...] = (
            "answer accuracy on the longer / deeper out-of-distribution split", digits=1, percent=True),
     Metric("params.active", "active params", "parameters that touch each token",
            higher_is_better=None, count=True, constant=True),
-    # interpretability
+    # interpretability; (init): the untrained twin, (token): what the current token alone gives
+    Metric("interp.coverage_lift", "contextual lift",
+           "contextual features: mean of (F1 best unit - F1 token) / (1 - F1 token); 0 = no better "
+           "than the token id (an untrained network's single units score below it: compare with "
+           "(init))", section=INTERPRETABILITY, baselines=("init",)),
+    Metric("interp.coverage_contextual", "contextual coverage",
+           "mean best-unit F1 over contextual features (token-identity F1 < 0.9)",
+           section=INTERPRETABILITY, baselines=("init", "token")),
+    Metric("interp.coverage_lexical", "lexical coverage",
+           "mean best-unit F1 over lexical features (token-identity F1 >= 0.9)",
+           section=INTERPRETABILITY, baselines=("init", "token")),
     Metric("interp.coverage", "coverage", "ground-truth coverage of the readable units (mean best F1)",
-           section=INTERPRETABILITY),
+           section=INTERPRETABILITY, baselines=("init", "token")),
     Metric("interp.nmi_expert_skill_label", "NMI(unit;skill)",
-           "I(expert; skill)/H(skill); dense: k-means clusters of neurons", section=INTERPRETABILITY),
+           "I(expert; skill)/H(skill); dense: k-means clusters of neurons; token: each token id "
+           "sent to its most frequent experts", section=INTERPRETABILITY, baselines=("init", "token")),
+    Metric("interp.nmi_lift", "NMI lift", "NMI(unit;skill) minus its token-identity baseline",
+           section=INTERPRETABILITY, baselines=("init",)),
     Metric("interp.purity", "purity", "share of an expert's tokens from its top skill",
-           section=INTERPRETABILITY),
+           section=INTERPRETABILITY, baselines=("init", "token")),
     Metric("interp.selectivity", "selectivity",
-           "ablating a skill's experts: drop on it minus drop on the others", section=INTERPRETABILITY),
+           "ablating a skill's experts: drop on it minus drop on the others", section=INTERPRETABILITY,
+           baselines=("init",)),
+    Metric("interp.circuit_fraction", "circuit fraction",
+           "fewest units (heads + the kind's units) keeping 90% of a skill's loss gap, as a share "
+           "of all, mean over skills", section=INTERPRETABILITY, higher_is_better=False,
+           baselines=("init",)),
+    Metric("interp.circuit_auc", "circuit AUC",
+           "area under faithfulness against fraction of units kept, mean over skills",
+           section=INTERPRETABILITY, baselines=("init",)),
     Metric("interp.l0", "L0", "active latents per token", section=INTERPRETABILITY,
            higher_is_better=None),
     Metric("interp.dead_fraction", "dead", "share of latents that never fire",
@@ -118,6 +140,11 @@ METRICS: tuple[Metric, ...] = (
            section=INTERPRETABILITY),
     # per skill
     Metric("skills.{skill}.accuracy", "{skill}", section=SKILLS, digits=1, percent=True),
+    Metric("interp.circuit_size.{skill}", "{skill} size", section=CIRCUITS, digits=0,
+           higher_is_better=False),
+    Metric("interp.circuit_fraction.{skill}", "{skill} fraction", section=CIRCUITS,
+           higher_is_better=False),
+    Metric("interp.circuit_auc.{skill}", "{skill} AUC", section=CIRCUITS),
     # tool calling against answering from the weights
     Metric("tools.exact_match", "addition + facts exact match", section=TOOLS, digits=1, percent=True),
     Metric("tools.exact_match_withheld", "result withheld", section=TOOLS, digits=1, percent=True),
@@ -138,8 +165,6 @@ METRICS: tuple[Metric, ...] = (
     # what was held equal
     Metric("params.total", "total params", section=BUDGET, higher_is_better=None, count=True,
            constant=True),
-    Metric("params.nonzero", "non-zero params", section=BUDGET, higher_is_better=None,
-           count=True),  # what a weight-sparse model is matched on
     Metric("train.steps", "optimiser steps", section=BUDGET, higher_is_better=None, count=True),
     Metric("train.tokens", "training tokens", section=BUDGET, higher_is_better=None, count=True),
     Metric("train.flops", "training FLOPs", section=BUDGET, higher_is_better=None, count=True),

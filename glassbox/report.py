@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from glassbox.metrics import (
     CAPABILITY,
+    CIRCUITS,
     INTERPRETABILITY,
     METRICS,
     POSTHOC,
@@ -35,11 +36,15 @@ from glassbox.results import PostHocResult, RunResult, aggregate, gap_percent
 Summary = dict[str, dict[str, Stat | None]]  # arch -> key -> Stat over seeds
 
 # The frontier's axes: capability (x) against interpretability (y).
-FRONTIER = ("mean_accuracy", "interp.coverage")
+FRONTIER = ("mean_accuracy", "interp.coverage_lift")
 FRONTIER_LABELS = (
     "capability: mean answer-token accuracy (test split)",
-    "interpretability: ground-truth coverage",
+    "interpretability: contextual coverage lift over the token id",
 )
+# A score whose trained value lies within max(std over seeds, TRUST_TOLERANCE) of its
+# untrained twin's is not informative at this budget (the tolerance alone with one seed).
+TRUST_TOLERANCE = 0.02
+NOT_INFORMATIVE = "†"
 POSTHOC_LABEL = "post-hoc transcoders"
 # report.json nests these key families under their first part; other keys are flat.
 JSON_GROUPS = ("interp", "tools", "skills", "baselines")
@@ -79,6 +84,16 @@ def _cells(
         if m.gap:
             out.append(_gap(stats.get(m.key), dense.get(m.key)))
     return out
+
+
+def informative(trained: Stat | None, untrained: Stat | None) -> bool | None:
+    """Whether a score moved with learning: |trained mean - untrained mean| above the
+    seed spread, max(std of either over seeds, TRUST_TOLERANCE). None when either is
+    missing (nothing to compare)."""
+    if not trained or not untrained:
+        return None
+    spread = max(trained["std"], untrained["std"], TRUST_TOLERANCE)
+    return abs(trained["mean"] - untrained["mean"]) > spread
 
 
 def _json_key(key: str) -> tuple[str | None, str]:
@@ -138,15 +153,66 @@ class Report:
         rows = [(arch, _cells(ms, s, self._dense)) for arch, s in self.summary.items()]
         return _table("architecture", _columns(ms), rows)
 
+    def not_informative(self) -> dict[str, list[Metric]]:
+        """arch -> the interpretability scores (with an untrained baseline) whose
+        trained value lies within the seed spread of the untrained twin's."""
+        ms = [m for m in self.section(INTERPRETABILITY) if "init" in m.baselines]
+        return {
+            arch: [
+                m for m in ms if informative(s.get(m.key), s.get(m.baseline("init").key)) is False
+            ]
+            for arch, s in self.summary.items()
+        }
+
     def interpretability_table(self) -> list[str]:
+        """Each score beside its untrained twin's (init) and the token-identity
+        baseline's (token); a trained value the twin's seed spread holds is marked."""
         ms = self.section(INTERPRETABILITY)
+        flagged = self.not_informative()
         rows = []
         for arch, s in self.summary.items():
-            rows.append((arch, _cells(ms, s, self._dense)))
+            cells = _cells(ms, s, self._dense)
+            bad = {m.key for m in flagged.get(arch, [])}
+            cols = [m.key for m in ms for _ in ([0, 1] if m.gap else [0])]
+            cells = [f"{c} {NOT_INFORMATIVE}" if k in bad else c for k, c in zip(cols, cells)]
+            rows.append((arch, cells))
             if arch in self.posthoc_summary:
                 post = self.posthoc_summary[arch]
                 rows.append((f"{arch} + {POSTHOC_LABEL}", _cells(ms, post, self._dense)))
         return _table("architecture", _columns(ms), rows)
+
+    def trust_note(self) -> list[str]:
+        """In words: which scores did not move with learning at this budget."""
+        flagged = {a: ms for a, ms in self.not_informative().items() if ms}
+        rule = (
+            "(init) is the untrained twin (the same config and seed at initialisation), "
+            "(token) what the current token alone predicts, both scored by the same code on "
+            "the same tokens. "
+        )
+        if not flagged:
+            return [rule + "Every score with an untrained baseline moved beyond the seed spread "
+                    f"(max(std over seeds, {TRUST_TOLERANCE})) of its untrained value.\n"]  # fmt: skip
+        lists = "; ".join(f"{a}: {', '.join(m.header for m in ms)}" for a, ms in flagged.items())
+        return [
+            rule + f"{NOT_INFORMATIVE} **Not informative at this budget**: the trained value lies "
+            f"within the seed spread (max(std over seeds, {TRUST_TOLERANCE})) of the untrained "
+            f"twin's, so the score does not tell this model from an untrained one: {lists}.\n"
+        ]
+
+    def circuits_table(self) -> list[str]:
+        ms = self.section(CIRCUITS)
+        if not ms:
+            return []
+        rows = [(arch, _cells(ms, s, self._dense)) for arch, s in self.summary.items()]
+        return [
+            "## Circuit size per skill\n",
+            *_table("architecture", _columns(ms), rows),
+            "\nThe fewest readable units (attention heads plus the kind's units: neurons, "
+            "experts, latents) that, with every other unit of those layers mean-ablated, recover "
+            "90% of the skill's answer-loss gap between all-ablated and clean (analysis.circuits); "
+            "fraction of all units; AUC: area under faithfulness against fraction kept. A skill "
+            "whose loss rises by less than 0.1 nats with every unit ablated has no circuit (–).\n",
+        ]
 
     def skills_table(self) -> list[str]:
         ms = self.section(SKILLS)
@@ -242,6 +308,7 @@ class Report:
             "",
             *self.interpretability_table(),
             "",
+            *self.trust_note(),
             self.held_equal(),
             "",
             *self.tool_note(),
@@ -255,6 +322,7 @@ class Report:
             *self.column_docs(),
             *self.skills_table(),
             "",
+            *self.circuits_table(),
             *self.tools_table(),
             *self.posthoc_table(),
             *self.plots_section(),
@@ -274,6 +342,7 @@ class Report:
                 group, name = _json_key(key)
                 value = _json_value(by_key.get(key), st)
                 (entry.setdefault(group, {}) if group else entry)[name] = value
+            entry["not_informative"] = [m.key for m in self.not_informative().get(arch, [])]
             out[arch] = entry
         return out
 

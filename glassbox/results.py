@@ -22,7 +22,7 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 
 # Bump when the scoring (analysis, post-hoc fitting, what a result holds) changes what
 # the same checkpoint and settings produce: every saved score then misses and is redone.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3  # 3: baselines (untrained twin, token identity), contextual coverage, circuits
 
 Values = Mapping[str, Any]
 

@@ -52,6 +52,25 @@ def test_analyze_writes_json_and_plots(checkpoint, tmp_path, capsys):
         "interp.nmi_expert_skill" in report["interp"]["summary"]
     )  # dense: the k-means comparison point
     assert list((tmp_path / "a").glob("*.png"))
+    # the contract: every score with its untrained-twin and token-identity baselines
+    summary = report["interp"]["summary"]
+    keys = ["interp.coverage", "interp.coverage_contextual", "interp.coverage_lift",
+            "interp.coverage_lexical", "interp.nmi_lift", "interp.nmi_expert_skill_label",
+            "interp.circuit_size.copy", "interp.circuit_fraction.copy", "interp.circuit_auc.copy",
+            "interp.circuit_fraction", "interp.circuit_auc"]  # fmt: skip
+    assert set(keys) <= set(summary)
+    assert {f"baselines.init.{k}" for k in keys} <= set(summary)
+    token = ["interp.coverage", "interp.coverage_contextual", "interp.coverage_lexical",
+             "interp.nmi_expert_skill_label", "interp.purity"]  # fmt: skip
+    assert {f"baselines.token.{k}" for k in token} <= set(summary)
+    assert 0 < summary["interp.circuit_size.copy"] <= 4 * 2 + 128 * 2  # heads + neurons
+    assert summary["interp.nmi_lift"] == pytest.approx(
+        summary["interp.nmi_expert_skill_label"]
+        - summary["baselines.token.interp.nmi_expert_skill_label"]
+    )
+    assert report["interp"]["untrained_twin"]["init_seed"] == 0
+    printed = capsys.readouterr().out
+    assert "untrained" in printed and "interp.coverage_lift" in printed
 
 
 def test_export_hf_from_cli(checkpoint, tmp_path):

@@ -169,8 +169,14 @@ def test_registry_drives_the_columns(tmp_path):
     report = _report(tmp_path / "with", runs, metrics=(*METRICS, new))
     report.write()
     text = report.path.read_text()
-    header = next(line for line in text.splitlines() if "| coverage |" in line)
-    assert header.endswith("| novelty |") and "| moe | 0.300 ± 0.000 |" in text
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if "| coverage |" in line)
+    header = lines[at]
+    moe_row = next(line for line in lines[at:] if line.startswith("| moe |"))
+    cols = [c.strip() for c in header.split("|")]
+    assert header.endswith("| novelty |")
+    assert moe_row.split("|")[cols.index("coverage")].strip() == "0.300 ± 0.000"
+    assert text.count("0.750 ± 0.707 |") == 2  # the new column, in both rows
     assert text.count("0.750 ± 0.707 |") == 2  # the new column, in both rows
     assert "- **novelty**: a made-up score." in text
     data = json.loads((tmp_path / "with" / "report.json").read_text())
@@ -223,3 +229,39 @@ def test_score_keys_follow_what_changes_the_scores(tmp_path):
         '{"val_loss": 2}'
     )
     assert keys() != base  # retrained: a new checkpoint
+
+
+def test_scores_that_did_not_move_with_learning_are_marked(tmp_path):
+    """The trust rule: a score whose trained value lies within the seed spread
+    (max(std, 0.02)) of the untrained twin's is marked not informative, in the table
+    and in words; one that moved is not; the report.json lists the marked keys."""
+    from glassbox.report import NOT_INFORMATIVE
+
+    def interp(seed):
+        return {
+            "interp.coverage_lift": 0.20 + 0.01 * seed,
+            "baselines.init.interp.coverage_lift": -0.50 - 0.01 * seed,
+            "baselines.init.interp.coverage": 0.36 + 0.002 * seed,  # coverage: 0.36, 0.38
+            "baselines.token.interp.coverage": 0.45,
+            "interp.circuit_size.copy": 12 + seed,
+            "interp.circuit_fraction.copy": 0.1,
+        }
+
+    runs = [_row("dense", s, 1.0, 0.5, 0.36 + 0.02 * s, interp=interp(s)) for s in (0, 1)]
+    report = _report(tmp_path, runs)
+    report.write()
+    text = report.path.read_text()
+    lines = text.splitlines()
+    header = next(line for line in lines if "| contextual lift |" in line)
+    row = lines[lines.index(header) + 2].split("|")
+    cols = [c.strip() for c in header.split("|")]
+    assert row[cols.index("coverage")].strip() == f"0.370 ± 0.014 {NOT_INFORMATIVE}"
+    assert row[cols.index("coverage (init)")].strip() == "0.361 ± 0.001"
+    assert row[cols.index("coverage (token)")].strip() == "0.450 ± 0.000"
+    assert row[cols.index("contextual lift")].strip() == "0.205 ± 0.007"  # moved: not marked
+    assert "Not informative at this budget" in text and "dense: coverage." in text
+    assert "| copy size | copy fraction |" in text  # the per-skill circuit table
+    data = json.loads((tmp_path / "report.json").read_text())["architectures"]["dense"]
+    assert data["not_informative"] == ["interp.coverage"]
+    assert data["baselines"]["baselines.init.interp.coverage_lift"]["mean"] == pytest.approx(-0.505)
+    assert data["interp"]["interp.circuit_size.copy"]["mean"] == pytest.approx(12.5)
