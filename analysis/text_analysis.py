@@ -30,7 +30,10 @@ What it measures, on held-out blocks (val picks, test scores the ablations):
   (`circuit_fraction` per domain: the share of units that keep 90% of it).
 
 Scores against the suite's ground truth do not apply and are listed with the
-reason in `not_applicable` (`NOT_APPLICABLE`).
+reason in `not_applicable` (`NOT_APPLICABLE`). `text_with_baselines` adds the
+untrained twin's scores on the same tokens (`baselines.init.<key>`, DESIGN.md's
+"scores that mean something"); the token-identity baseline of NMI and purity by
+domain comes from analysis.specialisation (`baselines.token.<key>`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from glassbox.analysis.baselines import untrained_twin
 from glassbox.analysis.batches import real_tokens, token_batch
 from glassbox.analysis.circuits import HookUnits, circuit_report, unit_groups, unit_means
 from glassbox.analysis.coverage import Collected
@@ -86,6 +90,7 @@ NOT_APPLICABLE = {
 RENAMES = {
     "interp.nmi_expert_skill_label": "interp.nmi_expert_domain",
     "interp.purity": "interp.domain_purity",
+    "interp.nmi_lift": "interp.nmi_domain_lift",
 }
 DROPPED = ("interp.nmi_expert_skill", "interp.nmi_expert_features")
 
@@ -485,6 +490,33 @@ def text_report(
     return jsonable(report)
 
 
+def text_with_baselines(
+    model,
+    suite: SuiteData,
+    out_dir: str | Path | None = None,
+    n_examples: int = 128,
+    seed: int = 0,
+    init_seed: int = 0,
+    **kw: Any,
+) -> dict[str, Any]:
+    """text_report of `model`, and of its untrained twin (analysis.baselines: the same
+    config at init_seed, the run's training seed, at initialisation) on the same
+    tokens; the twin's interp.* and domains.* scores join the summary as
+    baselines.init.<key>, its whole report is under "untrained_twin". kw: text_report's."""
+    report = text_report(model, suite, out_dir, n_examples, seed, **kw)
+    twin = untrained_twin(model, init_seed)
+    init = text_report(twin, suite, None, n_examples, seed, **{**kw, "reference_model": None})
+    report["summary"].update(
+        {
+            f"baselines.init.{k}": v
+            for k, v in init["summary"].items()
+            if k.startswith(("interp.", "domains."))
+        }
+    )
+    report["untrained_twin"] = {"init_seed": init_seed, **init}
+    return jsonable(report)
+
+
 __all__ = [
     "NOT_APPLICABLE",
     "domain_labels",
@@ -494,6 +526,7 @@ __all__ = [
     "not_applicable_line",
     "promoted_tokens",
     "text_report",
+    "text_with_baselines",
     "unit_directions",
     "unit_selectivity",
     "usage_contrast",
