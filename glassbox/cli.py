@@ -66,6 +66,8 @@ def _cmd_analyze(args) -> int:
     suite, _ = load_suite_for(path, model)
     out = Path(args.out or (path.parent / "analysis"))
     out.mkdir(parents=True, exist_ok=True)
+    if not suite.skill_names:  # a text corpus: no ground truth, domains instead
+        return _analyze_text(args, model, suite, path, out)
     # the untrained twin is built at the seed the run trained from (run.seed)
     init_seed = int((read_config(path).get("run") or {}).get("seed", 0))
     report = {"checkpoint": str(path)}
@@ -79,6 +81,33 @@ def _cmd_analyze(args) -> int:
     print(f"untrained: the same config at run.seed={init_seed}, at initialisation; token: what")
     print("the current token alone predicts; the last two columns are the lifts over them.")
     print(f"wrote {out / 'analysis.json'} and plots in {out}")
+    return 0
+
+
+def _analyze_text(args, model, suite, path: Path, out: Path) -> int:
+    """`glassbox analyze` on a model trained on a text corpus: the scores that need
+    no ground truth (analysis.text_analysis), the logit lens and head scores."""
+    from glassbox.analysis.interp import format_scores
+    from glassbox.analysis.mechanistic import MechanisticConfig, run_mechanistic
+    from glassbox.analysis.text_analysis import not_applicable_line, text_with_baselines
+    from glassbox.archs.checkpoint import load_pretrained, read_config
+
+    reference = load_pretrained(args.reference, device=args.device) if args.reference else None
+    init_seed = int((read_config(path).get("run") or {}).get("seed", 0))
+    report = {"checkpoint": str(path)}
+    report["interp"] = text_with_baselines(
+        model, suite, out, args.examples, init_seed=init_seed, reference_model=reference
+    )
+    mech = MechanisticConfig(n_examples=args.examples)
+    report["mechanistic"] = run_mechanistic(model, suite, out, mech)
+    (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
+    summary = report["interp"]["summary"]
+    print("\n".join(format_scores(summary)))
+    per_domain = {k: v for k, v in summary.items() if k.startswith("domains.")}
+    for k, v in sorted({**per_domain, **report["mechanistic"]["summary"]}.items()):
+        print(f"{k:<36} {v:9.4f}" if isinstance(v, float) else f"{k:<36} {v!s:>9}")
+    print(not_applicable_line())
+    print(f"wrote {out / 'analysis.json'}, feature pages and plots in {out}")
     return 0
 
 
@@ -184,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("checkpoint")
     a.add_argument("--out", default=None, help="output directory (default: beside the checkpoint)")
     a.add_argument("--examples", type=int, default=512, help="held-out examples to analyse")
+    a.add_argument(
+        "--reference",
+        default=None,
+        help="text corpora: another checkpoint of the same run, for router saturation",
+    )
     a.add_argument("--device", default=None)
     a.set_defaults(fn=_cmd_analyze)
 

@@ -32,6 +32,7 @@ from glassbox.analysis.feature_cost import measure_feature_cost
 from glassbox.analysis.interp import coverage_scores, interp_with_baselines, suite_batches
 from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.splicing import splice_fidelity
+from glassbox.analysis.text_analysis import text_with_baselines
 from glassbox.analysis.tools import tool_report
 from glassbox.archs import Transformer
 from glassbox.archs.checkpoint import load_pretrained, read_metrics
@@ -215,14 +216,24 @@ def score_run(run: RunInputs, cc: CompareConfig) -> RunResult:
     run.analysis_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     # every score beside its untrained twin's (the run's config at its training seed)
-    analysis = interp_with_baselines(
-        run.model,
-        run.suite,
-        run.analysis_dir,
-        n_examples=cc.analysis_examples,
-        seed=run.seed,
-        init_seed=run.cfg.run.seed,
-    )
+    if run.cfg.data.source == "text":  # no ground truth: the scores by domain
+        analysis = text_with_baselines(
+            run.model,
+            run.suite,
+            run.analysis_dir,
+            n_examples=cc.analysis_examples,
+            seed=run.seed,
+            init_seed=run.cfg.run.seed,
+        )
+    else:
+        analysis = interp_with_baselines(
+            run.model,
+            run.suite,
+            run.analysis_dir,
+            n_examples=cc.analysis_examples,
+            seed=run.seed,
+            init_seed=run.cfg.run.seed,
+        )
     tool_summary: dict[str, Any] = {}
     if run.uses_tool_skills():
         report = tool_report(
@@ -240,11 +251,12 @@ def score_run(run: RunInputs, cc: CompareConfig) -> RunResult:
         capability=capability_values(run.metrics),
         interp=interp,
         tools={k: v for k, v in tool_summary.items() if k.startswith("tools.")} or None,
-        plots=tuple(analysis.get("moe", {}).get("plots", [])),
+        plots=tuple(analysis.get("moe", {}).get("plots", analysis.get("plots", []))),
         trained_now=run.trained_now,
         train_seconds=run.train_seconds,
         analysis_seconds=analysis_seconds,
         key=key,
+        not_applicable=tuple(analysis.get("not_applicable", ())),
     )
     save(saved_path, key, result)
     return result
@@ -340,7 +352,8 @@ def compare(cc: CompareConfig) -> Report:
         for arch, inputs in of_seed.items():
             print(f"compare: {arch} seed {seed}", flush=True)
             runs.append(score_run(inputs, cc))
-        if cc.posthoc.enabled:
+        text = of_seed["dense"].cfg.data.source == "text"  # post-hoc scores need ground truth
+        if cc.posthoc.enabled and not text:
             print(f"compare: post-hoc transcoders on dense seed {seed}", flush=True)
             posthoc.append(posthoc_route(of_seed["dense"], of_seed.get("transcoder"), cc))
     runs.sort(key=lambda r: (order[r.arch], r.seed))

@@ -29,6 +29,8 @@ CIRCUITS = "circuits"  # per skill: circuit size, fraction of units, area under 
 TOOLS = "tools"
 POSTHOC = "posthoc"  # per seed: the transcoders fitted post hoc to the dense baseline
 BUDGET = "budget"  # what was held equal: aggregated, written to report.json, said in prose
+DOMAINS = "domains"  # text corpora: scores by domain (analysis.text_analysis), no ground truth
+PER_DOMAIN = "per_domain"  # text corpora: one table per score, a column per domain
 
 
 class Stat(TypedDict):
@@ -162,9 +164,40 @@ METRICS: tuple[Metric, ...] = (
     Metric("fit_seconds", "fit seconds", section=POSTHOC, digits=1, higher_is_better=False),
     Metric("cost_ratio", "cost ratio (post-hoc / by construction)", section=POSTHOC, digits=1,
            higher_is_better=False),
+    # text corpora: the domain (source folder / file) in place of the skill
+    Metric("interp.nmi_expert_domain", "NMI(unit;domain)",
+           "I(expert; domain)/H(domain); dense: k-means clusters of neurons; token: each token id "
+           "sent to its most frequent experts", section=DOMAINS, baselines=("init", "token")),
+    Metric("interp.domain_purity", "domain purity", "share of an expert's tokens from its top domain",
+           section=DOMAINS, baselines=("init", "token")),
+    Metric("interp.domain_specialization", "domain spec.",
+           "OLMoE: share of a domain's tokens its favourite expert sees, mean over domains",
+           section=DOMAINS, baselines=("init",)),
+    Metric("interp.vocab_specialization", "vocab spec.",
+           "OLMoE: share of a token id's occurrences its favourite expert sees", section=DOMAINS,
+           baselines=("init",)),
+    Metric("interp.domain_selectivity", "domain selectivity",
+           "ablating a domain's most-used experts (or units): next-token loss rise on it minus on "
+           "the others, nats", section=DOMAINS, baselines=("init",)),
+    Metric("interp.domain_circuit_fraction", "circuit fraction",
+           "fewest units keeping 90% of a domain's next-token loss gap, share of all, mean over "
+           "domains", section=DOMAINS, higher_is_better=False, baselines=("init",)),
+    Metric("domains.{domain}.loss", "{domain}", "next-token loss (test blocks, nats)",
+           section=PER_DOMAIN, higher_is_better=False),
+    Metric("domains.{domain}.specialization", "{domain}",
+           "domain specialisation: share of the domain's tokens its favourite expert (or k-means "
+           "cluster) sees, mean over layers", section=PER_DOMAIN),
+    Metric("domains.{domain}.selectivity", "{domain}",
+           "selectivity: loss rise on the domain minus on the others when its experts (or units) "
+           "are ablated, nats", section=PER_DOMAIN),
+    Metric("domains.{domain}.circuit_fraction", "{domain}",
+           "circuit fraction: fewest units keeping 90% of the domain's loss gap, share of all",
+           section=PER_DOMAIN, higher_is_better=False),
     # what was held equal
     Metric("params.total", "total params", section=BUDGET, higher_is_better=None, count=True,
            constant=True),
+    Metric("params.nonzero", "non-zero params", section=BUDGET, higher_is_better=None,
+           count=True),  # what a weight-sparse model is matched on
     Metric("train.steps", "optimiser steps", section=BUDGET, higher_is_better=None, count=True),
     Metric("train.tokens", "training tokens", section=BUDGET, higher_is_better=None, count=True),
     Metric("train.flops", "training FLOPs", section=BUDGET, higher_is_better=None, count=True),

@@ -21,8 +21,10 @@ from matplotlib.figure import Figure
 from glassbox.metrics import (
     CAPABILITY,
     CIRCUITS,
+    DOMAINS,
     INTERPRETABILITY,
     METRICS,
+    PER_DOMAIN,
     POSTHOC,
     SKILLS,
     TOOLS,
@@ -251,6 +253,10 @@ class Report:
 
     # --- the prose
 
+    def _data_words(self) -> str:
+        text = any(r.not_applicable for r in self.runs)  # text runs list the ground-truth keys
+        return "the same text corpus and seed" if text else "the skill suite, same seed"
+
     def held_equal(self) -> str:
         """What every run shared: the data, the steps and batch, the tokens, active parameters."""
         tokens = self._dense.get("train.tokens")
@@ -265,7 +271,7 @@ class Report:
         return (
             f"Mean ± standard deviation over seeds {list(self.seeds)}; gaps are to the dense "
             "baseline (negative accuracy gap = capability given up). "
-            f"**Held equal:** the data (the skill suite, same seed), {steps} optimiser steps "
+            f"**Held equal:** the data ({self._data_words()}), {steps} optimiser steps "
             f"and batch size, so about {tokens['mean']:,.0f} training tokens per run, "
             "and active parameters per token (each configs/model/*.yaml states its matching): "
             f"{params}."
@@ -300,6 +306,36 @@ class Report:
 
     # --- the documents
 
+    def domains_section(self) -> list[str]:
+        """Text corpora: the scores by domain (analysis.text_analysis) that stand where
+        the ground-truth ones cannot, a row per architecture, then one table per
+        per-domain score with a column per domain; and which columns do not apply."""
+        keys = {k for r in self.runs for k in r.values()}
+        if not any(k.startswith("domains.") for k in keys):
+            return []
+        head = self.section(DOMAINS)
+        rows = [(arch, _cells(head, s, self._dense)) for arch, s in self.summary.items()]
+        lines = ["## Domains of the text corpus\n", *_table("architecture", _columns(head), rows)]
+        lines += ["", *(f"- **{m.header}**: {m.doc}." for m in head if m.doc), ""]
+        for entry in in_section(self.metrics, PER_DOMAIN):
+            ms = expand([entry], keys)
+            if ms:
+                rows = [(a, _cells(ms, s, self._dense)) for a, s in self.summary.items()]
+                lines += [
+                    f"Per domain, {entry.doc}:\n",
+                    *_table("architecture", _columns(ms), rows),
+                ]
+                lines.append("")
+        na = {k for r in self.runs for k in r.not_applicable}
+        shown = [m.header for s in (CAPABILITY, INTERPRETABILITY) for m in self.section(s)]
+        marked = [m.header for m in self.metrics if m.key in na and m.header in shown]
+        if marked:
+            lines.append(
+                f"Not applicable on text (no skills, no ground-truth features; shown as –): "
+                f"{', '.join(dict.fromkeys(marked))}.\n"
+            )
+        return lines
+
     def markdown_summary(self) -> str:
         """The title, the two headline tables and what was held equal."""
         lines = [
@@ -308,6 +344,7 @@ class Report:
             "",
             *self.interpretability_table(),
             "",
+            *self.domains_section(),
             *self.trust_note(),
             self.held_equal(),
             "",

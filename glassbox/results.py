@@ -90,8 +90,11 @@ class RunResult:
     train_seconds: float = 0.0
     analysis_seconds: float = 0.0
     key: str = ""  # content key of what produced the scores (see compare)
+    # keys that do not apply to this run's data (text: the scores against ground truth)
+    not_applicable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "not_applicable", tuple(self.not_applicable))
         object.__setattr__(self, "capability", _frozen(self.capability))
         object.__setattr__(self, "interp", _frozen(self.interp))
         if self.tools is not None:
@@ -107,7 +110,14 @@ class RunResult:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any], **changes: Any) -> RunResult:
-        return cls(**{**d, "plots": tuple(d.get("plots", ())), **changes})
+        return cls(
+            **{
+                **d,
+                "plots": tuple(d.get("plots", ())),
+                "not_applicable": tuple(d.get("not_applicable", ())),
+                **changes,
+            }
+        )
 
 
 @dataclass(frozen=True)
