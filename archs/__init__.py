@@ -2,15 +2,19 @@
 
 from glassbox.archs.checkpoint import load_pretrained, save_pretrained
 from glassbox.archs.config import ConfigError, FFNConfig, ModelConfig, MoEConfig, TranscoderConfig
+from glassbox.archs.errors import ArgumentError, CheckpointError, GlassboxError
 from glassbox.archs.ffn import FFN, register_ffn
 from glassbox.archs.hooks import ActivationCache, HookPoint
 from glassbox.archs.transformer import Transformer
 
 __all__ = [
     "ActivationCache",
+    "ArgumentError",
+    "CheckpointError",
     "ConfigError",
     "FFN",
     "FFNConfig",
+    "GlassboxError",
     "HookPoint",
     "ModelConfig",
     "MoEConfig",

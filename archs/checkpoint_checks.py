@@ -62,9 +62,7 @@ def read_yaml_mapping(file: Path) -> dict[str, Any]:
     except (yaml.YAMLError, UnicodeDecodeError, OmegaConfBaseException) as e:
         raise CheckpointError(file, f"is not valid YAML: {one_line(str(e))[:200]}") from None
     if not isinstance(cfg, DictConfig):
-        raise CheckpointError(
-            file, f"holds a YAML {type(cfg).__name__}, expected a mapping with a model: section"
-        )
+        raise CheckpointError(file, "holds a YAML list, expected a mapping with a model: section")
     if len(cfg) == 0:
         raise CheckpointError(file, "is empty, expected a mapping with a model: section")
     try:
@@ -189,7 +187,8 @@ def read_header(file: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str], 
     if end > data_len:
         raise CheckpointError(
             file,
-            f"truncated: the header promises {end} bytes of tensor data, the file holds {data_len}",
+            f"truncated: the header promises {end} bytes of tensor data, the file holds "
+            f"{data_len} (a write or copy cut short); copy or export it again",
         )
     if end < data_len:
         raise CheckpointError(

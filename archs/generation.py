@@ -9,12 +9,15 @@ tokens that are written next instead of sampled ones, one per step.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from glassbox.archs.errors import ArgumentError
 from glassbox.archs.kv_cache import KVCache
 
 
@@ -40,7 +43,7 @@ def _pad_prompts(prompts, pad_id: int, device) -> tuple[Tensor, Tensor]:
         return prompts.to(device), torch.ones_like(prompts, device=device)
     prompts = [list(p) for p in prompts]
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("generate: every prompt needs at least one token")
+        raise ArgumentError("prompts", prompts[:4], "every prompt needs at least one token")
     T = max(len(p) for p in prompts)
     tokens = torch.full((len(prompts), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), T), dtype=torch.long)
@@ -48,6 +51,47 @@ def _pad_prompts(prompts, pad_id: int, device) -> tuple[Tensor, Tensor]:
         tokens[i, T - len(p) :] = torch.tensor(p)
         mask[i, T - len(p) :] = 1
     return tokens.to(device), mask.to(device)
+
+
+def check_sampling_args(max_new_tokens, temperature, top_k) -> None:
+    """ArgumentError (one line) unless max_new_tokens is a positive integer,
+    temperature a finite number >= 0 and top_k None or an integer >= 1."""
+    if not _is_int(max_new_tokens) or max_new_tokens < 1:
+        raise ArgumentError("max_new_tokens", max_new_tokens, "must be an integer >= 1")
+    if (
+        not isinstance(temperature, numbers.Real)
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
+        raise ArgumentError("temperature", temperature, "must be a finite number >= 0 (0 = greedy)")
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):
+        raise ArgumentError("top_k", top_k, "must be an integer >= 1 (or None: all tokens)")
+
+
+def check_prompt_fits(prompt_len: int, max_new_tokens: int, max_seq_len: int) -> None:
+    """ArgumentError saying by how much a prompt of prompt_len tokens plus
+    max_new_tokens overruns the model's context of max_seq_len positions."""
+    if prompt_len >= max_seq_len:
+        over = prompt_len - max_seq_len + 1
+        raise ArgumentError(
+            "prompt",
+            f"{prompt_len} tokens",
+            f"{over} token{'s' * (over > 1)} too long: the model's context "
+            f"(model.max_seq_len={max_seq_len}) must leave room for one new token",
+        )
+    total = prompt_len + max_new_tokens
+    if total > max_seq_len:
+        raise ArgumentError(
+            "max_new_tokens",
+            max_new_tokens,
+            f"prompt ({prompt_len}) + max_new_tokens = {total} is {total - max_seq_len} over "
+            f"the model's context (model.max_seq_len={max_seq_len}); at most "
+            f"{max_seq_len - prompt_len} fit",
+        )
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def sample_next(logits: Tensor, temperature: float, top_k: int | None, generator) -> Tensor:
@@ -78,18 +122,23 @@ def generate(
     prompts: a (B, T) tensor of equal-length prompts, or a list of token lists
     (left-padded here with model.cfg.pad_token_id). A sequence stops at its first
     stop token; the loop ends when all have stopped or max_new_tokens is reached.
+    Arguments are checked first: max_new_tokens >= 1, temperature finite and >= 0,
+    top_k None or >= 1, token ids in the vocabulary, prompt + max_new_tokens within
+    model.max_seq_len (ArgumentError, one line, saying by how much).
     """
-    was_training = model.training
-    model.eval()
+    check_sampling_args(max_new_tokens, temperature, top_k)
     device = model.device
     tokens, mask = _pad_prompts(prompts, model.cfg.pad_token_id, device)
     B, T0 = tokens.shape
-    total = T0 + max_new_tokens
-    if total > model.cfg.max_seq_len:
-        raise ValueError(
-            f"generate: prompt ({T0}) + max_new_tokens ({max_new_tokens}) = {total} is longer "
-            f"than model.max_seq_len={model.cfg.max_seq_len}"
+    check_prompt_fits(T0, max_new_tokens, model.cfg.max_seq_len)
+    if tokens.numel() and not 0 <= int(tokens.min()) <= int(tokens.max()) < model.cfg.vocab_size:
+        bad = int(tokens.max()) if int(tokens.max()) >= model.cfg.vocab_size else int(tokens.min())
+        raise ArgumentError(
+            "prompt token id", bad, f"must be in 0..{model.cfg.vocab_size - 1} (model.vocab_size)"
         )
+    total = T0 + max_new_tokens
+    was_training = model.training
+    model.eval()
     dtype = next(model.parameters()).dtype
     cache = KVCache.empty(model.cfg, B, total, device, dtype)
     generator = None

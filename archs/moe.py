@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassbox.archs.errors import ConfigError
+from glassbox.archs.errors import ConfigError, check_non_negative
 from glassbox.archs.ffn import FFN, AuxLosses, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
 from glassbox.archs.routing import ROUTERS
@@ -239,8 +239,7 @@ class MoE(FFN):
         if m.n_shared_experts < 0:
             raise ConfigError(f"{p}.n_shared_experts", m.n_shared_experts, "must be >= 0")
         for key in ("load_balance_weight", "z_loss_weight", "sparsity_weight"):
-            if not getattr(m, key) >= 0:
-                raise ConfigError(f"{p}.{key}", getattr(m, key), "must be >= 0 (0 disables)")
+            check_non_negative(f"{p}.{key}", getattr(m, key), " (0 disables)")
         router = ROUTERS[m.router]
         for other in ROUTERS.values():
             for key in other.own_keys:

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from glassbox.archs.errors import ConfigError
+from glassbox.archs.errors import ConfigError, check_non_negative, check_positive
 from glassbox.archs.ffn import FFN, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
 
@@ -92,11 +92,9 @@ def check_transcoder_config(t: TranscoderConfig, p: str) -> None:
             f"{p}.batchtopk_threshold_lr", t.batchtopk_threshold_lr, "must be in (0, 1]"
         )
     for key in ("jumprelu_init_threshold", "jumprelu_bandwidth"):
-        if not getattr(t, key) > 0:
-            raise ConfigError(f"{p}.{key}", getattr(t, key), "must be > 0")
+        check_positive(f"{p}.{key}", getattr(t, key))
     for key in ("l0_weight", "aux_k", "aux_k_weight"):
-        if getattr(t, key) < 0:
-            raise ConfigError(f"{p}.{key}", getattr(t, key), "must be >= 0 (0 disables)")
+        check_non_negative(f"{p}.{key}", getattr(t, key), " (0 disables)")
     if t.dead_after_tokens <= 0:
         raise ConfigError(
             f"{p}.dead_after_tokens", t.dead_after_tokens, "must be a positive integer"

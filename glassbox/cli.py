@@ -16,7 +16,11 @@ import json
 import sys
 from pathlib import Path
 
+from omegaconf.errors import OmegaConfBaseException
+
 from glassbox.archs.config import ConfigError
+from glassbox.archs.errors import ArgumentError, CheckpointError, GlassboxError, one_line
+from glassbox.archs.generation import check_prompt_fits, check_sampling_args
 from glassbox.training.evaluate import load_suite_for
 
 
@@ -123,6 +127,7 @@ def _cmd_compare(args) -> int:
 def _cmd_generate(args) -> int:
     from glassbox.archs.checkpoint import load_pretrained
 
+    check_sampling_args(args.max_new_tokens, args.temperature, args.top_k)
     model = load_pretrained(args.checkpoint, device=args.device)
     tok = model.tokenizer
     if tok is None:
@@ -135,6 +140,7 @@ def _cmd_generate(args) -> int:
     if unk is not None and unk in ids:
         unknown = [w for w in args.prompt.split() if tok.token_to_id(w) is None]
         print(f"warning: not in the vocabulary: {' '.join(unknown)}", file=sys.stderr)
+    check_prompt_fits(len(ids), 1, model.cfg.max_seq_len)  # then max_new_tokens is clamped
     stops = [t for t in (tok.token_to_id("<eos>"),) if t is not None]
     kwargs = dict(
         max_new_tokens=min(args.max_new_tokens, model.cfg.max_seq_len - len(ids)),
@@ -250,22 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input (every GlassboxError: config, checkpoint, argument,
+    a diverged run; a missing file; a value the library refuses) is one line on
+    stderr and exit code 2 (config or argument) or 1 (the rest), no traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ConfigError as e:
-        print(f"glassbox {args.command}: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as e:
-        print(f"glassbox {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except RuntimeError as e:
-        from glassbox.training.callbacks import NonFiniteError
+    except (ConfigError, ArgumentError) as e:
+        return _fail(args.command, e, 2)
+    except OmegaConfBaseException as e:  # a config section read outside load_config
+        key = getattr(e, "full_key", None) or "?"
+        return _fail(args.command, f"config error: {key}: {str(e).splitlines()[0]}", 2)
+    except (GlassboxError, FileNotFoundError, ValueError, ImportError) as e:
+        return _fail(args.command, e, 1)
+    except KeyboardInterrupt:
+        return _fail(args.command, "interrupted", 130)
 
-        if isinstance(e, NonFiniteError):
-            print(f"glassbox {args.command}: {e}", file=sys.stderr)
-            return 1
-        raise
+
+def _fail(command: str, e: BaseException | str, code: int) -> int:
+    msg = one_line(str(e))
+    if isinstance(e, BaseException) and not isinstance(e, (ConfigError, CheckpointError)):
+        msg = f"error: {msg}"
+    print(f"glassbox {command}: {msg}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

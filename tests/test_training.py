@@ -57,7 +57,7 @@ def fast_cfg(tmp_path, *extra: str):
         (["model.dmodel=64"], "model.dmodel", "unknown key"),
         (["model.d_model=big"], "model.d_model", "big"),
         (["trainer.max_steps=0"], "trainer.max_steps", "positive"),
-        (["optim.warmup_steps=5000"], "optim.warmup_steps", "max_steps"),
+        (["optim.warmup_steps=-1"], "optim.warmup_steps", ">= 0"),
         (
             ["model.ffn.kind=moe", "model.ffn.moe.n_experts=4", "model.ffn.moe.k=5"],
             "model.ffn.moe.k",

@@ -1,9 +1,12 @@
 """Callbacks for the cross-cutting work of a run: throughput and MFU, a guard against
-non-finite losses and gradients, and checkpoint files written atomically."""
+non-finite losses and gradients, the config's optimiser settings on resume, and
+checkpoint files written atomically."""
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,23 +14,31 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+from torch.optim.lr_scheduler import LambdaLR
 
+from glassbox.archs.errors import GlassboxError
 from glassbox.training.flops import device_peak_flops
 
 
-class NonFiniteError(RuntimeError):
-    """Training produced NaN or Inf; raised to stop the run before the weights are hit."""
+class NonFiniteError(GlassboxError, RuntimeError):
+    """Training produced NaN or Inf; raised to stop the run before the weights are hit.
+    One line: the step, the loss, the last checkpoint on disk (or that there is none)."""
 
 
 class NaNGuard(L.Callback):
     """Stops the run with a clear message when the loss or the gradient norm is not
-    finite. The gradient check runs before the optimizer step, so a bad step never
-    reaches the weights, and the last Lightning checkpoint stays the last good state."""
+    finite. Both checks run before the optimizer step (the loss before backward), so a
+    bad step never reaches the weights, and the last Lightning checkpoint stays the
+    last good state."""
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
-            raise NonFiniteError(self._message(trainer, f"the training loss is {float(loss)}"))
+    def __init__(self) -> None:
+        self.loss = float("nan")
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.loss = float(loss.detach())  # one sync per step, as any finiteness check
+        if not math.isfinite(self.loss):
+            raise NonFiniteError(self._message(trainer, "the training loss is not finite"))
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         norms = [p.grad.detach().norm() for p in pl_module.parameters() if p.grad is not None]
@@ -41,14 +52,96 @@ class NaNGuard(L.Callback):
                 self._message(trainer, f"non-finite gradients in {', '.join(bad[:3])}")
             )
 
-    @staticmethod
-    def _message(trainer, what: str) -> str:
-        ckpt_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
+    def _message(self, trainer, what: str) -> str:
+        cb = trainer.checkpoint_callback
+        last = last_checkpoint(Path(cb.dirpath)) if cb is not None and cb.dirpath else None
+        if last is None:
+            where = (
+                "no checkpoint was written before it, so there is nothing to resume: start again"
+            )
+        else:
+            path, step = last
+            at = f" (step {step})" if step is not None else ""
+            where = f"the last checkpoint is {path}{at}: resume from it with run.resume=last"
         return (
-            f"stopped at step {trainer.global_step}: {what}. No update was applied; "
-            f"the last good checkpoint is in {ckpt_dir} (resume with run.resume=last). "
-            "Try a lower optim.lr, a smaller optim.warmup_steps ramp, or trainer.gradient_clip_val."
+            f"stopped at step {trainer.global_step}: {what} (loss {self.loss:.4g}); no update "
+            f"was applied. {where[0].upper()}{where[1:]}, with a lower optim.lr, a longer "
+            "optim.warmup_steps or a trainer.gradient_clip_val."
         )
+
+
+def last_checkpoint(ckpt_dir: Path) -> tuple[Path, int | None] | None:
+    """The newest resumable checkpoint in `ckpt_dir` and its step (from the newest
+    `step=N.ckpt` beside last.ckpt), or None when there is none."""
+    if not ckpt_dir.is_dir():
+        return None
+    steps = []
+    for f in ckpt_dir.glob("step=*.ckpt"):
+        try:
+            steps.append((int(f.stem.split("=", 1)[1]), f))
+        except ValueError:
+            continue
+    step = max(steps)[0] if steps else None
+    if (ckpt_dir / "last.ckpt").is_file():
+        return ckpt_dir / "last.ckpt", step
+    return (max(steps)[1], step) if steps else None
+
+
+class ResumeOptimSettings(L.Callback):
+    """On resume, the run's optim settings apply, not the checkpoint's.
+
+    Lightning restores the optimizer and the scheduler as they were saved, learning
+    rate, betas, eps and weight decay included, so `optim.lr=1e-5` given on resume
+    would be silently ignored. This rewrites those values in the loaded checkpoint
+    before Lightning restores from it (the schedule's shape, warm-up and
+    min_lr_ratio, is the config's already: it is a function, not state), sets the
+    first resumed step's learning rate from the config's schedule, and says in one
+    line what changed. The optimizer's groups are LMModule's: [decayed, not].
+    """
+
+    def __init__(self, optim: dict[str, Any]):
+        self.optim = optim
+        self.changed: list[str] = []
+        self.resumed = False
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        o = self.optim
+        saved = (checkpoint.get("hyper_parameters") or {}).get("optim") or {}
+        self.changed = [
+            f"optim.{k} {saved[k]!r} -> {o[k]!r}" for k in o if k in saved and saved[k] != o[k]
+        ]
+        for state in checkpoint.get("optimizer_states", []):
+            for i, group in enumerate(state.get("param_groups", [])):
+                group["initial_lr"] = o["lr"]
+                group["betas"] = (o["beta1"], o["beta2"])
+                group["eps"] = o["eps"]
+                if i == 0:  # LMModule's decayed group; the other keeps no decay
+                    group["weight_decay"] = o["weight_decay"]
+        for sched in checkpoint.get("lr_schedulers", []):
+            if "base_lrs" in sched:
+                sched["base_lrs"] = [o["lr"]] * len(sched["base_lrs"])
+        self.resumed = True
+        if self.changed:
+            notice(f"resuming with the config's {', '.join(self.changed)} (applied from this step)")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # The restored learning rate is the old schedule's; the first resumed step takes
+        # the config's schedule (peak, warm-up, max_steps) at the resumed step instead.
+        if not self.resumed:
+            return
+        for config in trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if isinstance(sched, LambdaLR):
+                for group, base, fn in zip(
+                    sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas
+                ):
+                    group["lr"] = base * fn(sched.last_epoch)
+
+
+@rank_zero_only
+def notice(message: str) -> None:
+    """One line on stderr, from the first process only."""
+    print(f"notice: {message}", file=sys.stderr, flush=True)
 
 
 class Throughput(L.Callback):
@@ -132,3 +225,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             if tmp.exists():
                 tmp.unlink()
+
+    @staticmethod
+    def clean(ckpt_dir: Path) -> list[Path]:
+        """Remove the temporary files of writes a killed run left in `ckpt_dir`."""
+        stale = sorted(Path(ckpt_dir).glob(".*.ckpt.tmp-*")) if Path(ckpt_dir).is_dir() else []
+        for f in stale:
+            f.unlink(missing_ok=True)
+        return stale

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from glassbox.archs.config import ConfigError, ModelConfig, validate_model_config
+from glassbox.archs.errors import check_fraction, check_non_negative, check_positive, one_line
 from glassbox.archs.tools.config import ToolsConfig, validate_tools_config
 from glassbox.training.data import DataConfig, validate_data_config
 
@@ -33,12 +34,14 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-3  # peak learning rate (AdamW)
+    lr: float = 3e-3  # peak learning rate (AdamW); on resume the config's value applies
     weight_decay: float = 0.1  # decoupled weight decay on >=2-D weights (not norms, not biases)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    warmup_steps: int = 100  # linear warm-up from 0 to lr
+    beta1: float = 0.9  # in [0, 1)
+    beta2: float = 0.95  # in [0, 1)
+    eps: float = 1e-8  # > 0
+    # linear warm-up from 0 to lr; one as long as the run or longer is clamped to
+    # trainer.max_steps - 1 with a notice
+    warmup_steps: int = 100
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at trainer.max_steps
 
 
@@ -46,9 +49,9 @@ class OptimConfig:
 class TrainerConfig:
     max_steps: int = 2000  # optimizer steps
     val_every_n_steps: int = 250  # validation (and per-skill metrics) interval
-    limit_val_batches: int = 20  # validation batches per split per check
-    accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps
-    devices: str = "auto"  # auto, a count ("2") or a list ("0,1")
+    limit_val_batches: int = 20  # validation batches per split per check (0: no validation)
+    accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps | tpu
+    devices: str = "auto"  # auto, a count ("2"; "-1": all) or a list of indices ("0,1")
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | fsdp | deepspeed... (Lightning's strategies)
     precision: str = "auto"  # auto: bf16-mixed on a GPU that has it, else 32-true
@@ -68,8 +71,10 @@ class TrainerConfig:
 class RunConfig:
     name: str = "dense"  # label for logs, the model card and the report
     out_dir: str = "runs/dense"  # run directory: logs/, checkpoints/, checkpoint/ (exported)
-    seed: int = 0  # seeds model init and data order
-    resume: str = ""  # "" start fresh | "last" (out_dir/checkpoints/last.ckpt) | a .ckpt path
+    seed: int = 0  # seeds model init and data order (0 .. 2**32 - 1)
+    # "" start fresh | "last" (out_dir/checkpoints/last.ckpt) | a .ckpt path. The optim
+    # settings of this config apply to the resumed run (not the checkpoint's).
+    resume: str = ""
     eval_max_batches: int = 50  # batches per split in the final evaluation (0 = all)
 
 
@@ -85,6 +90,8 @@ class ExperimentConfig:
 
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "64-true")
 LOGGERS = ("csv", "tensorboard")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 
 
 def _describe(e: OmegaConfBaseException, source: str) -> ConfigError:
@@ -123,6 +130,13 @@ def _load_yaml(path: Path) -> DictConfig:
         ) from None
     if not isinstance(cfg, DictConfig):
         raise ConfigError("config", str(path), "must be a YAML mapping of sections")
+    if len(cfg) == 0:
+        raise ConfigError(
+            "config",
+            str(path),
+            "is empty (or only comments): a run config sets at least one section, "
+            "e.g. `defaults: [{model: dense}]`; configs/dense.yaml is a complete one",
+        )
     return cfg
 
 
@@ -159,13 +173,17 @@ def load_config(
         path = Path(path)
         cfg = _merge(cfg, _resolve_defaults(_load_yaml(path), path), str(path))
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(item, None, "overrides are key=value, e.g. trainer.max_steps=200")
-        key, _, value = item.partition("=")
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(
+                "override", item, "overrides are key=value, e.g. trainer.max_steps=200"
+            )
         try:
             parsed = OmegaConf.from_dotlist([f"{key}={value}"])
-        except OmegaConfBaseException as e:
-            raise ConfigError(key, value, f"cannot parse: {e}") from None
+        except Exception as e:  # omegaconf's grammar errors and yaml's
+            raise ConfigError(
+                key, value, f"cannot parse the value: {one_line(str(e))[:160]}"
+            ) from None
         cfg = _merge(cfg, parsed, "command line")
     try:
         exp: ExperimentConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
@@ -176,30 +194,41 @@ def load_config(
 
 
 def validate(cfg: ExperimentConfig) -> None:
+    """Raise ConfigError (one line: key, value, what is allowed) for any value that
+    cannot work. A warm-up as long as the run is not refused: train() clamps it."""
     validate_model_config(cfg.model, "model")
     validate_data_config(cfg.data, "data")
     validate_tools_config(cfg.tools, "tools")
     o, t, r = cfg.optim, cfg.trainer, cfg.run
-    if o.lr <= 0:
-        raise ConfigError("optim.lr", o.lr, "must be > 0")
-    if not 0 <= o.min_lr_ratio <= 1:
-        raise ConfigError("optim.min_lr_ratio", o.min_lr_ratio, "must be in [0, 1]")
-    if t.max_steps <= 0:
-        raise ConfigError("trainer.max_steps", t.max_steps, "must be a positive integer")
-    if not 0 <= o.warmup_steps < t.max_steps:
-        raise ConfigError(
-            "optim.warmup_steps", o.warmup_steps, f"must be in [0, trainer.max_steps={t.max_steps})"
-        )
-    if t.precision not in PRECISIONS:
-        raise ConfigError("trainer.precision", t.precision, f"one of {', '.join(PRECISIONS)}")
+    check_positive("optim.lr", o.lr)
+    check_non_negative("optim.weight_decay", o.weight_decay)
+    check_fraction("optim.beta1", o.beta1)
+    check_fraction("optim.beta2", o.beta2)
+    check_positive("optim.eps", o.eps)
+    check_fraction("optim.min_lr_ratio", o.min_lr_ratio, closed_high=True)
+    if o.warmup_steps < 0:
+        raise ConfigError("optim.warmup_steps", o.warmup_steps, "must be >= 0 (0: no warm-up)")
     for key in (
+        "max_steps",
         "val_every_n_steps",
         "checkpoint_every_n_steps",
         "log_every_n_steps",
         "accumulate_grad_batches",
+        "num_nodes",
     ):
         if getattr(t, key) <= 0:
             raise ConfigError(f"trainer.{key}", getattr(t, key), "must be a positive integer")
+    for key in ("limit_val_batches", "keep_checkpoints"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"trainer.{key}", getattr(t, key), "must be >= 0")
+    check_non_negative("trainer.gradient_clip_val", t.gradient_clip_val, " (0 disables)")
+    if t.precision not in PRECISIONS:
+        raise ConfigError("trainer.precision", t.precision, f"one of {', '.join(PRECISIONS)}")
+    if t.accelerator not in ACCELERATORS:
+        raise ConfigError("trainer.accelerator", t.accelerator, f"one of {', '.join(ACCELERATORS)}")
+    parse_devices(t.devices)
+    if not t.strategy.strip():
+        raise ConfigError("trainer.strategy", t.strategy, "auto, or a Lightning strategy name")
     if t.cpu_threads < 0:
         raise ConfigError(
             "trainer.cpu_threads", t.cpu_threads, "0 (torch's default) or a positive count"
@@ -207,8 +236,33 @@ def validate(cfg: ExperimentConfig) -> None:
     for lg in t.loggers:
         if lg not in LOGGERS:
             raise ConfigError("trainer.loggers", lg, f"each one of {', '.join(LOGGERS)}")
+    if not 0 <= r.seed <= MAX_SEED:
+        raise ConfigError("run.seed", r.seed, f"must be in 0..{MAX_SEED}")
+    if not r.out_dir.strip():
+        raise ConfigError("run.out_dir", r.out_dir, "a directory path, e.g. runs/dense")
+    if r.eval_max_batches < 0:
+        raise ConfigError("run.eval_max_batches", r.eval_max_batches, "must be >= 0 (0 = all)")
     if r.resume not in ("", "last") and not r.resume.endswith(".ckpt"):
         raise ConfigError("run.resume", r.resume, '"" (fresh), "last", or a path to a .ckpt file')
+
+
+def parse_devices(spec: str) -> Any:
+    """trainer.devices as Lightning takes it: "auto", a count (-1: all), or a list
+    of device indices; ConfigError for anything else (0 devices included)."""
+    allowed = 'auto, a count >= 1 ("2"; "-1" for all) or a list of indices ("0,1")'
+    spec = str(spec).strip()
+    if spec == "auto":
+        return "auto"
+    try:
+        if "," in spec:
+            ids = [int(d) for d in spec.split(",") if d.strip()]
+            if ids and all(i >= 0 for i in ids) and len(set(ids)) == len(ids):
+                return ids
+        elif int(spec) >= 1 or int(spec) == -1:
+            return int(spec)
+    except ValueError:
+        pass
+    raise ConfigError("trainer.devices", spec, allowed)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -5,26 +5,39 @@ Run directory (run.out_dir):
     logs/                CSV and TensorBoard logs (Lightning loggers)
     checkpoints/         resumable Lightning checkpoints: last.ckpt and periodic step=N.ckpt
     checkpoint/          the exported checkpoint (DESIGN.md format), written at the end
+
+Everything that can be checked is checked before the run directory is touched (the
+resume checkpoint, the data against the model), so a refused run writes nothing.
+What a killed run left half-written (temporary checkpoint files, a half-exported
+checkpoint) is tidied when the next run starts in the same directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
 from torch.utils.data import IterableDataset
 
-from glassbox.archs.checkpoint import save_pretrained
+from glassbox.archs.checkpoint import clean_interrupted_writes, save_pretrained
 from glassbox.archs.config import ConfigError
+from glassbox.archs.errors import one_line
 from glassbox.archs.weight_sparsity import nonzero_params
-from glassbox.training.callbacks import AtomicCheckpointIO, NaNGuard, Throughput
-from glassbox.training.config import ExperimentConfig, to_dict
+from glassbox.training.callbacks import (
+    AtomicCheckpointIO,
+    NaNGuard,
+    ResumeOptimSettings,
+    Throughput,
+    notice,
+)
+from glassbox.training.config import ExperimentConfig, parse_devices, to_dict
 from glassbox.training.datamodule import SuiteDataModule
 from glassbox.training.evaluate import evaluate_model, ioi_spec
 from glassbox.training.module import LMModule
@@ -37,27 +50,35 @@ def _precision(cfg: ExperimentConfig) -> str:
     return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def _devices(spec: str) -> Any:
-    if spec == "auto":
-        return "auto"
-    if "," in spec:
-        return [int(d) for d in spec.split(",") if d.strip()]
-    try:
-        return int(spec)
-    except ValueError:
-        raise ConfigError(
-            "trainer.devices", spec, 'auto, a count ("2") or a list ("0,1")'
-        ) from None
-
-
 def _resume_path(cfg: ExperimentConfig, ckpt_dir: Path) -> str | None:
+    """The checkpoint run.resume names, checked to exist and to be a torch zip file."""
     r = cfg.run.resume
     if not r:
         return None
     path = ckpt_dir / "last.ckpt" if r == "last" else Path(r)
     if not path.is_file():
-        raise ConfigError("run.resume", r, f"no checkpoint at {path}")
+        raise ConfigError(
+            "run.resume", r, f"no checkpoint at {path}; run.resume= (empty) starts afresh"
+        )
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(
+            "run.resume", r, f"{path} is not a torch checkpoint (truncated or another format)"
+        )
     return str(path)
+
+
+def _clamp_warmup(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A warm-up as long as the run (the default 100 with trainer.max_steps=20) is
+    clamped to max_steps - 1, with a notice."""
+    o, steps = cfg.optim, cfg.trainer.max_steps
+    if o.warmup_steps < steps:
+        return cfg
+    clamped = max(steps - 1, 0)
+    notice(
+        f"optim.warmup_steps={o.warmup_steps} is not shorter than trainer.max_steps={steps}: "
+        f"warm-up clamped to {clamped} steps"
+    )
+    return dataclasses.replace(cfg, optim=dataclasses.replace(o, warmup_steps=clamped))
 
 
 def build_trainer(
@@ -76,7 +97,12 @@ def build_trainer(
         mode="max",
         save_top_k=t.keep_checkpoints,
     )
-    callbacks: list[L.Callback] = [periodic, NaNGuard(), throughput]
+    callbacks: list[L.Callback] = [
+        periodic,
+        NaNGuard(),
+        throughput,
+        ResumeOptimSettings(to_dict(cfg.optim)),
+    ]
     if t.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
     loggers = []
@@ -84,14 +110,26 @@ def build_trainer(
         loggers.append(CSVLogger(out, name="logs", version=""))
     if "tensorboard" in t.loggers:
         loggers.append(TensorBoardLogger(out, name="logs", version="tb"))
-    trainer = L.Trainer(
+    try:
+        trainer = _trainer(t, cfg, out, callbacks, loggers)
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as e:
+        # the accelerator, devices or strategy asked for cannot run here: name the one
+        # Lightning's message is about
+        text = str(e).lower()
+        key = next((k for k in ("strategy", "devices", "accelerator") if k in text), "accelerator")
+        raise ConfigError(f"trainer.{key}", getattr(t, key), one_line(str(e))[:240]) from None
+    return trainer, throughput
+
+
+def _trainer(t, cfg: ExperimentConfig, out: Path, callbacks, loggers) -> L.Trainer:
+    return L.Trainer(
         max_steps=t.max_steps,
         max_epochs=-1,
         val_check_interval=t.val_every_n_steps,
         check_val_every_n_epoch=None,
         limit_val_batches=t.limit_val_batches,
         accelerator=t.accelerator,
-        devices=_devices(t.devices),
+        devices=parse_devices(t.devices),
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=_precision(cfg),  # type: ignore[arg-type]
@@ -107,7 +145,6 @@ def build_trainer(
         deterministic=t.deterministic,
         default_root_dir=out,
     )
-    return trainer, throughput
 
 
 def _longest(suite) -> int:
@@ -135,7 +172,8 @@ def train(cfg: ExperimentConfig) -> Path:
 def _train(cfg: ExperimentConfig) -> Path:
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = _clamp_warmup(cfg)
+    resume = _resume_path(cfg, out / "checkpoints")
 
     dm = SuiteDataModule(
         cfg.data, seed=cfg.run.seed, accumulate_grad_batches=cfg.trainer.accumulate_grad_batches
@@ -162,7 +200,6 @@ def _train(cfg: ExperimentConfig) -> Path:
             f"must be >= {longest}, the longest example of the data",
         )
     cfg = dataclasses.replace(cfg, model=model_cfg)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(to_dict(cfg)))
 
     module = LMModule(
         model=to_dict(model_cfg),
@@ -176,7 +213,13 @@ def _train(cfg: ExperimentConfig) -> Path:
         module.model = torch.compile(module.model)  # type: ignore[assignment]
     seq_len = min(model_cfg.max_seq_len, max(longest, 1))
     trainer, throughput = build_trainer(cfg, out, module.model.flops_per_token(seq_len))
-    trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(cfg, out / "checkpoints"))
+
+    # Checked: from here on the run directory is written.
+    out.mkdir(parents=True, exist_ok=True)
+    AtomicCheckpointIO.clean(out / "checkpoints")
+    clean_interrupted_writes(out / "checkpoint")
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(to_dict(cfg)))
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
 
     model = getattr(module.model, "_orig_mod", module.model)  # unwrap torch.compile for export
     tokens = int(module.tokens_trained)

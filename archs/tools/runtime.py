@@ -38,7 +38,8 @@ from typing import Any
 
 from torch import Tensor
 
-from glassbox.archs.generation import GenerationOutput, generate
+from glassbox.archs.errors import ArgumentError
+from glassbox.archs.generation import GenerationOutput, check_sampling_args, generate
 from glassbox.archs.tools.base import ToolRegistry, ToolResult
 
 MODES = ("execute", "withhold", "counterfactual")
@@ -347,8 +348,12 @@ def generate_with_tools(
     registry: the tools. mode / counterfactual / error_text: see ToolForcer. The
     forced result tokens count towards max_new_tokens.
     Returns a ToolGenerationOutput: the generation fields, `trace` (a ToolCall per
-    call, in the order they ran) and `texts` (decoded continuations).
+    call, in the order they ran) and `texts` (decoded continuations). The arguments
+    are checked first, as by `generate` (ArgumentError, one line).
     """
+    check_sampling_args(max_new_tokens, temperature, top_k)
+    if mode not in MODES:
+        raise ArgumentError("mode", mode, f"one of {', '.join(MODES)}")
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tokenizer is None:
         raise ValueError("generate_with_tools needs a tokenizer (or a model with .tokenizer)")

@@ -46,6 +46,8 @@ def validate_data_config(cfg: DataConfig, prefix: str = "data") -> None:
     if cfg.loss_on not in ("answer", "all"):
         raise ConfigError(f"{prefix}.loss_on", cfg.loss_on, "one of answer, all")
     _positive(prefix, cfg, "batch_size")
+    if cfg.seed < 0:
+        raise ConfigError(f"{prefix}.seed", cfg.seed, "must be >= 0")
     if cfg.num_workers < 0:
         raise ConfigError(f"{prefix}.num_workers", cfg.num_workers, "must be >= 0")
     if not cfg.cache_dir:
@@ -209,6 +211,8 @@ def _validate_text(t: TextConfig, prefix: str) -> None:
     _positive(prefix, t, "tokenizer_train_docs")
     for key in ("val_size", "test_size"):
         v = getattr(t, key)
+        if not math.isfinite(v):
+            raise ConfigError(f"{prefix}.{key}", v, "a fraction in (0, 1) or a number of documents")
         if t.streaming and (v < 1 or v != int(v)):
             raise ConfigError(
                 f"{prefix}.{key}", v, "a whole number of documents >= 1 when streaming"
