@@ -22,7 +22,6 @@ Batch layout (B rows of L = pack_length tokens, K = most examples in a row):
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import chain
 
 import numpy as np
 import pyarrow.compute as pc
@@ -108,60 +107,94 @@ class PackedBatchSampler(Sampler[list[np.ndarray]]):
             m += 1
 
 
+TOKEN_COLUMNS = ("input_ids", "loss_mask", "answer_mask", "skill")
+
+
+def pack_tokens(
+    columns: dict[str, np.ndarray],
+    lengths: np.ndarray,
+    example_skill: np.ndarray,
+    counts: Sequence[int],
+    pack_length: int,
+    pad_id: int,
+) -> dict[str, torch.Tensor]:
+    """The packed batch (module docstring) from examples laid end to end: columns
+    holds input_ids, loss_mask, answer_mask, skill (N,) and features (N, F) over all
+    N tokens; lengths (n,) and example_skill (n,) per example; row i takes the next
+    counts[i] examples."""
+    B, L, K = len(counts), pack_length, max(counts)
+    counts = np.asarray(counts)
+    ex_row = np.repeat(np.arange(B), counts)  # (n,) the row of each example
+    ex_seg = np.arange(len(lengths)) - np.repeat(np.cumsum(counts) - counts, counts)
+    row_tokens = np.bincount(ex_row, weights=lengths, minlength=B).astype(np.int64)
+    if row_tokens.max() > L:
+        raise ValueError(f"a pack of {row_tokens.max()} tokens does not fit data.pack_length={L}")
+    ex_start = np.cumsum(lengths) - lengths  # first token of each example in the stream
+    tok_row = np.repeat(ex_row, lengths)  # (N,)
+    tok_col = np.arange(len(tok_row)) - np.repeat(np.cumsum(row_tokens) - row_tokens, row_tokens)
+    where = (torch.from_numpy(tok_row), torch.from_numpy(tok_col))
+
+    def laid(values: np.ndarray, fill: int, shape: tuple[int, ...] = ()) -> torch.Tensor:
+        out = torch.full((B, L, *shape), fill, dtype=torch.long)
+        out[where] = torch.from_numpy(np.asarray(values, dtype=np.int64))
+        return out
+
+    out = {
+        key: laid(columns[key], pad_id if key == "input_ids" else -1 if key == "skill" else 0)
+        for key in TOKEN_COLUMNS
+    }
+    out["attention_mask"] = laid(np.ones(len(tok_row)), 0)
+    out["features"] = laid(columns["features"], -1, columns["features"].shape[1:])
+    out["segment_ids"] = laid(np.repeat(ex_seg, lengths), 0)
+    pad = out["attention_mask"] == 0
+    out["segment_ids"][pad] = torch.from_numpy(counts).expand(L, B).T[pad]  # padding: its own
+    out["position_ids"] = laid(np.arange(len(tok_row)) - np.repeat(ex_start, lengths), 0)
+    out["example_skill"] = torch.full((B, K), -1, dtype=torch.long)
+    out["example_skill"][torch.from_numpy(ex_row), torch.from_numpy(ex_seg)] = torch.from_numpy(
+        np.asarray(example_skill, dtype=np.int64)
+    )
+    return out
+
+
 def collate_packed(
     packs: Sequence[Sequence[dict]], pack_length: int, pad_id: int
 ) -> dict[str, torch.Tensor]:
     """Lay each pack's rows (suite rows, as `collate` takes them) end to end in a row
     of pack_length tokens, padded at the end; see the module docstring for the layout."""
-    B, L = len(packs), pack_length
-    K = max(len(p) for p in packs)
-    first = packs[0][0]
-    F = len(first["features"][0]) if len(first["input_ids"]) else 0
-    out = {
-        "input_ids": torch.full((B, L), pad_id, dtype=torch.long),
-        "attention_mask": torch.zeros(B, L, dtype=torch.long),
-        "loss_mask": torch.zeros(B, L, dtype=torch.long),
-        "answer_mask": torch.zeros(B, L, dtype=torch.long),
-        "skill": torch.full((B, L), -1, dtype=torch.long),
-        "features": torch.full((B, L, F), -1, dtype=torch.long),
-        "segment_ids": torch.zeros(B, L, dtype=torch.long),
-        "position_ids": torch.zeros(B, L, dtype=torch.long),
-        "example_skill": torch.full((B, K), -1, dtype=torch.long),
-    }
-    for i, pack in enumerate(packs):
-        lengths = [len(r["input_ids"]) for r in pack]
-        n = sum(lengths)
-        if n > L:
-            raise ValueError(f"a pack of {n} tokens does not fit data.pack_length={L}")
-        for key in ("input_ids", "loss_mask", "answer_mask", "skill"):
-            out[key][i, :n] = torch.as_tensor(list(chain.from_iterable(r[key] for r in pack)))
-        if F:
-            out["features"][i, :n] = torch.as_tensor(
-                list(chain.from_iterable(r["features"] for r in pack))
-            )
-        out["attention_mask"][i, :n] = 1
-        seg = torch.repeat_interleave(torch.arange(len(pack)), torch.as_tensor(lengths))
-        out["segment_ids"][i, :n] = seg
-        out["segment_ids"][i, n:] = len(pack)
-        out["position_ids"][i, :n] = torch.cat([torch.arange(k) for k in lengths])
-        out["example_skill"][i, : len(pack)] = torch.as_tensor(
-            [int(r["example_skill"]) for r in pack]
-        )
-    return out
+    rows = [r for pack in packs for r in pack]
+    F = len(rows[0]["features"][0])
+    columns = {k: np.concatenate([np.asarray(r[k]) for r in rows]) for k in TOKEN_COLUMNS}
+    columns["features"] = np.concatenate([np.asarray(r["features"]).reshape(-1, F) for r in rows])
+    return pack_tokens(
+        columns,
+        np.array([len(r["input_ids"]) for r in rows]),
+        np.array([int(r["example_skill"]) for r in rows]),
+        [len(p) for p in packs],
+        pack_length,
+        pad_id,
+    )
 
 
 class PackedBatches(Dataset):
     """A map-style dataset whose items are whole packed batches: index it with what
     PackedBatchSampler yields (a list of arrays of example indices); one arrow read
-    fetches every example of the batch. Use with DataLoader(batch_size=None)."""
+    fetches every example of the batch, and numpy lays them out (no Python lists).
+    Use with DataLoader(batch_size=None)."""
 
     def __init__(self, ds, pack_length: int, pad_id: int):
         self.ds, self.pack_length, self.pad_id = ds, pack_length, pad_id
 
     def __getitem__(self, packs: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        flat = [int(i) for i in np.concatenate(packs)]
-        columns = self.ds[flat]  # one read: {column: [value per example]}
-        rows = [{k: v[j] for k, v in columns.items()} for j in range(len(flat))]
-        cuts = np.cumsum([0, *map(len, packs)])
-        grouped = [rows[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
-        return collate_packed(grouped, self.pack_length, self.pad_id)
+        table = self.ds.with_format("arrow")[[int(i) for i in np.concatenate(packs)]]
+        columns = {k: pc.list_flatten(table[k]).to_numpy() for k in TOKEN_COLUMNS}
+        n_tokens = len(columns["input_ids"])
+        features = pc.list_flatten(pc.list_flatten(table["features"])).to_numpy()
+        columns["features"] = features.reshape(n_tokens, -1)
+        return pack_tokens(
+            columns,
+            pc.list_value_length(table["input_ids"]).to_numpy().astype(np.int64),
+            table["example_skill"].to_numpy(),
+            [len(p) for p in packs],
+            self.pack_length,
+            self.pad_id,
+        )
