@@ -117,7 +117,7 @@ def build_trainer(
         # Lightning's message is about
         text = str(e).lower()
         key = next((k for k in ("strategy", "devices", "accelerator") if k in text), "accelerator")
-        raise ConfigError(f"trainer.{key}", getattr(t, key), one_line(str(e))[:240]) from None
+        raise ConfigError(f"trainer.{key}", getattr(t, key), one_line(str(e))[:400]) from None
     return trainer, throughput
 
 
