@@ -1,6 +1,11 @@
 """glassbox models: one backbone with pluggable feed-forward slots and named hook points."""
 
-from glassbox.archs.checkpoint import load_pretrained, save_pretrained
+from glassbox.archs.checkpoint import (
+    load_pretrained,
+    push_checkpoint,
+    save_pretrained,
+    shipped_checkpoints,
+)
 from glassbox.archs.config import ConfigError, FFNConfig, ModelConfig, MoEConfig, TranscoderConfig
 from glassbox.archs.errors import ArgumentError, CheckpointError, GlassboxError
 from glassbox.archs.ffn import FFN, register_ffn
@@ -21,6 +26,8 @@ __all__ = [
     "Transformer",
     "TranscoderConfig",
     "load_pretrained",
+    "push_checkpoint",
     "register_ffn",
     "save_pretrained",
+    "shipped_checkpoints",
 ]

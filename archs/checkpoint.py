@@ -9,6 +9,23 @@ temporary name beside the target and renamed into place, and an existing good
 checkpoint is only removed after the new one is complete. A crash at any moment
 leaves either the old checkpoint or the new one at the target path (or, in the
 instant between the two renames, the old one under `.<name>.old-*` beside it).
+
+Where a checkpoint comes from (`resolve_checkpoint`, read by `load_pretrained`):
+
+    "glassbox/<name>"    a checkpoint shipped with the package: <shipped_dir()>/<name>/,
+                         found offline. shipped_dir() is the `checkpoints/` folder
+                         beside the `archs/` package: the repository's top-level
+                         checkpoints/ in a source tree or editable install, and
+                         glassbox/checkpoints/ in an installed wheel, which carries the
+                         folder as package data (pyproject.toml). GLASSBOX_CHECKPOINTS
+                         (an environment variable) points it at another folder.
+    a local directory    used as it is (config.yaml in it).
+    "owner/name"         a hub repository, through huggingface_hub's snapshot_download
+                         (its cache, HF_HUB_OFFLINE and HF_HUB_CACHE apply).
+
+`save_pretrained(model, path, push_to_hub="owner/name")` writes the directory, then
+uploads it (HfApi.create_repo and upload_folder); `load_pretrained("owner/name")`
+reads it back.
 """
 
 from __future__ import annotations
@@ -21,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import snapshot_download
+from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import (
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
@@ -46,6 +63,8 @@ from glassbox.archs.errors import CheckpointError, one_line
 from glassbox.archs.transformer import Transformer
 
 FILES = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json", "README.md")
+SHIPPED_PREFIX = "glassbox/"  # "glassbox/<name>": a checkpoint shipped with the package
+SHIPPED_ENV = "GLASSBOX_CHECKPOINTS"  # another folder of shipped checkpoints
 
 
 def _fsync_dir(path: Path) -> None:
@@ -153,12 +172,20 @@ def save_pretrained(
     tokenizer=None,
     metrics: dict[str, Any] | None = None,
     extra_config: dict[str, Any] | None = None,
+    push_to_hub: str | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+    hub_api: HfApi | None = None,
 ) -> Path:
-    """Write `model` as a checkpoint directory at `path` (atomically).
+    """Write `model` as a checkpoint directory at `path` (atomically), and upload it to
+    the hub repository `push_to_hub` ("owner/name") when given.
 
     tokenizer: a tokenizers.Tokenizer (defaults to model.tokenizer);
     metrics: nested dict written to metrics.json and the model card;
-    extra_config: more sections for config.yaml (data, optim, ...) beside `model`.
+    extra_config: more sections for config.yaml (data, optim, ...) beside `model`;
+    push_to_hub, private, commit_message: the upload (`push_checkpoint`); hub_api: the
+    huggingface_hub.HfApi that uploads (default HfApi(): token and endpoint from the
+    environment). Returns the local directory.
     """
     cfg: ModelConfig = model.cfg
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
@@ -177,26 +204,111 @@ def save_pretrained(
             _model_card(cfg, model.num_params(), model.num_params(active=True), metrics)
         )
 
-    return atomic_write_dir(path, write)
+    out = atomic_write_dir(path, write)
+    if push_to_hub is not None:
+        push_checkpoint(out, push_to_hub, private, commit_message, hub_api)
+    return out
+
+
+def push_checkpoint(
+    path: str | Path,
+    repo_id: str,
+    private: bool | None = None,
+    commit_message: str | None = None,
+    hub_api: HfApi | None = None,
+) -> str:
+    """Upload the checkpoint directory `path` to the hub model repository `repo_id`
+    ("owner/name"), creating it when it does not exist. Only the checkpoint's files
+    (FILES) go up. Returns repo_id; CheckpointError (one line) when the hub refuses
+    or cannot be reached."""
+    path = Path(path)
+    if not _is_hub_id(repo_id) or repo_id.startswith(SHIPPED_PREFIX):
+        raise CheckpointError(
+            repo_id,
+            "push_to_hub needs a hub repository id 'owner/name' (not 'glassbox/...', the "
+            "names of the shipped checkpoints)",
+        )
+    if not (path / "config.yaml").is_file():
+        raise CheckpointError(path, "has no config.yaml: write it with save_pretrained first")
+    api = hub_api if hub_api is not None else HfApi()
+    message = commit_message or f"glassbox checkpoint {read_config(path)['model'].get('name', '')}"
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(path),
+            repo_type="model",
+            commit_message=message.strip(),
+            allow_patterns=[f for f in FILES if (path / f).is_file()],
+        )
+    except Exception as e:  # noqa: BLE001 - every hub failure becomes one line
+        raise CheckpointError(
+            repo_id,
+            f"upload failed ({type(e).__name__}: {one_line(str(e))[:160]}); the checkpoint "
+            f"is saved at {path}: push it again with archs.push_checkpoint when the hub "
+            "is reachable (a token: huggingface-cli login or HF_TOKEN)",
+        ) from None
+    return repo_id
+
+
+def _is_hub_id(s: str) -> bool:
+    return not s.startswith((".", "/")) and s.count("/") == 1 and all(s.split("/"))
+
+
+def shipped_dir() -> Path:
+    """The folder of the shipped checkpoints: $GLASSBOX_CHECKPOINTS when set, else the
+    `checkpoints/` folder beside the `archs/` package (the repository's checkpoints/
+    in a source tree, glassbox/checkpoints/ in an installed wheel)."""
+    env = os.environ.get(SHIPPED_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def shipped_checkpoints() -> list[str]:
+    """Names of the shipped checkpoints (each loads as "glassbox/<name>"), sorted."""
+    root = shipped_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "config.yaml").is_file())
+
+
+def _shipped(name: str) -> Path:
+    root = shipped_dir()
+    path = root / name
+    if name and "/" not in name and not name.startswith(".") and (path / "config.yaml").is_file():
+        return path
+    names = shipped_checkpoints()
+    listed = ", ".join(SHIPPED_PREFIX + n for n in names) if names else "none yet"
+    raise CheckpointError(
+        SHIPPED_PREFIX + name,
+        f"is not a shipped checkpoint (shipped in {root}: {listed}); pass a checkpoint "
+        "directory or a hub id 'owner/name' instead",
+    )
 
 
 def resolve_checkpoint(path_or_hub_id: str | Path, revision: str | None = None) -> Path:
-    """A local checkpoint directory, or a hub id downloaded (or found in the local
-    hub cache) through huggingface_hub. FileNotFoundError for a path that does not
-    exist; CheckpointError for a hub id that cannot be fetched."""
+    """A local checkpoint directory; "glassbox/<name>", a shipped checkpoint
+    (shipped_dir()/<name>, offline); or a hub id downloaded (or found in the local hub
+    cache) through huggingface_hub. FileNotFoundError for a path that does not exist;
+    CheckpointError for a shipped name that is not there (listing the shipped names) or
+    a hub id that cannot be fetched."""
     p = Path(path_or_hub_id)
+    s = str(path_or_hub_id)
+    if s.startswith(SHIPPED_PREFIX) and not (p / "config.yaml").is_file():
+        # a shipped name, unless a local checkpoint directory has the same path
+        return _shipped(s[len(SHIPPED_PREFIX) :])
     if p.is_dir():
         if not (p / "config.yaml").is_file():
             raise FileNotFoundError(
                 f"{p} is a directory but has no config.yaml: not a glassbox checkpoint"
             )
         return p
-    s = str(path_or_hub_id)
     if p.is_file():
         raise CheckpointError(
             p, f"is a file; a checkpoint is the directory holding config.yaml ({p.parent}?)"
         )
-    if s.startswith((".", "/")) or s.count("/") != 1:
+    if not _is_hub_id(s):
         raise FileNotFoundError(
             f"no checkpoint directory at {s!r} (and it is not a hub id of the form 'owner/name')"
         )
