@@ -21,26 +21,21 @@ import argparse
 import dataclasses
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-# Run from a checkout without an install, as `python benchmarks/bench_packing.py`.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glassbox.archs import Transformer  # noqa: E402
-from glassbox.training.config import load_config  # noqa: E402
-from glassbox.training.data import build_datasets, collate  # noqa: E402
-from glassbox.training.data.packing import (  # noqa: E402
+from glassbox.archs import Transformer
+from glassbox.training.config import load_config
+from glassbox.training.data import build_datasets, collate
+from glassbox.training.data.packing import (
     PackedBatches,
     PackedBatchSampler,
     example_lengths,
 )
-from glassbox.training.datamodule import ResumableSampler  # noqa: E402
-from glassbox.training.flops import measure_matmul_peak  # noqa: E402
-from glassbox.training.metrics import masked_lm_loss  # noqa: E402
+from glassbox.training.datamodule import ResumableSampler
+from glassbox.training.flops import measure_matmul_peak
+from glassbox.training.metrics import masked_lm_loss
 
 
 def batches(suite, cfg, packed: bool, n: int) -> list[dict]:
