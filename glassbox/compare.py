@@ -19,12 +19,18 @@ that change them (analysis_examples, posthoc.*) and results.ANALYSIS_VERSION.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -37,6 +43,7 @@ from glassbox.analysis.tools import tool_report
 from glassbox.archs import Transformer
 from glassbox.archs.checkpoint import load_pretrained, read_metrics
 from glassbox.archs.config import ConfigError, TranscoderConfig
+from glassbox.archs.errors import GlassboxError, one_line
 from glassbox.report import Report
 from glassbox.results import (
     PostHocResult,
@@ -60,6 +67,7 @@ __all__ = [
     "gap_percent",
     "load_compare_config",
     "run_overrides",
+    "train_runs",
 ]
 
 
@@ -82,6 +90,9 @@ class CompareConfig:
     # architecture -> more overrides for it alone (sizes that must scale per kind)
     arch_overrides: dict[str, list[str]] = field(default_factory=dict)
     analysis_examples: int = 512  # held-out examples each interpretability score reads
+    # runs trained at once, each a `glassbox train` process (CPU: cores // jobs threads
+    # each); 1 trains them one after another in this process
+    jobs: int = 1
     posthoc: PostHocConfig = field(default_factory=PostHocConfig)
 
 
@@ -113,6 +124,8 @@ def load_compare_config(path: str | Path, overrides: list[str] | None = None) ->
         )
     if not out.seeds:
         raise ConfigError("seeds", out.seeds, "at least one seed")
+    if out.jobs < 1:
+        raise ConfigError("jobs", out.jobs, f"runs trained at once: 1 or more (in {path})")
     out.overrides = list(out.overrides) + run_keys
     return out
 
@@ -149,18 +162,55 @@ class RunInputs:
         self.trained_now = False
         self.train_seconds = 0.0
 
-    def ensure_trained(self) -> None:
-        """Train unless the exported checkpoint was made from this very run config
-        (its key is kept in run_dir/train_key; training is the expensive part)."""
+    @property
+    def name(self) -> str:
+        return f"{self.arch}-seed{self.seed}"
+
+    def is_current(self) -> bool:
+        """Whether the exported checkpoint was made from this very run config (its
+        key is kept in run_dir/train_key)."""
         stamp = self.run_dir / "train_key"
         current = stamp.is_file() and stamp.read_text().strip() == self.config_key
-        if current and (self.export / "metrics.json").is_file():
+        return current and (self.export / "metrics.json").is_file()
+
+    def _trained(self, seconds: float) -> None:
+        self.train_seconds = seconds
+        self.trained_now = True
+        (self.run_dir / "train_key").write_text(self.config_key + "\n")
+
+    def ensure_trained(self) -> None:
+        """Train in this process unless the checkpoint is current (training is the
+        expensive part)."""
+        if self.is_current():
             return
         t0 = time.perf_counter()
         train(self.cfg)
-        self.train_seconds = time.perf_counter() - t0
-        self.trained_now = True
-        stamp.write_text(self.config_key + "\n")
+        self._trained(time.perf_counter() - t0)
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "train.log"
+
+    def train_in_subprocess(self, threads: int | None) -> int:
+        """`glassbox train` on this run's resolved config (written to
+        run_dir/train_config.yaml), output to run_dir/train.log; `threads` sets
+        trainer.cpu_threads. Returns the exit status."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = self.run_dir / "train_config.yaml"
+        config.write_text(OmegaConf.to_yaml(to_dict(self.cfg)))
+        if _config_key(load_config(config)) != self.config_key:  # the file must be the run
+            raise GlassboxError(f"compare: {config} does not reload as run {self.name}'s config")
+        cmd = [sys.executable, "-m", "glassbox.cli", "train", str(config)]
+        if threads:
+            cmd.append(f"trainer.cpu_threads={threads}")
+        t0 = time.perf_counter()
+        with self.log.open("w") as log:
+            code = subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            ).returncode
+        if code == 0:
+            self._trained(time.perf_counter() - t0)
+        return code
 
     @cached_property
     def metrics(self) -> dict[str, Any]:
@@ -198,6 +248,64 @@ def plan_runs(cc: CompareConfig, out: Path) -> list[RunInputs]:
             cfg = load_config(path, [*run_overrides(cc, arch), *extra])
             plan.append(RunInputs(arch, seed, cfg, run_dir))
     return plan
+
+
+def _threads(cfg: ExperimentConfig, jobs: int) -> int | None:
+    """CPU threads of one of `jobs` runs at once on this machine's cores, no more than
+    the run asks for (trainer.cpu_threads, 0 = any); None for a run on a GPU."""
+    accelerator = cfg.trainer.accelerator
+    if accelerator != "cpu" and (accelerator != "auto" or torch.cuda.is_available()):
+        return None
+    share = max(1, (os.cpu_count() or 1) // jobs)
+    return min(share, cfg.trainer.cpu_threads) if cfg.trainer.cpu_threads > 0 else share
+
+
+def _last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return one_line(lines[-1])[:200] if lines else "(empty log)"
+
+
+def train_runs(plan: list[RunInputs], jobs: int) -> None:
+    """Train every run of `plan` whose checkpoint is not current. jobs=1: one after
+    another in this process. jobs>1: up to `jobs` at once, each its own `glassbox
+    train` process (RunInputs.train_in_subprocess) with its share of the CPU cores
+    (`_threads`). After a failure no new run starts and the running ones finish (their
+    checkpoints are reused by the next compare); then a one-line GlassboxError names
+    the failed run and its log."""
+    todo = [run for run in plan if not run.is_current()]
+    if jobs == 1 or len(todo) <= 1:
+        for run in todo:
+            print(f"compare: training {run.name}", flush=True)
+            run.ensure_trained()
+        return
+    print(
+        f"compare: training {len(todo)} runs, {min(jobs, len(todo))} at a time "
+        "(logs: runs/<arch>-seed<s>/train.log)",
+        flush=True,
+    )
+    failed = threading.Event()
+
+    def one(run: RunInputs) -> int | None:
+        if failed.is_set():
+            return None  # not started
+        print(f"compare: training {run.name}", flush=True)
+        code = run.train_in_subprocess(_threads(run.cfg, jobs))
+        if code:
+            failed.set()
+        else:
+            print(f"compare: trained {run.name} in {run.train_seconds:.0f} s", flush=True)
+        return code
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        codes = list(pool.map(one, todo))
+    bad = [(run, code) for run, code in zip(todo, codes) if code]
+    if bad:
+        run, code = bad[0]
+        others = f" ({len(bad) - 1} more failed)" if len(bad) > 1 else ""
+        raise GlassboxError(
+            f"compare: training run {run.name} failed (exit {code}): {_last_line(run.log)}; "
+            f"its log: {run.log}{others}"
+        )
 
 
 def score_key(run: RunInputs, cc: CompareConfig) -> str:
@@ -342,6 +450,7 @@ def compare(cc: CompareConfig) -> Report:
     out = Path(cc.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_runs(cc, out)
+    train_runs(plan, cc.jobs)
     order = {arch: i for i, arch in enumerate(cc.architectures)}
     runs: list[RunResult] = []
     posthoc: list[PostHocResult] = []

@@ -135,7 +135,9 @@ def test_report_tables_from_constructed_rows(tmp_path):
     )["runs"]
 
 
-@pytest.mark.parametrize("path", ["configs/compare.yaml", "configs/compare_gpu.yaml"])
+@pytest.mark.parametrize(
+    "path", ["configs/compare.yaml", "configs/compare_gpu.yaml", "configs/compare_long.yaml"]
+)
 def test_shipped_compare_configs_load_every_run(path):
     """Every architecture's run config with the compare's overrides is valid, and the
     configs keep active parameters matched to dense within 2% (the routers are the
@@ -265,3 +267,87 @@ def test_scores_that_did_not_move_with_learning_are_marked(tmp_path):
     assert data["not_informative"] == ["interp.coverage"]
     assert data["baselines"]["baselines.init.interp.coverage_lift"]["mean"] == pytest.approx(-0.505)
     assert data["interp"]["interp.circuit_size.copy"]["mean"] == pytest.approx(12.5)
+
+
+def _tiny_plan(tmp_path, *extra: str, archs: str = "{dense: configs/dense.yaml}", seeds="[0, 1]"):
+    from glassbox.compare import plan_runs
+    from tests.test_training import FAST
+
+    cc = load_compare_config(
+        "configs/compare.yaml",
+        [
+            f"out_dir={tmp_path / 'report'}",
+            f"seeds={seeds}",
+            f"architectures={archs}",
+            *FAST,
+            f"data.cache_dir={tmp_path / 'data'}",
+            "trainer.max_steps=3",
+            "trainer.val_every_n_steps=3",
+            "optim.warmup_steps=1",
+            *extra,
+        ],
+    )
+    return cc, plan_runs(cc, tmp_path / "report")
+
+
+def test_jobs_config_and_threads_per_job(monkeypatch):
+    from glassbox.compare import _threads
+    from glassbox.training.config import load_config
+
+    with pytest.raises(ConfigError, match="jobs=0"):
+        load_compare_config("configs/compare.yaml", ["jobs=0"])
+    assert load_compare_config("configs/compare_long.yaml").jobs == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    cpu = load_config("configs/dense.yaml", ["trainer.cpu_threads=0"])
+    assert _threads(cpu, 2) == 8 and _threads(cpu, 32) == 1  # the cores shared out
+    one = load_config("configs/dense.yaml")  # trainer.cpu_threads=1: never more
+    assert _threads(one, 2) == 1
+    gpu = load_config("configs/dense.yaml", ["trainer.accelerator=gpu"])
+    assert _threads(gpu, 2) is None  # a GPU run keeps its own setting
+
+
+@pytest.mark.slow
+def test_parallel_training_equals_training_in_process(tmp_path):
+    """jobs=2 trains both seeds as separate processes, each logging to its run
+    directory, and makes the same weights as training in this process; a second
+    pass finds them current and trains nothing."""
+    import torch
+
+    from glassbox import archs
+    from glassbox.compare import train_runs
+    from glassbox.training.train import train
+
+    cc, plan = _tiny_plan(tmp_path)
+    train_runs(plan, jobs=2)
+    assert all(run.trained_now and run.is_current() for run in plan)
+    assert all("max_steps=3" in run.log.read_text() for run in plan)
+    _, again = _tiny_plan(tmp_path)
+    train_runs(again, jobs=2)
+    assert not any(run.trained_now for run in again)
+    here = train(_tiny_plan(tmp_path / "here", seeds="[1]")[1][0].cfg)
+    a, b = archs.load_pretrained(plan[1].export), archs.load_pretrained(here)
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+
+
+def test_a_failed_parallel_run_fails_the_compare_in_one_line(tmp_path):
+    """A run that fails inside `glassbox train` (here: examples longer than the
+    model's context, found only once the data is built) stops the compare with one
+    line naming the run and its log; the run beside it still finishes."""
+    from glassbox.archs.errors import GlassboxError
+    from glassbox.compare import train_runs
+
+    cc, plan = _tiny_plan(
+        tmp_path,
+        "arch_overrides={short: [model.max_seq_len=4]}",
+        archs="{dense: configs/dense.yaml, short: configs/dense.yaml}",
+        seeds="[0]",
+    )
+    with pytest.raises(GlassboxError) as e:
+        train_runs(plan, jobs=2)
+    msg = str(e.value)
+    log = tmp_path / "report" / "runs" / "short-seed0" / "train.log"
+    assert "\n" not in msg and "short-seed0" in msg and str(log) in msg
+    assert "max_seq_len" in msg  # the child's own one-line error, from its log
+    dense, short = plan
+    assert dense.is_current() and not short.is_current()

@@ -247,9 +247,13 @@ def test_export_refuses_non_dense(tmp_path):
 
 
 def test_export_refuses_real_moe_model(tmp_path):
-    pytest.importorskip("glassbox.archs.moe")
-    model = Transformer(ModelConfig(vocab_size=32, n_layers=2, ffn=FFNConfig(kind="moe")))
-    _refuses(model, tmp_path, "model.ffn.kind='moe'")
+    # a softmax top-k MoE exports as a Mixtral (tests/test_mixtral_export.py); the
+    # relu router has no HF form
+    from glassbox.archs import MoEConfig
+
+    ffn = FFNConfig(kind="moe", moe=MoEConfig(router="relu"))
+    model = Transformer(ModelConfig(vocab_size=32, n_layers=2, ffn=ffn))
+    _refuses(model, tmp_path, "model.ffn.moe.router='relu'")
 
 
 def test_export_refuses_gelu_and_mixed_widths(tmp_path):

@@ -1,4 +1,6 @@
-"""HF transformers' LlamaForCausalLM <-> glassbox Transformer.
+"""HF transformers' LlamaForCausalLM <-> glassbox Transformer, and `export_hf`, which
+writes a dense model as a Llama and a softmax top-k MoE as a Mixtral
+(archs/export/mixtral.py), choosing by the FFN kind (`to_hf`).
 
 The dense baseline (`ffn.kind: dense, activation: swiglu`) is a Llama: the same
 weights give the same logits (tests/test_hf_parity.py checks 1e-5 in float32). The
@@ -26,32 +28,22 @@ import torch
 
 from glassbox.archs.checkpoint import atomic_write_dir, load_pretrained
 from glassbox.archs.config import FFNConfig, ModelConfig
+from glassbox.archs.export.backbone import attention_map, special_token_ids
 from glassbox.archs.export.errors import ExportError, llama_ffn, require
+from glassbox.archs.export.mixtral import mixtral_ffn, to_hf_mixtral
 from glassbox.archs.transformer import Transformer
 
 TARGET = "hf"
 
-# Token strings tried, in order, for the ids HF keeps in its config and tokenizer.
-BOS_CANDIDATES = ("<bos>", "<|bos|>", "<s>", "<|begin_of_text|>", "<|startoftext|>", "[BOS]")
-EOS_CANDIDATES = ("<eos>", "<|eos|>", "</s>", "<|end_of_text|>", "<|endoftext|>", "[EOS]")
-UNK_CANDIDATES = ("<unk>", "<|unk|>", "[UNK]")
-
 
 def _layer_map(i: int, bias: bool) -> list[tuple[str, str]]:
+    pairs = attention_map(i)
     ours, hf = f"blocks.{i}.", f"model.layers.{i}."
-    pairs = [
-        ("ln1.w", "input_layernorm.weight"),
-        ("attn.W_Q.weight", "self_attn.q_proj.weight"),
-        ("attn.W_K.weight", "self_attn.k_proj.weight"),
-        ("attn.W_V.weight", "self_attn.v_proj.weight"),
-        ("attn.W_O.weight", "self_attn.o_proj.weight"),
-        ("ln2.w", "post_attention_layernorm.weight"),
-    ]
     for a, b in (("W_gate", "gate_proj"), ("W_in", "up_proj"), ("W_out", "down_proj")):
-        pairs.append((f"mlp.{a}.weight", f"mlp.{b}.weight"))
+        pairs.append((f"{ours}mlp.{a}.weight", f"{hf}mlp.{b}.weight"))
         if bias:
-            pairs.append((f"mlp.{a}.bias", f"mlp.{b}.bias"))
-    return [(ours + a, hf + b) for a, b in pairs]
+            pairs.append((f"{ours}mlp.{a}.bias", f"{hf}mlp.{b}.bias"))
+    return pairs
 
 
 def name_map(cfg: ModelConfig) -> list[tuple[str, str]]:
@@ -65,31 +57,6 @@ def name_map(cfg: ModelConfig) -> list[tuple[str, str]]:
     if not cfg.tie_embeddings:
         pairs.append(("W_U.weight", "lm_head.weight"))
     return pairs
-
-
-def _token_id(tokenizer, candidates: tuple[str, ...]) -> int | None:
-    if tokenizer is None:
-        return None
-    for tok in candidates:
-        i = tokenizer.token_to_id(tok)
-        if i is not None:
-            return i
-    return None
-
-
-def special_token_ids(model) -> dict[str, int | None]:
-    """pad/bos/eos/unk ids as far as they are known: pad from the config, the others
-    from well-known token strings in the model's tokenizer (None when absent)."""
-    tok = getattr(model, "tokenizer", None)
-    pad = model.cfg.pad_token_id
-    if tok is not None and tok.id_to_token(pad) is None:
-        pad = None
-    return {
-        "pad": pad,
-        "bos": _token_id(tok, BOS_CANDIDATES),
-        "eos": _token_id(tok, EOS_CANDIDATES),
-        "unk": _token_id(tok, UNK_CANDIDATES),
-    }
 
 
 def hf_llama_config(model, attn_implementation: str = "sdpa"):
@@ -236,26 +203,50 @@ def hf_tokenizer(model):
     )
 
 
+def to_hf(model: Transformer, attn_implementation: str = "sdpa"):
+    """The HF model of `model`, by its FFN kind: dense -> LlamaForCausalLM (to_hf_llama),
+    moe -> MixtralForCausalLM (archs.export.mixtral.to_hf_mixtral). ExportError (one
+    line, the key at fault) for another kind or a model the target cannot hold,
+    before any weight is copied."""
+    cfg: ModelConfig = model.cfg
+    kind = cfg.ffn_for_layer(0).kind
+    if kind == "moe":
+        mixtral_ffn(cfg, TARGET)
+        return to_hf_mixtral(model, attn_implementation)
+    if kind != "dense":
+        key = "model.ffn_by_layer.0" if "0" in cfg.ffn_by_layer else "model.ffn"
+        raise ExportError(
+            TARGET,
+            f"{key}.kind",
+            kind,
+            "only 'dense' (as LlamaForCausalLM) and softmax top-k 'moe' (as "
+            "MixtralForCausalLM) have an HF model (save it as a glassbox checkpoint instead)",
+        )
+    llama_ffn(cfg, TARGET)
+    return to_hf_llama(model, attn_implementation)
+
+
 def export_hf(
     model_or_checkpoint: Transformer | str | os.PathLike,
     out_dir: str | os.PathLike,
     attn_implementation: str = "sdpa",
 ) -> Path:
-    """Write a directory that `transformers.LlamaForCausalLM.from_pretrained` and
-    `AutoModelForCausalLM.from_pretrained` load: config.json, model.safetensors,
-    generation_config.json, and the tokenizer files when the model has a tokenizer
-    (so `AutoTokenizer.from_pretrained` works too).
+    """Write a directory that `AutoModelForCausalLM.from_pretrained` loads (a
+    LlamaForCausalLM for a dense model, a MixtralForCausalLM for a softmax top-k MoE:
+    `to_hf`): config.json, model.safetensors, generation_config.json, and the
+    tokenizer files when the model has a tokenizer (so `AutoTokenizer.from_pretrained`
+    works too).
 
-    model_or_checkpoint: a Transformer, or a glassbox checkpoint directory / hub id.
-    The directory appears at `out_dir` complete or not at all (written beside it,
-    then renamed). Returns out_dir as a Path. Raises ExportError for a model that is
-    not a dense SwiGLU Llama, before anything is written.
+    model_or_checkpoint: a Transformer, or a glassbox checkpoint directory / hub id /
+    shipped name. The directory appears at `out_dir` complete or not at all (written
+    beside it, then renamed). Returns out_dir as a Path. Raises ExportError for a
+    model that neither target can hold, before anything is written.
     """
     if isinstance(model_or_checkpoint, str | os.PathLike):
         model = load_pretrained(model_or_checkpoint)
     else:
         model = model_or_checkpoint
-    hf = to_hf_llama(model, attn_implementation)
+    hf = to_hf(model, attn_implementation)
     tokenizer = hf_tokenizer(model)
 
     def write(tmp: Path) -> None:

@@ -1,0 +1,153 @@
+"""glassbox Transformer with softmax top-k MoE layers -> HF transformers'
+MixtralForCausalLM.
+
+The `moe` kind with a softmax router, SwiGLU experts, renormalised top-k gate weights
+and no shared experts is Mixtral's sparse block: router logits W_router x, softmax,
+top-k, the k weights divided by their sum, each chosen expert silu(x W_gate) * (x
+W_in) @ W_out, the weighted sum (tests/test_mixtral_export.py checks logits within
+1e-4 in float32 and greedy generation equal). The rest of the model is the Llama
+backbone (archs/export/hf.py: same attention, norms and rotary).
+
+| glassbox                               | MixtralForCausalLM                            |
+|----------------------------------------|-----------------------------------------------|
+| blocks.{i}.mlp.W_router.weight (E, d)  | model.layers.{i}.mlp.gate.weight (E, d)       |
+| blocks.{i}.mlp.W_gate / W_in .weight   | model.layers.{i}.mlp.experts.gate_up_proj     |
+|   each (E, d, d_expert)                |   (E, 2 d_expert, d): [gate; up], transposed  |
+| blocks.{i}.mlp.W_out.weight            | model.layers.{i}.mlp.experts.down_proj        |
+|   (E, d_expert, d)                     |   (E, d, d_expert), transposed                |
+| everything else                        | as the Llama export                           |
+
+What Mixtral cannot hold is refused before anything is built (ExportError, one line
+naming the key): a relu router, GELU/ReLU experts, shared experts, unnormalised gate
+weights, a layer of another kind or another expert shape, a residual TopK. Mixtral's
+`router_jitter_noise` is 0 and `output_router_logits` False (neither exists here at
+inference); `router_aux_loss_coef` takes `moe.load_balance_weight` (training only).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from glassbox.archs.config import FFNConfig, ModelConfig
+from glassbox.archs.export.backbone import attention_map, special_token_ids
+from glassbox.archs.export.errors import ExportError, require
+from glassbox.archs.transformer import Transformer
+
+TARGET = "hf"
+
+
+def mixtral_ffn(cfg: ModelConfig, target: str = TARGET) -> FFNConfig:
+    """The one MoE config every layer uses, or ExportError naming the first key that
+    a Mixtral cannot hold."""
+    if cfg.weight_sparsity.residual_topk:
+        raise ExportError(
+            target,
+            "model.weight_sparsity.residual_topk",
+            cfg.weight_sparsity.residual_topk,
+            "a Mixtral has no TopK on its residual stream: only models trained with "
+            "residual_topk 0 can be exported (pruned weights export as zeros)",
+        )
+    first = cfg.ffn_for_layer(0)
+    for i in range(cfg.n_layers):
+        ffn = cfg.ffn_for_layer(i)
+        key = f"model.ffn_by_layer.{i}" if str(i) in cfg.ffn_by_layer else "model.ffn"
+        if ffn.kind != "moe":
+            raise ExportError(
+                target,
+                f"{key}.kind",
+                ffn.kind,
+                "a Mixtral has an MoE block in every layer: every layer must be 'moe' "
+                "(a model of dense layers exports as a Llama)",
+            )
+        m = ffn.moe
+        wants = [
+            ("router", "softmax", "Mixtral routes by softmax top-k (the relu router has no HF form)"),
+            ("expert_activation", "swiglu", "Mixtral experts are silu(gate) * up"),
+            ("n_shared_experts", 0, "Mixtral has no shared (always-on) experts"),
+            ("normalize_weights", True, "Mixtral renormalises the top-k gate weights to sum to 1"),
+        ]  # fmt: skip
+        for name, value, why in wants:
+            if getattr(m, name) != value:
+                raise ExportError(target, f"{key}.moe.{name}", getattr(m, name), why)
+        for name in ("n_experts", "k", "d_expert"):
+            if getattr(m, name) != getattr(first.moe, name):
+                raise ExportError(
+                    target,
+                    f"{key}.moe.{name}",
+                    getattr(m, name),
+                    f"every layer must have the same {name} (layer 0 has "
+                    f"{getattr(first.moe, name)}): a Mixtral has one expert shape",
+                )
+    return first
+
+
+def hf_mixtral_config(model, attn_implementation: str = "sdpa"):
+    """A transformers.MixtralConfig describing `model` (every layer a softmax top-k
+    SwiGLU MoE). Raises ExportError for what a Mixtral cannot hold."""
+    transformers = require("transformers", TARGET)
+    cfg: ModelConfig = model.cfg
+    m = mixtral_ffn(cfg).moe
+    ids = special_token_ids(model)
+    config = transformers.MixtralConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=m.d_expert,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.kv_heads,
+        head_dim=cfg.d_head,
+        hidden_act="silu",
+        max_position_embeddings=cfg.max_seq_len,
+        initializer_range=cfg.init_std,
+        rms_norm_eps=cfg.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
+        sliding_window=None,
+        attention_dropout=0.0,
+        num_local_experts=m.n_experts,
+        num_experts_per_tok=m.k,
+        output_router_logits=False,
+        router_aux_loss_coef=float(m.load_balance_weight),
+        router_jitter_noise=0.0,
+        tie_word_embeddings=cfg.tie_embeddings,
+        pad_token_id=ids["pad"],
+        bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"],
+        dtype=next(model.parameters()).dtype,
+    )
+    config._attn_implementation = attn_implementation
+    return config
+
+
+def name_map(cfg: ModelConfig) -> list[tuple[str, str]]:
+    """(glassbox name, MixtralForCausalLM name) of every weight that maps one to one
+    (the attention, norms, embeddings and router); the experts are stacked and
+    transposed by `to_hf_mixtral`."""
+    mixtral_ffn(cfg)
+    pairs = [("W_E.weight", "model.embed_tokens.weight")]
+    for i in range(cfg.n_layers):
+        pairs += attention_map(i)
+        pairs.append((f"blocks.{i}.mlp.W_router.weight", f"model.layers.{i}.mlp.gate.weight"))
+    pairs.append(("ln_final.w", "model.norm.weight"))
+    if not cfg.tie_embeddings:
+        pairs.append(("W_U.weight", "lm_head.weight"))
+    return pairs
+
+
+@torch.no_grad()
+def to_hf_mixtral(model: Transformer, attn_implementation: str = "sdpa"):
+    """glassbox Transformer (softmax top-k SwiGLU MoE in every layer) ->
+    transformers.MixtralForCausalLM with copies of its weights, in eval mode, on the
+    model's device and dtype. Raises ExportError for what a Mixtral cannot hold."""
+    transformers = require("transformers", TARGET)
+    config = hf_mixtral_config(model, attn_implementation)
+    param = next(model.parameters())
+    hf = transformers.MixtralForCausalLM(config).to(device=param.device, dtype=param.dtype)
+    ours, theirs = model.state_dict(), hf.state_dict()
+    for a, b in name_map(model.cfg):
+        theirs[b].copy_(ours[a])
+    for i in range(model.cfg.n_layers):
+        mlp, hf_experts = f"blocks.{i}.mlp.", f"model.layers.{i}.mlp.experts."
+        gate_up = torch.cat([ours[mlp + "W_gate.weight"], ours[mlp + "W_in.weight"]], dim=-1)
+        theirs[hf_experts + "gate_up_proj"].copy_(gate_up.transpose(1, 2))  # (E, 2 d_e, d)
+        theirs[hf_experts + "down_proj"].copy_(ours[mlp + "W_out.weight"].transpose(1, 2))
+    return hf.eval()
