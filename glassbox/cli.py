@@ -6,7 +6,7 @@ glassbox compare CONFIG [key=value ...]
 glassbox train CONFIG [key=value ...]
 glassbox eval CHECKPOINT [--json]
 glassbox generate CHECKPOINT PROMPT
-glassbox export CHECKPOINT --to hf DIR
+glassbox export CHECKPOINT --to hf|transformer-lens|features DIR
 """
 
 from __future__ import annotations
@@ -185,6 +185,8 @@ def _tool_registry(checkpoint: str):
 
 
 def _cmd_export(args) -> int:
+    if args.to == "features":
+        return _export_features(args)
     if args.to == "hf":
         from glassbox.archs.export.hf import export_hf
 
@@ -194,6 +196,20 @@ def _cmd_export(args) -> int:
 
         export_transformer_lens(args.checkpoint, args.dir)
     print(f"exported {args.checkpoint} to {args.dir} ({args.to})")
+    return 0
+
+
+def _export_features(args) -> int:
+    """The dashboards of every readable unit (analysis.dashboards, schema in
+    analysis/DASHBOARDS.md) on the checkpoint's own data."""
+    from glassbox.analysis.dashboards import export_dashboards
+    from glassbox.archs.checkpoint import load_pretrained, resolve_checkpoint
+
+    path = resolve_checkpoint(args.checkpoint)
+    model = load_pretrained(path, device=args.device)
+    suite, _ = load_suite_for(path, model)
+    out = export_dashboards(model, suite, args.dir, n_examples=args.examples)
+    print(f"exported the features of {args.checkpoint} to {out} (index.json, index.html)")
     return 0
 
 
@@ -249,8 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="export a checkpoint to another library's format")
     x.add_argument("checkpoint")
-    x.add_argument("--to", required=True, choices=["hf", "transformer-lens"])
+    x.add_argument(
+        "--to",
+        required=True,
+        choices=["hf", "transformer-lens", "features"],
+        help="hf: Llama (dense) or Mixtral (moe); features: dashboard JSON and HTML pages",
+    )
     x.add_argument("dir", help="output directory")
+    x.add_argument("--examples", type=int, default=256, help="features: examples to read")
+    x.add_argument("--device", default=None, help="features: where the model runs")
     x.set_defaults(fn=_cmd_export)
     return p
 
