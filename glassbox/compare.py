@@ -14,6 +14,10 @@ retrained, when it was made from the same resolved run config (runs/<run>/train_
 its scores (analysis/row.json) and the post-hoc route (analysis/posthoc.json) are
 reused only when saved under the same content key: the checkpoint, the compare keys
 that change them (analysis_examples, posthoc.*) and results.ANALYSIS_VERSION.
+
+An architecture listed under `checkpoints` (configs/compare_shipped.yaml: the shipped
+checkpoints, "glassbox/<name>") is not trained: that checkpoint is scored, beside its
+untrained twin, with its own config.yaml as the run.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from glassbox.analysis.splicing import splice_fidelity
 from glassbox.analysis.text_analysis import text_with_baselines
 from glassbox.analysis.tools import tool_report
 from glassbox.archs import Transformer
-from glassbox.archs.checkpoint import load_pretrained, read_metrics
+from glassbox.archs.checkpoint import load_pretrained, read_metrics, resolve_checkpoint
 from glassbox.archs.config import ConfigError, TranscoderConfig
 from glassbox.archs.errors import GlassboxError, one_line
 from glassbox.report import Report
@@ -60,6 +64,7 @@ from glassbox.training.train import train
 from glassbox.training.transcoder_fit import fit_transcoders, splice
 
 __all__ = [
+    "CheckpointRun",
     "CompareConfig",
     "PostHocConfig",
     "check_runs",
@@ -89,6 +94,10 @@ class CompareConfig:
     overrides: list[str] = field(default_factory=list)
     # architecture -> more overrides for it alone (sizes that must scale per kind)
     arch_overrides: dict[str, list[str]] = field(default_factory=dict)
+    # architecture -> an existing checkpoint (directory, hub id or "glassbox/<name>") that
+    # is scored instead of training that architecture: its own config.yaml is the run
+    # (overrides do not apply), at the seed it was trained with (run.seed, in `seeds`)
+    checkpoints: dict[str, str] = field(default_factory=dict)
     analysis_examples: int = 512  # held-out examples each interpretability score reads
     # runs trained at once, each a `glassbox train` process (CPU: cores // jobs threads
     # each); 1 trains them one after another in this process
@@ -237,12 +246,56 @@ class RunInputs:
         return data.source == "skills" and any(data.mix.get(n, 0) > 0 for n in names)
 
 
+class CheckpointRun(RunInputs):
+    """An architecture scored from an existing checkpoint (CompareConfig.checkpoints):
+    never trained; its run config is the checkpoint's config.yaml, its seed the one
+    it was trained with; its scores and analysis go to run_dir as a trained run's do."""
+
+    def __init__(self, arch: str, checkpoint: str, out: Path) -> None:
+        path = resolve_checkpoint(checkpoint)
+        cfg = load_config(path / "config.yaml")
+        seed = cfg.run.seed
+        super().__init__(arch, seed, cfg, out / "runs" / f"{arch}-seed{seed}")
+        self.source = checkpoint
+        self.export = path
+
+    def is_current(self) -> bool:
+        return True
+
+
+def checkpoint_runs(cc: CompareConfig, out: Path) -> dict[str, CheckpointRun]:
+    """The architectures of `cc.checkpoints`, each checked: an architecture of the
+    config, trained at a seed the compare runs (ConfigError naming the key if not)."""
+    runs = {}
+    for arch, checkpoint in cc.checkpoints.items():
+        if arch not in cc.architectures:
+            raise ConfigError(
+                f"checkpoints.{arch}", checkpoint,
+                f"not an architecture of this compare ({', '.join(cc.architectures)})",
+            )  # fmt: skip
+        run = CheckpointRun(arch, checkpoint, out)
+        seed = run.seed
+        if list(cc.seeds) != [seed]:
+            raise ConfigError(
+                f"checkpoints.{arch}", checkpoint,
+                f"was trained at run.seed={seed}, and a checkpoint is scored at its own seed "
+                f"alone: set seeds=[{seed}] (seeds is {list(cc.seeds)})",
+            )  # fmt: skip
+        runs[arch] = run
+    return runs
+
+
 def plan_runs(cc: CompareConfig, out: Path) -> list[RunInputs]:
     """Every architecture x seed with its run config loaded and checked, before any
-    training starts (a bad key fails now, not hours in)."""
-    plan = []
+    training starts (a bad key fails now, not hours in); an architecture with a
+    checkpoint (cc.checkpoints) is that checkpoint, scored and not trained."""
+    plan: list[RunInputs] = []
+    loaded = checkpoint_runs(cc, out)
     for seed in cc.seeds:
         for arch, path in cc.architectures.items():
+            if arch in loaded:
+                plan.append(loaded[arch])
+                continue
             run_dir = out / "runs" / f"{arch}-seed{seed}"
             extra = [f"run.seed={seed}", f"run.name={arch}", f"run.out_dir={run_dir}"]
             cfg = load_config(path, [*run_overrides(cc, arch), *extra])
