@@ -156,9 +156,11 @@ class Report:
         return _table("architecture", _columns(ms), rows)
 
     def not_informative(self) -> dict[str, list[Metric]]:
-        """arch -> the interpretability scores (with an untrained baseline) whose
-        trained value lies within the seed spread of the untrained twin's."""
-        ms = [m for m in self.section(INTERPRETABILITY) if "init" in m.baselines]
+        """arch -> the interpretability scores (with an untrained baseline; the domain
+        scores of a text corpus too) whose trained value lies within the seed spread
+        of the untrained twin's."""
+        scored = self.section(INTERPRETABILITY) + self.section(DOMAINS)
+        ms = [m for m in scored if "init" in m.baselines]
         return {
             arch: [
                 m for m in ms if informative(s.get(m.key), s.get(m.baseline("init").key)) is False
@@ -314,7 +316,14 @@ class Report:
         if not any(k.startswith("domains.") for k in keys):
             return []
         head = self.section(DOMAINS)
-        rows = [(arch, _cells(head, s, self._dense)) for arch, s in self.summary.items()]
+        flagged = {a: {m.key for m in ms} for a, ms in self.not_informative().items()}
+        rows = []
+        for arch, s in self.summary.items():
+            cells = [
+                f"{c} {NOT_INFORMATIVE}" if m.key in flagged.get(arch, ()) else c
+                for m, c in zip(head, _cells(head, s, self._dense))
+            ]  # no DOMAINS entry has a gap column, so cells and entries align
+            rows.append((arch, cells))
         lines = ["## Domains of the text corpus\n", *_table("architecture", _columns(head), rows)]
         lines += ["", *(f"- **{m.header}**: {m.doc}." for m in head if m.doc), ""]
         for entry in in_section(self.metrics, PER_DOMAIN):

@@ -168,8 +168,9 @@ def test_analyze_on_a_stdlib_text_model(text_checkpoint, tmp_path, capsys):
     assert "promotes:" in (out / "features_layer0.txt").read_text()
 
 
-def _text_row(arch: str, loss: float, sel: dict[str, float]) -> RunResult:
+def _text_row(arch: str, loss: float, sel: dict[str, float], init: float = 0.0) -> RunResult:
     interp = {"interp.domain_selectivity": sum(sel.values()) / len(sel)}
+    interp["baselines.init.interp.domain_selectivity"] = init  # the untrained twin's
     interp |= {f"domains.{d}.selectivity": v for d, v in sel.items()}
     interp |= {f"domains.{d}.loss": loss for d in sel}
     capability = {"val_loss": loss, "mean_accuracy": None, "params.active": 10}
@@ -196,14 +197,17 @@ def _first_table(md: str) -> dict[str, dict[str, str]]:
 def test_report_domain_tables_and_not_applicable_columns(tmp_path):
     runs = (
         _text_row("dense", 2.0, {"json": 0.5, "http": 0.1}),
-        _text_row("moe", 3.0, {"json": 0.25, "http": 0.75}),
+        _text_row("moe", 3.0, {"json": 0.25, "http": 0.75}, init=0.49),
     )
     report = Report(out_dir=tmp_path, seeds=(0,), config={}, runs=runs)
     text = "\n".join(report.domains_section())
     head = _first_table(text)  # the headline: one row per architecture
     assert head["dense"]["domain selectivity"] == "0.300"
-    assert head["moe"]["domain selectivity"] == "0.500"
-    assert head["moe"]["domain selectivity (init)"] == head["moe"]["domain purity"] == "–"
+    # moe's is within 0.02 of its untrained twin's: marked not informative
+    assert head["moe"]["domain selectivity"] == "0.500 †"
+    assert head["moe"]["domain selectivity (init)"] == "0.490"
+    assert head["dense"]["domain purity"] == "–"
+    assert "Not informative" in "\n".join(report.trust_note())
     # per domain: a column per domain (sorted), a row per architecture
     assert "| architecture | http | json |" in text
     assert "| dense | 0.100 | 0.500 |" in text and "| moe | 0.750 | 0.250 |" in text
