@@ -309,10 +309,22 @@ def feature_pages(
         else None
     )
     best = contrast[:, units].argmax(0).tolist()
+    # share of each unit's |activation| that falls on each label, and of the tokens
+    keep = labels >= 0
+    mass = torch.zeros(len(label_names), len(units), dtype=torch.float64).index_add_(
+        0, labels[keep].long(), acts[keep][:, units].abs().double()
+    )
+    mass = mass / mass.sum(0, keepdim=True).clamp_min(1e-30)
+    tokens = torch.bincount(labels[keep].long(), minlength=len(label_names)) / max(
+        int(keep.sum()), 1
+    )
     summaries = {}
     for j, u in enumerate(units):
         d = best[j]
-        line = f"most used on {label_names[d]} (+{float(contrast[d, u]):.2f} x its mean elsewhere)"
+        line = (
+            f"most used on {label_names[d]}: {float(mass[d, j]):.0%} of its activation, "
+            f"{float(tokens[d]):.0%} of the tokens"
+        )
         if promoted is not None:
             line += " | promotes: " + " ".join(f"'{t}'" for t in promoted[j])
         summaries[u] = line
