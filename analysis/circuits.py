@@ -18,11 +18,18 @@ Units are the finest readable units of each kind, one `UnitGroup` per (layer, ki
     neuron   blocks.{i}.mlp.hook_post     (B, T, d_ff)          dense MLP
     latent   blocks.{i}.mlp.hook_latents  (B, T, d_latent)      transcoder
     head     blocks.{i}.attn.hook_z       (B, T, H, d_head)     all d_head dims together
-    expert   blocks.{i}.mlp.hook_expert_weights + hook_mlp_out  MoE, the expert's output
+    expert_hidden  blocks.{i}.mlp.hook_expert_hidden  (B, T, E * d_expert)  MoE (default)
+    expert   blocks.{i}.mlp.hook_expert_weights + hook_mlp_out  MoE, moe_units="expert"
 
 Means are over every real (non-padding) token of the analysis batches, all skills
 together; an expert's mean is its mean output over the tokens routed to it
-(archs.moe.expert_means, what `ablate_experts(mode="mean")` substitutes).
+(archs.moe.expert_means, what `ablate_experts(mode="mean")` substitutes), and an
+expert's hidden unit's mean is its mean over the tokens routed to its expert (the
+conditional mean: the unit does not exist at the other tokens), which only the
+routed tokens' values are replaced by. Mean-ablating every hidden unit of an expert
+is mean-ablating the expert (W_out is linear and has no bias). `circuit_report`
+on an MoE model reports the circuit in hidden units and, under `.expert`, in
+whole experts.
 
 Method (per skill):
 
@@ -180,7 +187,69 @@ class ExpertUnits(UnitGroup):
         ]
 
 
-def unit_groups(model, include_heads: bool = True, include_ffn: bool = True) -> list[UnitGroup]:
+@dataclass
+class ExpertHiddenUnits(UnitGroup):
+    """The hidden units of the routed experts of an MoE layer, (expert e, unit j) at
+    index e * d_expert + j of `blocks.{i}.mlp.hook_expert_hidden`. The mean of a unit
+    is conditional: over the token-slots routed to its expert. Ablation replaces a
+    unit's value at the tokens routed to its expert (the only ones the layer reads
+    back); routing and gate weights are left as they are."""
+
+    d_expert: int = 0
+
+    @property
+    def hook(self) -> str:
+        return f"blocks.{self.layer}.mlp.hook_expert_hidden"
+
+    @torch.no_grad()
+    def mean(self, model, batches) -> Tensor:
+        """(E * d_expert,) float32: each unit's mean over the slots of its expert."""
+        idx_hook = f"blocks.{self.layer}.mlp.hook_expert_indices"
+        n_experts = self.n_units // self.d_expert
+        sums = torch.zeros(self.n_units, device=model.device)
+        counts = torch.zeros(n_experts, device=model.device)
+        for batch in batches:
+            ids = batch["input_ids"].to(model.device)
+            att = batch.get("attention_mask")
+            real = (att.bool() if att is not None else torch.ones_like(ids, dtype=torch.bool)).to(
+                ids.device
+            )
+            _, cache = model.run_with_cache(ids, names_filter=[self.hook, idx_hook])
+            sums += cache[self.hook][real].float().sum(0)  # unrouted entries are 0
+            counts += torch.bincount(cache[idx_hook][real].reshape(-1), minlength=n_experts)
+        return sums / counts.clamp_min(1).repeat_interleave(self.d_expert)
+
+    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
+        state: dict[str, Tensor] = {}
+
+        def on_indices(idx: Tensor, _hook) -> None:  # (B, T, k)
+            state["idx"] = idx
+
+        def on_hidden(act: Tensor, _hook) -> Tensor:  # (B, T, E * d_expert)
+            idx = state.pop("idx")
+            n_experts = self.n_units // self.d_expert
+            routed = torch.zeros(*idx.shape[:-1], n_experts, dtype=torch.bool, device=act.device)
+            routed.scatter_(-1, idx, True)
+            routed = routed.repeat_interleave(self.d_expert, -1)  # (B, T, E * d_expert)
+            k = keep.view(keep.shape[0], 1, self.n_units)
+            m = mean.to(act.dtype)
+            new = (
+                torch.where(k, act, m) if k.dtype == torch.bool else m + k.to(act.dtype) * (act - m)
+            )
+            return torch.where(routed, new, act)
+
+        return [
+            (f"blocks.{self.layer}.mlp.hook_expert_indices", on_indices),
+            (self.hook, on_hidden),
+        ]
+
+
+MOE_UNITS = ("hidden", "expert")
+
+
+def unit_groups(
+    model, include_heads: bool = True, include_ffn: bool = True, moe_units: str = "hidden"
+) -> list[UnitGroup]:
     """The readable units of every layer, in forward order (heads, then the FFN's).
 
     Parameters per unit: a dense neuron reads its W_in (and W_gate) row and writes its
@@ -188,10 +257,14 @@ def unit_groups(model, include_heads: bool = True, include_ffn: bool = True) -> 
     (and JumpReLU threshold) and writes its W_dec row; a head reads its W_Q, W_K, W_V
     slices and writes its W_O slice (4 d_head d_model, a shared key/value head counted
     with each of its query heads); an expert is its whole weights (the router row is
-    not counted: routing is never ablated). Another FFN kind whose contract names one
+    not counted: routing is never ablated); an expert's hidden unit (moe_units="hidden",
+    the default; "expert" counts whole experts) reads its W_gate and W_in columns
+    (W_in only for relu/gelu experts) and writes its W_out row. Another FFN kind whose contract names one
     unit hook (`unit_hooks`, activation (B, T, n_units)) gets a HookUnits group on it
     (parameters per unit unknown: 0); one without is skipped with a warning.
     """
+    if moe_units not in MOE_UNITS:
+        raise ValueError(f"unit_groups: moe_units={moe_units!r}: one of {', '.join(MOE_UNITS)}")
     d_model = model.cfg.d_model
     groups: list[UnitGroup] = []
     for i, block in enumerate(model.blocks):
@@ -233,6 +306,17 @@ def unit_groups(model, include_heads: bool = True, include_ffn: bool = True) -> 
                     n_units=mlp.d_latent,
                     params_per_unit=2 * d_model + 1 + extra,
                     hook=f"blocks.{i}.mlp.hook_latents",
+                )
+            )
+        elif isinstance(mlp, MoE) and moe_units == "hidden":
+            groups.append(
+                ExpertHiddenUnits(
+                    name=f"blocks.{i}.mlp.expert_hidden",
+                    layer=i,
+                    kind="expert_hidden",
+                    n_units=mlp.n_experts * mlp.d_expert,
+                    params_per_unit=(3 if mlp.activation == "swiglu" else 2) * d_model,
+                    d_expert=mlp.d_expert,
                 )
             )
         elif isinstance(mlp, MoE):
@@ -301,7 +385,7 @@ def _hook_means(model, batches, names: Sequence[str]) -> dict[str, Tensor]:
 
 def unit_means(model, batches, groups: Sequence[UnitGroup]) -> dict[str, Tensor]:
     """{group name: its means}: (n_units,) for neurons and latents, (H, d_head) for
-    heads, (E, d_model) for experts. Hook-point groups share one pass over the
+    heads, (E, d_model) for experts, (E * d_expert,) for experts' hidden units. Hook-point groups share one pass over the
     batches (a list, since it may be read more than once)."""
     batches = list(batches)
     with _eval(model):
@@ -544,25 +628,33 @@ def _jsonable(x: Any) -> Any:
 
 class CircuitReport(dict):
     """{skill name: CircuitResult}. `to_dict()` gives the flat summary the caller
-    nests under `interp.`; `details()` every result in full."""
+    nests under `interp.`; `details()` every result in full. `expert`: for an MoE
+    model whose circuits are in hidden units, the same report in whole experts (None
+    otherwise)."""
 
-    def to_dict(self) -> dict[str, float | int | None]:
+    expert: CircuitReport | None = None
+
+    def to_dict(self, suffix: str = "") -> dict[str, float | int | None]:
         """{"circuit_size.<skill>", "circuit_fraction.<skill>", "circuit_auc.<skill>",
         "circuit_faithfulness.<skill>", "circuit_params.<skill>",
         "circuit_reached.<skill>"} per skill, plus
         "circuit_fraction" and "circuit_auc": means over the skills whose loss gap
-        was defined (None when none was)."""
+        was defined (None when none was). `suffix` goes after "circuit_<name>"; the
+        expert-level report's keys follow with suffix "_expert"
+        ("circuit_size_expert.<skill>", ..., "circuit_auc_expert")."""
         out: dict[str, Any] = {}
         for name, r in self.items():
-            out[f"circuit_size.{name}"] = r.size
-            out[f"circuit_fraction.{name}"] = r.fraction
-            out[f"circuit_auc.{name}"] = r.auc
-            out[f"circuit_faithfulness.{name}"] = r.faithfulness
-            out[f"circuit_params.{name}"] = r.params_read_written
-            out[f"circuit_reached.{name}"] = r.reached
+            out[f"circuit_size{suffix}.{name}"] = r.size
+            out[f"circuit_fraction{suffix}.{name}"] = r.fraction
+            out[f"circuit_auc{suffix}.{name}"] = r.auc
+            out[f"circuit_faithfulness{suffix}.{name}"] = r.faithfulness
+            out[f"circuit_params{suffix}.{name}"] = r.params_read_written
+            out[f"circuit_reached{suffix}.{name}"] = r.reached
         ok = [r for r in self.values() if math.isfinite(r.auc)]
-        out["circuit_fraction"] = sum(r.fraction for r in ok) / len(ok) if ok else None
-        out["circuit_auc"] = sum(r.auc for r in ok) / len(ok) if ok else None
+        out[f"circuit_fraction{suffix}"] = sum(r.fraction for r in ok) / len(ok) if ok else None
+        out[f"circuit_auc{suffix}"] = sum(r.auc for r in ok) / len(ok) if ok else None
+        if self.expert is not None:
+            out.update(self.expert.to_dict(suffix + "_expert"))
         return _jsonable(out)
 
     def details(self) -> dict[str, dict[str, Any]]:
@@ -818,6 +910,8 @@ def circuit_report(
     n_examples: int = 256,
     split: str = "val",
     seed: int = 0,
+    moe_units: str = "hidden",
+    expert_level: bool = True,
     **kw,
 ) -> CircuitReport:
     """The circuit of every skill (or of `skills`, names or ids).
@@ -829,6 +923,10 @@ def circuit_report(
     tokens in the data are left out. With kw label_key="domain" and
     mask_key="loss_mask" (and batches of a text corpus, skill_names its domain
     names) the "skills" are domains and the behaviour is their next-token loss.
+    moe_units: an MoE layer's units, "hidden" (its experts' hidden units) or
+    "expert"; with "hidden" and expert_level, an MoE model's report also holds the
+    circuits in whole experts as `report.expert` (same examples, same means of
+    the heads).
     """
     if isinstance(data, SuiteData):
         batches = sample_batches(data, split, n_examples, seed=seed)
@@ -848,8 +946,24 @@ def circuit_report(
         ids = present
     else:
         ids = [names.index(s) if isinstance(s, str) else int(s) for s in skills]
-    groups = unit_groups(model, include_heads=include_heads)
+    groups = unit_groups(model, include_heads=include_heads, moe_units=moe_units)
     means = unit_means(model, batches, groups)
+    report = _report(model, batches, ids, present, names, groups, means, target, kw)
+    if (
+        moe_units == "hidden"
+        and expert_level
+        and any(isinstance(g, ExpertHiddenUnits) for g in groups)
+    ):
+        coarse = unit_groups(model, include_heads=include_heads, moe_units="expert")
+        todo = [g for g in coarse if g.name not in means]
+        coarse_means = {**means, **unit_means(model, batches, todo)}
+        report.expert = _report(
+            model, batches, ids, present, names, coarse, coarse_means, target, kw
+        )
+    return report
+
+
+def _report(model, batches, ids, present, names, groups, means, target, kw) -> CircuitReport:
     report = CircuitReport()
     for sid in ids:
         if sid not in present:
@@ -863,6 +977,7 @@ def circuit_report(
 __all__ = [
     "CircuitReport",
     "CircuitResult",
+    "ExpertHiddenUnits",
     "ExpertUnits",
     "Faithfulness",
     "HookUnits",

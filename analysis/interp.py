@@ -203,6 +203,8 @@ def interp_report(
         )
         summary.update({f"interp.{k}": v for k, v in circ.to_dict().items()})
         report["circuits"] = circ.details()
+        if circ.expert is not None:  # moe: also in whole experts (interp.circuit_*_expert)
+            report["circuits_expert"] = circ.expert.details()
     report["summary"] = summary
     return report
 

@@ -34,6 +34,13 @@ their outputs are cast once back to the residual's dtype, in which the k outputs
 token are summed (as HF Mixtral does under autocast). benchmarks/bench_moe.py
 times it against HF Mixtral's block and the equal-active dense MLP.
 
+Hidden units: `hook_expert_hidden` (B, T, E * d_expert) shows every expert's hidden
+units (after the activation, before the gate weight scales them; unit j of expert e
+at e * d_expert + j), 0 for the experts a token was not routed to. The dense view is
+built only while the hook point has hooks (the dispatch itself never holds it); a
+hook that returns a tensor replaces the hidden units of the routed experts (the
+other entries are ignored).
+
 Interventions: `ablate_experts(model, {layer: [experts]}, mode="zero"|"mean")` and
 `force_routing(model, {layer: experts})`, context managers that undo themselves on
 exit even when the body raises.
@@ -41,6 +48,7 @@ exit even when the body raises.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -179,8 +187,10 @@ class MoE(FFN):
     (d_expert, d_model); `shared` (optional, always on).
 
     Hook points: hook_router_logits (B, T, E), hook_expert_indices (B, T, k) int64,
-    hook_expert_weights (B, T, k). A hook on hook_expert_indices that returns a
-    tensor forces the routing; the gate weights are then read at the forced experts.
+    hook_expert_weights (B, T, k), hook_expert_hidden (B, T, E * d_expert; only
+    built when hooked, 0 at unrouted experts). A hook on hook_expert_indices that
+    returns a tensor forces the routing; the gate weights are then read at the
+    forced experts.
 
     Interventions: `self.ablation` maps expert -> None (zero its output) or a
     (d_model,) tensor (replace its output by it); set it through `ablate_experts`.
@@ -216,6 +226,7 @@ class MoE(FFN):
         self.hook_router_logits = HookPoint()
         self.hook_expert_indices = HookPoint()
         self.hook_expert_weights = HookPoint()
+        self.hook_expert_hidden = HookPoint()
         self.ablation: dict[int, Tensor | None] = {}
 
     @classmethod
@@ -301,11 +312,21 @@ class MoE(FFN):
 
     # --- experts -----------------------------------------------------------------
 
-    def experts(self, xs: Tensor, counts: Tensor, scale: Tensor | None = None) -> Tensor:
+    def experts(
+        self,
+        xs: Tensor,
+        counts: Tensor,
+        scale: Tensor | None = None,
+        token: Tensor | None = None,
+        expert: Tensor | None = None,
+        lead: tuple[int, ...] | None = None,
+    ) -> Tensor:
         """Token-slots sorted by expert (S, d_model), counts (E,) -> outputs (S, d_model)
         in xs's dtype (computed in `expert_dtype`). scale (S, 1), the gate weights,
         multiplies the hidden units before W_out: the same as scaling the output, on
-        d_expert columns instead of d_model."""
+        d_expert columns instead of d_model. token, expert (S,): each slot's token
+        (an index into the prod(lead) tokens) and expert, for hook_expert_hidden
+        (lead: the tokens' shape, (B, T)); without them the hook point is not run."""
         out_dtype = xs.dtype
         xs = xs.to(expert_dtype(self.W_in.weight))
         offsets = counts.cumsum(0).to(torch.int32)
@@ -320,9 +341,25 @@ class MoE(FFN):
             h = F.silu(g) * h  # (S, d_expert)
         else:
             h = _act(self.W_in(xs, counts, offsets), self.activation)
+        if expert is not None and self.hook_expert_hidden.has_hooks:
+            h = self._hook_hidden(h, token, expert, lead)
         if scale is not None:
             h = h * scale.to(h.dtype)
         return self.W_out(h, counts, offsets).to(out_dtype)
+
+    def _hook_hidden(
+        self, h: Tensor, token: Tensor, expert: Tensor, lead: tuple[int, ...]
+    ) -> Tensor:
+        """Run hook_expert_hidden on the dense (*lead, E * d_expert) view of the slots'
+        hidden units h (S, d_expert); a replacement is read back at the routed slots."""
+        n_tokens = math.prod(lead)
+        dense = h.new_zeros(n_tokens, self.n_experts, self.d_expert)
+        dense[token, expert] = h  # (N, E, d_expert), 0 where unrouted
+        flat = dense.view(*lead, self.n_experts * self.d_expert)
+        out = self.hook_expert_hidden(flat)
+        if out is flat:
+            return h
+        return out.reshape(n_tokens, self.n_experts, self.d_expert)[token, expert].to(h.dtype)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, d_model)
         shape = x.shape
@@ -333,13 +370,16 @@ class MoE(FFN):
         order = flat.argsort(stable=True)  # slots grouped by expert
         token = order.div(self.k, rounding_mode="floor")  # (S,) token of each sorted slot
         w = weights.reshape(-1, 1).index_select(0, order)  # (S, 1) gate weight of each slot
+        hooked = self.hook_expert_hidden.has_hooks  # else no dense view, no extra work
+        expert = flat.index_select(0, order) if self.ablation or hooked else None  # (S,)
+        slots = dict(token=token, expert=expert, lead=tuple(shape[:-1])) if hooked else {}
         if self.ablation:
-            expert = flat.index_select(0, order)
             ablated, replacement = self._ablation_tables(w)
-            ys = self.experts(xf.index_select(0, token), counts, w.masked_fill(ablated[expert], 0))
+            scale = w.masked_fill(ablated[expert], 0)
+            ys = self.experts(xf.index_select(0, token), counts, scale, **slots)
             ys = ys + w * replacement[expert]  # zero, or the expert's mean output, weighted
         else:
-            ys = self.experts(xf.index_select(0, token), counts, w)  # (S, d_model), weighted
+            ys = self.experts(xf.index_select(0, token), counts, w, **slots)  # (S, d_model)
         # ys is in xf's dtype (the experts cast back once), so the sum is too.
         out = torch.zeros_like(xf).index_add_(0, token, ys)
         if self.shared is not None:

@@ -147,6 +147,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("interp.circuit_fraction.{skill}", "{skill} fraction", section=CIRCUITS,
            higher_is_better=False),
     Metric("interp.circuit_auc.{skill}", "{skill} AUC", section=CIRCUITS),
+    Metric("interp.circuit_size_expert.{skill}", "{skill} size in experts", section=CIRCUITS,
+           digits=0, higher_is_better=False),  # moe: whole experts in place of hidden units
     # tool calling against answering from the weights
     Metric("tools.exact_match", "addition + facts exact match", section=TOOLS, digits=1, percent=True),
     Metric("tools.exact_match_withheld", "result withheld", section=TOOLS, digits=1, percent=True),

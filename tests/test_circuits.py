@@ -13,8 +13,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import glassbox.archs.moe as moe_mod
 from glassbox.analysis.circuits import (
+    ExpertHiddenUnits,
     ExpertUnits,
     circuit_for_skill,
     circuit_report,
@@ -257,7 +260,7 @@ def moe_model(vocab: int = 40) -> Transformer:
 def test_expert_units_equal_ablate_experts():
     model = moe_model()
     batches = random_batches(40)
-    groups = unit_groups(model, include_heads=False)
+    groups = unit_groups(model, include_heads=False, moe_units="expert")
     assert [type(g) for g in groups] == [ExpertUnits, ExpertUnits]
     assert groups[0].params_per_unit == model.blocks[0].mlp.expert_params()
     means = unit_means(model, batches, groups)
@@ -380,3 +383,119 @@ def test_an_unknown_ffn_kind_gets_units_from_its_contract():
     batches = skill0_batches()
     res = circuit_for_skill(model, batches, 0, groups, unit_means(model, batches, groups))
     assert 1 <= res.size <= 7 and res.total == 7
+
+
+# ------------------------------------------------------------ expert hidden units
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["grouped", "padded"])
+def test_expert_hidden_hook_that_changes_nothing_changes_nothing(monkeypatch, padded):
+    if padded:  # the padded-bmm dispatch in place of grouped_mm
+        monkeypatch.setattr(moe_mod, "_grouped_mm_applies", lambda x, w: False)
+    model = moe_model()
+    tokens = torch.randint(1, 40, (3, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        base = model(tokens)
+        for fn in (lambda a, _h: None, lambda a, _h: a, lambda a, _h: a.clone()):
+            assert torch.equal(model.run_with_hooks(tokens, fwd_hooks=[(HIDDEN, fn)]), base)
+        # a replacement is read back: zeroing every hidden unit leaves the shared expert
+        zero = [("blocks.0.mlp.hook_expert_hidden", lambda a, _h: torch.zeros_like(a))]
+        _, cache = model.run_with_cache(tokens, names_filter="blocks.0.hook_mlp_in")
+        with model.hooks(zero):
+            _, zc = model.run_with_cache(tokens, names_filter="blocks.0.hook_mlp_out")
+    torch.testing.assert_close(zc["mlp_out", 0], model.blocks[0].mlp.shared(cache["mlp_in", 0]))
+
+
+HIDDEN = "blocks.*.mlp.hook_expert_hidden"
+
+
+def test_expert_hidden_view_holds_the_routed_experts_hidden_units():
+    model = moe_model()
+    moe = model.blocks[1].mlp
+    E, k, d = moe.n_experts, moe.k, moe.d_expert
+    tokens = torch.randint(1, 40, (2, 7), generator=torch.Generator().manual_seed(3))
+    names = ["blocks.1.hook_mlp_in", "blocks.1.mlp.hook_expert_indices", HIDDEN]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+    hidden = cache["blocks.1.mlp.hook_expert_hidden"]
+    idx = cache["expert_indices", 1]
+    assert hidden.shape == (2, 7, E * d)
+    routed = torch.zeros(2, 7, E, dtype=torch.bool).scatter_(-1, idx, True)
+    per_expert = hidden.view(2, 7, E, d)
+    assert (per_expert[~routed] == 0).all()  # only the k routed experts' units
+    assert ((per_expert != 0).sum((-2, -1)) == k * d).all()  # ... and all of them
+    b, t = 1, 4
+    x = cache["mlp_in", 1][b, t]
+    for e in idx[b, t].tolist():
+        gate, inp = x @ moe.W_gate.weight[e], x @ moe.W_in.weight[e]
+        torch.testing.assert_close(per_expert[b, t, e], F.silu(gate) * inp)
+
+
+def test_mean_ablating_an_experts_hidden_units_is_mean_ablating_the_expert():
+    """W_out is linear without bias: W_out(mean h) = mean(W_out h), and both are scaled
+    by the slot's gate weight after, so the two ablations give the same layer output."""
+    model = moe_model()
+    batches = random_batches(40)
+    groups = unit_groups(model, include_heads=False)
+    assert [type(g) for g in groups] == [ExpertHiddenUnits, ExpertHiddenUnits]
+    means = unit_means(model, batches, groups)
+    g = groups[0]
+    E, d = model.blocks[0].mlp.n_experts, g.d_expert
+    # the conditional mean, by hand: over the real tokens routed to each expert
+    acts, idxs = [], []
+    for b in batches:
+        names = [g.hook, "blocks.0.mlp.hook_expert_indices"]
+        _, c = model.run_with_cache(b["input_ids"], names_filter=names)
+        acts.append(c[g.hook][b["attention_mask"].bool()].view(-1, E, d))
+        idxs.append(c["expert_indices", 0][b["attention_mask"].bool()])
+    acts, idxs = torch.cat(acts), torch.cat(idxs)
+    for e in range(E):
+        rows = (idxs == e).any(-1)
+        want = acts[rows, e].mean(0) if rows.any() else torch.zeros(d)
+        torch.testing.assert_close(means[g.name].view(E, d)[e], want)
+    tokens = torch.cat([b["input_ids"] for b in batches[:1]])
+    e = int(idxs[0, 0])  # an expert that some token uses
+    keep = torch.ones(1, g.n_units, dtype=torch.bool)
+    keep[0, e * d : (e + 1) * d] = False
+    out = "blocks.0.hook_mlp_out"
+    with torch.no_grad():
+        with model.hooks(g.hooks(means[g.name], keep)):
+            _, ours = model.run_with_cache(tokens, names_filter=out)
+        ref = expert_means(model, batches)
+        with ablate_experts(model, {0: [e]}, mode="mean", means=ref):
+            _, theirs = model.run_with_cache(tokens, names_filter=out)
+        _, clean = model.run_with_cache(tokens, names_filter=out)
+    torch.testing.assert_close(ours[out], theirs[out], atol=1e-5, rtol=0)
+    assert (ours[out] - clean[out]).abs().max() > 1e-4  # the ablation did something
+    # a float keep-mask of 1 is the clean model, 0 the bool ablation
+    for m, want in ((1.0, clean), (0.0, ours)):
+        mask = torch.where(keep, torch.ones(()), torch.full((), m))
+        with torch.no_grad(), model.hooks(g.hooks(means[g.name], mask)):
+            _, got = model.run_with_cache(tokens, names_filter=out)
+        torch.testing.assert_close(got[out], want[out], atol=1e-6, rtol=0)
+
+
+def test_moe_unit_groups_and_report_in_hidden_units_and_in_experts():
+    model = moe_model()
+    moe = model.blocks[0].mlp
+    groups = unit_groups(model)
+    assert [(g.kind, g.n_units) for g in groups] == [("head", 4), ("expert_hidden", 6 * 16)] * 2
+    assert groups[1].params_per_unit == 3 * 32  # W_gate and W_in columns, W_out row
+    assert groups[1].n_units * groups[1].params_per_unit == moe.n_experts * moe.expert_params()
+    coarse = unit_groups(model, moe_units="expert")
+    assert [type(g) for g in coarse[1::2]] == [ExpertUnits, ExpertUnits]
+    with pytest.raises(ValueError, match="moe_units"):
+        unit_groups(model, moe_units="neurons")
+    batches = random_batches(40)
+    report = circuit_report(model, batches, skill_names=["a", "b"], n_grid=4, min_gap=0.0)
+    assert set(report) == set(report.expert) == {"a", "b"}
+    assert report["a"].total == 2 * (4 + 96) and report.expert["a"].total == 2 * (4 + 6)
+    flat = report.to_dict()
+    assert flat["circuit_size.a"] == report["a"].size
+    assert flat["circuit_size_expert.a"] == report.expert["a"].size
+    assert {"circuit_auc_expert", "circuit_fraction_expert"} <= set(flat)
+    fine = [u for u in report["a"].units if u[0].endswith("expert_hidden")]
+    assert all(0 <= j < 96 for _, j in fine)
+    # a dense model has no expert-level report and no _expert keys
+    dense = circuit_report(neuron_model({N1: (A1, T1), N2: (A2, T2)}), skill0_batches())
+    assert dense.expert is None and not any("_expert" in key for key in dense.to_dict())
