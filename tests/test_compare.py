@@ -179,7 +179,6 @@ def test_registry_drives_the_columns(tmp_path):
     assert header.endswith("| novelty |")
     assert moe_row.split("|")[cols.index("coverage")].strip() == "0.300 ± 0.000"
     assert text.count("0.750 ± 0.707 |") == 2  # the new column, in both rows
-    assert text.count("0.750 ± 0.707 |") == 2  # the new column, in both rows
     assert "- **novelty**: a made-up score." in text
     data = json.loads((tmp_path / "with" / "report.json").read_text())
     assert data["architectures"]["moe"]["interp"]["interp.novelty"]["mean"] == pytest.approx(0.75)
