@@ -80,6 +80,7 @@ def test_tiny_compare_end_to_end(tmp_path):
         "trainer.max_steps=12",
         "optim.warmup_steps=2",
         "model.ffn.transcoder.d_latent=128",
+        "model.ffn.transcoder.k=16",
     ]
     cc = load_compare_config("configs/compare.yaml", args)
     report = compare(cc)
