@@ -7,6 +7,9 @@ glassbox train CONFIG [key=value ...]
 glassbox eval CHECKPOINT [--json]
 glassbox generate CHECKPOINT PROMPT
 glassbox export CHECKPOINT --to hf|transformer-lens|features DIR
+
+Each command imports what it needs inside its function, so that `glassbox --help`,
+`eval` or `generate` do not load Lightning, the analysis suite or the export peers.
 """
 
 from __future__ import annotations
