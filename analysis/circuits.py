@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -104,7 +105,7 @@ Unit = tuple[str, int]  # (group name, unit index in the group)
 
 
 @dataclass
-class UnitGroup:
+class UnitGroup(ABC):
     """A family of readable units of one layer: `n_units` units called `kind`, each
     reading and writing `params_per_unit` parameters. Subclasses say how to compute
     the units' means and how to mean-ablate them."""
@@ -115,17 +116,17 @@ class UnitGroup:
     n_units: int
     params_per_unit: int
 
+    @abstractmethod
     def mean(self, model, batches: Iterable[Mapping[str, Tensor]]) -> Tensor:
         """The means the ablation substitutes, shaped as `hooks` wants them."""
-        raise NotImplementedError
 
+    @abstractmethod
     def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
         """Hooks that keep the units `keep` says and mean-ablate the others.
 
         keep: (R, n_units), R = 1 (every row of the batch) or R = the batch size (a
         mask per row). bool: True keeps the clean value, False puts the mean. float:
         m interpolates, act' = mean + m (act - mean) (differentiable in m)."""
-        raise NotImplementedError
 
 
 @dataclass

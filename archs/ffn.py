@@ -86,7 +86,7 @@ class FFN(nn.Module):
         """The readable units at N tokens, (N, n_units), from `acts`: {name in
         unit_hooks: that hook point's activation at the same N tokens, (N, ...)}."""
         if len(self.unit_hooks) != 1:
-            raise NotImplementedError(
+            raise TypeError(
                 f"{type(self).__name__} reads its units from {len(self.unit_hooks)} hooks: "
                 "override read_units"
             )

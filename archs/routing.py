@@ -22,6 +22,7 @@ in MoEConfig, listed in `own_keys`, checked in `check_config`), a YAML that sets
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
@@ -44,7 +45,7 @@ def register_router(name: str):
     return deco
 
 
-class Router(nn.Module):
+class Router(nn.Module, ABC):
     """Base class. A module (without parameters of its own for the built-in ones),
     so that a router may hold buffers or parameters, named `mlp.router.*`."""
 
@@ -61,10 +62,10 @@ class Router(nn.Module):
         """Raise ConfigError for an impossible value of the router's own keys of
         the MoEConfig `cfg` (whose key is `prefix`, e.g. `model.ffn.moe`)."""
 
+    @abstractmethod
     def route(self, logits: Tensor, x: Tensor, w_in: Tensor) -> tuple[Tensor, Tensor]:
         """logits (..., E) float32, x (..., d_model), w_in (E, d_model, d_expert)
         -> gates (..., E), scores (..., E)."""
-        raise NotImplementedError
 
     def aux_losses(self, logits: Tensor) -> AuxLosses:
         """The router's own losses on logits (N, E) float32; {} by default."""
