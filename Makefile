@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job: every architecture at a matched budget on the embedded skill suite,
-# then report/report.md, report.json, pareto.png (CPU: 7 minutes on 2 idle cores).
+# scored beside their untrained twins, then report/report.md, report.json, pareto.png
+# (measured: 26 CPU-minutes, one core busy at a time; 33 min wall on a shared machine).
 report: $(STAMP)
 	$(BIN)/glassbox compare configs/compare.yaml
 
