@@ -48,3 +48,30 @@ def special_token_ids(model) -> dict[str, int | None]:
         "eos": _token_id(tok, EOS_CANDIDATES),
         "unk": _token_id(tok, UNK_CANDIDATES),
     }
+
+
+def decoder_config_kwargs(model) -> dict:
+    """The keyword arguments a transformers Llama-family config (LlamaConfig,
+    MixtralConfig) takes from our backbone: sizes, attention, rotary, norm, embeddings,
+    special tokens and dtype. Each converter adds what its FFN needs."""
+    cfg = model.cfg
+    ids = special_token_ids(model)
+    return dict(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.d_model,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.kv_heads,
+        head_dim=cfg.d_head,
+        hidden_act="silu",
+        max_position_embeddings=cfg.max_seq_len,
+        initializer_range=cfg.init_std,
+        rms_norm_eps=cfg.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
+        attention_dropout=0.0,
+        tie_word_embeddings=cfg.tie_embeddings,
+        pad_token_id=ids["pad"],
+        bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"],
+        dtype=next(model.parameters()).dtype,
+    )

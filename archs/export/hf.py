@@ -28,7 +28,7 @@ import torch
 
 from glassbox.archs.checkpoint import atomic_write_dir, load_pretrained
 from glassbox.archs.config import FFNConfig, ModelConfig
-from glassbox.archs.export.backbone import attention_map, special_token_ids
+from glassbox.archs.export.backbone import attention_map, decoder_config_kwargs, special_token_ids
 from glassbox.archs.export.errors import ExportError, llama_ffn, require
 from glassbox.archs.export.mixtral import mixtral_ffn, to_hf_mixtral
 from glassbox.archs.transformer import Transformer
@@ -67,28 +67,11 @@ def hf_llama_config(model, attn_implementation: str = "sdpa"):
     transformers = require("transformers", TARGET)
     cfg: ModelConfig = model.cfg
     ffn = llama_ffn(cfg, TARGET)
-    ids = special_token_ids(model)
     config = transformers.LlamaConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.d_model,
+        **decoder_config_kwargs(model),
         intermediate_size=ffn.d_ff,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.kv_heads,
-        head_dim=cfg.d_head,
-        hidden_act="silu",
-        max_position_embeddings=cfg.max_seq_len,
-        initializer_range=cfg.init_std,
-        rms_norm_eps=cfg.norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
         attention_bias=False,
-        attention_dropout=0.0,
         mlp_bias=ffn.bias,
-        tie_word_embeddings=cfg.tie_embeddings,
-        pad_token_id=ids["pad"],
-        bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"],
-        dtype=next(model.parameters()).dtype,
     )
     config._attn_implementation = attn_implementation
     return config

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from glassbox.archs.config import FFNConfig, ModelConfig
-from glassbox.archs.export.backbone import attention_map, special_token_ids
+from glassbox.archs.export.backbone import attention_map, decoder_config_kwargs
 from glassbox.archs.export.errors import ExportError, require
 from glassbox.archs.transformer import Transformer
 
@@ -87,32 +87,15 @@ def hf_mixtral_config(model, attn_implementation: str = "sdpa"):
     transformers = require("transformers", TARGET)
     cfg: ModelConfig = model.cfg
     m = mixtral_ffn(cfg).moe
-    ids = special_token_ids(model)
     config = transformers.MixtralConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.d_model,
+        **decoder_config_kwargs(model),
         intermediate_size=m.d_expert,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.kv_heads,
-        head_dim=cfg.d_head,
-        hidden_act="silu",
-        max_position_embeddings=cfg.max_seq_len,
-        initializer_range=cfg.init_std,
-        rms_norm_eps=cfg.norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
         sliding_window=None,
-        attention_dropout=0.0,
         num_local_experts=m.n_experts,
         num_experts_per_tok=m.k,
         output_router_logits=False,
         router_aux_loss_coef=float(m.load_balance_weight),
         router_jitter_noise=0.0,
-        tie_word_embeddings=cfg.tie_embeddings,
-        pad_token_id=ids["pad"],
-        bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"],
-        dtype=next(model.parameters()).dtype,
     )
     config._attn_implementation = attn_implementation
     return config
