@@ -377,24 +377,16 @@ def score_run(run: RunInputs, cc: CompareConfig) -> RunResult:
     run.analysis_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     # every score beside its untrained twin's (the run's config at its training seed)
-    if run.cfg.data.source == "text":  # no ground truth: the scores by domain
-        analysis = text_with_baselines(
-            run.model,
-            run.suite,
-            run.analysis_dir,
-            n_examples=cc.analysis_examples,
-            seed=run.seed,
-            init_seed=run.cfg.run.seed,
-        )
-    else:
-        analysis = interp_with_baselines(
-            run.model,
-            run.suite,
-            run.analysis_dir,
-            n_examples=cc.analysis_examples,
-            seed=run.seed,
-            init_seed=run.cfg.run.seed,
-        )
+    # text carries no ground truth: its scores are by domain
+    score = text_with_baselines if run.cfg.data.source == "text" else interp_with_baselines
+    analysis = score(
+        run.model,
+        run.suite,
+        run.analysis_dir,
+        n_examples=cc.analysis_examples,
+        seed=run.seed,
+        init_seed=run.cfg.run.seed,
+    )
     tool_summary: dict[str, Any] = {}
     if run.uses_tool_skills():
         report = tool_report(

@@ -34,18 +34,24 @@ def require(module: str, target: str) -> ModuleType:
         ) from e
 
 
-def llama_ffn(cfg: ModelConfig, target: str) -> FFNConfig:
-    """The one dense SwiGLU FFN config every layer uses, or ExportError naming the
-    first layer that a Llama cannot hold (Llama has one MLP shape for all layers), or
-    the residual TopK of a weight-sparse model, which it cannot hold either."""
+def check_no_residual_topk(cfg: ModelConfig, target: str, peer: str) -> None:
+    """ExportError when the model has a TopK on its residual stream (weight-sparse
+    models), which no peer architecture holds. `peer` names it: "a Llama"."""
     if cfg.weight_sparsity.residual_topk:
         raise ExportError(
             target,
             "model.weight_sparsity.residual_topk",
             cfg.weight_sparsity.residual_topk,
-            "a Llama has no TopK on its residual stream: only models trained with "
+            f"{peer} has no TopK on its residual stream: only models trained with "
             "residual_topk 0 can be exported (pruned weights export as zeros)",
         )
+
+
+def llama_ffn(cfg: ModelConfig, target: str) -> FFNConfig:
+    """The one dense SwiGLU FFN config every layer uses, or ExportError naming the
+    first layer that a Llama cannot hold (Llama has one MLP shape for all layers), or
+    the residual TopK of a weight-sparse model, which it cannot hold either."""
+    check_no_residual_topk(cfg, target, "a Llama")
     first = cfg.ffn_for_layer(0)
     for i in range(cfg.n_layers):
         ffn = cfg.ffn_for_layer(i)

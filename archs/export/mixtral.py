@@ -30,7 +30,7 @@ import torch
 
 from glassbox.archs.config import FFNConfig, ModelConfig
 from glassbox.archs.export.backbone import attention_map, decoder_config_kwargs
-from glassbox.archs.export.errors import ExportError, require
+from glassbox.archs.export.errors import ExportError, check_no_residual_topk, require
 from glassbox.archs.transformer import Transformer
 
 TARGET = "hf"
@@ -39,14 +39,7 @@ TARGET = "hf"
 def mixtral_ffn(cfg: ModelConfig, target: str = TARGET) -> FFNConfig:
     """The one MoE config every layer uses, or ExportError naming the first key that
     a Mixtral cannot hold."""
-    if cfg.weight_sparsity.residual_topk:
-        raise ExportError(
-            target,
-            "model.weight_sparsity.residual_topk",
-            cfg.weight_sparsity.residual_topk,
-            "a Mixtral has no TopK on its residual stream: only models trained with "
-            "residual_topk 0 can be exported (pruned weights export as zeros)",
-        )
+    check_no_residual_topk(cfg, target, "a Mixtral")
     first = cfg.ffn_for_layer(0)
     for i in range(cfg.n_layers):
         ffn = cfg.ffn_for_layer(i)
