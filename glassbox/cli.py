@@ -7,6 +7,7 @@ glassbox train CONFIG [key=value ...]
 glassbox eval CHECKPOINT [--json]
 glassbox generate CHECKPOINT PROMPT
 glassbox export CHECKPOINT --to hf|transformer-lens|features DIR
+glassbox ship RUNS_DIR [--seed S] [--to DIR] [--scores REPORT_JSON] [--cards-only]
 
 Each command imports what it needs inside its function, so that `glassbox --help`,
 `eval` or `generate` do not load Lightning, the analysis suite or the export peers.
@@ -216,6 +217,17 @@ def _export_features(args) -> int:
     return 0
 
 
+def _cmd_ship(args) -> int:
+    from glassbox.ship import ship
+
+    for dest in ship(
+        args.runs_dir, args.to, seed=args.seed, scores=args.scores, copy=not args.cards_only,
+        trained_by=args.trained_by,
+    ):  # fmt: skip
+        print(f"shipped {dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glassbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -278,6 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--examples", type=int, default=256, help="features: examples to read")
     x.add_argument("--device", default=None, help="features: where the model runs")
     x.set_defaults(fn=_cmd_export)
+
+    s = sub.add_parser("ship", help="copy a compare's runs into checkpoints/ with model cards")
+    s.add_argument("runs_dir", help="the out_dir of the compare that trained them (report_long)")
+    s.add_argument("--seed", type=int, default=0, help="the runs' seed to ship")
+    s.add_argument("--to", default="checkpoints", help="where the checkpoints go")
+    s.add_argument(
+        "--scores", default=None, help="the report.json the cards read (default: RUNS_DIR's)"
+    )
+    s.add_argument(
+        "--cards-only", action="store_true", help="rewrite the cards of shipped checkpoints"
+    )
+    s.add_argument(
+        "--trained-by",
+        default="glassbox compare configs/compare_long.yaml",
+        help="the command the cards say trained them",
+    )
+    s.set_defaults(fn=_cmd_ship)
     return p
 
 

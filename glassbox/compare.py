@@ -372,8 +372,10 @@ def score_run(run: RunInputs, cc: CompareConfig) -> RunResult:
     key = score_key(run, cc)
     saved_path = run.analysis_dir / "row.json"
     saved = load_saved(saved_path, key)
-    if saved is not None:
-        return RunResult.from_json(saved, trained_now=run.trained_now)
+    if saved is not None:  # capability is re-read: it is metrics.json's (in the key)
+        return RunResult.from_json(
+            saved, trained_now=run.trained_now, capability=capability_values(run.metrics)
+        )
     run.analysis_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     # every score beside its untrained twin's (the run's config at its training seed)

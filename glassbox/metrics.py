@@ -102,7 +102,9 @@ METRICS: tuple[Metric, ...] = (
            digits=1, percent=True),
     Metric("ood_accuracy", "OOD accuracy",
            "answer accuracy on the longer / deeper out-of-distribution split", digits=1, percent=True),
-    Metric("params.active", "active params", "parameters that touch each token",
+    Metric("params.active", "active params",
+           "non-zero parameters that touch each token (a weight-sparse model's pruned weights "
+           "are zeros)",
            higher_is_better=None, count=True, constant=True),
     # interpretability; (init): the untrained twin, (token): what the current token alone gives
     Metric("interp.coverage_lift", "contextual lift",

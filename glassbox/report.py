@@ -128,6 +128,25 @@ class Report:
     def path(self) -> Path:
         return self.out_dir / "report.md"
 
+    @classmethod
+    def read(cls, path: str | Path) -> Report:
+        """The Report a report.json holds (what `write` wrote), rebuilt from its runs."""
+        path = Path(path)
+        data = json.loads(path.read_text())
+        runs, posthoc = [], []
+        for r in data["runs"]:
+            r = dict(r)
+            if (p := r.pop("posthoc", None)) is not None:
+                posthoc.append(PostHocResult.from_json(p))
+            runs.append(RunResult.from_json(r))
+        return cls(
+            out_dir=path.parent,
+            seeds=tuple(data["config"]["seeds"]),
+            config=data["config"],
+            runs=tuple(runs),
+            posthoc=tuple(posthoc),
+        )
+
     @cached_property
     def summary(self) -> Summary:
         """arch -> key -> Stat over seeds, for every registry key but the post-hoc table's."""

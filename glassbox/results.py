@@ -46,10 +46,17 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def capability_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpoint's metrics.json, flat, plus the means over skills the report leads
-    with: mean_accuracy, mean_exact_match, ood_accuracy."""
+    with: mean_accuracy, mean_exact_match, ood_accuracy. params.active counts the
+    non-zero parameters that touch a token: a weight-sparse model's pruned weights
+    (zeros) are not active (min of params.active and params.nonzero; exact for the
+    dense and MoE kinds and for weight sparsity outside MoE experts)."""
     skills = metrics.get("skills", {})
+    flat = flatten({k: v for k, v in metrics.items() if k != "split"})
+    active, nonzero = flat.get("params.active"), flat.get("params.nonzero")
+    if active is not None and nonzero is not None:
+        flat["params.active"] = min(active, nonzero)
     return {
-        **flatten({k: v for k, v in metrics.items() if k != "split"}),
+        **flat,
         "mean_accuracy": mean_defined(v.get("accuracy") for v in skills.values()),
         "mean_exact_match": mean_defined(v.get("exact_match") for v in skills.values()),
         "ood_accuracy": mean_defined(v.get("ood_accuracy") for v in skills.values()),

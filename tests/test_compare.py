@@ -11,7 +11,7 @@ import pytest
 from glassbox.archs.config import ConfigError
 from glassbox.compare import compare, gap_percent, load_compare_config
 from glassbox.report import Report, pareto_front
-from glassbox.results import RunResult, aggregate
+from glassbox.results import RunResult, aggregate, capability_values
 
 
 def _row(arch, seed, loss, acc, cov, interp=None, tools=None, steps=None):
@@ -351,3 +351,15 @@ def test_a_failed_parallel_run_fails_the_compare_in_one_line(tmp_path):
     assert "max_seq_len" in msg  # the child's own one-line error, from its log
     dense, short = plan
     assert dense.is_current() and not short.is_current()
+
+
+def test_active_params_count_only_nonzero_weights():
+    """A weight-sparse model's pruned weights are zeros, not active parameters; an
+    MoE's inactive experts are not active however many of its weights are non-zero."""
+    sparse = {"params": {"total": 2_222_336, "active": 2_222_336, "nonzero": 586_560}}
+    moe = {"params": {"total": 1_774_720, "active": 595_072, "nonzero": 1_774_720}}
+    dense = {"params": {"total": 586_880, "active": 586_880, "nonzero": 586_880}}
+    assert capability_values(sparse)["params.active"] == 586_560
+    assert capability_values(moe)["params.active"] == 595_072
+    assert capability_values(dense)["params.active"] == 586_880
+    assert capability_values(sparse)["params.total"] == 2_222_336

@@ -1,0 +1,305 @@
+"""Ship trained runs as the package's pretrained checkpoints (checkpoints/<arch>/).
+
+    glassbox ship RUNS_DIR [--seed 0] [--to checkpoints] [--scores REPORT_JSON]
+
+RUNS_DIR is the out_dir of a `glassbox compare` that trained the runs (report_long/
+for configs/compare_long.yaml). For each architecture, the exported checkpoint of its
+run at `seed` (RUNS_DIR/runs/<arch>-seed<seed>/checkpoint/) is copied into
+<to>/<arch>/ with its training curve (training_curve.png, from the run's
+logs/metrics.csv), and its model card (README.md) is written from a gap report: the
+capability of the checkpoint and every interpretability score beside its untrained
+twin's, what the token alone predicts, and the dense baseline's. The scores come from
+REPORT_JSON (default RUNS_DIR/report.json); shipping with the report of `make report`
+(report/report.json, which scores the shipped checkpoints themselves) makes the cards
+say what that report says.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+from omegaconf import OmegaConf
+
+from glassbox.archs.checkpoint import atomic_write_dir
+from glassbox.archs.errors import ArgumentError, CheckpointError
+from glassbox.metrics import CAPABILITY, CIRCUITS, INTERPRETABILITY, SKILLS, Metric, Stat
+from glassbox.report import NOT_INFORMATIVE, Report, informative
+
+CHECKPOINT_FILES = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json")
+CURVE = "training_curve.png"
+TRAINED_BY = "glassbox compare configs/compare_long.yaml"  # `make report-long`
+SCORED_BY = "glassbox compare configs/compare_shipped.yaml"  # `make report`
+
+
+# --- the training curve
+
+
+def read_curve(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of train/loss and val/loss from a run's Lightning CSV log."""
+    out: dict[str, list[tuple[int, float]]] = {"train/loss": [], "val/loss": []}
+    with open(metrics_csv, newline="") as fh:
+        for row in csv.DictReader(fh):
+            for key, points in out.items():
+                if row.get(key):
+                    points.append((int(row["step"]), float(row[key])))
+    return out
+
+
+def training_curve(metrics_csv: Path, png: Path) -> Path:
+    """A small plot of the training loss (a running mean over 10 logged steps) and
+    the validation loss against the optimiser step."""
+    curve = read_curve(metrics_csv)
+    fig = Figure(figsize=(4.8, 2.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if train := curve["train/loss"]:
+        steps, losses = zip(*train)
+        smooth = [sum(losses[max(0, i - 9) : i + 1]) / len(losses[max(0, i - 9) : i + 1])
+                  for i in range(len(losses))]  # fmt: skip
+        ax.plot(steps, smooth, linewidth=1, label="train (running mean)")
+    if val := curve["val/loss"]:
+        ax.plot(*zip(*val), marker="o", markersize=3, linewidth=1, label="validation")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("answer-token loss (nats)")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(png, dpi=80)
+    return png
+
+
+# --- the card
+
+
+def describe(model: Mapping[str, Any]) -> str:
+    """One sentence on what the model is, from its config.yaml's model section."""
+    ffn = model["ffn"]
+    kind = ffn["kind"]
+    if kind == "moe":
+        m = ffn["moe"]
+        slot = (
+            f"a mixture of {m['n_experts']} experts of width {m['d_expert']}, {m['k']} active "
+            f"per token, {m['router']} router"
+        )
+    elif kind == "transcoder":
+        t = ffn["transcoder"]
+        slot = f"a transcoder of {t['d_latent']} latents, {t['activation']} with k = {t['k']}" + (
+            ", with a linear skip" if t.get("skip") else ""
+        )
+    else:
+        slot = f"a dense {ffn['activation']} MLP of width {ffn['d_ff']}"
+    ws = model.get("weight_sparsity") or {}
+    if ws.get("target_density", 1.0) < 1.0:
+        slot += (
+            f"; every attention and MLP matrix keeps its top {ws['target_density']:.0%} of weights"
+        )
+    return (
+        f"A decoder-only transformer of {model['n_layers']} layers, d_model {model['d_model']}, "
+        f"{model['n_heads']} heads, vocabulary {model['vocab_size']}; its MLP slot is {slot}."
+    )
+
+
+def _value(m: Metric, stats: Mapping[str, Stat | None], key: str | None = None) -> str:
+    """A card's cell: one seed's value plain, several seeds' as mean ± std."""
+    stat = stats.get(key or m.key)
+    return m.format_value(stat["mean"]) if stat and stat["n"] == 1 else m.format(stat)
+
+
+def _card_rows(report: Report, arch: str, section: str) -> list[str]:
+    """One row per score of `section`: this model, its untrained twin, the token
+    alone, the dense baseline; a score the twin's seed spread holds is marked."""
+    mine, dense = report.summary[arch], report.summary.get("dense", {})
+    rows = []
+    for m in report.section(section):
+        if m.key.startswith("baselines.") or mine.get(m.key) is None:
+            continue
+        init = m.baseline("init").key if "init" in m.baselines else None
+        token = m.baseline("token").key if "token" in m.baselines else None
+        flag = informative(mine.get(m.key), mine.get(init)) is False if init else False
+        cells = [
+            _value(m, mine) + (f" {NOT_INFORMATIVE}" if flag else ""),
+            _value(m, mine, init) if init else "–",
+            _value(m, mine, token) if token else "–",
+            _value(m, dense) if arch != "dense" else "",
+        ]
+        rows.append(f"| {m.header} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _capability_rows(report: Report, arch: str) -> list[str]:
+    mine, dense = report.summary[arch], report.summary.get("dense", {})
+    rows = []
+    for m in report.section(CAPABILITY) + report.section(SKILLS):
+        if mine.get(m.key) is None:
+            continue
+        header = m.header if m.section == CAPABILITY else f"answer accuracy: {m.header}"
+        rows.append(f"| {header} | {_value(m, mine)} | {_value(m, dense)} |")
+    return rows
+
+
+def model_card(
+    report: Report,
+    arch: str,
+    dest: Path,
+    trained_by: str = TRAINED_BY,
+    train_command: str = "",
+    scored_by: str = SCORED_BY,
+) -> str:
+    """The README.md of the shipped checkpoint at `dest` (config.yaml and the
+    checkpoint's files already there), its numbers read from `report`."""
+    if arch not in report.summary:
+        raise ArgumentError(
+            "arch", arch, f"the report at {report.out_dir} has {list(report.summary)}"
+        )
+    config = OmegaConf.to_container(OmegaConf.load(dest / "config.yaml"))
+    model = config["model"]
+    mine = report.summary[arch]
+    params = ", ".join(
+        f"{(mine.get(k) or {}).get('mean', 0):,.0f} {words}"
+        for k, words in (
+            ("params.total", "in all"),
+            ("params.active", "active per token"),
+            ("params.nonzero", "non-zero"),
+        )
+        if mine.get(k)
+    )
+    sizes = {p.name: p.stat().st_size for p in dest.iterdir() if p.is_file()}
+    steps = (mine.get("train.steps") or {}).get("mean")
+    tokens = (mine.get("train.tokens") or {}).get("mean")
+    dense_col = "" if arch == "dense" else " dense |"
+    score_head = f"| score | this model | untrained twin | token alone |{dense_col}"
+    score_rule = "|---|---|---|---|" + ("---|" if arch != "dense" else "")
+    circuits = _card_rows(report, arch, CIRCUITS)
+    lines = [
+        f"# glassbox/{arch}\n",
+        describe(model) + f" Parameters: {params}. Size on disk: "
+        f"{sum(sizes.values()) / 1e6:.1f} MB (model.safetensors "
+        f"{sizes.get('model.safetensors', 0) / 1e6:.1f} MB).\n",
+        "```python",
+        "import glassbox as gb",
+        f'model = gb.load_pretrained("glassbox/{arch}")  # offline, from the package',
+        "```\n",
+        "## How it was made\n",
+        f"Trained at seed 0 by `{trained_by}`"
+        + (f" ({steps:,.0f} optimiser steps, {tokens:,.0f} training tokens)" if steps else "")
+        + " on the skill suite; the same run alone is\n",
+        f"```\n{train_command}\n```\n" if train_command else "",
+        f"![training curve]({CURVE})\n",
+        "## Capability (test split)\n",
+        "| metric | this model | dense baseline |",
+        "|---|---|---|",
+        *_capability_rows(report, arch),
+        "",
+        "## Interpretability, against what it would be anyway\n",
+        f"Scored by `{scored_by}` (`make report`), which recomputes every number here "
+        "from this checkpoint: each score beside the same config's untrained twin (its "
+        "initialisation at the training seed) and what the current token alone predicts. "
+        f"{NOT_INFORMATIVE} marks a score the twin reaches within the seed spread (the score "
+        "does not tell this model from an untrained one).\n",
+        score_head,
+        score_rule,
+        *_card_rows(report, arch, INTERPRETABILITY),
+        "",
+        *(
+            [
+                "Circuits per skill: the fewest readable units (attention heads plus the "
+                "kind's units) that keep 90% of the skill's answer-loss gap with the rest "
+                "mean-ablated (analysis.circuits).\n",
+                score_head,
+                score_rule,
+                *circuits,
+                "",
+            ]
+            if circuits
+            else []
+        ),
+        "## Files\n",
+        *(f"- `{name}`: {size / 1e6:.2f} MB" for name, size in sorted(sizes.items())),
+        "- `features/`: per-unit dashboards (JSON and HTML pages), "
+        f"`glassbox export glassbox/{arch} --to features checkpoints/{arch}/features`\n",
+    ]
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace `path` only once its new text is whole on disk."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def train_command(report: Report, arch: str, seed: int) -> str:
+    """The `glassbox train` command equivalent to one run of the compare in `report`."""
+    cfg = report.config
+    overrides = [*cfg.get("overrides", ()), *(cfg.get("arch_overrides") or {}).get(arch, ())]
+    return " ".join(["glassbox train", cfg["architectures"][arch], *overrides, f"run.seed={seed}"])
+
+
+def at_seed(report: Report, seed: int) -> Report:
+    """The report of one seed's runs (a checkpoint's card speaks of that run alone)."""
+    runs = tuple(r for r in report.runs if r.seed == seed)
+    if not runs:
+        seeds = sorted({r.seed for r in report.runs})
+        raise ArgumentError(
+            "seed", seed, f"the report at {report.out_dir} has no run at it, only at {seeds}"
+        )
+    posthoc = tuple(p for p in report.posthoc if p.seed == seed)
+    return replace(report, seeds=(seed,), runs=runs, posthoc=posthoc)
+
+
+def ship_checkpoint(run_dir: Path, dest: Path) -> Path:
+    """Copy a run's exported checkpoint and its training curve into `dest` (replaced
+    whole, atomically)."""
+    src = run_dir / "checkpoint"
+    missing = [f for f in CHECKPOINT_FILES if not (src / f).is_file()]
+    if missing:
+        raise CheckpointError(src, f"not an exported checkpoint (missing {', '.join(missing)})")
+
+    def write(tmp: Path) -> None:
+        for name in CHECKPOINT_FILES:
+            shutil.copy2(src / name, tmp / name)
+        if (run_dir / "logs" / "metrics.csv").is_file():
+            training_curve(run_dir / "logs" / "metrics.csv", tmp / CURVE)
+
+    return atomic_write_dir(dest, write)
+
+
+def ship(
+    runs_dir: str | Path,
+    to: str | Path = "checkpoints",
+    seed: int = 0,
+    scores: str | Path | None = None,
+    archs: Sequence[str] | None = None,
+    copy: bool = True,
+    trained_by: str = TRAINED_BY,
+) -> list[Path]:
+    """Ship every architecture of the compare at `runs_dir` (its runs at `seed`) into
+    `to`/<arch>/ and write its card from the report at `scores`; copy=False rewrites
+    the cards of checkpoints already there. Returns the shipped directories."""
+    runs_dir, to = Path(runs_dir), Path(to)
+    trained = Report.read(runs_dir / "report.json")
+    scored = at_seed(Report.read(Path(scores)) if scores else trained, seed)
+    out = []
+    for arch in archs or list(trained.config["architectures"]):
+        dest = to / arch
+        if copy:
+            ship_checkpoint(runs_dir / "runs" / f"{arch}-seed{seed}", dest)
+        elif not (dest / "config.yaml").is_file():
+            raise CheckpointError(dest, "no shipped checkpoint to write a card for (ship it first)")
+        card = model_card(
+            scored, arch, dest, trained_by, train_command=train_command(trained, arch, seed)
+        )
+        _write_text(dest / "README.md", card)
+        out.append(dest)
+    return out

@@ -1,0 +1,116 @@
+"""`glassbox ship`: a compare's runs copied into a checkpoints folder with their
+training curves and model cards whose numbers are the report's, checked on tiny
+trained runs and a report whose values are set by hand."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from safetensors.torch import load_file
+
+from glassbox.archs import CheckpointError, load_pretrained
+from glassbox.cli import main
+from glassbox.report import Report
+from glassbox.results import RunResult
+from glassbox.ship import read_curve
+from tests.tiny_checkpoints import tiny_checkpoint
+
+ARCHS = ("dense", "transcoder")
+
+
+def _result(arch, seed, loss, cov, cov_init):
+    capability = {
+        "val_loss": loss, "mean_accuracy": 0.5 + seed / 10, "params.active": 10,
+        "params.total": 20, "params.nonzero": 20, "train.steps": 30, "train.tokens": 900,
+    }  # fmt: skip
+    interp = {
+        "interp.coverage": cov,
+        "baselines.init.interp.coverage": cov_init,
+        "baselines.token.interp.coverage": 0.35,
+    }
+    return RunResult(arch, seed, f"runs/{arch}-seed{seed}", capability, interp)
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    """A trained compare's out_dir: tiny runs at seed 0, a report over seeds 0 and 1."""
+    root = tmp_path / "report_long"
+    for arch in ARCHS:
+        shutil.copytree(tiny_checkpoint(arch).parent, root / "runs" / f"{arch}-seed0")
+    config = {
+        "seeds": [0, 1],
+        "architectures": {a: f"configs/{a}.yaml" for a in ARCHS},
+        "overrides": ["trainer.max_steps=30"],
+    }
+    runs = (
+        _result("dense", 0, 1.25, 0.30, 0.29),  # within the twin's spread: not informative
+        _result("dense", 1, 9.0, 0.31, 0.30),
+        _result("transcoder", 0, 1.5, 0.45, 0.25),
+        _result("transcoder", 1, 8.0, 0.46, 0.26),
+    )
+    Report(out_dir=root, seeds=(0, 1), config=config, runs=runs).write()
+    return root
+
+
+def _row(card: str, header: str) -> list[str]:
+    line = next(x for x in card.splitlines() if x.startswith(f"| {header} |"))
+    return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def test_ship_copies_the_runs_with_cards_of_their_seed(tmp_path, runs_dir):
+    out = tmp_path / "checkpoints"
+    assert main(["ship", str(runs_dir), "--to", str(out)]) == 0
+    for arch in ARCHS:
+        dest, run = out / arch, runs_dir / "runs" / f"{arch}-seed0"
+        for name in ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json"):
+            assert (dest / name).read_bytes() == (run / "checkpoint" / name).read_bytes()
+        assert (dest / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        model = load_pretrained(dest)  # loads as a checkpoint, nothing unpickled
+        saved = load_file(dest / "model.safetensors")
+        assert all((saved[k] == v).all() for k, v in model.state_dict().items() if k in saved)
+    card = (out / "transcoder" / "README.md").read_text()
+    assert card.startswith("# glassbox/transcoder\n")
+    assert _row(card, "val loss") == ["1.500", "1.250"]  # seed 0's, not the mean over seeds
+    assert _row(card, "answer accuracy") == ["50.0", "50.0"]
+    # the score, its untrained twin, the token alone, the dense baseline
+    assert _row(card, "coverage") == ["0.450", "0.250", "0.350", "0.300"]
+    assert "latents, topk with k = 8" in card and "glassbox/transcoder" in card
+    assert "glassbox train configs/transcoder.yaml trainer.max_steps=30 run.seed=0" in card
+    dense_card = (out / "dense" / "README.md").read_text()
+    assert _row(dense_card, "coverage") == ["0.300 †", "0.290", "0.350", ""]
+
+
+def test_cards_only_rewrites_the_cards_from_another_report(tmp_path, runs_dir):
+    out = tmp_path / "checkpoints"
+    main(["ship", str(runs_dir), "--to", str(out)])
+    weights = (out / "dense" / "model.safetensors").stat().st_mtime_ns
+    scored = tmp_path / "report"
+    runs = (_result("dense", 0, 1.0, 0.5, 0.2), _result("transcoder", 0, 2.0, 0.6, 0.2))
+    config = {"seeds": [0], "architectures": {a: f"configs/{a}.yaml" for a in ARCHS}}
+    Report(out_dir=scored, seeds=(0,), config=config, runs=runs).write()
+    args = ["ship", str(runs_dir), "--to", str(out), "--cards-only"]
+    assert main([*args, "--scores", str(scored / "report.json")]) == 0
+    assert (out / "dense" / "model.safetensors").stat().st_mtime_ns == weights
+    assert _row((out / "dense" / "README.md").read_text(), "coverage")[:2] == ["0.500", "0.200"]
+
+
+def test_ship_refuses_what_is_not_there(tmp_path, runs_dir, capsys):
+    assert main(["ship", str(runs_dir), "--to", str(tmp_path / "c"), "--seed", "3"]) == 2
+    assert "seed=3: the report at" in capsys.readouterr().err
+    shutil.rmtree(runs_dir / "runs" / "transcoder-seed0" / "checkpoint")
+    with pytest.raises(CheckpointError, match=r"transcoder-seed0/checkpoint: not an exported"):
+        from glassbox.ship import ship
+
+        ship(runs_dir, tmp_path / "c")
+    assert main(["ship", str(runs_dir), "--to", str(tmp_path / "d"), "--cards-only"]) == 1
+    assert "no shipped checkpoint" in capsys.readouterr().err
+
+
+def test_read_curve_reads_lightnings_csv(tmp_path):
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("epoch,step,train/loss,val/loss\n0,9,2.5,\n0,19,2.0,\n0,19,,1.75\n0,29,1.5,\n")
+    assert read_curve(csv) == {
+        "train/loss": [(9, 2.5), (19, 2.0), (29, 1.5)],
+        "val/loss": [(19, 1.75)],
+    }
