@@ -23,12 +23,13 @@ untrained twin, with its own config.yaml as the run.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -99,8 +100,8 @@ class CompareConfig:
     # (overrides do not apply), at the seed it was trained with (run.seed, in `seeds`)
     checkpoints: dict[str, str] = field(default_factory=dict)
     analysis_examples: int = 512  # held-out examples each interpretability score reads
-    # runs trained at once, each a `glassbox train` process (CPU: cores // jobs threads
-    # each); 1 trains them one after another in this process
+    # runs trained (then scored) at once, each a process of its own (CPU: cores // jobs
+    # threads each); 1 trains and scores them one after another in this process
     jobs: int = 1
     posthoc: PostHocConfig = field(default_factory=PostHocConfig)
 
@@ -491,6 +492,54 @@ def posthoc_route(dense: RunInputs, tc: RunInputs | None, cc: CompareConfig) -> 
     return result
 
 
+def _score_job(cc: CompareConfig, seed: int, arch: str | None, threads: int | None) -> str | None:
+    """One scoring job, in a worker process: the run `arch` at `seed`, or (arch None)
+    the seed's post-hoc route, saved under its key for compare() to read. Returns the
+    error's line instead of raising it: compare() redoes a failed job in its own
+    process, where the error is raised as it is."""
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        runs = {(r.arch, r.seed): r for r in plan_runs(cc, Path(cc.out_dir))}
+        if arch is None:
+            posthoc_route(runs[("dense", seed)], runs.get(("transcoder", seed)), cc)
+        else:
+            score_run(runs[(arch, seed)], cc)
+        return None
+    except Exception as e:  # noqa: BLE001 - reported, then redone in the main process
+        return one_line(f"{type(e).__name__}: {e}")
+
+
+def score_in_workers(plan: list[RunInputs], cc: CompareConfig) -> None:
+    """Score the runs and post-hoc routes whose saved results are not current,
+    `cc.jobs` at a time, each in its own process with its share of the cores (as
+    training does); compare() then reads what they saved."""
+    todo: list[tuple[int, str | None, RunInputs]] = []
+    for seed in cc.seeds:
+        of_seed = {r.arch: r for r in plan if r.seed == seed}
+        dense = of_seed["dense"]
+        if cc.posthoc.enabled and dense.cfg.data.source != "text":
+            tc = of_seed.get("transcoder")
+            if load_saved(dense.analysis_dir / "posthoc.json", posthoc_key(dense, tc, cc)) is None:
+                todo.append((seed, None, dense))
+        for arch, run in of_seed.items():
+            if load_saved(run.analysis_dir / "row.json", score_key(run, cc)) is None:
+                todo.append((seed, arch, run))
+    if len(todo) <= 1:
+        return
+    print(f"compare: scoring {len(todo)} jobs, {min(cc.jobs, len(todo))} at a time", flush=True)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=cc.jobs, mp_context=spawn) as pool:
+        futures = {
+            pool.submit(_score_job, cc, seed, arch, _threads(run.cfg, cc.jobs)): (seed, arch)
+            for seed, arch, run in todo
+        }
+        for future, (seed, arch) in futures.items():
+            error = future.result()
+            what = f"{arch} seed {seed}" if arch else f"post-hoc transcoders on dense seed {seed}"
+            print(f"compare: scored {what}" + (f" (failed: {error})" if error else ""), flush=True)
+
+
 def compare(cc: CompareConfig) -> Report:
     """Run every architecture x seed, then write report.md, report.json, pareto.png.
     Returns the Report (its .path is report.md)."""
@@ -498,6 +547,8 @@ def compare(cc: CompareConfig) -> Report:
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_runs(cc, out)
     train_runs(plan, cc.jobs)
+    if cc.jobs > 1:
+        score_in_workers(plan, cc)
     order = {arch: i for i, arch in enumerate(cc.architectures)}
     runs: list[RunResult] = []
     posthoc: list[PostHocResult] = []

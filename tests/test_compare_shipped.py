@@ -102,3 +102,24 @@ def test_a_missing_shipped_checkpoint_lists_the_shipped_ones(tmp_path, shipped):
         match=r"glassbox/tc: is not a shipped checkpoint .*glassbox/dense, glassbox/transcoder",
     ):
         compare(cc)
+
+
+def test_scoring_in_worker_processes_equals_scoring_in_process(tmp_path, shipped, capsys):
+    """jobs=2 scores the runs and the post-hoc route in worker processes; the report
+    holds the same numbers as scoring them one after another here."""
+    here = compare(load_compare_config(SHIPPED, _args(tmp_path / "here")))
+    there = compare(load_compare_config(SHIPPED, [*_args(tmp_path / "there"), "jobs=2"]))
+    out = capsys.readouterr().out
+    assert "compare: scored post-hoc transcoders on dense seed 0\n" in out
+    assert "compare: scored transcoder seed 0\n" in out and "failed" not in out
+    for a, b in zip(here.runs, there.runs):
+        assert a.arch == b.arch and a.key == b.key
+        assert b.interp.keys() == a.interp.keys()
+        for k, v in a.interp.items():
+            if isinstance(v, float):
+                assert b.interp[k] == pytest.approx(v, rel=1e-5, abs=1e-6, nan_ok=True), k
+            else:
+                assert b.interp[k] == v, k
+    assert there.posthoc[0].scores["interp.fvu"] == pytest.approx(
+        here.posthoc[0].scores["interp.fvu"], rel=1e-4
+    )
