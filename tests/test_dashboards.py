@@ -78,6 +78,29 @@ def transcoder_export(tmp_path_factory):
 
 def test_files_and_schema_keys(transcoder_export):
     ckpt, out = transcoder_export
+    check_export(ckpt, out, EXAMPLES)
+
+
+def _shipped_features() -> list[str]:
+    from glassbox.archs import shipped_checkpoints
+
+    return [n for n in shipped_checkpoints() if n in ("moe", "moe_relu", "transcoder")]
+
+
+@pytest.mark.parametrize("name", _shipped_features())
+def test_shipped_checkpoints_carry_their_dashboards(name):
+    """checkpoints/<name>/features/ (what `make ship` exports): the documented schema,
+    one record per unit of the shipped model, browsable pages."""
+    from glassbox.archs.checkpoint import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(f"glassbox/{name}")
+    index = json.loads((ckpt / "features" / "index.json").read_text())
+    check_export(ckpt, ckpt / "features", index["data"]["n_examples"])
+
+
+def check_export(ckpt, out, n_examples) -> None:
+    """An exported features folder of the transcoder or MoE checkpoint `ckpt` holds
+    the documented files and keys, one record per unit, values in their ranges."""
     model = load_pretrained(ckpt)
     L = model.cfg.n_layers
     expected = {"index.json", "index.html"} | {
@@ -86,16 +109,20 @@ def test_files_and_schema_keys(transcoder_export):
     assert {p.name for p in out.iterdir()} == expected
     index = json.loads((out / "index.json").read_text())
     assert set(index) == INDEX_KEYS and all(documented(k) for k in INDEX_KEYS)
-    assert index["schemaVersion"] == SCHEMA_VERSION and index["kinds"] == ["transcoder"]
-    assert index["data"]["n_examples"] == EXAMPLES and index["groundTruthFeatures"]
+    kind = model.cfg.ffn.kind
+    assert index["schemaVersion"] == SCHEMA_VERSION and index["kinds"] == [kind]
+    assert index["data"]["n_examples"] == n_examples and index["groundTruthFeatures"]
     for i, entry in enumerate(index["layers"]):
-        assert entry["file"] == f"layer{i}.json" and entry["unitType"] == "latent"
+        unit = {"transcoder": "latent", "moe": "expert"}[kind]
+        assert entry["file"] == f"layer{i}.json" and entry["unitType"] == unit
         layer = json.loads((out / entry["file"]).read_text())
         assert set(layer) == LAYER_KEYS and all(documented(k) for k in LAYER_KEYS)
-        assert layer["hook"] == f"blocks.{i}.mlp.hook_latents"
-        d_latent = model.blocks[i].mlp.W_dec.shape[0]
-        assert layer["n_units"] == d_latent == len(layer["features"])
-        assert [r["index"] for r in layer["features"]] == list(range(d_latent))
+        hook = {"transcoder": "hook_latents", "moe": "hook_expert_weights"}[kind]
+        assert layer["hook"] == f"blocks.{i}.mlp.{hook}"
+        mlp = model.blocks[i].mlp
+        n_units = mlp.W_dec.shape[0] if kind == "transcoder" else mlp.n_experts
+        assert layer["n_units"] == n_units == len(layer["features"])
+        assert [r["index"] for r in layer["features"]] == list(range(n_units))
         for rec in layer["features"]:
             assert set(rec) == set(RECORD_TYPES), set(rec) ^ set(RECORD_TYPES)
             for k, t in RECORD_TYPES.items():
