@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 
 from glassbox.archs.checkpoint import atomic_write_dir
 from glassbox.archs.errors import ArgumentError, CheckpointError
-from glassbox.metrics import CAPABILITY, CIRCUITS, INTERPRETABILITY, SKILLS, Metric, Stat
+from glassbox.metrics import CAPABILITY, CIRCUITS, INTERPRETABILITY, SKILLS, TOOLS, Metric, Stat
 from glassbox.report import NOT_INFORMATIVE, Report, informative
 
 CHECKPOINT_FILES = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json")
@@ -82,8 +82,9 @@ def training_curve(metrics_csv: Path, png: Path) -> Path:
 # --- the card
 
 
-def describe(model: Mapping[str, Any]) -> str:
-    """One sentence on what the model is, from its config.yaml's model section."""
+def describe(config: Mapping[str, Any]) -> str:
+    """One sentence on what the model is, from its config.yaml."""
+    model = config["model"]
     ffn = model["ffn"]
     kind = ffn["kind"]
     if kind == "moe":
@@ -104,9 +105,17 @@ def describe(model: Mapping[str, Any]) -> str:
         slot += (
             f"; every attention and MLP matrix keeps its top {ws['target_density']:.0%} of weights"
         )
+    tools = (config.get("tools") or {}).get("enabled", False)
+    calls = (
+        " It answers addition and facts by calling a calculator and a knowledge-graph lookup "
+        "(the call trace is the explanation); the other skills from its weights."
+        if tools
+        else ""
+    )
     return (
         f"A decoder-only transformer of {model['n_layers']} layers, d_model {model['d_model']}, "
         f"{model['n_heads']} heads, vocabulary {model['vocab_size']}; its MLP slot is {slot}."
+        + calls
     )
 
 
@@ -163,7 +172,6 @@ def model_card(
             "arch", arch, f"the report at {report.out_dir} has {list(report.summary)}"
         )
     config = OmegaConf.to_container(OmegaConf.load(dest / "config.yaml"))
-    model = config["model"]
     mine = report.summary[arch]
     params = ", ".join(
         f"{(mine.get(k) or {}).get('mean', 0):,.0f} {words}"
@@ -181,9 +189,10 @@ def model_card(
     score_head = f"| score | this model | untrained twin | token alone |{dense_col}"
     score_rule = "|---|---|---|---|" + ("---|" if arch != "dense" else "")
     circuits = _card_rows(report, arch, CIRCUITS)
+    calls = _card_rows(report, arch, TOOLS) if mine.get("interp.call_recall") else []  # calls tools
     lines = [
         f"# glassbox/{arch}\n",
-        describe(model) + f" Parameters: {params}. Size on disk: "
+        describe(config) + f" Parameters: {params}. Size on disk: "
         f"{sum(sizes.values()) / 1e6:.1f} MB (model.safetensors "
         f"{sizes.get('model.safetensors', 0) / 1e6:.1f} MB).\n",
         "```python",
@@ -222,6 +231,18 @@ def model_card(
                 "",
             ]
             if circuits
+            else []
+        ),
+        *(
+            [
+                "Generated answers with the tools executed (for a model without tools, from "
+                "its weights); reliance: answers that follow a counterfactual tool result.\n",
+                score_head,
+                score_rule,
+                *calls,
+                "",
+            ]
+            if calls
             else []
         ),
         "## Files\n",
