@@ -153,9 +153,11 @@ def test_exported_dir_boots_in_tl(tmp_path, monkeypatch):
 # ------------------------------------------------- on trained (and shipped) checkpoints
 
 # a trained checkpoint booted in TL from its export directory: logits within ATOL, the
-# cached residual stream, MLP outputs and attention patterns within TRAINED_ACT_ATOL
-# (measured on the tiny trained checkpoint: logits 1e-6, activations 1.2e-7)
-TRAINED_ACT_ATOL = 1e-5
+# cached residual stream, MLP outputs and attention patterns within float32 rounding of
+# their own size, TRAINED_ACT_RTOL x their largest magnitude (at least 1e-5). Measured:
+# tiny trained checkpoint logits 1e-6, activations 1.2e-7; shipped dense, tool and
+# weight_sparse logits <= 1.7e-5, MLP outputs <= 1.5e-5 at magnitudes ~23-32 (7e-7 of it)
+TRAINED_ACT_RTOL = 2e-6
 
 
 def assert_tl_parity_on_checkpoint(checkpoint, tmp_path) -> None:
@@ -189,8 +191,10 @@ def assert_tl_parity_on_checkpoint(checkpoint, tmp_path) -> None:
     assert ours_logits.abs().max() > 1.0  # a trained model's logits, not near zero
     torch.testing.assert_close(theirs_logits, ours_logits, atol=ATOL, rtol=0)
     for name in names:
+        scale = max(1.0, float(ours[name].abs().max()))
+        atol = max(1e-5, TRAINED_ACT_RTOL * scale)
         torch.testing.assert_close(
-            theirs[tl_hook_name(name)], ours[name], atol=TRAINED_ACT_ATOL, rtol=0, msg=name
+            theirs[tl_hook_name(name)], ours[name], atol=atol, rtol=0, msg=name
         )
     # the patterns compared are causal softmaxes (rows sum to 1, nothing after the query)
     for i in range(L):
