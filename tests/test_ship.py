@@ -9,11 +9,13 @@ import shutil
 import pytest
 from safetensors.torch import load_file
 
-from glassbox.archs import CheckpointError, load_pretrained
+from glassbox.archs import CheckpointError, load_pretrained, shipped_checkpoints
+from glassbox.archs.checkpoint import shipped_dir
 from glassbox.cli import main
+from glassbox.compare import compare, load_compare_config
 from glassbox.report import Report
 from glassbox.results import RunResult
-from glassbox.ship import read_curve
+from glassbox.ship import model_card, read_curve
 from tests.tiny_checkpoints import tiny_checkpoint
 
 ARCHS = ("dense", "transcoder")
@@ -114,3 +116,27 @@ def test_read_curve_reads_lightnings_csv(tmp_path):
         "train/loss": [(9, 2.5), (19, 2.0), (29, 1.5)],
         "val/loss": [(19, 1.75)],
     }
+
+
+def _from(card: str, heading: str) -> str:
+    return card[card.index(heading) :]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    "dense" not in shipped_checkpoints(), reason="no shipped dense checkpoint in checkpoints/"
+)
+def test_the_main_job_reproduces_the_shipped_dense_card(tmp_path):
+    """`make report` (configs/compare_shipped.yaml) on the shipped dense checkpoint
+    gives the numbers its model card states: the card written from this report is the
+    shipped card, from its capability table to the end."""
+    shipped = shipped_dir() / "dense"
+    args = [
+        f"out_dir={tmp_path / 'report'}", "architectures={dense: configs/dense.yaml}",
+        "checkpoints={dense: glassbox/dense}", "posthoc.enabled=false",
+    ]  # fmt: skip
+    report = compare(load_compare_config("configs/compare_shipped.yaml", args))
+    card = shipped.joinpath("README.md").read_text()
+    again = model_card(report, "dense", shipped)
+    assert _row(card, "contextual lift")[0] == _row(again, "contextual lift")[0]
+    assert _from(again, "## Capability") == _from(card, "## Capability")
