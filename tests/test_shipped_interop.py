@@ -15,6 +15,7 @@ from glassbox.archs import load_pretrained, shipped_checkpoints  # noqa: E402
 from glassbox.archs.checkpoint import read_config, shipped_dir  # noqa: E402
 from glassbox.cli import main  # noqa: E402
 from glassbox.training.evaluate import load_suite_for  # noqa: E402
+from tests.test_mixtral_export import _greedy_equal  # noqa: E402
 
 ATOL = 1e-4
 HF_CLASS = {"dense": "LlamaForCausalLM", "moe": "MixtralForCausalLM"}
@@ -61,17 +62,6 @@ def test_shipped_checkpoint_in_hf_transformers(name, hf_class, tmp_path):
         ours, theirs = model(x), hf(x).logits
     real = x != model.cfg.pad_token_id
     torch.testing.assert_close(theirs[real], ours[real], atol=ATOL, rtol=0)
-    # greedy continuations of the prompts (each example up to its first answer token)
+    # greedy continuations of the first half of four examples (left-padded for HF)
     prompts = [r[: max(2, len(r) // 2)] for r in rows[:4]]
-    mine = model.generate(prompts, max_new_tokens=8)
-    P = max(map(len, prompts))
-    left = torch.full((len(prompts), P), model.cfg.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(left)
-    for b, p in enumerate(prompts):
-        left[b, P - len(p) :] = torch.tensor(p)
-        mask[b, P - len(p) :] = 1
-    theirs_gen = hf.generate(
-        left, attention_mask=mask, max_new_tokens=8, min_new_tokens=8, do_sample=False,
-        pad_token_id=model.cfg.pad_token_id, eos_token_id=None,
-    )  # fmt: skip
-    assert torch.equal(mine.tokens, theirs_gen)
+    _greedy_equal(model, hf, prompts, 8)
