@@ -140,8 +140,7 @@ def _card_rows(report: Report, arch: str, section: str) -> list[str]:
             _value(m, mine) + (f" {NOT_INFORMATIVE}" if flag else ""),
             _value(m, mine, init) if init else "–",
             _value(m, mine, token) if token else "–",
-            _value(m, dense) if arch != "dense" else "",
-        ]
+        ] + ([_value(m, dense)] if arch != "dense" else [])
         rows.append(f"| {m.header} | " + " | ".join(cells) + " |")
     return rows
 
