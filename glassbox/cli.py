@@ -220,9 +220,10 @@ def _export_features(args) -> int:
 def _cmd_ship(args) -> int:
     from glassbox.ship import ship
 
+    said = {"trained_by": args.trained_by} if args.trained_by else {}  # else ship's default
     for dest in ship(
         args.runs_dir, args.to, seed=args.seed, scores=args.scores, copy=not args.cards_only,
-        trained_by=args.trained_by,
+        **said,
     ):  # fmt: skip
         print(f"shipped {dest}")
     return 0
@@ -303,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--trained-by",
-        default="glassbox compare configs/compare_long.yaml",
-        help="the command the cards say trained them",
+        default=None,
+        help="the command the cards say trained them (default: compare_long.yaml's)",
     )
     s.set_defaults(fn=_cmd_ship)
     return p

@@ -430,6 +430,11 @@ def posthoc_key(dense: RunInputs, tc: RunInputs | None, cc: CompareConfig) -> st
     )
 
 
+def posthoc_applies(dense: RunInputs, cc: CompareConfig) -> bool:
+    """Whether the post-hoc route runs: enabled, and on data with ground truth (not text)."""
+    return cc.posthoc.enabled and dense.cfg.data.source != "text"
+
+
 def posthoc_route(dense: RunInputs, tc: RunInputs | None, cc: CompareConfig) -> PostHocResult:
     """The post-hoc route on one dense run: fit TopK transcoders to its MLPs (as
     wide and as sparse as the by-construction transcoder), splice them in, and score
@@ -518,7 +523,7 @@ def score_in_workers(plan: list[RunInputs], cc: CompareConfig) -> None:
     for seed in cc.seeds:
         of_seed = {r.arch: r for r in plan if r.seed == seed}
         dense = of_seed["dense"]
-        if cc.posthoc.enabled and dense.cfg.data.source != "text":
+        if posthoc_applies(dense, cc):
             tc = of_seed.get("transcoder")
             if load_saved(dense.analysis_dir / "posthoc.json", posthoc_key(dense, tc, cc)) is None:
                 todo.append((seed, None, dense))
@@ -559,8 +564,7 @@ def compare(cc: CompareConfig) -> Report:
         for arch, inputs in of_seed.items():
             print(f"compare: {arch} seed {seed}", flush=True)
             runs.append(score_run(inputs, cc))
-        text = of_seed["dense"].cfg.data.source == "text"  # post-hoc scores need ground truth
-        if cc.posthoc.enabled and not text:
+        if posthoc_applies(of_seed["dense"], cc):
             print(f"compare: post-hoc transcoders on dense seed {seed}", flush=True)
             posthoc.append(posthoc_route(of_seed["dense"], of_seed.get("transcoder"), cc))
     runs.sort(key=lambda r: (order[r.arch], r.seed))
