@@ -1,13 +1,5 @@
-"""The `glassbox` command line (DESIGN.md):
-
-glassbox analyze CHECKPOINT [--out DIR]
-glassbox compare CONFIG [key=value ...]
-
-glassbox train CONFIG [key=value ...]
-glassbox eval CHECKPOINT [--json]
-glassbox generate CHECKPOINT PROMPT
-glassbox export CHECKPOINT --to hf|transformer-lens|features DIR
-glassbox ship RUNS_DIR [--seed S] [--to DIR] [--scores REPORT_JSON] [--cards-only]
+"""The `glassbox` command line (docs/design.md, "Command line"). What a user reads is
+DESCRIPTION and each command's help and example (`glassbox CMD --help`).
 
 Each command imports what it needs inside its function, so that `glassbox --help`,
 `eval` or `generate` do not load Lightning, the analysis suite or the export peers.
@@ -25,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from glassbox.archs.config import ConfigError
 from glassbox.archs.errors import ArgumentError, CheckpointError, GlassboxError, one_line
 from glassbox.archs.generation import check_prompt_fits, check_sampling_args
+from glassbox.console import Jobs, quiet_third_party
 from glassbox.training.evaluate import load_suite_for
 
 
@@ -79,11 +72,14 @@ def _cmd_analyze(args) -> int:
     # the untrained twin is built at the seed the run trained from (run.seed)
     init_seed = int((read_config(path).get("run") or {}).get("seed", 0))
     report = {"checkpoint": str(path)}
-    report["interp"] = interp_with_baselines(
-        model, suite, out, n_examples=args.examples, init_seed=init_seed
-    )
-    mech = MechanisticConfig(n_examples=args.examples, probe_max_examples=args.examples)
-    report["mechanistic"] = run_mechanistic(model, suite, out, mech)
+    with Jobs(2, "analyze") as progress:
+        report["interp"] = interp_with_baselines(
+            model, suite, out, n_examples=args.examples, init_seed=init_seed
+        )
+        progress.done("analyze: scored the model beside its untrained twin and the token")
+        mech = MechanisticConfig(n_examples=args.examples, probe_max_examples=args.examples)
+        report["mechanistic"] = run_mechanistic(model, suite, out, mech)
+        progress.done("analyze: logit lens, heads, probes, patching")
     (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
     print("\n".join(format_scores(report["interp"]["summary"])))
     print(f"untrained: the same config at run.seed={init_seed}, at initialisation; token: what")
@@ -103,11 +99,14 @@ def _analyze_text(args, model, suite, path: Path, out: Path) -> int:
     reference = load_pretrained(args.reference, device=args.device) if args.reference else None
     init_seed = int((read_config(path).get("run") or {}).get("seed", 0))
     report = {"checkpoint": str(path)}
-    report["interp"] = text_with_baselines(
-        model, suite, out, args.examples, init_seed=init_seed, reference_model=reference
-    )
-    mech = MechanisticConfig(n_examples=args.examples)
-    report["mechanistic"] = run_mechanistic(model, suite, out, mech)
+    with Jobs(2, "analyze") as progress:
+        report["interp"] = text_with_baselines(
+            model, suite, out, args.examples, init_seed=init_seed, reference_model=reference
+        )
+        progress.done("analyze: scored the model by domain beside its untrained twin")
+        mech = MechanisticConfig(n_examples=args.examples)
+        report["mechanistic"] = run_mechanistic(model, suite, out, mech)
+        progress.done("analyze: logit lens, heads, probes, patching")
     (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
     summary = report["interp"]["summary"]
     print("\n".join(format_scores(summary)))
@@ -229,25 +228,109 @@ def _cmd_ship(args) -> int:
     return 0
 
 
+DESCRIPTION = """\
+Interpretable-by-construction transformer language models (mixtures of experts,
+transcoders, weight-sparse, tool-calling) beside dense baselines, and the gap report
+that measures what readability costs in capability.
+
+start here:
+  glassbox compare configs/compare_shipped.yaml      score the shipped checkpoints (make report)
+  glassbox generate glassbox/tool "3 4 + 5 8 ="       a tool model's answer and its call trace
+
+`glassbox COMMAND --help` says what each command does, with an example. A checkpoint
+is a directory, a shipped name ("glassbox/dense", "glassbox/moe", ...) or a hub id.
+"""
+
+# command -> (one line for `glassbox --help`, what it does, an example)
+COMMANDS = {
+    "train": (
+        "train a model from a config; writes a run directory and an exported checkpoint",
+        "Train one architecture on the skill suite (or a text corpus). The run directory "
+        "holds the logs, resumable Lightning checkpoints and checkpoint/, the exported "
+        "model. Any config key can be overridden as key=value.",
+        "glassbox train configs/moe.yaml trainer.max_steps=500 run.out_dir=runs/moe",
+    ),
+    "eval": (
+        "capability of a checkpoint: val loss, perplexity, accuracy per skill",
+        "Evaluate a checkpoint on the test split of the data it was trained on.",
+        "glassbox eval glassbox/dense --json --max-batches 50",
+    ),
+    "analyze": (
+        "interpretability scores and plots of a checkpoint",
+        "Score a checkpoint's readable units against the ground truth its data carries "
+        "(coverage, specialisation, selectivity, circuits), each beside its untrained twin "
+        "and what the token alone gives, plus the logit lens, head scores and probes; "
+        "writes analysis.json and plots.",
+        "glassbox analyze glassbox/transcoder --out runs/transcoder_analysis",
+    ),
+    "compare": (
+        "train or load every architecture and write the gap report",
+        "Train (or load) every architecture of a compare config at a matched budget over "
+        "its seeds, score each beside its baselines, and write report.md, report.json, "
+        "report.html and pareto.png into its out_dir. Current runs and scores are reused. "
+        "Overrides are compare keys (seeds=[0]) or run keys for every architecture "
+        "(trainer.max_steps=300).",
+        "glassbox compare configs/compare.yaml seeds=[0] trainer.max_steps=200",
+    ),
+    "generate": (
+        "continue a prompt; a tool model's calls are executed and traced",
+        "Generate from a checkpoint (greedy unless --temperature). A model trained with "
+        "tools calls them and the call trace is printed after the answer.",
+        'glassbox generate glassbox/tool "3 4 + 5 8 ="',
+    ),
+    "export": (
+        "export a checkpoint to HF transformers, TransformerLens or feature dashboards",
+        "hf: a dense model as LlamaForCausalLM, a softmax MoE as MixtralForCausalLM; "
+        "transformer-lens: a HookedTransformer's weights; features: every readable unit's "
+        "dashboard (JSON and HTML pages, index.html to browse).",
+        "glassbox export glassbox/dense --to hf runs/dense_hf",
+    ),
+    "ship": (
+        "copy a compare's runs into checkpoints/ with model cards",
+        "Make the runs of a finished compare (at one seed) the shipped checkpoints: copy "
+        "each exported checkpoint with its training curve and write its model card from "
+        "a gap report's scores (make ship).",
+        "glassbox ship report_long --seed 0 --to checkpoints",
+    ),
+}
+
+
+def _command(sub, name: str) -> argparse.ArgumentParser:
+    brief, what, example = COMMANDS[name]
+    return sub.add_parser(
+        name,
+        help=brief,
+        description=what,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="glassbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="glassbox",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a model from a config")
+    t = _command(sub, "train")
     t.add_argument("config", help="a run config, e.g. configs/dense.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=200")
     t.set_defaults(fn=_cmd_train)
 
-    e = sub.add_parser("eval", help="capability metrics of a checkpoint")
+    e = _command(sub, "eval")
     e.add_argument("checkpoint", help="checkpoint directory or hub id")
-    e.add_argument("--json", action="store_true", help="print metrics as JSON (DESIGN.md keys)")
+    e.add_argument(
+        "--json",
+        action="store_true",
+        help="print metrics as JSON (val_loss, skills.<name>.accuracy, ...)",
+    )
     e.add_argument("--max-batches", type=int, default=0, help="batches per split (0 = all)")
     e.add_argument("--device", default=None)
     e.set_defaults(fn=_cmd_eval)
 
-    a = sub.add_parser("analyze", help="interpretability metrics and plots of a checkpoint")
+    a = _command(sub, "analyze")
     a.add_argument("checkpoint")
     a.add_argument("--out", default=None, help="output directory (default: beside the checkpoint)")
     a.add_argument("--examples", type=int, default=512, help="held-out examples to analyse")
@@ -259,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default=None)
     a.set_defaults(fn=_cmd_analyze)
 
-    c = sub.add_parser("compare", help="train or load every architecture, write the gap report")
+    c = _command(sub, "compare")
     c.add_argument("config", help="e.g. configs/compare.yaml")
     c.add_argument(
         "overrides",
@@ -268,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(fn=_cmd_compare)
 
-    g = sub.add_parser("generate", help="continue a prompt")
+    g = _command(sub, "generate")
     g.add_argument("checkpoint")
     g.add_argument("prompt", help='space-separated tokens of the vocabulary, e.g. "3 4 + 5 8 ="')
     g.add_argument("--max-new-tokens", type=int, default=32)
@@ -279,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-tools", action="store_true", help="do not execute tool calls")
     g.set_defaults(fn=_cmd_generate)
 
-    x = sub.add_parser("export", help="export a checkpoint to another library's format")
+    x = _command(sub, "export")
     x.add_argument("checkpoint")
     x.add_argument(
         "--to",
@@ -292,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--device", default=None, help="features: where the model runs")
     x.set_defaults(fn=_cmd_export)
 
-    s = sub.add_parser("ship", help="copy a compare's runs into checkpoints/ with model cards")
+    s = _command(sub, "ship")
     s.add_argument("runs_dir", help="the out_dir of the compare that trained them (report_long)")
     s.add_argument("--seed", type=int, default=0, help="the runs' seed to ship")
     s.add_argument("--to", default="checkpoints", help="where the checkpoints go")
@@ -316,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     a diverged run; a missing file; a value the library refuses) is one line on
     stderr and exit code 2 (config or argument) or 1 (the rest), no traceback."""
     args = build_parser().parse_args(argv)
+    quiet_third_party(fits=args.command != "train")  # train keeps Lightning's set-up lines
     try:
         return args.fn(args)
     except (ConfigError, ArgumentError) as e:

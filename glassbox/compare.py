@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -49,6 +49,7 @@ from glassbox.archs import Transformer
 from glassbox.archs.checkpoint import load_pretrained, read_metrics, resolve_checkpoint
 from glassbox.archs.config import ConfigError, TranscoderConfig
 from glassbox.archs.errors import GlassboxError, one_line
+from glassbox.console import Jobs, quiet_third_party
 from glassbox.report import Report
 from glassbox.results import (
     PostHocResult,
@@ -319,35 +320,36 @@ def _last_line(path: Path) -> str:
     return one_line(lines[-1])[:200] if lines else "(empty log)"
 
 
-def train_runs(plan: list[RunInputs], jobs: int) -> None:
+def train_runs(plan: list[RunInputs], jobs: int, progress: Jobs | None = None) -> None:
     """Train every run of `plan` whose checkpoint is not current. jobs=1: one after
     another in this process. jobs>1: up to `jobs` at once, each its own `glassbox
     train` process (RunInputs.train_in_subprocess) with its share of the CPU cores
     (`_threads`). After a failure no new run starts and the running ones finish (their
     checkpoints are reused by the next compare); then a one-line GlassboxError names
-    the failed run and its log."""
+    the failed run and its log. `progress` (the compare's bar) counts each trained run."""
     todo = [run for run in plan if not run.is_current()]
+    progress = progress or Jobs(len(todo), "train")
     if jobs == 1 or len(todo) <= 1:
         for run in todo:
-            print(f"compare: training {run.name}", flush=True)
-            run.ensure_trained()
+            progress.say(f"compare: training {run.name}")
+            with progress.paused():  # the run's own progress bar, if it asks for one
+                run.ensure_trained()
+            progress.done(f"compare: trained {run.name} in {run.train_seconds:.0f} s")
         return
-    print(
+    progress.say(
         f"compare: training {len(todo)} runs, {min(jobs, len(todo))} at a time "
-        "(logs: runs/<arch>-seed<s>/train.log)",
-        flush=True,
+        "(logs: runs/<arch>-seed<s>/train.log)"
     )
     failed = threading.Event()
 
     def one(run: RunInputs) -> int | None:
         if failed.is_set():
             return None  # not started
-        print(f"compare: training {run.name}", flush=True)
         code = run.train_in_subprocess(_threads(run.cfg, jobs))
         if code:
             failed.set()
         else:
-            print(f"compare: trained {run.name} in {run.train_seconds:.0f} s", flush=True)
+            progress.done(f"compare: trained {run.name} in {run.train_seconds:.0f} s")
         return code
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -502,6 +504,7 @@ def _score_job(cc: CompareConfig, seed: int, arch: str | None, threads: int | No
     the seed's post-hoc route, saved under its key for compare() to read. Returns the
     error's line instead of raising it: compare() redoes a failed job in its own
     process, where the error is raised as it is."""
+    quiet_third_party()  # a spawned process: the CLI's filters are not inherited
     try:
         if threads:
             torch.set_num_threads(threads)
@@ -515,11 +518,17 @@ def _score_job(cc: CompareConfig, seed: int, arch: str | None, threads: int | No
         return one_line(f"{type(e).__name__}: {e}")
 
 
-def score_in_workers(plan: list[RunInputs], cc: CompareConfig) -> None:
-    """Score the runs and post-hoc routes whose saved results are not current,
-    `cc.jobs` at a time, each in its own process with its share of the cores (as
-    training does); compare() then reads what they saved."""
-    todo: list[tuple[int, str | None, RunInputs]] = []
+Job = tuple[int, str | None, RunInputs]  # (seed, arch or None for the post-hoc route, run)
+
+
+def _job_name(seed: int, arch: str | None) -> str:
+    return f"{arch} seed {seed}" if arch else f"post-hoc transcoders on dense seed {seed}"
+
+
+def scoring_todo(plan: list[RunInputs], cc: CompareConfig) -> list[Job]:
+    """The scoring jobs whose saved results are not current: per seed, the post-hoc
+    route (where it applies), then each run."""
+    todo: list[Job] = []
     for seed in cc.seeds:
         of_seed = {r.arch: r for r in plan if r.seed == seed}
         dense = of_seed["dense"]
@@ -530,43 +539,67 @@ def score_in_workers(plan: list[RunInputs], cc: CompareConfig) -> None:
         for arch, run in of_seed.items():
             if load_saved(run.analysis_dir / "row.json", score_key(run, cc)) is None:
                 todo.append((seed, arch, run))
-    if len(todo) <= 1:
-        return
-    print(f"compare: scoring {len(todo)} jobs, {min(cc.jobs, len(todo))} at a time", flush=True)
+    return todo
+
+
+def score_in_workers(todo: list[Job], cc: CompareConfig, progress: Jobs) -> list[Job]:
+    """Score `todo` (scoring_todo) `cc.jobs` at a time, each in its own process with
+    its share of the cores (as training does); compare() then reads what they saved.
+    Returns the jobs that failed there (compare() redoes them in its own process)."""
+    progress.say(f"compare: scoring {len(todo)} jobs, {min(cc.jobs, len(todo))} at a time")
     spawn = multiprocessing.get_context("spawn")
+    failed = []
     with ProcessPoolExecutor(max_workers=cc.jobs, mp_context=spawn) as pool:
         futures = {
-            pool.submit(_score_job, cc, seed, arch, _threads(run.cfg, cc.jobs)): (seed, arch)
+            pool.submit(_score_job, cc, seed, arch, _threads(run.cfg, cc.jobs)): (seed, arch, run)
             for seed, arch, run in todo
         }
-        for future, (seed, arch) in futures.items():
+        for future in as_completed(futures):
+            seed, arch, run = futures[future]
             error = future.result()
-            what = f"{arch} seed {seed}" if arch else f"post-hoc transcoders on dense seed {seed}"
-            print(f"compare: scored {what}" + (f" (failed: {error})" if error else ""), flush=True)
+            if error:
+                failed.append((seed, arch, run))
+            said = f" (failed: {error}; redone here)" if error else ""
+            progress.done(f"compare: scored {_job_name(seed, arch)}{said}")
+    return failed
 
 
 def compare(cc: CompareConfig) -> Report:
     """Run every architecture x seed, then write report.md, report.json, pareto.png.
-    Returns the Report (its .path is report.md)."""
+    Returns the Report (its .path is report.md). The console shows one progress bar
+    over every job (a run trained, a run or a post-hoc route scored)."""
     out = Path(cc.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_runs(cc, out)
-    train_runs(plan, cc.jobs)
-    if cc.jobs > 1:
-        score_in_workers(plan, cc)
+    n_train = sum(not run.is_current() for run in plan)
     order = {arch: i for i, arch in enumerate(cc.architectures)}
     runs: list[RunResult] = []
     posthoc: list[PostHocResult] = []
-    for (
-        seed
-    ) in cc.seeds:  # a seed at a time: its dense and transcoder models serve the post-hoc route
-        of_seed = {r.arch: r for r in plan if r.seed == seed}
-        for arch, inputs in of_seed.items():
-            print(f"compare: {arch} seed {seed}", flush=True)
-            runs.append(score_run(inputs, cc))
-        if posthoc_applies(of_seed["dense"], cc):
-            print(f"compare: post-hoc transcoders on dense seed {seed}", flush=True)
-            posthoc.append(posthoc_route(of_seed["dense"], of_seed.get("transcoder"), cc))
+    with Jobs(n_train + len(plan) + len(cc.seeds), "compare") as progress:
+        train_runs(plan, cc.jobs, progress)
+        todo = scoring_todo(plan, cc)
+        progress.set_total(n_train + len(todo))
+        if cc.jobs > 1 and len(todo) > 1:
+            redo = score_in_workers(todo, cc, progress)
+            progress.set_total(n_train + len(todo) + len(redo))
+            todo = redo
+        left = {(seed, arch) for seed, arch, _ in todo}
+
+        def scored(seed: int, arch: str | None, fn, *args):
+            if (seed, arch) not in left:
+                return fn(*args)  # current: read from its saved file
+            progress.say(f"compare: scoring {_job_name(seed, arch)}")
+            result = fn(*args)
+            progress.done(f"compare: scored {_job_name(seed, arch)}")
+            return result
+
+        for seed in cc.seeds:  # a seed at a time: its dense and transcoder serve the post-hoc route
+            of_seed = {r.arch: r for r in plan if r.seed == seed}
+            for arch, inputs in of_seed.items():
+                runs.append(scored(seed, arch, score_run, inputs, cc))
+            if posthoc_applies(of_seed["dense"], cc):
+                dense, tc = of_seed["dense"], of_seed.get("transcoder")
+                posthoc.append(scored(seed, None, posthoc_route, dense, tc, cc))
     runs.sort(key=lambda r: (order[r.arch], r.seed))
     report = Report(
         out_dir=out,

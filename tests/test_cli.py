@@ -1,5 +1,5 @@
 """The command line end to end on a tiny checkpoint: train, eval, generate, analyze,
-export (DESIGN.md's contract)."""
+export (docs/design.md, "Command line")."""
 
 from __future__ import annotations
 
