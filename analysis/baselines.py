@@ -45,16 +45,37 @@ LEXICAL_F1 = 0.9  # a feature the token id alone predicts with F1 >= this is lex
 # ------------------------------------------------------------------ token identity
 
 
+@dataclass
+class TokenPredictor:
+    """Per feature, the set of token ids on which a token-only predictor says "true":
+    ids (V,) the distinct ids it was fitted on, keep (V, G) bool, and f1 (G,) its F1
+    on the tokens it was fitted on."""
+
+    ids: Tensor
+    keep: Tensor
+    f1: Tensor
+
+    def predict(self, tokens: Tensor) -> Tensor:
+        """(N, G) bool: the prediction at tokens (N,); an id never seen is "false"."""
+        if self.ids.numel() == 0:
+            return torch.zeros(tokens.shape[0], self.keep.shape[1], dtype=torch.bool)
+        pos = torch.searchsorted(self.ids, tokens).clamp_max(self.ids.numel() - 1)
+        return self.keep[pos] & (self.ids[pos] == tokens)[:, None]
+
+
 @torch.no_grad()
-def token_f1(tokens: Tensor, labels: Tensor, not_applicable: str = "negative") -> Tensor:
-    """(G,) float64: per feature, the best F1 of a predictor of the token id alone.
+def fit_token_predictor(
+    tokens: Tensor, labels: Tensor, not_applicable: str = "negative"
+) -> TokenPredictor:
+    """The best token-only predictor of every feature, by F1 on these tokens.
 
     tokens (N,) ids; labels (N, G) 1 true, 0 false, -1 not applicable (counted as
     negative, as coverage does by default; "exclude" scores only where it applies).
     The predictor says "true" on a set of token ids; the best set is a prefix of the
     ids ranked by P(feature | token) (a cut between tied ratios is not allowed: a
     threshold on P(feature | token) keeps ties together). Exact, every cut at once:
-    O(N G + V G log V) for V distinct ids. 0 for a feature with no positive.
+    O(N G + V G log V) for V distinct ids. F1 0 (an empty set) for a feature with no
+    positive.
     """
     uniq, inv = tokens.unique(return_inverse=True)
     V, G = uniq.numel(), labels.shape[1]
@@ -74,7 +95,17 @@ def token_f1(tokens: Tensor, labels: Tensor, not_applicable: str = "negative") -
     cut = torch.ones(V, G, dtype=torch.bool)
     cut[:-1] = r_sorted[:-1] > r_sorted[1:]
     f1 = torch.where(cut, f1, torch.zeros_like(f1))
-    return f1.max(0).values.clamp_min(0)
+    best, j = f1.max(0) if V else (torch.zeros(G, dtype=torch.float64), torch.zeros(G).long())
+    rank = torch.empty_like(order)
+    rank.scatter_(0, order, torch.arange(V)[:, None].expand(V, G).contiguous())
+    keep = (rank <= j[None]) & (best[None] > 0)
+    return TokenPredictor(uniq, keep, best.clamp_min(0))
+
+
+def token_f1(tokens: Tensor, labels: Tensor, not_applicable: str = "negative") -> Tensor:
+    """(G,) float64: per feature, the best F1 of a predictor of the token id alone,
+    on these tokens (fit_token_predictor's f1: chosen and scored on the same tokens)."""
+    return fit_token_predictor(tokens, labels, not_applicable).f1
 
 
 @dataclass
@@ -243,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
 __all__ = [
     "LEXICAL_F1",
     "FeatureSplit",
+    "TokenPredictor",
     "default_skills_table",
     "feature_split",
+    "fit_token_predictor",
     "normalised_lift",
     "routing_scores",
     "skills_md_table",

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from glassbox.analysis.audit import audited_scores
 from glassbox.analysis.baselines import (
     feature_split,
     split_coverage,
@@ -173,12 +174,13 @@ def interp_report(
     """
     device = model.device
     val = suite_batches(suite, "val", n_examples, seed=seed, device=device)
-    test = (
-        suite_batches(suite, "test", n_examples, seed=seed + 1, device=device) if causal else None
-    )
+    test = suite_batches(suite, "test", n_examples, seed=seed + 1, device=device)
     cov = coverage_scores(model, val, suite)
     summary = _scores(cov)
     report: dict[str, Any] = {"coverage": cov}
+    audit = audited_scores(model, suite, val, test, seed=seed)
+    summary.update(audit["summary"])
+    report["audit"] = {k: v for k, v in audit.items() if k != "summary"}
     kinds = set(ffn_kinds(model).values())
     if kinds & {"moe", "dense"}:
         moe = specialisation_report(
@@ -186,7 +188,7 @@ def interp_report(
             val,
             suite.skill_names,
             suite.feature_names,
-            causal_batches=test if "moe" in kinds else None,
+            causal_batches=test if causal and "moe" in kinds else None,
             plot_dir=out_dir,
             seed=seed,
         )
@@ -235,9 +237,10 @@ def interp_with_baselines(
 
 
 def format_scores(summary: Mapping[str, Any]) -> list[str]:
-    """Lines for a terminal: each interp.* score beside its baselines and its lift over
-    them (trained - baseline); "–" where a baseline is not defined. Per-skill circuit
-    entries (interp.circuit_*.<skill>) are left to the JSON."""
+    """Lines for a terminal: each interp.* score beside its baselines, its lift over
+    them (trained - baseline) and its 95% interval where it has one; "–" where a
+    baseline is not defined. Per-skill circuit entries (interp.circuit_*.<skill>)
+    and the random control (interp.random_control.*) are left to the JSON."""
 
     def cell(x: Any) -> str:
         if isinstance(x, bool) or not is_defined(x):
@@ -249,13 +252,16 @@ def format_scores(summary: Mapping[str, Any]) -> list[str]:
         return a - b if ok else None
 
     head = (
-        f"{'score':<36} {'trained':>9} {'untrained':>9} {'token':>9} {'- untr.':>9} {'- token':>9}"
+        f"{'score':<36} {'trained':>9} {'untrained':>9} {'token':>9} {'- untr.':>9} "
+        f"{'- token':>9}  95% interval"
     )
     lines = [head]
     for k, v in sorted(summary.items()):
-        if not k.startswith("interp.") or k.count(".") > 1:
+        if not k.startswith("interp.") or k.count(".") > 1 or k.endswith("_ci"):
             continue
         init, tok = summary.get(f"baselines.init.{k}"), summary.get(f"baselines.token.{k}")
         row = [v, init, tok, lift(v, init), lift(v, tok)]
-        lines.append(f"{k:<36} " + " ".join(cell(x) for x in row))
+        ci = summary.get(f"{k}_ci")
+        tail = f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+        lines.append(f"{k:<36} " + " ".join(cell(x) for x in row) + tail)
     return lines

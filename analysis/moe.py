@@ -225,17 +225,16 @@ def selectivity(drop: Tensor) -> dict[str, Tensor | float]:
 # --- dense baseline ------------------------------------------------------------------
 
 
-def kmeans(
+def kmeans_centres(
     x: Tensor, n_clusters: int, iters: int = 50, seed: int = 0, max_fit: int = 20000
 ) -> Tensor:
-    """Cluster the rows of x (N, d) with k-means (k-means++ seeding, Lloyd steps) and
-    return (N,) labels. Fits on at most `max_fit` random rows, assigns all."""
+    """(n_clusters, d) k-means centres of the rows of x (N, d) (k-means++ seeding,
+    Lloyd steps), fitted on at most `max_fit` random rows, in x's float dtype."""
     g = torch.Generator().manual_seed(seed)
-    x = x.double()
     fit = x[torch.randperm(x.shape[0], generator=g)[:max_fit]] if x.shape[0] > max_fit else x
     centers = fit[torch.randint(fit.shape[0], (1,), generator=g)]
     for _ in range(1, n_clusters):  # k-means++: next centre with prob ~ squared distance
-        d2 = torch.cdist(fit, centers).square().min(1).values
+        d2 = torch.cdist(fit, centers).square().min(1).values.double()
         if d2.sum() <= 0:
             nxt = torch.randint(fit.shape[0], (1,), generator=g)
         else:
@@ -244,9 +243,18 @@ def kmeans(
     for _ in range(iters):
         assign = torch.cdist(fit, centers).argmin(1)
         sums = torch.zeros_like(centers).index_add_(0, assign, fit)
-        n = torch.bincount(assign, minlength=n_clusters).double()
+        n = torch.bincount(assign, minlength=n_clusters).to(fit.dtype)
         new = torch.where(n[:, None] > 0, sums / n.clamp_min(1)[:, None], centers)
         if torch.allclose(new, centers):
             break
         centers = new
-    return torch.cdist(x, centers).argmin(1)
+    return centers
+
+
+def kmeans(
+    x: Tensor, n_clusters: int, iters: int = 50, seed: int = 0, max_fit: int = 20000
+) -> Tensor:
+    """Cluster the rows of x (N, d) with k-means (k-means++ seeding, Lloyd steps) and
+    return (N,) labels. Fits on at most `max_fit` random rows, assigns all."""
+    x = x.double()
+    return torch.cdist(x, kmeans_centres(x, n_clusters, iters, seed, max_fit)).argmin(1)

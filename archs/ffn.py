@@ -19,6 +19,14 @@ of `FFN` decorated with `register_ffn(name, config=ItsConfig)`. What it provides
                             the kind (relative to the FFN: "hook_post") whose per-token
                             activations hold them, and how those activations become an
                             (N, n_units) matrix. Default: the one hook's activation.
+    readings, read_all(acts)
+                            every way the kind's units can be read, for the audited
+                            scores (analysis.heldout): {reading name: (N, n) matrix}, the
+                            first the kind's headline reading, each read with both signs
+                            by the analysis. `reading_hooks` are the hook points they
+                            need. Default: the units above, one reading named unit_name.
+    groups(acts)            the kind's own partition of tokens (MoE: the experts each
+                            token is routed to, (N, k) ids, slot 0 the top one), or None.
     check_config(cfg, key)  raise ConfigError (one line: key, value, what is allowed)
                             for an impossible value of the kind's keys. Default nothing.
 
@@ -65,6 +73,9 @@ class FFN(nn.Module):
     kind: ClassVar[str] = ""
     unit_name: ClassVar[str] = "unit"  # what one readable unit is called
     unit_hooks: ClassVar[tuple[str, ...]] = ()  # hook points (relative) holding the units
+    reading_hooks: ClassVar[tuple[str, ...] | None] = (
+        None  # hooks read_all needs (None: unit_hooks)
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,6 +102,20 @@ class FFN(nn.Module):
                 "override read_units"
             )
         return acts[self.unit_hooks[0]]
+
+    def hooks_to_read(self) -> tuple[str, ...]:
+        """The hook points (relative) that read_all and groups need."""
+        return self.unit_hooks if self.reading_hooks is None else self.reading_hooks
+
+    def read_all(self, acts: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """{reading name: (N, n) activations}: every reading of the kind's units, the
+        headline one first. acts: {hook in hooks_to_read(): (N, ...)}."""
+        return {self.unit_name: self.read_units(acts)}
+
+    def groups(self, acts: Mapping[str, Tensor]) -> Tensor | None:
+        """(N, k) group ids of the kind's own routing of each token (slot 0 first), or
+        None for a kind that does not route."""
+        return None
 
 
 FFN_REGISTRY: dict[str, type[FFN]] = {}

@@ -196,11 +196,16 @@ class MoE(FFN):
     (d_model,) tensor (replace its output by it); set it through `ablate_experts`.
 
     Readable units: the experts, their gate weight at each token (`read_units`: the
-    (N, E) matrix of hook_expert_weights scattered at hook_expert_indices).
+    (N, E) matrix of hook_expert_weights scattered at hook_expert_indices). The
+    audited scores read the experts' hidden units first (`read_all`: "expert_neuron",
+    (N, E * d_expert), 0 at unrouted experts), so that a MoE is read through as many
+    candidates as a dense MLP of the same active width, and the gates second; the
+    routing is the kind's own grouping of tokens (`groups`).
     """
 
     unit_name = "expert"
     unit_hooks = ("hook_expert_indices", "hook_expert_weights")
+    reading_hooks = ("hook_expert_indices", "hook_expert_weights", "hook_expert_hidden")
 
     def __init__(self, d_model: int, cfg: FFNConfig):
         super().__init__()
@@ -277,6 +282,14 @@ class MoE(FFN):
         return expert_gates(
             acts["hook_expert_indices"], acts["hook_expert_weights"], self.n_experts
         )
+
+    def read_all(self, acts: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """{"expert_neuron": (N, E * d_expert) hidden units, "expert": (N, E) gates}."""
+        return {"expert_neuron": acts["hook_expert_hidden"], "expert": self.read_units(acts)}
+
+    def groups(self, acts: Mapping[str, Tensor]) -> Tensor:
+        """(N, k) the experts each token is routed to, the top one first."""
+        return acts["hook_expert_indices"].long()
 
     # --- routing -----------------------------------------------------------------
 

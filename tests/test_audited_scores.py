@@ -1,0 +1,249 @@
+"""The audited scores (analysis.heldout, analysis.beyond_token, analysis.intervals) on
+units and routings built by hand, each with an answer stated before the run: one
+known-answer test per defect the audit found, and the cases they must not credit."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from glassbox.analysis.audit import audited_scores
+from glassbox.analysis.batches import suite_batches
+from glassbox.analysis.beyond_token import info_with_control, shuffle_within_token
+from glassbox.analysis.coverage import coverage
+from glassbox.analysis.heldout import Split, pooled_lift, protocol, score_units
+from glassbox.analysis.intervals import bootstrap_weights, decide, interval, ratio_replicates
+from glassbox.archs import Transformer
+from glassbox.training.config import load_config
+from glassbox.training.data import DataConfig, build_datasets
+
+N_EX, PER_EX = 200, 20  # examples per split, tokens per example
+
+
+def side(labels: torch.Tensor, tokens: torch.Tensor) -> Split:
+    n = labels.shape[0]
+    return Split(tokens, labels.to(torch.int8), torch.arange(n) // PER_EX, n // PER_EX)
+
+
+def contextual_task(seed: int, n_features: int = 4, rate: float = 0.3):
+    """Two splits of binary features that the token (one of 40 ids, independent of
+    them) does not predict, each with a positive rate of `rate`."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(2):
+        n = N_EX * PER_EX
+        labels = (torch.rand(n, n_features, generator=g) < rate).long()
+        tokens = torch.randint(40, (n,), generator=g)
+        out.append((labels, tokens))
+    return out, g
+
+
+def noise(n: int, units: int, g: torch.Generator) -> torch.Tensor:
+    return torch.randn(n, units, generator=g)
+
+
+def test_a_unit_equal_to_a_features_negation_gets_full_credit():
+    (fit, score), g = contextual_task(0)
+    p = protocol(side(*fit), side(*score), ["a", "b", "c", "d"])
+    # unit 0 is feature a's negation, unit 1 is feature b itself, the rest noise
+    acts = [torch.cat([-lab[:, :1].float(), lab[:, 1:2].float(), noise(len(lab), 6, g)], 1)
+            for lab, _ in (fit, score)]  # fmt: skip
+    s = score_units(p, *acts)
+    assert s.values["features"]["a"] == pytest.approx(
+        {"unit": 0, "sign": -1, "threshold": s.values["features"]["a"]["threshold"],
+         "f1_fit": 1.0, "f1": 1.0, "f1_matched": 1.0}
+    )  # fmt: skip
+    assert s.values["features"]["b"]["f1"] == 1.0 and s.values["features"]["b"]["sign"] == 1
+    # read with one sign only (the old coverage), the negated unit is not credited
+    old = coverage(acts[1][:, :1], score[0][:, :1])
+    assert old.coverage < 0.5
+
+
+def test_pooled_lift_closed_form_and_what_the_mean_of_ratios_does():
+    unit = torch.tensor([1.0, 0.5])
+    token = torch.tensor([0.9, 0.0])
+    mask = torch.tensor([True, True])
+    assert float(pooled_lift(unit, token, mask)) == pytest.approx(0.6 / 1.1)
+    # the mean of ratios gives the near-lexical feature a weight of 10: 0.75
+    ratios = ((unit - token) / (1 - token)).mean()
+    assert float(ratios) == pytest.approx(0.75)
+    assert math.isnan(float(pooled_lift(unit, token, torch.tensor([False, False]))))
+
+
+def test_in_sample_optimism_on_pure_noise_units_is_removed_by_the_held_out_protocol():
+    (fit, score), g = contextual_task(1, rate=0.05)
+    p = protocol(side(*fit), side(*score), list("abcd"))
+    acts = [noise(len(lab), 256, g) for lab, _ in (fit, score)]
+    s = score_units(p, *acts, matched_units=256)
+    token = p.token_summary()
+    # chosen and scored on the same tokens, 256 noise units x 2 signs x 16 thresholds
+    # read features of 5% positives far better than the token predicts them held out
+    assert s.values["coverage_insample"] > token["coverage_heldout_ci"][1] + 0.02
+    # held out, they are at the token baseline within the interval
+    lo, hi = s.values["lift_pooled_ci"]
+    assert lo < 0 < hi
+    lo, hi = token["coverage_heldout_ci"]
+    assert lo <= s.values["coverage_heldout"] <= hi
+
+
+def test_adding_random_units_does_not_raise_the_matched_candidate_score():
+    (fit, score), g = contextual_task(2, rate=0.05)
+    p = protocol(side(*fit), side(*score), list("abcd"))
+
+    def units(n_noise: int):
+        # one weakly informative unit per split (feature a plus noise), then noise
+        return [torch.cat([lab[:, :1].float() + torch.randn(len(lab), 1, generator=g),
+                           noise(len(lab), n_noise, g)], 1) for lab, _ in (fit, score)]  # fmt: skip
+
+    few = score_units(p, *units(7), matched_units=8)
+    many = score_units(p, *units(120), matched_units=8)
+    # more candidates: in sample the score can only rise (a superset of candidates);
+    # at 8 matched candidates it falls, as the informative unit is drawn less often
+    assert many.values["coverage_insample"] >= few.values["coverage_insample"]
+    assert many.values["coverage_matched"] < few.values["coverage_matched"]
+    assert many.values["lift_pooled"] < few.values["lift_pooled"]
+    assert many.values["n_candidates"] == few.values["n_candidates"] == 8
+    assert many.values["n_subsets"] == 8 and few.values["n_subsets"] == 1
+
+
+def test_a_lexical_feature_is_kept_out_of_the_headline_and_a_rare_one_is_left_out():
+    g = torch.Generator().manual_seed(3)
+    sides = []
+    for _ in range(2):
+        n = N_EX * PER_EX
+        tokens = torch.randint(40, (n,), generator=g)
+        lexical = (tokens < 10).long()  # a function of the token
+        rare = torch.zeros(n, dtype=torch.long)
+        rare[:5] = 1  # 5 positives: under MIN_POSITIVES
+        ctx = (torch.rand(n, generator=g) < 0.3).long()
+        sides.append(side(torch.stack([lexical, rare, ctx], 1), tokens))
+    p = protocol(*sides, ["lex", "rare", "ctx"])
+    t = p.token_summary()
+    assert t["features"]["lex"]["kind"] == "lexical" and t["features"]["lex"]["token_f1"] == 1.0
+    assert t["features"]["rare"]["scored"] is False
+    assert (t["n_features_scored"], t["n_features_lexical"], t["n_features_left_out"]) == (1, 1, 1)
+
+
+def routing_task(seed: int, group_of):
+    """Tokens of 10 ids; each id belongs to 2 of 4 skills, drawn at random per token:
+    H(skill | token) = 1 bit. group_of(token, skill) -> group."""
+    g = torch.Generator().manual_seed(seed)
+    sides = []
+    for _ in range(2):
+        n = N_EX * PER_EX
+        tokens = torch.randint(10, (n,), generator=g)
+        skill = (tokens % 4 + 2 * torch.randint(2, (n,), generator=g)) % 4
+        sides.append((tokens, group_of(tokens, skill), skill))
+    return sides
+
+
+def info(sides, seed=0):
+    (ft, fg, fl), (st, sg, sl) = sides
+    ex = torch.arange(st.numel()) // PER_EX
+    return info_with_control(ft, fg, fl, st, sg, sl, ex, N_EX, 4, bootstrap_weights(N_EX), seed)
+
+
+def test_a_router_that_is_a_function_of_the_token_carries_nothing_beyond_it():
+    values, reps = info(routing_task(0, lambda t, s: (7 * t) % 5))
+    assert values["info_bits"] == 0.0
+    assert values["info_bits_ci"] == [0.0, 0.0]
+    assert values["acc_token"] == values["acc_token_group"]
+    assert values["shuffled"]["info_bits"] == 0.0  # a shuffle within a token changes nothing
+
+
+def test_a_router_that_carries_the_skill_gets_the_skills_entropy_given_the_token():
+    values, _ = info(routing_task(1, lambda t, s: s))
+    # H(skill | token) = 1 bit; the smoothing (1 pseudo-count over ~400 tokens per
+    # cell) costs a few thousandths
+    assert values["entropy_given_token_bits"] == pytest.approx(1.0, abs=0.02)
+    assert values["info_bits"] == pytest.approx(values["entropy_given_token_bits"], abs=0.02)
+    assert values["acc_token_group"] == 1.0 and values["acc_token"] < 0.6
+    lo, hi = values["info_bits_ci"]
+    assert lo <= values["info_bits"] <= hi
+    # the within-token shuffle keeps only what the token says: nothing beyond it
+    assert abs(values["shuffled"]["info_bits"]) < 0.02
+
+
+def test_shuffle_within_token_permutes_only_among_a_tokens_occurrences():
+    tokens = torch.tensor([0, 1, 0, 1, 0, 2])
+    groups = torch.tensor([5, 6, 7, 8, 9, 4])
+    out = shuffle_within_token(tokens, groups, seed=3)
+    for t in tokens.unique():
+        m = tokens == t
+        assert sorted(out[m].tolist()) == sorted(groups[m].tolist())
+
+
+def test_bootstrap_weights_intervals_and_decisions():
+    w = bootstrap_weights(50, n_boot=400, seed=0)
+    assert w.shape == (400, 50) and bool((w.sum(1) == 50).all())
+    assert torch.equal(w, bootstrap_weights(50, n_boot=400, seed=0))  # paired across models
+    # a constant per-example ratio has a zero-width interval
+    reps = ratio_replicates(torch.full((50,), 3.0), torch.full((50,), 4.0), w)
+    assert interval(reps) == pytest.approx([0.75, 0.75])
+    # a mean of iid values: the interval holds the mean, about 2 standard errors wide
+    x = torch.randn(50, generator=torch.Generator().manual_seed(1)).double()
+    lo, hi = interval(ratio_replicates(x, torch.ones(50), w))
+    se = float(x.std() / math.sqrt(50))
+    assert lo < float(x.mean()) < hi and 2.5 * se < hi - lo < 5.5 * se
+    assert decide([0.2, 0.3], [0.0, 0.1]) == "above"
+    assert decide([0.0, 0.1], [0.2, 0.3]) == "below"
+    assert decide([0.0, 0.25], [0.2, 0.3]) == "same"
+    assert decide(None, [0.2, 0.3]) is None
+
+
+# ------------------------------------------------- the pipeline on tiny models
+
+
+@pytest.fixture(scope="module")
+def small_suite(tmp_path_factory):
+    cfg = DataConfig(n_train=2400, n_val=256, n_test=256, n_ood=16,
+                     cache_dir=str(tmp_path_factory.mktemp("data")))  # fmt: skip
+    return build_datasets(cfg)
+
+
+TINY = {
+    "dense": ["model.ffn.d_ff=64"],
+    "moe": ["model.ffn.moe.d_expert=16"],
+    "transcoder": ["model.ffn.transcoder.d_latent=128", "model.ffn.transcoder.k=8"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TINY))
+def test_audited_scores_of_every_kind_add_up(small_suite, kind):
+    cfg = load_config(f"configs/{kind}.yaml", ["model.d_model=32", "model.n_heads=2",
+                                               "model.max_seq_len=64", *TINY[kind]])  # fmt: skip
+    mc = dataclasses.replace(
+        cfg.model, vocab_size=small_suite.tokenizer.get_vocab_size(), pad_token_id=0
+    )
+    torch.manual_seed(0)
+    model = Transformer(mc).eval()
+    fit = suite_batches(small_suite, "val", 128, seed=0)
+    score = suite_batches(small_suite, "test", 128, seed=1)
+    r = audited_scores(model, small_suite, fit, score, seed=0, matched_units=48)
+    s = r["summary"]
+    for k in ("lift_pooled", "lift_pooled_all", "coverage_heldout", "coverage_matched"):
+        lo, hi = s[f"interp.{k}_ci"]
+        assert lo <= s[f"interp.{k}"] <= hi, k
+    # the headline is the pooled lift of the features' held-out F1s, recomputed here
+    # from the per-feature details of each layer's headline reading
+    feats = r["token"]["features"]
+    scored = [n for n, f in feats.items() if f["scored"] and f["kind"] == "contextual"]
+    lifts = []
+    for layer in r["coverage"].values():
+        head = next(iter(layer.values()))
+        u = torch.tensor([head["features"][n]["f1"] for n in scored])
+        t = torch.tensor([feats[n]["token_f1"] for n in scored])
+        lifts.append(float((u - t).sum() / (1 - t).sum()))
+    assert s["interp.lift_pooled_all"] == pytest.approx(sum(lifts) / len(lifts), abs=1e-6)
+    readings = [list(layer) for layer in r["coverage"].values()]
+    if kind == "moe":  # read through its hidden units first, its gates second, and routed
+        assert readings == [["expert_neuron", "expert"]] * 2
+        assert r["coverage"]["0"]["expert_neuron"]["n_candidates"] == 48
+        assert r["coverage"]["0"]["expert"]["n_candidates"] == 32  # fewer than 48: all
+        assert "interp.info_beyond_token_routed" in s
+    else:
+        assert "interp.info_beyond_token_routed" not in s
+    assert s["interp.n_features_scored"] == len(scored)
