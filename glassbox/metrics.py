@@ -54,6 +54,9 @@ class Metric:
     count: bool = False  # an integer count, printed with thousands separators, no spread
     constant: bool = False  # the same at every seed (parameter counts): one value in report.json
     baselines: tuple[str, ...] = ()  # shown beside it, read from baselines.<name>.<key>
+    # a column of report.md's headline table (at most 8 columns in all: keep it to the
+    # capability gap and the two or three scores that are informative, each with its twin)
+    headline: bool = False
 
     @property
     def placeholder(self) -> str | None:
@@ -65,23 +68,20 @@ class Metric:
         """The entry for the `name` baseline of this metric (its column beside it)."""
         return replace(
             self, key=f"baselines.{name}.{self.key}", header=f"{self.header} ({name})",
-            doc="", gap=False, baselines=(),
+            doc="", gap=False, baselines=(), headline=False,
         )  # fmt: skip
 
     def format(self, stat: Stat | None) -> str:
-        """A cell: mean ± std over seeds (the mean alone for one seed, unless a percent)."""
+        """A cell: mean ± std over seeds; the mean alone for one seed (no spread was
+        measured, and "± 0.0" would say it was measured to be zero)."""
         if not stat:
             return "–"
         m, s = stat["mean"], stat["std"]
-        if self.count:
-            return f"{m:,.0f}"
+        if self.count or stat["n"] <= 1:
+            return self.format_value(m)
         if self.percent:
             return f"{100 * m:.{self.digits}f} ± {100 * s:.{self.digits}f}"
-        return (
-            f"{m:.{self.digits}f} ± {s:.{self.digits}f}"
-            if stat["n"] > 1
-            else f"{m:.{self.digits}f}"
-        )
+        return f"{m:.{self.digits}f} ± {s:.{self.digits}f}"
 
     def format_value(self, x: float | None) -> str:
         """A cell of one number (a single run)."""
@@ -97,7 +97,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("val_loss", "val loss", "mean cross-entropy of the loss-masked (answer) tokens, test split",
            higher_is_better=False, gap=True),
     Metric("mean_accuracy", "answer accuracy", "answer tokens predicted right, mean over skills",
-           digits=1, percent=True, gap=True),
+           digits=1, percent=True, gap=True, headline=True),
     Metric("mean_exact_match", "exact match", "whole answers right, mean over skills",
            digits=1, percent=True),
     Metric("ood_accuracy", "OOD accuracy",
@@ -110,7 +110,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("interp.coverage_lift", "contextual lift",
            "contextual features: mean of (F1 best unit - F1 token) / (1 - F1 token); 0 = no better "
            "than the token id (an untrained network's single units score below it: compare with "
-           "(init))", section=INTERPRETABILITY, baselines=("init",)),
+           "(init))", section=INTERPRETABILITY, baselines=("init",), headline=True),
     Metric("interp.coverage_contextual", "contextual coverage",
            "mean best-unit F1 over contextual features (token-identity F1 < 0.9)",
            section=INTERPRETABILITY, baselines=("init", "token")),
@@ -132,7 +132,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("interp.circuit_fraction", "circuit fraction",
            "fewest units (heads + the kind's units) keeping 90% of a skill's loss gap, as a share "
            "of all, mean over skills", section=INTERPRETABILITY, higher_is_better=False,
-           baselines=("init",)),
+           baselines=("init",), headline=True),
     Metric("interp.circuit_auc", "circuit AUC",
            "area under faithfulness against fraction of units kept, mean over skills",
            section=INTERPRETABILITY, baselines=("init",)),

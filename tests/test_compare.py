@@ -124,6 +124,12 @@ def _report(tmp_path, runs, **kw):
     return Report(out_dir=tmp_path, seeds=(0, 1), config={}, runs=tuple(runs), **kw)
 
 
+def _cells(text: str, label: str) -> list[str]:
+    """The cells of the first table row of report.md labelled `label`."""
+    line = next(row for row in text.splitlines() if row.startswith(f"| {label} |"))
+    return [c.strip() for c in line.split("|")[2:-1]]
+
+
 def test_report_tables_from_constructed_rows(tmp_path):
     text = _report(tmp_path, _tool_rows()).write().read_text()
     assert "| dense | 1.500 ± 0.707 | +0.0% | 50.0 ± 0.0 | +0.0% |" in text
@@ -172,14 +178,10 @@ def test_registry_drives_the_columns(tmp_path):
     report = _report(tmp_path / "with", runs, metrics=(*METRICS, new))
     report.write()
     text = report.path.read_text()
-    lines = text.splitlines()
-    at = next(i for i, line in enumerate(lines) if "| coverage |" in line)
-    header = lines[at]
-    moe_row = next(line for line in lines[at:] if line.startswith("| moe |"))
-    cols = [c.strip() for c in header.split("|")]
-    assert header.endswith("| novelty |")
-    assert moe_row.split("|")[cols.index("coverage")].strip() == "0.300 ± 0.000"
-    assert text.count("0.750 ± 0.707 |") == 2  # the new column, in both rows
+    assert "## Other scores" in text  # a key no topic names still gets a table
+    assert _cells(text, "score") == ["dense", "moe"]  # a column per architecture
+    assert _cells(text, "coverage") == ["0.300 ± 0.000"] * 2
+    assert _cells(text, "novelty") == ["0.750 ± 0.707"] * 2  # the new row, both columns
     assert "- **novelty**: a made-up score." in text
     data = json.loads((tmp_path / "with" / "report.json").read_text())
     assert data["architectures"]["moe"]["interp"]["interp.novelty"]["mean"] == pytest.approx(0.75)
@@ -198,8 +200,10 @@ def test_registry_drives_the_columns(tmp_path):
     per_skill = Metric("skills.{skill}.accuracy", "{skill}", section=INTERPRETABILITY,
                        baselines=("init",))  # fmt: skip
     report = _report(tmp_path / "skill", runs, metrics=(*METRICS, per_skill))
-    cols = report.interpretability_table()[0]
-    assert cols.endswith("| copy | copy (init) |")
+    headers = [m.header for m in report.section(INTERPRETABILITY)]
+    assert headers[-2:] == ["copy", "copy (init)"]
+    rows = [t.rows for t in report.topic_tables() if t.title == "Other scores"][0]
+    assert [label for label, _ in rows] == ["copy"]  # a row no run has a value for is left out
     assert dataclasses.replace(per_skill).placeholder == "skill"
 
 
@@ -253,16 +257,23 @@ def test_scores_that_did_not_move_with_learning_are_marked(tmp_path):
     report = _report(tmp_path, runs)
     report.write()
     text = report.path.read_text()
-    lines = text.splitlines()
-    header = next(line for line in lines if "| contextual lift |" in line)
-    row = lines[lines.index(header) + 2].split("|")
-    cols = [c.strip() for c in header.split("|")]
-    assert row[cols.index("coverage")].strip() == f"0.370 ± 0.014 {NOT_INFORMATIVE}"
-    assert row[cols.index("coverage (init)")].strip() == "0.361 ± 0.001"
-    assert row[cols.index("coverage (token)")].strip() == "0.450 ± 0.000"
-    assert row[cols.index("contextual lift")].strip() == "0.205 ± 0.007"  # moved: not marked
+    assert _cells(text, "coverage") == [f"0.370 ± 0.014 {NOT_INFORMATIVE}"]
+    assert _cells(text, "coverage (init)") == ["0.361 ± 0.001"]
+    assert _cells(text, "coverage (token)") == ["0.450 ± 0.000"]
+    assert _cells(text, "contextual lift") == ["0.205 ± 0.007"]  # moved: not marked
+    # the headline: a headline score beside its twin
+    from dataclasses import replace
+
+    from glassbox.metrics import METRICS
+
+    heads = ("mean_accuracy", "interp.coverage_lift")
+    ms = tuple(replace(m, headline=m.key in heads) for m in METRICS)
+    headline = _report(tmp_path / "h", runs, metrics=ms).headline()
+    assert headline.headers == ["answer accuracy", "gap", "contextual lift"]
+    assert headline.rows[0][1][2] == "0.205 ± 0.007 (twin -0.505 ± 0.007)"
     assert "Not informative at this budget" in text and "dense: coverage." in text
-    assert "| copy size | copy fraction |" in text  # the per-skill circuit table
+    assert _cells(text, "copy size") == ["12 ± 1"]
+    assert _cells(text, "copy fraction") == ["0.100 ± 0.000"]  # the per-skill circuit table
     data = json.loads((tmp_path / "report.json").read_text())["architectures"]["dense"]
     assert data["not_informative"] == ["interp.coverage"]
     assert data["baselines"]["baselines.init.interp.coverage_lift"]["mean"] == pytest.approx(-0.505)

@@ -1,0 +1,170 @@
+"""report.md reads in a terminal and report.html in a browser: a headline table of at
+most 8 columns, topic tables of at most 10 on a compare of every registry key over six
+kinds, no "±" for one seed, every number of the tables in report.json; report.html
+rendered by a real headless browser (Debian's chromium) with its plots drawn."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from matplotlib.image import imread
+
+from glassbox.metrics import METRICS, expand
+from glassbox.report import HEADLINE_MAX_COLUMNS, Report
+from glassbox.results import PostHocResult, RunResult
+
+ARCHS = ("dense", "moe", "moe_relu", "transcoder", "tool", "weight_sparse")
+SKILLS = ("addition", "copy", "dyck", "facts", "ioi", "modadd", "reverse", "sort")
+DOMAINS = ("email", "json")
+
+
+def _all_keys() -> list[str]:
+    """Every concrete key of the registry, per-skill / per-domain entries expanded."""
+    out = []
+    for m in METRICS:
+        names = {"skill": SKILLS, "domain": DOMAINS}.get(m.placeholder or "", [None])
+        for n in names:
+            key = m.key.format(**{m.placeholder: n}) if n else m.key
+            out += [key, *(f"baselines.{b}.{key}" for b in m.baselines)]
+    return [k for k in dict.fromkeys(out) if not k.startswith("domains.")]
+
+
+def _runs(seeds: tuple[int, ...]) -> list[RunResult]:
+    runs = []
+    for i, arch in enumerate(ARCHS):
+        for seed in seeds:
+            values = {k: 0.1 + 0.01 * i + 0.001 * seed + 0.0001 * n for n, k in enumerate(_all_keys())}  # fmt: skip
+            values["train.tokens"], values["train.steps"] = 1000, 10
+            runs.append(
+                RunResult(
+                    arch, seed, f"runs/{arch}-seed{seed}",
+                    capability={k: v for k, v in values.items() if not k.startswith(("interp.", "baselines.", "tools."))},
+                    interp={k: v for k, v in values.items() if k.startswith(("interp.", "baselines."))},
+                    tools={k: v for k, v in values.items() if k.startswith("tools.")},
+                )
+            )  # fmt: skip
+    return runs
+
+
+def _report(tmp_path: Path, seeds: tuple[int, ...]) -> Report:
+    posthoc = [
+        PostHocResult("dense", s, 10, {"interp.coverage": 0.4, "interp.l0": 16.0, "interp.fvu": 0.1})
+        for s in seeds
+    ]  # fmt: skip
+    return Report(out_dir=tmp_path, seeds=seeds, config={}, runs=tuple(_runs(seeds)),
+                  posthoc=tuple(posthoc))  # fmt: skip
+
+
+def _markdown_tables(text: str) -> list[list[str]]:
+    """Each markdown table of `text` as its lines."""
+    tables, current = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
+def _n_columns(table: list[str]) -> int:
+    return table[0].count("|") - 1
+
+
+def test_headline_then_tables_of_readable_width(tmp_path):
+    report = _report(tmp_path, (0, 1))
+    text = report.write().read_text()
+    tables = _markdown_tables(text)
+    headline = tables[0]
+    assert _n_columns(headline) <= HEADLINE_MAX_COLUMNS
+    assert headline[0].startswith("| architecture | answer accuracy | gap |")
+    assert [row.split("|")[1].strip() for row in headline[2:]] == list(ARCHS)
+    assert max(_n_columns(t) for t in tables) <= 10, max(tables, key=_n_columns)[0]
+    # one table per topic, each said by its heading
+    for topic in ("Capability", "Coverage", "Specialisation", "Circuits", "Tool calling",
+                  "post-hoc route"):  # fmt: skip
+        assert re.search(rf"^## .*{topic}", text, flags=re.M), topic
+    assert "± " in text  # two seeds: the spread is printed
+
+
+def test_the_registry_headline_fits(tmp_path):
+    """However the score entries change, the registry's headline entries fit in
+    HEADLINE_MAX_COLUMNS columns (a gap column each where the entry has one)."""
+    keys = _all_keys()
+    ms = [m for m in expand([m for m in METRICS if m.headline], keys) if m.headline]
+    assert 1 + sum(2 if m.gap else 1 for m in ms) <= HEADLINE_MAX_COLUMNS
+    assert any(m.section == "capability" for m in ms) and any(
+        m.key.startswith("interp.") for m in ms
+    )
+
+
+def test_one_seed_prints_no_spread_and_json_keeps_every_column(tmp_path):
+    report = _report(tmp_path, (0,))
+    text = report.write().read_text()
+    assert "±" not in text
+    assert "One seed (0): no spread over seeds is measured" in text
+    arch = json.loads((tmp_path / "report.json").read_text())["architectures"]
+    # every registry key that a run holds is a number in report.json
+    flat = {}
+    for group in arch["moe"].values():
+        flat.update(group if isinstance(group, dict) else {})
+    flat.update({k: v for k, v in arch["moe"].items() if not isinstance(v, dict)})
+    for key in ("interp.coverage_lift", "baselines.init.interp.coverage_lift",
+                "interp.circuit_size.copy", "skills.copy.accuracy", "tools.exact_match"):  # fmt: skip
+        assert flat[key]["mean"] == pytest.approx(
+            next(r for r in report.runs if r.arch == "moe").values()[key]
+        ), key
+
+
+def _browser() -> str | None:
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)  # fmt: skip
+
+
+# Records, in the DOM the browser dumps, what it drew: each image's decoded size and
+# each table's rendered box (a file:// page cannot be inspected from outside otherwise).
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const out = document.createElement("pre"); out.id = "probe";
+  out.textContent = JSON.stringify({
+    images: [...document.images].map(i => [i.naturalWidth, i.naturalHeight, i.complete]),
+    tables: [...document.querySelectorAll("table")].map(t => [t.rows.length, t.offsetWidth, t.offsetHeight]),
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_report_html_renders_in_a_headless_browser(tmp_path):
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium here (Debian: apt-get install chromium; .ci/run installs it)")
+    report = _report(tmp_path, (0, 1))
+    report.write()
+    page = (tmp_path / "report.html").read_text()
+    assert 'src="http' not in page and 'href="http' not in page  # opens offline
+    assert page.count("data:image/png;base64,") >= 1
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", PROBE + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+             "--virtual-time-budget=5000"]  # fmt: skip
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", probed.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, flags=re.S).group(1))
+    assert probe["images"] and all(w > 100 and h > 100 and done for w, h, done in probe["images"])
+    assert len(probe["tables"]) == len(report.tables())
+    assert all(rows > 1 and w > 0 and h > 0 for rows, w, h in probe["tables"])
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [browser, *flags, "--window-size=1200,1600", f"--screenshot={shot}", probed.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    pixels = imread(shot)[..., :3]
+    drawn = (pixels < 0.9).any(-1).mean()  # share of the page that is not white
+    assert drawn > 0.03, drawn
