@@ -195,31 +195,114 @@ def _summary(rec: Mapping[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def _index_html(model_id: str, layers: Sequence[dict[str, Any]]) -> str:
+# Sorting (click a column head) and filtering (the search box) of the index: plain DOM,
+# no library, so the page opens offline.
+_INDEX_JS = """
+const table = document.getElementById("units"), rows = [...table.tBodies[0].rows];
+document.getElementById("filter").addEventListener("input", e => {
+  const words = e.target.value.toLowerCase().split(/\\s+/).filter(Boolean);
+  let shown = 0;
+  for (const r of rows) {
+    const hit = words.every(w => r.textContent.toLowerCase().includes(w));
+    r.hidden = !hit; shown += hit;
+  }
+  document.getElementById("count").textContent = shown;
+});
+table.tHead.querySelectorAll("th").forEach((th, i) => th.addEventListener("click", () => {
+  const down = th.dataset.dir !== "desc"; th.dataset.dir = down ? "desc" : "asc";
+  const key = r => { const c = r.cells[i]; return c.dataset.v !== undefined ? parseFloat(c.dataset.v) : c.textContent; };
+  rows.sort((a, b) => { const x = key(a), y = key(b);
+    const o = typeof x === "number" ? x - y : String(x).localeCompare(String(y));
+    return down ? -o : o; });
+  rows.forEach(r => table.tBodies[0].appendChild(r));
+}));
+"""
+
+
+def _unit_row(lay: Mapping[str, Any], rec: Mapping[str, Any], paged: set[int]) -> str:
+    """One unit of the index: what it covers (its best ground-truth feature and F1, or
+    its top skill), how often it fires, the tokens it promotes; linked to its page."""
+    esc = html.escape
+    u = rec["index"]
+    name = f"{rec['unitType']} {u}"
+    link = f'<a href="{esc(lay["page"])}#unit-{u}">{esc(name)}</a>' if u in paged else esc(name)
+    fm = rec.get("featureMatch") or {}
+    prof = rec.get("skillProfile") or {}
+    top = max(prof.items(), key=lambda kv: kv[1]) if prof else None
+    cells = [
+        (esc(lay["layer"]), None),
+        (link, u),
+        (esc(fm.get("feature", "–")), None),
+        (f"{fm['f1']:.3f}" if fm else "–", fm.get("f1", -1)),
+        (f"{fm['precision']:.3f}" if fm else "–", fm.get("precision", -1)),
+        (f"{100 * rec['frac_nonzero']:.1f}%", rec["frac_nonzero"]),
+        (f"{esc(top[0])} ({100 * top[1]:.0f}%)" if top else "–", top[1] if top else -1),
+        (esc(" ".join(rec.get("pos_str", [])[:5])), None),
+    ]
+    return (
+        "<tr>"
+        + "".join(
+            f'<td data-v="{v}">{c}</td>' if v is not None else f"<td>{c}</td>" for c, v in cells
+        )
+        + "</tr>"
+    )
+
+
+def _index_html(
+    model_id: str,
+    layers: Sequence[dict[str, Any]],
+    records: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> str:
+    """index.html: a table of every unit (records: layer file -> its unit records),
+    labelled with its best feature and F1, skill and promoted tokens, sortable by any
+    column and filtered by the search box; each unit with a page links to it."""
     esc = html.escape
     rows = []
     for lay in layers:
-        links = " ".join(
-            f'<a href="{esc(lay["page"])}#unit-{u}">{u}</a>' for u in lay["page_units"]
-        )
-        rows.append(
-            f'<tr><td><a href="{esc(lay["page"])}">{esc(lay["layer"])}</a></td>'
-            f"<td>{esc(lay['unitType'])}</td><td>{lay['n_units']}</td><td>{links}</td></tr>"
-        )
+        paged = set(lay["page_units"])
+        for rec in (records or {}).get(lay["file"], []):
+            rows.append(_unit_row(lay, rec, paged))
+    heads = ["layer", "unit", "best feature", "F1", "precision", "active", "top skill", "promotes"]
+    pages = " ".join(f'<a href="{esc(lay["page"])}">{esc(lay["layer"])}</a>' for lay in layers)
     return "\n".join(
         [
             "<!DOCTYPE html>",
-            f'<html><head><meta charset="utf-8"><title>{esc(model_id)}: features</title>',
-            "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 8px;"
-            "border-bottom:1px solid #ddd;vertical-align:top}</style></head><body>",
+            f'<html lang="en"><head><meta charset="utf-8"><title>{esc(model_id)}: features</title>',
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;"
+            "border-bottom:1px solid #ddd;vertical-align:top;text-align:left}"
+            "th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}"
+            "th:hover{background:#e4e4e4}input{font-size:1em;padding:3px;width:24em}</style>"
+            "</head><body>",
             f"<h1>{esc(model_id)}: features</h1>",
-            "<p>Per layer, the units with a page (JSON of every unit: layer&lt;i&gt;.json, "
-            "index.json).</p>",
-            "<table><tr><th>layer</th><th>unit</th><th>units</th><th>pages</th></tr>",
+            f"<p>Every readable unit, labelled with the ground-truth feature it detects best "
+            f"(F1 and precision of the unit thresholded at its best quantile), the skill most of "
+            f"its activation falls on and the tokens it promotes. Click a column to sort; type to "
+            f"filter. Pages of the top units per layer: {pages}. Every unit's JSON: "
+            f"layer&lt;i&gt;.json, index.json.</p>",
+            '<p><input id="filter" type="search" placeholder="filter: a feature, skill, token '
+            f'or unit"> <span id="count">{len(rows)}</span> units</p>',
+            '<table id="units"><thead><tr>'
+            + "".join(f"<th>{h}</th>" for h in heads)
+            + "</tr></thead><tbody>",
             *rows,
-            "</table></body></html>",
+            "</tbody></table>",
+            f"<script>{_INDEX_JS}</script></body></html>",
         ]
     )
+
+
+def rebuild_index(out_dir: str | Path) -> Path:
+    """Rewrite index.html of exported dashboards from their index.json and
+    layer{i}.json (no model needed). Returns its path."""
+    out_dir = Path(out_dir)
+    index = json.loads((out_dir / "index.json").read_text())
+    records = {
+        lay["file"]: json.loads((out_dir / lay["file"]).read_text())["features"]
+        for lay in index["layers"]
+    }
+    path = out_dir / "index.html"
+    path.write_text(_index_html(index["modelId"], index["layers"], records))
+    return path
 
 
 def export_dashboards(
@@ -255,6 +338,7 @@ def export_dashboards(
         )
     files: dict[str, str] = {}
     layers: list[dict[str, Any]] = []
+    records_by_file: dict[str, list[dict[str, Any]]] = {}
     for i, acts in units.items():
         mlp = model.blocks[i].mlp
         hook = f"blocks.{i}.mlp.{mlp.unit_hooks[-1]}"
@@ -285,6 +369,7 @@ def export_dashboards(
             "features": records,
         }
         files[f"layer{i}.json"] = json.dumps(layer_json, separators=(",", ":"))
+        records_by_file[f"layer{i}.json"] = records
         files[f"layer{i}.html"] = page
         layers.append(
             {"layer": f"blocks.{i}.mlp", "hook": hook, "unitType": mlp.unit_name,
@@ -301,7 +386,7 @@ def export_dashboards(
         "layers": layers,
     }
     files["index.json"] = json.dumps(index, indent=1)
-    files["index.html"] = _index_html(model_id, layers)
+    files["index.html"] = _index_html(model_id, layers, records_by_file)
 
     def write(tmp: Path) -> None:
         for name, text in files.items():
@@ -316,6 +401,7 @@ __all__ = [
     "layer_records",
     "logit_effects",
     "page_units",
+    "rebuild_index",
     "skill_profile",
     "top_logits",
 ]
