@@ -205,7 +205,7 @@ def segment_positions(segment_ids: Tensor) -> Tensor:
 class Transformer(HookedModule):
     """A decoder-only language model. forward(tokens) -> logits (B, T, vocab).
 
-    Hook names (DESIGN.md): hook_embed; blocks.{i}.hook_resid_pre,
+    Hook names (docs/design.md): hook_embed; blocks.{i}.hook_resid_pre,
     attn.hook_{q,k,v,pattern,z}, hook_attn_out, hook_resid_mid, hook_mlp_in,
     hook_mlp_out, hook_resid_post, plus the FFN's own (mlp.hook_pre/hook_post for
     dense, mlp.hook_router_logits/... for moe, mlp.hook_latents/... for transcoder);

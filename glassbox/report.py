@@ -20,8 +20,9 @@ import html
 import json
 import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -690,6 +691,27 @@ class Report:
             "architectures": self.architectures_json(),
             "runs": runs,
         }
+
+    def publish(self, dest: str | Path) -> Path:
+        """This report rewritten into `dest` to be committed (docs/results): report.md,
+        .html, .json, pareto.png, and every run's plots copied to
+        plots/<arch>-seed<s>/ (the runs/ folders of out_dir are build output), each
+        link made relative to `dest`. Returns report.md's path there."""
+        dest = Path(dest)
+        if dest.exists():
+            shutil.rmtree(dest)
+        runs = []
+        for r in self.runs:
+            plots = []
+            for p in r.plots:
+                src = Path(p) if Path(p).is_absolute() else Path.cwd() / p
+                if src.is_file():
+                    to = dest / "plots" / f"{r.arch}-seed{r.seed}" / src.name
+                    to.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, to)
+                    plots.append(to.as_posix())
+            runs.append(replace(r, plots=tuple(plots)))
+        return replace(self, out_dir=dest, runs=tuple(runs)).write()
 
     def write(self) -> Path:
         """pareto.png, report.md, report.html and report.json into out_dir; returns
