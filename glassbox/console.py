@@ -90,6 +90,9 @@ class Jobs:
             TimeRemainingColumn(),
             console=self.console,
             disable=not self.live,
+            # the time left from the mean pace since the start: jobs finish in bursts
+            # (two workers at once), so rich's default 30 s window swings wildly
+            speed_estimate_period=24 * 3600,
         )
         self.task = self.progress.add_task(what, total=total)
 
