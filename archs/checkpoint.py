@@ -4,8 +4,8 @@ metrics.json, README.md (model card). Nothing in them is unpickled.
 Loading checks every file before the model is built (archs/checkpoint_checks.py):
 a bad file is one CheckpointError naming it and what is wrong.
 
-Writes are atomic at the directory level: the new checkpoint is written under a
-temporary name beside the target and renamed into place, and an existing good
+Writes are atomic at the directory level (archs/writes.py): the new checkpoint is
+written under a temporary name beside the target and renamed into place, and an existing good
 checkpoint is only removed after the new one is complete. A crash at any moment
 leaves either the old checkpoint or the new one at the target path (or, in the
 instant between the two renames, the old one under `.<name>.old-*` beside it).
@@ -30,10 +30,9 @@ reads it back.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +47,14 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_model, save_model
 
 from glassbox.archs.checkpoint_checks import (
+    TOKENIZER_DIGEST_KEY,
     add_digest,
     check_digest,
     check_finite,
     check_tensors,
     checked_model_config,
     checked_tokenizer,
+    file_digest,
     read_header,
     read_json,
     read_yaml_mapping,
@@ -61,71 +62,11 @@ from glassbox.archs.checkpoint_checks import (
 from glassbox.archs.config import ModelConfig
 from glassbox.archs.errors import CheckpointError, one_line
 from glassbox.archs.transformer import Transformer
+from glassbox.archs.writes import atomic_write_dir
 
 FILES = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json", "README.md")
 SHIPPED_PREFIX = "glassbox/"  # "glassbox/<name>": a checkpoint shipped with the package
 SHIPPED_ENV = "GLASSBOX_CHECKPOINTS"  # another folder of shipped checkpoints
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_dir(target: str | Path, write) -> Path:
-    """Call write(tmp_dir) to fill a fresh directory, then move it to `target`,
-    replacing what was there only once the new one is complete."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.rmdir(old)
-        os.rename(target, old)
-    os.rename(tmp, target)
-    _fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-def clean_interrupted_writes(target: str | Path) -> list[Path]:
-    """Tidy what an `atomic_write_dir(target, ...)` killed midway left beside `target`:
-    an unfinished `.<name>.tmp-*` is removed; a `.<name>.old-*` (the previous
-    checkpoint, moved aside just before the new one was renamed in) is removed when
-    `target` exists, and renamed back to `target` when it does not. Returns the
-    paths removed or restored."""
-    target = Path(target)
-    if not target.parent.is_dir():
-        return []
-    touched = []
-    for tmp in sorted(target.parent.glob(f".{target.name}.tmp-*")):
-        shutil.rmtree(tmp, ignore_errors=True)
-        touched.append(tmp)
-    olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds and not target.exists():
-        os.rename(olds.pop(), target)
-        touched.append(target)
-    for old in olds:
-        shutil.rmtree(old, ignore_errors=True)
-        touched.append(old)
-    return touched
 
 
 def _model_card(cfg: ModelConfig, n_params: int, n_active: int, metrics: dict[str, Any]) -> str:
@@ -196,9 +137,11 @@ def save_pretrained(
     def write(tmp: Path) -> None:
         OmegaConf.save(OmegaConf.create(config), tmp / "config.yaml")
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        add_digest(tmp / "model.safetensors")
+        extra = {}
         if tokenizer is not None:
             tokenizer.save(str(tmp / "tokenizer.json"))
+            extra[TOKENIZER_DIGEST_KEY] = file_digest(tmp / "tokenizer.json")
+        add_digest(tmp / "model.safetensors", extra)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(
             _model_card(cfg, model.num_params(), model.num_params(active=True), metrics)
@@ -273,8 +216,27 @@ def shipped_checkpoints() -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "config.yaml").is_file())
 
 
+def _check_shipped_env(root: Path) -> None:
+    """CheckpointError naming GLASSBOX_CHECKPOINTS when it is set to something that
+    cannot hold shipped checkpoints."""
+    env = os.environ.get(SHIPPED_ENV)
+    if not env or root.is_dir():
+        return
+    what = "is a file" if root.exists() else "does not exist"
+    raise CheckpointError(
+        f"{SHIPPED_ENV}={env}",
+        f"{what}: the variable names the folder of shipped checkpoints (a folder with "
+        "config.yaml per checkpoint); point it at one, or unset it for the package's own",
+    )
+
+
+def _short(s: str) -> str:
+    return s if len(s) <= 80 else f"{s[:60]}...({len(s)} characters)"
+
+
 def _shipped(name: str) -> Path:
     root = shipped_dir()
+    _check_shipped_env(root)
     path = root / name
     if name and "/" not in name and not name.startswith(".") and (path / "config.yaml").is_file():
         return path
@@ -292,9 +254,20 @@ def resolve_checkpoint(path_or_hub_id: str | Path, revision: str | None = None) 
     (shipped_dir()/<name>, offline); or a hub id downloaded (or found in the local hub
     cache) through huggingface_hub. FileNotFoundError for a path that does not exist;
     CheckpointError for a shipped name that is not there (listing the shipped names) or
-    a hub id that cannot be fetched."""
-    p = Path(path_or_hub_id)
-    s = str(path_or_hub_id)
+    a hub id that cannot be fetched, or a name longer than a path can be."""
+    try:
+        return _resolve(Path(path_or_hub_id), str(path_or_hub_id), revision)
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        raise CheckpointError(
+            _short(str(path_or_hub_id)),
+            "is longer than a path can be (255 bytes a name, 4096 a path): not a "
+            "checkpoint; pass a checkpoint directory, a hub id or glassbox/<name>",
+        ) from None
+
+
+def _resolve(p: Path, s: str, revision: str | None) -> Path:
     if s.startswith(SHIPPED_PREFIX) and not (p / "config.yaml").is_file():
         # a shipped name, unless a local checkpoint directory has the same path
         return _shipped(s[len(SHIPPED_PREFIX) :])
@@ -354,8 +327,8 @@ def load_pretrained(
     Every file is checked before a weight is read (archs/checkpoint_checks.py):
     config.yaml against the model schema, model.safetensors' header and each
     tensor's name, shape and dtype against the model of the config (and its recorded
-    SHA-256), tokenizer.json against the embedding. A problem is one CheckpointError
-    naming the file.
+    SHA-256), tokenizer.json against the embedding (and its SHA-256, recorded with the
+    weights). A problem is one CheckpointError naming the file.
     """
     path = resolve_checkpoint(path_or_hub_id, revision)
     config_file, weights, tok_file = (
@@ -365,7 +338,8 @@ def load_pretrained(
     )
     cfg = checked_model_config(read_yaml_mapping(config_file), config_file)
     entries, metadata, data_start = read_header(weights)
-    tokenizer = checked_tokenizer(tok_file, cfg) if tok_file.is_file() else None
+    tok_digest = metadata.get(TOKENIZER_DIGEST_KEY)
+    tokenizer = checked_tokenizer(tok_file, cfg, tok_digest) if tok_file.is_file() else None
     model = Transformer(cfg)
     check_tensors(weights, entries, model, config_file)
     check_digest(weights, metadata, data_start)

@@ -10,7 +10,10 @@ exactly), then each tensor's name, shape and dtype against the model built from
 config.yaml. A file
 written by `save_pretrained` carries the SHA-256 of its tensor bytes in its header
 metadata (`glassbox.sha256`); where it is there, the bytes are checked against it,
-which catches a flipped bit that leaves the tensors finite.
+which catches a flipped bit that leaves the tensors finite. It carries the SHA-256 of
+the tokenizer.json saved beside it too (`glassbox.tokenizer_sha256`): a tokenizer of
+the same size whose ids were reassigned passes every other check and generates
+nonsense. Checkpoints saved before these digests load without the check.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ DTYPE_BYTES = {
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # what a floating-point weight may be stored as
 INT_DTYPES = {torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL", torch.uint8: "U8"}
 DIGEST_KEY = "glassbox.sha256"  # header metadata: SHA-256 of the tensor bytes
+TOKENIZER_DIGEST_KEY = "glassbox.tokenizer_sha256"  # and of the tokenizer.json saved with them
 MAX_HEADER = 100_000_000  # the safetensors format's own limit on the JSON header
 _CHUNK = 1 << 22
 
@@ -277,11 +281,17 @@ def check_digest(file: Path, metadata: dict[str, str], data_start: int) -> None:
         )
 
 
-def add_digest(file: Path) -> None:
+def file_digest(file: Path) -> str:
+    """SHA-256 (hex) of a whole file."""
+    return data_digest(file, 0)
+
+
+def add_digest(file: Path, extra: dict[str, str] | None = None) -> None:
     """Rewrite a safetensors file's header with the SHA-256 of its tensor bytes in the
-    metadata (`glassbox.sha256`). The tensor bytes and their offsets are unchanged."""
+    metadata (`glassbox.sha256`), and the `extra` metadata (the tokenizer's digest).
+    The tensor bytes and their offsets are unchanged."""
     entries, metadata, start = read_header(file)
-    metadata = {**metadata, DIGEST_KEY: data_digest(file, start)}
+    metadata = {**metadata, **(extra or {}), DIGEST_KEY: data_digest(file, start)}
     header = json.dumps({"__metadata__": metadata, **entries}, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # the format aligns the data to 8 bytes
     tmp = file.with_name(file.name + ".digest")
@@ -308,8 +318,9 @@ def check_finite(model: torch.nn.Module, file: Path) -> None:
 # --- tokenizer.json ------------------------------------------------------------------
 
 
-def checked_tokenizer(file: Path, cfg: ModelConfig) -> Tokenizer:
-    """tokenizer.json parsed, with every token id inside the model's embedding."""
+def checked_tokenizer(file: Path, cfg: ModelConfig, digest: str | None = None) -> Tokenizer:
+    """tokenizer.json parsed, with every token id inside the model's embedding, and
+    its bytes matching `digest` (the SHA-256 recorded with the weights) when given."""
     try:
         tok = Tokenizer.from_file(str(file))
     except Exception as e:  # tokenizers raises a bare Exception on bad JSON
@@ -324,6 +335,13 @@ def checked_tokenizer(file: Path, cfg: ModelConfig) -> Tokenizer:
             f"has {len(vocab)} tokens (ids up to {top - 1}), the model's embedding has "
             f"{cfg.vocab_size} rows (model.vocab_size): a tokenizer of another model; use "
             "the tokenizer.json saved with these weights",
+        )
+    if digest is not None and file_digest(file) != digest:
+        raise CheckpointError(
+            file,
+            "does not match the SHA-256 recorded with the weights when they were saved: a "
+            "tokenizer of another model, or this one edited (ids reassigned); use the "
+            "tokenizer.json saved with these weights",
         )
     return tok
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,15 @@ from omegaconf.errors import OmegaConfBaseException
 from glassbox.archs.config import ConfigError
 from glassbox.archs.errors import ArgumentError, CheckpointError, GlassboxError, one_line
 from glassbox.archs.generation import check_prompt_fits, check_sampling_args
+from glassbox.archs.writes import (
+    DISK_FULL,
+    Output,
+    claim_output_dir,
+    close_output_dir,
+    disk_full,
+    open_output_dir,
+    write_output_dir,
+)
 from glassbox.console import Jobs, quiet_third_party
 from glassbox.training.evaluate import load_suite_for
 
@@ -60,15 +70,20 @@ def _cmd_eval(args) -> int:
 def _cmd_analyze(args) -> int:
     from glassbox.analysis.interp import format_scores, interp_with_baselines
     from glassbox.analysis.mechanistic import MechanisticConfig, run_mechanistic
-    from glassbox.archs.checkpoint import load_pretrained, read_config, resolve_checkpoint
+    from glassbox.archs.checkpoint import (
+        load_pretrained,
+        read_config,
+        resolve_checkpoint,
+        shipped_dir,
+    )
 
     path = resolve_checkpoint(args.checkpoint)
+    out = _analysis_dir(args, path)  # checked before the model loads, made once it has
     model = load_pretrained(path, device=args.device)
     suite, _ = load_suite_for(path, model)
-    out = Path(args.out or (path.parent / "analysis"))
-    out.mkdir(parents=True, exist_ok=True)
+    keep = open_output_dir(out, ANALYZE, [path], [shipped_dir()], args.force)
     if not suite.skill_names:  # a text corpus: no ground truth, domains instead
-        return _analyze_text(args, model, suite, path, out)
+        return _analyze_text(args, model, suite, path, out, keep)
     # the untrained twin is built at the seed the run trained from (run.seed)
     init_seed = int((read_config(path).get("run") or {}).get("seed", 0))
     report = {"checkpoint": str(path)}
@@ -81,6 +96,7 @@ def _cmd_analyze(args) -> int:
         report["mechanistic"] = run_mechanistic(model, suite, out, mech)
         progress.done("analyze: logit lens, heads, probes, patching")
     (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
+    close_output_dir(out, ANALYZE, keep)
     print("\n".join(format_scores(report["interp"]["summary"])))
     print(f"untrained: the same config at run.seed={init_seed}, at initialisation; token: what")
     print("the current token alone predicts; the last two columns are the lifts over them.")
@@ -88,7 +104,7 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
-def _analyze_text(args, model, suite, path: Path, out: Path) -> int:
+def _analyze_text(args, model, suite, path: Path, out: Path, keep: list[str]) -> int:
     """`glassbox analyze` on a model trained on a text corpus: the scores that need
     no ground truth (analysis.text_analysis), the logit lens and head scores."""
     from glassbox.analysis.interp import format_scores
@@ -108,6 +124,7 @@ def _analyze_text(args, model, suite, path: Path, out: Path) -> int:
         report["mechanistic"] = run_mechanistic(model, suite, out, mech)
         progress.done("analyze: logit lens, heads, probes, patching")
     (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
+    close_output_dir(out, ANALYZE, keep)
     summary = report["interp"]["summary"]
     print("\n".join(format_scores(summary)))
     per_domain = {k: v for k, v in summary.items() if k.startswith("domains.")}
@@ -116,6 +133,44 @@ def _analyze_text(args, model, suite, path: Path, out: Path) -> int:
     print(not_applicable_line())
     print(f"wrote {out / 'analysis.json'}, feature pages and plots in {out}")
     return 0
+
+
+# what analyze and the features export write (archs.writes): a folder written before
+# the marker existed is known by its analysis.json, or its dashboard index
+ANALYZE = Output("glassbox analyze", legacy=lambda d: (d / "analysis.json").is_file())
+FEATURES = Output(
+    "glassbox export --to features",
+    legacy=lambda d: (d / "index.json").is_file() and (d / "index.html").is_file(),
+    owns=("index.json", "index.html", "layer*.json", "layer*.html"),
+)
+
+
+def _check_examples(n: int) -> None:
+    if n < 1:
+        raise ArgumentError("--examples", n, "a positive number of held-out examples to read")
+
+
+def _analysis_dir(args, path: Path) -> Path:
+    """Where analyze writes, checked (archs.writes.claim_output_dir): --out; else
+    beside a local checkpoint (runs/dense/analysis); else, for a shipped or downloaded
+    checkpoint, ./analysis-<name> in the working directory, said on stdout."""
+    from glassbox.archs.checkpoint import shipped_dir
+
+    _check_examples(args.examples)
+    if args.out:
+        out = Path(args.out)
+    elif Path(args.checkpoint).is_dir() and not _inside(path, shipped_dir()):
+        out = path.parent / "analysis"
+    else:
+        out = Path(f"analysis-{Path(str(args.checkpoint).rstrip('/')).name}")
+        print(f"analyze: writing to {out}/ in the working directory (--out names another)")
+    claim_output_dir(out, ANALYZE, [path], [shipped_dir()], args.force)
+    return out
+
+
+def _inside(path: Path, root: Path) -> bool:
+    path, root = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return path == root or root in path.parents
 
 
 def _cmd_compare(args) -> int:
@@ -193,11 +248,11 @@ def _cmd_export(args) -> int:
     if args.to == "hf":
         from glassbox.archs.export.hf import export_hf
 
-        export_hf(args.checkpoint, args.dir)
+        export_hf(args.checkpoint, args.dir, force=args.force)
     else:
         from glassbox.archs.export.transformer_lens import export_transformer_lens
 
-        export_transformer_lens(args.checkpoint, args.dir)
+        export_transformer_lens(args.checkpoint, args.dir, force=args.force)
     print(f"exported {args.checkpoint} to {args.dir} ({args.to})")
     return 0
 
@@ -206,12 +261,20 @@ def _export_features(args) -> int:
     """The dashboards of every readable unit (analysis.dashboards, schema in
     analysis/DASHBOARDS.md) on the checkpoint's own data."""
     from glassbox.analysis.dashboards import export_dashboards
-    from glassbox.archs.checkpoint import load_pretrained, resolve_checkpoint
+    from glassbox.archs.checkpoint import load_pretrained, resolve_checkpoint, shipped_dir
 
+    _check_examples(args.examples)
     path = resolve_checkpoint(args.checkpoint)
+    # a checkpoint's own features/ folder is part of it, shipped ones included (make ship)
+    own = Path(os.path.realpath(args.dir)) == Path(os.path.realpath(path / "features"))
+    where = (args.dir, FEATURES, [path], [] if own else [shipped_dir()], args.force)
+    claim_output_dir(*where)  # before the model loads
     model = load_pretrained(path, device=args.device)
     suite, _ = load_suite_for(path, model)
-    out = export_dashboards(model, suite, args.dir, n_examples=args.examples)
+    out = write_output_dir(
+        args.dir, lambda tmp: export_dashboards(model, suite, tmp, n_examples=args.examples),
+        *where[1:],
+    )  # fmt: skip
     print(f"exported the features of {args.checkpoint} to {out} (index.json, index.html)")
     return 0
 
@@ -332,7 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = _command(sub, "analyze")
     a.add_argument("checkpoint")
-    a.add_argument("--out", default=None, help="output directory (default: beside the checkpoint)")
+    a.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: beside the checkpoint; ./analysis-<name> for a "
+        "shipped or hub one)",
+    )
+    a.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a --out holding other files (they are kept; same-named ones replaced)",
+    )
     a.add_argument("--examples", type=int, default=512, help="held-out examples to analyse")
     a.add_argument(
         "--reference",
@@ -373,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("dir", help="output directory")
     x.add_argument("--examples", type=int, default=256, help="features: examples to read")
     x.add_argument("--device", default=None, help="features: where the model runs")
+    x.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a DIR holding other files (they are kept; same-named ones replaced)",
+    )
     x.set_defaults(fn=_cmd_export)
 
     s = _command(sub, "ship")
@@ -409,8 +487,17 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, f"config error: {key}: {str(e).splitlines()[0]}", 2)
     except (GlassboxError, FileNotFoundError, ValueError, ImportError) as e:
         return _fail(args.command, e, 1)
+    except OSError as e:  # a full disk, a folder it may not write, a name too long
+        return _fail(args.command, _os_error(e), 1)
     except KeyboardInterrupt:
         return _fail(args.command, "interrupted", 130)
+
+
+def _os_error(e: OSError) -> str:
+    if e.errno in DISK_FULL:
+        return f"error: {disk_full(e.filename or Path.cwd(), e, 'what it wrote may be partial')}"
+    where = f"{e.filename}: " if e.filename else ""
+    return f"error: {where}{e.strerror or e}"
 
 
 def _fail(command: str, e: BaseException | str, code: int) -> int:

@@ -29,8 +29,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from omegaconf import OmegaConf
 
-from glassbox.archs.checkpoint import atomic_write_dir
-from glassbox.archs.errors import ArgumentError, CheckpointError
+from glassbox.archs.errors import ArgumentError, CheckpointError, one_line
+from glassbox.archs.writes import (
+    DISK_FULL,
+    OutputError,
+    atomic_write_dir,
+    disk_full,
+    replace_entries,
+)
 from glassbox.metrics import CAPABILITY, CIRCUITS, INTERPRETABILITY, SKILLS, TOOLS, Metric, Stat
 from glassbox.report import NOT_INFORMATIVE, Report, informative
 
@@ -253,10 +259,17 @@ def model_card(
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Replace `path` only once its new text is whole on disk."""
+    """Replace `path` only once its new text is whole on disk (nothing of it left if
+    the disk is full)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in DISK_FULL:
+            raise disk_full(path, e, "the old file is kept") from None
+        raise
 
 
 def train_command(report: Report, arch: str, seed: int) -> str:
@@ -278,9 +291,30 @@ def at_seed(report: Report, seed: int) -> Report:
     return replace(report, seeds=(seed,), runs=runs, posthoc=posthoc)
 
 
+SHIP_FILES = (*CHECKPOINT_FILES, CURVE, "README.md")
+
+
+def check_dest(dest: Path) -> None:
+    """OutputError unless ship may write `dest`: new, or holding none of the files
+    ship writes, or a checkpoint it shipped before (README.md is its card, headed
+    `# glassbox/<name>`). Other entries (features/, the dashboards) are never touched."""
+    if dest.exists() and not dest.is_dir():
+        raise OutputError(dest, "is a file, not a folder: ship into a folder of checkpoints")
+    if not dest.is_dir():
+        return
+    ours = sorted(n for n in SHIP_FILES if (dest / n).exists())
+    card = dest / "README.md"
+    if ours and not (card.is_file() and card.read_text(errors="replace").startswith("# glassbox/")):
+        raise OutputError(
+            dest,
+            f"holds files glassbox ship did not write ({', '.join(ours)}; README.md is no "
+            "shipped card): ship into another --to, or move them away",
+        )
+
+
 def ship_checkpoint(run_dir: Path, dest: Path) -> Path:
-    """Copy a run's exported checkpoint and its training curve into `dest` (replaced
-    whole, atomically)."""
+    """Copy a run's exported checkpoint and its training curve into `dest`: each file
+    replaced whole (by rename), every other entry of `dest` (features/) kept."""
     src = run_dir / "checkpoint"
     missing = [f for f in CHECKPOINT_FILES if not (src / f).is_file()]
     if missing:
@@ -292,7 +326,28 @@ def ship_checkpoint(run_dir: Path, dest: Path) -> Path:
         if (run_dir / "logs" / "metrics.csv").is_file():
             training_curve(run_dir / "logs" / "metrics.csv", tmp / CURVE)
 
-    return atomic_write_dir(dest, write)
+    try:
+        if not dest.is_dir():
+            return atomic_write_dir(dest, write)
+        return replace_entries(dest, write)
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            raise disk_full(dest, e) from None
+        raise
+
+
+def read_report(path: Path, flag: str) -> Report:
+    """The Report at `path`; ArgumentError naming `flag` and the file when it is not
+    a report.json that `glassbox compare` wrote."""
+    if not path.is_file():
+        raise ArgumentError(flag, str(path), "no such file: a report.json of glassbox compare")
+    try:
+        return Report.read(path)
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        why = one_line(f"{type(e).__name__}: {e}")[:160]
+        raise ArgumentError(
+            flag, str(path), f"is not a report.json written by glassbox compare ({why})"
+        ) from None
 
 
 def ship(
@@ -308,10 +363,15 @@ def ship(
     `to`/<arch>/ and write its card from the report at `scores`; copy=False rewrites
     the cards of checkpoints already there. Returns the shipped directories."""
     runs_dir, to = Path(runs_dir), Path(to)
-    trained = Report.read(runs_dir / "report.json")
-    scored = at_seed(Report.read(Path(scores)) if scores else trained, seed)
+    if to.exists() and not to.is_dir():
+        raise OutputError(to, "is a file, not a folder: --to names the folder of checkpoints")
+    trained = read_report(runs_dir / "report.json", "RUNS_DIR")
+    scored = at_seed(read_report(Path(scores), "--scores") if scores else trained, seed)
+    names = archs or list(trained.config["architectures"])
+    for arch in names if copy else ():
+        check_dest(to / arch)  # every one, before any is written
     out = []
-    for arch in archs or list(trained.config["architectures"]):
+    for arch in names:
         dest = to / arch
         if copy:
             ship_checkpoint(runs_dir / "runs" / f"{arch}-seed{seed}", dest)

@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 
 from glassbox import archs
-from glassbox.archs.checkpoint import clean_interrupted_writes
+from glassbox.archs.writes import clean_interrupted_writes
 from glassbox.archs.errors import ArgumentError, CheckpointError
 from glassbox.archs.tools import ToolRegistry, generate_with_tools
 from glassbox.archs.tools.calculator import Calculator

@@ -126,7 +126,7 @@ def test_unknown_shipped_name_lists_the_shipped_ones(shipped):
 
 
 def test_no_shipped_checkpoints_says_none(tmp_path, monkeypatch):
-    monkeypatch.setenv("GLASSBOX_CHECKPOINTS", str(tmp_path / "absent"))
+    monkeypatch.setenv("GLASSBOX_CHECKPOINTS", str(tmp_path))  # an empty folder
     assert archs.shipped_checkpoints() == []
     with pytest.raises(CheckpointError, match=r"none yet\); pass a checkpoint directory"):
         resolve_checkpoint("glassbox/dense")

@@ -26,10 +26,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
 from torch.utils.data import IterableDataset
 
-from glassbox.archs.checkpoint import clean_interrupted_writes, save_pretrained
+from glassbox.archs.checkpoint import save_pretrained
 from glassbox.archs.config import ConfigError
 from glassbox.archs.errors import one_line
 from glassbox.archs.weight_sparsity import nonzero_params
+from glassbox.archs.writes import clean_interrupted_writes
 from glassbox.training.callbacks import (
     AtomicCheckpointIO,
     NaNGuard,

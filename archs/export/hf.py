@@ -26,12 +26,13 @@ from pathlib import Path
 
 import torch
 
-from glassbox.archs.checkpoint import atomic_write_dir, load_pretrained
+from glassbox.archs.checkpoint import load_pretrained, resolve_checkpoint, shipped_dir
 from glassbox.archs.config import FFNConfig, ModelConfig
 from glassbox.archs.export.backbone import attention_map, decoder_config_kwargs, special_token_ids
 from glassbox.archs.export.errors import ExportError, llama_ffn, require
 from glassbox.archs.export.mixtral import mixtral_ffn, to_hf_mixtral
 from glassbox.archs.transformer import Transformer
+from glassbox.archs.writes import Output, claim_output_dir, write_output_dir
 
 TARGET = "hf"
 
@@ -209,10 +210,14 @@ def to_hf(model: Transformer, attn_implementation: str = "sdpa"):
     return to_hf_llama(model, attn_implementation)
 
 
+EXPORT = Output("glassbox export")  # what an HF (or TransformerLens) export folder says
+
+
 def export_hf(
     model_or_checkpoint: Transformer | str | os.PathLike,
     out_dir: str | os.PathLike,
     attn_implementation: str = "sdpa",
+    force: bool = False,
 ) -> Path:
     """Write a directory that `AutoModelForCausalLM.from_pretrained` loads (a
     LlamaForCausalLM for a dense model, a MixtralForCausalLM for a softmax top-k MoE:
@@ -222,13 +227,23 @@ def export_hf(
 
     model_or_checkpoint: a Transformer, or a glassbox checkpoint directory / hub id /
     shipped name. The directory appears at `out_dir` complete or not at all (written
-    beside it, then renamed). Returns out_dir as a Path. Raises ExportError for a
-    model that neither target can hold, before anything is written.
+    beside it, then renamed); it must be new, empty or an earlier export, never the
+    checkpoint itself or inside the shipped checkpoints (archs.writes: OutputError,
+    one line); force writes into a folder of other files, keeping them. Returns
+    out_dir as a Path. Raises ExportError for a model that neither target can hold,
+    before anything is written.
     """
-    if isinstance(model_or_checkpoint, str | os.PathLike):
-        model = load_pretrained(model_or_checkpoint)
-    else:
-        model = model_or_checkpoint
+    model = model_to_export(model_or_checkpoint, out_dir, force)
+    return write_hf(
+        model, out_dir, checkpoint_inputs(model_or_checkpoint), force, attn_implementation
+    )
+
+
+def write_hf(
+    model: Transformer, out_dir, inputs: list[Path], force: bool, attn_implementation: str = "sdpa"
+) -> Path:
+    """export_hf's writing half: `model` as an HF directory at out_dir, which must not
+    be (or hold) one of `inputs`."""
     hf = to_hf(model, attn_implementation)
     tokenizer = hf_tokenizer(model)
 
@@ -237,4 +252,21 @@ def export_hf(
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
 
-    return atomic_write_dir(out_dir, write)
+    return write_output_dir(out_dir, write, EXPORT, inputs, [shipped_dir()], force)
+
+
+def checkpoint_inputs(model_or_checkpoint) -> list[Path]:
+    if isinstance(model_or_checkpoint, str | os.PathLike):
+        return [resolve_checkpoint(model_or_checkpoint)]
+    return []
+
+
+def model_to_export(model_or_checkpoint, out_dir, force: bool) -> Transformer:
+    """The model to export, loaded when a checkpoint is named, once out_dir is known
+    to be a place the export may write (a refusal costs no load)."""
+    claim_output_dir(
+        out_dir, EXPORT, checkpoint_inputs(model_or_checkpoint), [shipped_dir()], force
+    )
+    if isinstance(model_or_checkpoint, str | os.PathLike):
+        return load_pretrained(model_or_checkpoint)
+    return model_or_checkpoint

@@ -26,9 +26,14 @@ import re
 import tempfile
 from pathlib import Path
 
-from glassbox.archs.checkpoint import load_pretrained
 from glassbox.archs.export.errors import llama_ffn, require
-from glassbox.archs.export.hf import export_hf, hf_tokenizer, to_hf_llama
+from glassbox.archs.export.hf import (
+    checkpoint_inputs,
+    hf_tokenizer,
+    model_to_export,
+    to_hf_llama,
+    write_hf,
+)
 from glassbox.archs.transformer import Transformer
 
 TARGET = "transformer-lens"
@@ -108,16 +113,18 @@ def to_transformer_lens(model: Transformer):
 
 
 def export_transformer_lens(
-    model_or_checkpoint: Transformer | str | os.PathLike, out_dir: str | os.PathLike
+    model_or_checkpoint: Transformer | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    force: bool = False,
 ) -> Path:
     """Write a directory that TransformerLens loads offline:
     `TransformerBridge.boot_transformers(out_dir)` (TL >= 4 boots HF directories).
 
     It is the HF export (archs.export.export_hf: config.json, model.safetensors,
-    tokenizer files), checked first against what the TL export supports. Returns
-    out_dir as a Path; ExportError for a model that is not a dense SwiGLU Llama.
+    tokenizer files), checked first against what the TL export supports, written
+    where export_hf writes (force as there). Returns out_dir as a Path; ExportError
+    for a model that is not a dense SwiGLU Llama.
     """
-    if isinstance(model_or_checkpoint, str | os.PathLike):
-        model_or_checkpoint = load_pretrained(model_or_checkpoint)
-    llama_ffn(model_or_checkpoint.cfg, TARGET)
-    return export_hf(model_or_checkpoint, out_dir)
+    model = model_to_export(model_or_checkpoint, out_dir, force)
+    llama_ffn(model.cfg, TARGET)
+    return write_hf(model, out_dir, checkpoint_inputs(model_or_checkpoint), force)
