@@ -178,7 +178,7 @@ def _cmd_compare(args) -> int:
 
     report = compare(load_compare_config(args.config, args.overrides))
     print(report.markdown_summary())
-    print(f"wrote {report.path}")
+    print(f"wrote {report.path}, {report.path.with_suffix('.html')} and report.json")
     return 0
 
 
