@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from glassbox.analysis.feature_cost import measure_feature_cost
@@ -60,7 +60,7 @@ from glassbox.results import (
     load_saved,
     save,
 )
-from glassbox.training.config import ExperimentConfig, load_config, to_dict
+from glassbox.training.config import ExperimentConfig, load_config, load_yaml_file, to_dict
 from glassbox.training.data import SuiteData, build_datasets
 from glassbox.training.train import train
 from glassbox.training.transcoder_fit import fit_transcoders, splice
@@ -112,8 +112,15 @@ def load_compare_config(path: str | Path, overrides: list[str] | None = None) ->
     data., optim., trainer., run.) are passed on to every run."""
     base = OmegaConf.structured(CompareConfig)
     run_keys = []
+    raw = load_yaml_file(Path(path))
+    for key in ("architectures", "arch_overrides", "checkpoints", "posthoc"):
+        if raw.get(key) is not None and not isinstance(raw[key], DictConfig):
+            value = (
+                OmegaConf.to_container(raw[key]) if isinstance(raw[key], ListConfig) else raw[key]
+            )
+            raise ConfigError(key, value, f"must be a mapping (name: value) (in {path})")
     try:
-        cfg = OmegaConf.merge(base, OmegaConf.load(path))
+        cfg = OmegaConf.merge(base, raw)
         for item in overrides or []:
             if item.split("=", 1)[0].split(".")[0] in ("model", "data", "optim", "trainer", "run"):
                 run_keys.append(item)
@@ -265,6 +272,37 @@ class CheckpointRun(RunInputs):
         return True
 
 
+def architecture_of(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What makes a run config the architecture it is, key by key: the FFN kind of
+    each layer, the MoE router, weight sparsity, tool use, and the data it learns."""
+    m = cfg.model
+    ffns = [m.ffn_for_layer(i) for i in range(m.n_layers)]
+    kinds = sorted({f.kind for f in ffns})
+    return {
+        "model.ffn.kind": kinds[0] if len(kinds) == 1 else kinds,
+        "model.ffn.moe.router": sorted({f.moe.router for f in ffns if f.kind == "moe"}) or None,
+        "model.weight_sparsity": "on" if m.weight_sparsity.target_density < 1 else "off",
+        "tools.enabled": bool(cfg.tools.enabled),
+        "data.source": cfg.data.source,
+    }
+
+
+def check_is_architecture(run: CheckpointRun, cc: CompareConfig) -> None:
+    """ConfigError naming checkpoints.<arch> when the checkpoint is not the
+    architecture of its key (a MoE checkpoint under dense, a text-trained one under
+    a skills run): scored under that name, it would be reported as something it is not."""
+    path = cc.architectures[run.arch]
+    want = architecture_of(load_config(path, run_overrides(cc, run.arch)))
+    have = architecture_of(run.cfg)
+    for key, value in have.items():
+        if value != want[key]:
+            raise ConfigError(
+                f"checkpoints.{run.arch}", run.source,
+                f"is a {key}={value} checkpoint, and architectures.{run.arch} ({path}) "
+                f"trains {key}={want[key]}: list it under the key of its own architecture",
+            )  # fmt: skip
+
+
 def checkpoint_runs(cc: CompareConfig, out: Path) -> dict[str, CheckpointRun]:
     """The architectures of `cc.checkpoints`, each checked: an architecture of the
     config, trained at a seed the compare runs (ConfigError naming the key if not)."""
@@ -276,6 +314,7 @@ def checkpoint_runs(cc: CompareConfig, out: Path) -> dict[str, CheckpointRun]:
                 f"not an architecture of this compare ({', '.join(cc.architectures)})",
             )  # fmt: skip
         run = CheckpointRun(arch, checkpoint, out)
+        check_is_architecture(run, cc)
         seed = run.seed
         if list(cc.seeds) != [seed]:
             raise ConfigError(
@@ -569,8 +608,8 @@ def compare(cc: CompareConfig) -> Report:
     Returns the Report (its .path is report.md). The console shows one progress bar
     over every job (a run trained, a run or a post-hoc route scored)."""
     out = Path(cc.out_dir)
+    plan = plan_runs(cc, out)  # every config checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan_runs(cc, out)
     n_train = sum(not run.is_current() for run in plan)
     order = {arch: i for i, arch in enumerate(cc.architectures)}
     runs: list[RunResult] = []

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -119,14 +120,22 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise _describe(e, source) from None
 
 
-def _load_yaml(path: Path) -> DictConfig:
+def load_yaml_file(path: Path) -> DictConfig:
+    """A config file as a non-empty YAML mapping; ConfigError (one line: the file, the
+    line and what is wrong) for a missing file, bad YAML, a duplicate key, a list."""
     if not path.is_file():
         raise ConfigError("config", str(path), "no such file")
     try:
         cfg = OmegaConf.load(path)
-    except Exception as e:  # yaml syntax
+    except yaml.MarkedYAMLError as e:  # syntax, a duplicate key
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(
-            "config", str(path), f"not valid YAML: {str(e).splitlines()[0]}"
+            "config", str(path), f"not valid YAML: {e.problem or one_line(str(e))}{where}"
+        ) from None
+    except Exception as e:  # another YAML error, bytes that are not text
+        raise ConfigError(
+            "config", str(path), f"not valid YAML: {one_line(str(e))[:200]}"
         ) from None
     if not isinstance(cfg, DictConfig):
         raise ConfigError("config", str(path), "must be a YAML mapping of sections")
@@ -152,7 +161,7 @@ def _resolve_defaults(raw: DictConfig, path: Path) -> DictConfig:
         for root in (path.parent, CONFIG_DIR):
             candidate = root / group / f"{name}.yaml"
             if candidate.is_file():
-                part = _load_yaml(candidate)
+                part = load_yaml_file(candidate)
                 break
         if part is None:
             choices = sorted(p.stem for p in (CONFIG_DIR / str(group)).glob("*.yaml"))
@@ -171,7 +180,7 @@ def load_config(
     cfg = OmegaConf.structured(ExperimentConfig)
     if path is not None:
         path = Path(path)
-        cfg = _merge(cfg, _resolve_defaults(_load_yaml(path), path), str(path))
+        cfg = _merge(cfg, _resolve_defaults(load_yaml_file(path), path), str(path))
     for item in overrides or []:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
