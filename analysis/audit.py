@@ -27,6 +27,10 @@ averaged over layers replicate by replicate):
     interp.info_beyond_token_routed (+ _ci, _shuffled): the kind's top-1 group
     baselines.token.interp.coverage_heldout (+ _ci)
     interp.skill_entropy_given_token    bits/token: the most any grouping can add
+
+The controls are repeated as baselines.random.interp.{lift_pooled, coverage_matched}
+and baselines.shuffled.interp.info_beyond_token[_routed], beside the untrained
+twin's baselines.init.* and the token's baselines.token.*.
 """
 
 from __future__ import annotations
@@ -136,48 +140,60 @@ def coverage_section(
     return out, details
 
 
+@dataclass
+class Labelled:
+    """A label per token of both splits' readings (the skill; a text's domain), -1
+    where none applies, and the bootstrap draws over the score split's examples."""
+
+    fit: Tensor
+    score: Tensor
+    n_labels: int
+    weights: Tensor
+
+    def info(self, fit: Readings, score: Readings, fg: Tensor, sg: Tensor, seed: int):
+        """info_with_control of the groups fg (fit) and sg (score) on labelled tokens."""
+        fm, sm = self.fit >= 0, self.score >= 0
+        ex = score.col.where[:, 0].long()
+        return info_with_control(
+            fit.col.token_ids[fm], fg[fm], self.fit[fm].long(),
+            score.col.token_ids[sm], sg[sm], self.score[sm].long(),
+            ex[sm], len(score.col.sequences), self.n_labels, self.weights, seed=seed,
+        )  # fmt: skip
+
+
 def specialisation_section(
-    p: Protocol, fit: Readings, score: Readings, n_labels: int, n_groups: int, seed: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(summary keys, per-layer details) of information beyond the token."""
+    labels: Labelled, fit: Readings, score: Readings, n_groups: int, seed: int,
+    prefix: str = "interp.", label: str = "skill",
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """(summary keys, per-layer details) of information beyond the token about the
+    label: {prefix}info_beyond_token[_routed] (+ _ci, _shuffled, _shuffled_ci) and
+    {prefix}{label}_entropy_given_token."""
     clusters, routed, details = [], [], {}
     for i in fit.units:
         acts_fit = next(iter(fit.units[i].values()))
         acts_score = next(iter(score.units[i].values()))
         centres = kmeans_centres(acts_fit, n_groups, iters=30, seed=seed)
-        fg, sg = (
-            torch.cdist(acts_fit, centres).argmin(1),
-            torch.cdist(acts_score, centres).argmin(1),
-        )
-        v, r = _info_labels(p, fit, score, fg, sg, n_labels, seed)
+        fg = torch.cdist(acts_fit, centres).argmin(1)
+        sg = torch.cdist(acts_score, centres).argmin(1)
+        v, r = labels.info(fit, score, fg, sg, seed)
         layer: dict[str, Any] = {"clusters": v}
         clusters.append((v, r))
         if fit.groups[i] is not None:
             slots = {}
             for s in range(fit.groups[i].shape[1]):
-                vs, rs = _info_labels(p, fit, score, fit.groups[i][:, s], score.groups[i][:, s],
-                                      n_labels, seed)  # fmt: skip
+                vs, rs = labels.info(fit, score, fit.groups[i][:, s], score.groups[i][:, s], seed)
                 slots[f"slot{s}"] = vs
                 if s == 0:
                     routed.append((vs, rs))
             layer["routed"] = slots
         details[str(i)] = layer
-    out = _info_summary("interp.info_beyond_token", clusters)
+    out = _info_summary(f"{prefix}info_beyond_token", clusters)
     if routed:
-        out.update(_info_summary("interp.info_beyond_token_routed", routed))
-    out["interp.skill_entropy_given_token"] = _layer_mean(
+        out.update(_info_summary(f"{prefix}info_beyond_token_routed", routed))
+    out[f"{prefix}{label}_entropy_given_token"] = _layer_mean(
         [v["entropy_given_token_bits"] for v, _ in clusters]
     )
     return out, details
-
-
-def _info_labels(p, fit, score, fg, sg, n_labels, seed):
-    fm, sm = fit.col.skill >= 0, score.col.skill >= 0
-    return info_with_control(
-        p.fit.tokens[fm], fg[fm], fit.col.skill[fm].long(),
-        p.score.tokens[sm], sg[sm], score.col.skill[sm].long(),
-        p.score.example[sm], p.score.n_examples, n_labels, p.weights, seed=seed,
-    )  # fmt: skip
 
 
 def _info_summary(key: str, per_layer: list) -> dict[str, Any]:
@@ -185,6 +201,21 @@ def _info_summary(key: str, per_layer: list) -> dict[str, Any]:
     out[f"{key}_ci"] = interval(torch.stack([r["info"] for _, r in per_layer]).mean(0))
     out[f"{key}_shuffled"] = _layer_mean([v["shuffled"]["info_bits"] for v, _ in per_layer])
     out[f"{key}_shuffled_ci"] = interval(torch.stack([r["shuffled"] for _, r in per_layer]).mean(0))
+    return out
+
+
+def _as_baselines(summary: dict[str, Any]) -> dict[str, Any]:
+    """The controls also under baselines.<name>.<key>, the report's baseline columns:
+    baselines.random.interp.{lift_pooled, coverage_matched} (+ _ci) and
+    baselines.shuffled.interp.info_beyond_token[_routed] (+ _ci)."""
+    out = {}
+    for k in ("lift_pooled", "coverage_matched"):
+        for tail in ("", "_ci"):
+            out[f"baselines.random.interp.{k}{tail}"] = summary[f"interp.random_control.{k}{tail}"]
+    for k in ("info_beyond_token", "info_beyond_token_routed"):
+        for tail in ("", "_ci"):
+            if f"interp.{k}_shuffled{tail}" in summary:
+                out[f"baselines.shuffled.interp.{k}{tail}"] = summary[f"interp.{k}_shuffled{tail}"]
     return out
 
 
@@ -221,11 +252,11 @@ def audited_scores(
     report: dict[str, Any] = {"token": token}
     if fit.units:
         cov, cov_layers = coverage_section(p, fit, score, matched_units, n_subsets, seed)
-        spec, spec_layers = specialisation_section(
-            p, fit, score, len(suite.skill_names), n_groups, seed
-        )
+        skills = Labelled(fit.col.skill, score.col.skill, len(suite.skill_names), p.weights)
+        spec, spec_layers = specialisation_section(skills, fit, score, n_groups, seed)
         summary.update(cov)
         summary.update(spec)
+        summary.update(_as_baselines(summary))
         report.update(coverage=cov_layers, specialisation=spec_layers)
     report["summary"] = summary
     return report

@@ -62,10 +62,17 @@ def to_device(batch: Mapping[str, Tensor], device) -> dict[str, Tensor]:
 def suite_batches(
     suite: SuiteData, split: str, n_examples: int, batch_size: int = 64, seed: int = 0, device=None
 ) -> list[dict[str, Tensor]]:
-    """A seeded sample of n_examples rows of a split, collated into batches."""
+    """A seeded sample of n_examples rows of a split, collated into batches.
+
+    On a text corpus (rows with a `domain` column) the sample is stratified: rows are
+    drawn from the domains in turn (each row counted for the domain most of its tokens
+    belong to), so that every domain with held-out rows is in a sample of at least as
+    many rows as there are domains."""
     ds = suite.splits[split]
     idx = list(range(len(ds)))
     random.Random(seed).shuffle(idx)
+    if suite.domain_names and "domain" in ds.column_names and n_examples < len(ds):
+        idx = _round_robin(idx, ds["domain"])
     rows = [ds[i] for i in sorted(idx[:n_examples])]
     batches = [
         collate(rows[i : i + batch_size], suite.pad_id) for i in range(0, len(rows), batch_size)
@@ -73,6 +80,20 @@ def suite_batches(
     if device is not None:
         batches = [to_device(b, device) for b in batches]
     return batches
+
+
+def _round_robin(order: list[int], domains: list[list[int]]) -> list[int]:
+    """order, re-ordered to take one row of each domain in turn (a row's domain: the
+    most common id of its tokens, -1 ignored); the order within a domain is kept."""
+    by_domain: dict[int, list[int]] = {}
+    for i in order:
+        ids = [d for d in domains[i] if d >= 0]
+        by_domain.setdefault(max(set(ids), key=ids.count) if ids else -1, []).append(i)
+    queues = [by_domain[d] for d in sorted(by_domain)]
+    out: list[int] = []
+    for k in range(max(len(q) for q in queues)):
+        out += [q[k] for q in queues if k < len(q)]
+    return out
 
 
 __all__ = [

@@ -47,12 +47,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from glassbox.analysis.audit import N_GROUPS, Labelled, read_units, specialisation_section
 from glassbox.analysis.baselines import untrained_twin
 from glassbox.analysis.batches import real_tokens, token_batch
 from glassbox.analysis.circuits import HookUnits, circuit_report, unit_groups, unit_means
 from glassbox.analysis.coverage import Collected
 from glassbox.analysis.feature_pages import feature_contexts, render_html, render_text
 from glassbox.analysis.interp import ffn_kinds, suite_batches, unit_activations
+from glassbox.analysis.intervals import bootstrap_weights
 from glassbox.analysis.jsonable import jsonable, mean_defined
 from glassbox.analysis.logit_lens import unembed
 from glassbox.analysis.moe import router_saturation, selectivity, vocab_specialization
@@ -121,6 +123,65 @@ def domain_labels(batches: Sequence[Mapping[str, Tensor]], max_tokens: int | Non
     """(N,) the domain of every real token, in collect_activations' order."""
     parts = [b[LABEL][real_tokens(*token_batch(b))].cpu() for b in batches]
     return torch.cat(parts)[:max_tokens]
+
+
+def held_out_domains(
+    names: Sequence[str], val: Sequence[Mapping[str, Tensor]], test: Sequence[Mapping[str, Tensor]]
+) -> dict[str, Any]:
+    """How many held-out blocks of each split hold tokens of each domain, and one line
+    saying how many domains (of all) and blocks each domain score stands on."""
+    counts: dict[str, dict[str, int]] = {}
+    for split, batches in (("val", val), ("test", test)):
+        per = [0] * len(names)
+        for b in batches:
+            m = real_tokens(*token_batch(b))
+            for row, keep in zip(b[LABEL].cpu(), m.cpu()):
+                for d in row[keep].unique().tolist():
+                    if d >= 0:
+                        per[d] += 1
+        counts[split] = dict(zip(names, per))
+    parts = []
+    for split, per in counts.items():
+        if not per and split == "test":
+            continue
+        held = [n for n, c in per.items() if c]
+        missing = [n for n, c in per.items() if not c]
+        blocks = sorted(per[n] for n in held)
+        span = f"{blocks[0]}-{blocks[-1]} blocks each" if blocks else "no blocks"
+        tail = (
+            f"; none of {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+            if missing
+            else ""
+        )
+        parts.append(f"{split}: {len(held)} of {len(names)} domains, {span}{tail}")
+    return {"blocks": counts, "line": "domain scores stand on held-out blocks: " + "; ".join(parts)}
+
+
+def domain_information(
+    model, val, test, n_domains: int, max_tokens: int | None, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Held-out information about the domain beyond the token (analysis.audit: units
+    clustered, and a MoE's routing, fitted on val and scored on test):
+    interp.domain_info_beyond_token[_routed] (+ _ci, _shuffled) and
+    interp.domain_entropy_given_token."""
+    fit, score = read_units(model, val, max_tokens), read_units(model, test, max_tokens)
+    if not fit.units:
+        return {}, {}
+    w = bootstrap_weights(len(score.col.sequences), seed=seed)
+    labels = Labelled(
+        domain_labels(val, max_tokens)[: fit.col.n_tokens],
+        domain_labels(test, max_tokens)[: score.col.n_tokens],
+        n_domains,
+        w,
+    )
+    out, details = specialisation_section(
+        labels, fit, score, N_GROUPS, seed, prefix="interp.domain_", label="domain"
+    )
+    for k in ("domain_info_beyond_token", "domain_info_beyond_token_routed"):
+        for tail in ("", "_ci"):
+            if f"interp.{k}_shuffled{tail}" in out:
+                out[f"baselines.shuffled.interp.{k}{tail}"] = out[f"interp.{k}_shuffled{tail}"]
+    return out, details
 
 
 # ----------------------------------------------------------------- routing
@@ -390,6 +451,13 @@ def text_report(
     }
     summary: dict[str, Any] = {}
     per_domain: dict[str, dict[str, Any]] = {n: {} for n in names}
+    report["held_out"] = held_out_domains(names, val, test)
+    summary["interp.n_domains_held_out"] = sum(
+        1 for c in report["held_out"]["blocks"]["val"].values() if c
+    )
+    if causal:  # information beyond the token: fitted on val, scored on test
+        info, report["information"] = domain_information(model, val, test, D, max_tokens, seed)
+        summary.update(info)
 
     # routing and its specialisation by domain
     moe_layers = [i for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)]

@@ -126,6 +126,7 @@ def _analyze_text(args, model, suite, path: Path, out: Path, keep: list[str]) ->
     (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
     close_output_dir(out, ANALYZE, keep)
     summary = report["interp"]["summary"]
+    print(report["interp"]["held_out"]["line"])
     print("\n".join(format_scores(summary)))
     per_domain = {k: v for k, v in summary.items() if k.startswith("domains.")}
     for k, v in sorted({**per_domain, **report["mechanistic"]["summary"]}.items()):

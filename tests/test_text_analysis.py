@@ -158,10 +158,22 @@ def test_analyze_on_a_stdlib_text_model(text_checkpoint, tmp_path, capsys):
     # the untrained twin, scored on the same tokens
     assert 0 < s["baselines.init.interp.domain_specialization"] <= 1
     assert "baselines.token.interp.nmi_expert_domain" in s
+    # every domain is in the held-out sample, and the console says so
+    assert "val: 3 of 3 domains" in printed and "test: 3 of 3 domains" in printed
+    assert s["interp.n_domains_held_out"] == 3
     for d in STDLIB_DOMAINS:
         assert s[f"domains.{d}.loss"] > 0
         assert 0 < s[f"domains.{d}.specialization"] <= 1
-        assert 0 < s[f"domains.{d}.circuit_fraction"] <= 1
+        # a domain whose loss barely rises with every unit ablated has no circuit (None)
+        assert (
+            s[f"domains.{d}.circuit_fraction"] is None
+            or 0 < s[f"domains.{d}.circuit_fraction"] <= 1
+        )
+    assert any(s[f"domains.{d}.circuit_fraction"] for d in STDLIB_DOMAINS)
+    # information beyond the token about the domain, with its interval and control
+    for key in ("interp.domain_info_beyond_token", "interp.domain_info_beyond_token_routed"):
+        lo, hi = s[f"{key}_ci"]
+        assert lo <= s[key] <= hi and f"baselines.shuffled.{key}" in s
     assert -1 <= s["interp.domain_selectivity"] <= 10
     assert {"logit_lens", "heads"} <= set(report["mechanistic"])
     assert (out / "features_layer0.html").stat().st_size > 0

@@ -112,8 +112,10 @@ def test_documents_survive_packing_and_splits_are_disjoint(built, corpus):
     _, data = built
     got = {s: split_docs(data, s) for s in ("train", "val", "test")}
     assert sorted(got["train"] + got["val"] + got["test"]) == sorted(docs)
-    n = len(docs)
-    assert len(got["val"]) == len(got["test"]) == round(0.05 * n)
+    # each domain (a/, b.jsonl, c.parquet: 40, 30, 30 documents) gives val and test
+    # its own 5%, at least one document
+    per_domain = sum(max(1, round(0.05 * n)) for n in (40, 30, 30))
+    assert len(got["val"]) == len(got["test"]) == per_domain
     # a literal "<eos>" in a document is text, not the token
     assert any("<eos>" in d for d in got["train"] + got["val"] + got["test"])
 
@@ -312,3 +314,38 @@ def test_domain_field_names_the_domain(tmp_path):
     )
     with pytest.raises(ConfigError, match="domain_field.*streaming=false"):
         build_datasets(streaming)
+
+
+def test_every_domain_is_held_out_even_with_a_book_per_file(tmp_path):
+    """Three domains of one document each (a book per file): val and test still hold
+    text of every domain (the end of each book), and nothing is lost or duplicated."""
+    books = {name: "\n".join(documents(i, 60)) for i, name in enumerate(("x", "y", "z"))}
+    for name, text in books.items():
+        (tmp_path / f"{name}.txt").write_text(text)
+    data = build_datasets(text_cfg(tmp_path, [tmp_path], sample_by="document", val_size=0.1,
+                                   test_size=0.1, block_size=64))  # fmt: skip
+    names = data.domain_names
+    for split in ("val", "test"):
+        seen = {d for row in data.splits[split] for d in row["domain"] if d >= 0}
+        assert {names[d] for d in seen} == {"x", "y", "z"}, split
+
+
+def test_held_out_parts_cut_few_document_domains_into_chunks():
+    from datasets import Dataset
+
+    from glassbox.training.data.text import held_out_parts
+
+    lines = [f"line {i}" for i in range(100)]
+    docs = Dataset.from_dict(
+        {"text": ["\n".join(lines)] + [f"doc {i}" for i in range(40)],
+         "domain": ["book"] + ["many"] * 40}
+    )  # fmt: skip
+    parts = held_out_parts(docs, 0.1, 0.2, seed=0)
+    book = {k: [t for t, d in zip(p["text"], p["domain"]) if d == "book"] for k, p in parts.items()}
+    # the book, cut at line breaks: its start to train, then 20% to test, its last 10% to val
+    assert book["train"][0] + book["test"][0] + book["val"][0] == "\n".join(lines)
+    assert book["val"][0].startswith("line 90") and book["test"][0].startswith("line 70")
+    # the 40-document domain: whole documents, 4 to val and 8 to test, none shared
+    many = {k: [t for t, d in zip(p["text"], p["domain"]) if d == "many"] for k, p in parts.items()}
+    assert (len(many["val"]), len(many["test"]), len(many["train"])) == (4, 8, 28)
+    assert len(set(many["val"]) | set(many["test"]) | set(many["train"])) == 40

@@ -17,9 +17,12 @@ Every document has a domain, carried per token in the `domain` column (ids into
 `SuiteData.domain_names`, sorted): the `domain_field` column of a .jsonl /
 .parquet / hub row when it is set, else the top-level folder (or the file's stem,
 for a file directly in it) under the `paths` entry it came from; for `stdlib:NAME`
-that is NAME, for a hub dataset its name. Val and test documents are carved off first
-(by a seeded shuffle, or the first documents when streaming), so no document is
-split between train and a held-out split.
+that is NAME, for a hub dataset its name. Val and test documents are carved off first,
+from every domain (`held_out_parts`: each domain's share of its documents, by a
+seeded shuffle), so that every domain is scored on held-out text and no document is
+split between train and a held-out split; a domain of fewer than 3 documents (a book
+per file) gives val and test the end of each document instead. Streaming takes the
+first documents.
 
 The tokenizer is a byte-level BPE trained with `tokenizers` on train documents
 (or read from `tokenizer_path`); its special tokens are those of the skill suite,
@@ -46,7 +49,13 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+from datasets import (
+    Dataset,
+    DatasetDict,
+    IterableDataset,
+    IterableDatasetDict,
+    concatenate_datasets,
+)
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from glassbox.archs.config import ConfigError
@@ -327,12 +336,7 @@ def build_text_datasets(cfg: DataConfig) -> SuiteData:
             f"val ({n_val}) + test ({n_test}) documents leave none of the {n} for train"
             + (" (try data.text.sample_by=paragraph or line)" if n < 10 else ""),
         )
-    order = np.random.default_rng(cfg.seed).permutation(n)
-    parts = {
-        "val": docs.select(order[:n_val]),
-        "test": docs.select(order[n_val : n_val + n_test]),
-        "train": docs.select(order[n_val + n_test :]),
-    }
+    parts = held_out_parts(docs, n_val / n, n_test / n, cfg.seed)
     tok = _tokenizer(t, _texts(parts["train"], t.tokenizer_train_docs))
     splits = DatasetDict(
         {k: pack(parts[k], tok, t.block_size, domain_names) for k in ("train", "val", "test")}
@@ -341,6 +345,58 @@ def build_text_datasets(cfg: DataConfig) -> SuiteData:
     hit = load_entry(path)  # serve the saved copy: memory-mapped, not the map's cache files
     assert hit is not None
     return SuiteData(hit[0], tok, [], [], tok.token_to_id(PAD), [], domain_names)
+
+
+# A domain with fewer documents than this is held out by chunks of each document.
+MIN_DOMAIN_DOCUMENTS = 3
+
+
+def _cut(text: str, share: float, from_end: bool) -> tuple[str, str]:
+    """(rest, piece): `share` of text's characters, cut at a line break where there is
+    one near, taken from its end (from_end) or start."""
+    at = round(len(text) * (1 - share if from_end else share))
+    brk = text.rfind("\n", 0, at) if from_end else text.find("\n", at)
+    at = brk + 1 if brk > 0 else at
+    return (text[:at], text[at:]) if from_end else (text[at:], text[:at])
+
+
+def held_out_parts(docs: Dataset, val_share: float, test_share: float, seed: int) -> dict:
+    """{"val", "test", "train": Dataset of {"text", "domain"}}, stratified by domain.
+
+    Every domain gives val and test their share of its documents (at least one each,
+    chosen by a seeded shuffle), so every domain is scored on held-out text and no
+    document is split. A domain with fewer than MIN_DOMAIN_DOCUMENTS documents (or
+    too few to leave train one) is held out by chunks instead: the last `val_share`
+    of each document's text goes to val, the `test_share` before it to test (cut at
+    line breaks), the rest to train."""
+    rng = np.random.default_rng(seed)
+    domains = np.asarray(docs["domain"])
+    idx: dict[str, list[int]] = {"val": [], "test": [], "train": []}
+    chunks: dict[str, dict[str, list[str]]] = {k: {"text": [], "domain": []} for k in idx}
+    for d in sorted(set(domains.tolist())):
+        mine = rng.permutation(np.flatnonzero(domains == d)).tolist()
+        nv = max(1, round(len(mine) * val_share))
+        nt = max(1, round(len(mine) * test_share))
+        if len(mine) >= max(MIN_DOMAIN_DOCUMENTS, nv + nt + 1):
+            idx["val"] += mine[:nv]
+            idx["test"] += mine[nv : nv + nt]
+            idx["train"] += mine[nv + nt :]
+            continue
+        for text in docs.select(mine)["text"]:
+            rest, val = _cut(text, val_share, from_end=True)
+            train, test = _cut(rest, test_share / max(1 - val_share, 1e-9), from_end=True)
+            for k, piece in (("val", val), ("test", test), ("train", train)):
+                if piece.strip():
+                    chunks[k]["text"].append(piece)
+                    chunks[k]["domain"].append(d)
+    out = {}
+    for k in ("val", "test", "train"):
+        part = docs.select(sorted(idx[k]))
+        if chunks[k]["text"]:
+            extra = Dataset.from_dict(chunks[k], features=part.features)
+            part = concatenate_datasets([part, extra])
+        out[k] = part
+    return out
 
 
 def _build_streaming(cfg: DataConfig, path: Path) -> SuiteData:
