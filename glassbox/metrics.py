@@ -19,7 +19,7 @@ import re
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 # Tables of report.md, in the order the report prints them.
 CAPABILITY = "capability"
@@ -34,11 +34,14 @@ PER_DOMAIN = "per_domain"  # text corpora: one table per score, a column per dom
 
 
 class Stat(TypedDict):
-    """A number over seeds: mean, sample standard deviation (0 for one seed), count."""
+    """A number over seeds: mean, sample standard deviation (0 for one seed), count,
+    and where the runs carry intervals, `ci`: the 95% interval (one seed: the
+    bootstrap over examples; several: the t interval of the mean over seeds)."""
 
     mean: float
     std: float
     n: int
+    ci: NotRequired[list[float]]
 
 
 @dataclass(frozen=True)
@@ -73,15 +76,21 @@ class Metric:
 
     def format(self, stat: Stat | None) -> str:
         """A cell: mean ± std over seeds; the mean alone for one seed (no spread was
-        measured, and "± 0.0" would say it was measured to be zero)."""
+        measured, and "± 0.0" would say it was measured to be zero); then the 95%
+        interval in brackets where the stat has one."""
         if not stat:
             return "–"
         m, s = stat["mean"], stat["std"]
         if self.count or stat["n"] <= 1:
-            return self.format_value(m)
-        if self.percent:
-            return f"{100 * m:.{self.digits}f} ± {100 * s:.{self.digits}f}"
-        return f"{m:.{self.digits}f} ± {s:.{self.digits}f}"
+            cell = self.format_value(m)
+        elif self.percent:
+            cell = f"{100 * m:.{self.digits}f} ± {100 * s:.{self.digits}f}"
+        else:
+            cell = f"{m:.{self.digits}f} ± {s:.{self.digits}f}"
+        ci = stat.get("ci")
+        if ci and not self.count:  # its 95% interval (glassbox.results.stat)
+            cell += f" [{self.format_value(ci[0])}, {self.format_value(ci[1])}]"
+        return cell
 
     def format_value(self, x: float | None) -> str:
         """A cell of one number (a single run)."""
@@ -106,11 +115,29 @@ METRICS: tuple[Metric, ...] = (
            "non-zero parameters that touch each token (a weight-sparse model's pruned weights "
            "are zeros)",
            higher_is_better=None, count=True, constant=True),
-    # interpretability; (init): the untrained twin, (token): what the current token alone gives
+    # interpretability; (init): the untrained twin, (token): what the current token alone gives,
+    # (random): random directions in the units' span, (shuffled): the groups shuffled within
+    # each token. The audited scores (analysis.audit) first: held out, both signs, matched.
+    Metric("interp.lift_pooled", "pooled lift",
+           "contextual features, each unit and threshold chosen on the val sample and scored on "
+           "the test sample, units read with both signs, 512 candidates per layer: "
+           "sum(F1 unit - F1 token) / sum(1 - F1 token); 0 = the token id; [95% interval]",
+           section=INTERPRETABILITY, baselines=("init", "random"), headline=True),
+    Metric("interp.coverage_heldout", "held-out coverage",
+           "mean held-out F1 of the best unit (every unit a candidate) over contextual features",
+           section=INTERPRETABILITY, baselines=("init", "token")),
+    Metric("interp.info_beyond_token", "info beyond token",
+           "bits per token the unit clusters (k-means, 32 per layer, fitted on the val sample) add "
+           "about the skill to the token id, held out; (shuffled): clusters shuffled within each "
+           "token", section=INTERPRETABILITY, baselines=("init", "shuffled"), headline=True),
+    Metric("interp.info_beyond_token_routed", "routed info beyond token",
+           "the same for the kind's own routing (a MoE's top-1 expert)",
+           section=INTERPRETABILITY, baselines=("init", "shuffled")),
+    # the scores of the old protocol (in sample, one sign, every unit), kept for one release
     Metric("interp.coverage_lift", "contextual lift",
            "contextual features: mean of (F1 best unit - F1 token) / (1 - F1 token); 0 = no better "
            "than the token id (an untrained network's single units score below it: compare with "
-           "(init))", section=INTERPRETABILITY, baselines=("init",), headline=True),
+           "(init))", section=INTERPRETABILITY, baselines=("init",)),
     Metric("interp.coverage_contextual", "contextual coverage",
            "mean best-unit F1 over contextual features (token-identity F1 < 0.9)",
            section=INTERPRETABILITY, baselines=("init", "token")),
@@ -174,6 +201,10 @@ METRICS: tuple[Metric, ...] = (
            "sent to its most frequent experts", section=DOMAINS, baselines=("init", "token")),
     Metric("interp.domain_purity", "domain purity", "share of an expert's tokens from its top domain",
            section=DOMAINS, baselines=("init", "token")),
+    Metric("interp.domain_info_beyond_token", "domain info beyond token",
+           "bits per token the unit clusters (k-means, 32 per layer, fitted on val blocks) add "
+           "about the domain to the token id, on test blocks; (shuffled): within each token",
+           section=DOMAINS, baselines=("init", "shuffled")),
     Metric("interp.domain_specialization", "domain spec.",
            "OLMoE: share of a domain's tokens its favourite expert sees, mean over domains",
            section=DOMAINS, baselines=("init",)),

@@ -22,7 +22,9 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 
 # Bump when the scoring (analysis, post-hoc fitting, what a result holds) changes what
 # the same checkpoint and settings produce: every saved score then misses and is redone.
-ANALYSIS_VERSION = 3  # 3: baselines (untrained twin, token identity), contextual coverage, circuits
+# 3: baselines (untrained twin, token identity), contextual coverage, circuits
+# 4: the audited scores (held out, both signs, matched candidates, pooled, intervals)
+ANALYSIS_VERSION = 4
 
 Values = Mapping[str, Any]
 
@@ -164,16 +166,32 @@ class Scored(Protocol):
     def values(self) -> dict[str, Any]: ...
 
 
-def stat(values: Iterable[Any]) -> Stat | None:
-    """Mean and sample std of the defined values; None when there are none."""
+# two-sided 97.5% quantiles of Student's t, by degrees of freedom (beyond: the normal's)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228}  # fmt: skip
+
+
+def stat(values: Iterable[Any], intervals: Iterable[Any] = ()) -> Stat | None:
+    """Mean and sample std of the defined values; None when there are none.
+
+    With the runs' 95% intervals (`intervals`, one [lo, hi] or None per value), the
+    Stat carries `ci`: for one seed its interval (the bootstrap over examples), for
+    several the t interval of the mean over seeds."""
     vals = [v for v in values if is_defined(v)]
     if not vals:
         return None
-    return Stat(
+    out = Stat(
         mean=statistics.fmean(vals),
         std=statistics.stdev(vals) if len(vals) > 1 else 0.0,
         n=len(vals),
     )
+    cis = [c for c in intervals if isinstance(c, list | tuple) and len(c) == 2]
+    if len(vals) == 1 and len(cis) == 1:
+        out["ci"] = [float(cis[0][0]), float(cis[0][1])]
+    elif len(vals) > 1 and cis:
+        half = _T975.get(len(vals) - 1, 1.96) * out["std"] / len(vals) ** 0.5
+        out["ci"] = [out["mean"] - half, out["mean"] + half]
+    return out
 
 
 def aggregate(
@@ -185,7 +203,10 @@ def aggregate(
     for r in results:
         by_arch.setdefault(r.arch, []).append(r.values())
     keys = unique_keys(expand(metrics, (k for vs in by_arch.values() for v in vs for k in v)))
-    return {arch: {k: stat(v.get(k) for v in vals) for k in keys} for arch, vals in by_arch.items()}
+    return {
+        arch: {k: stat([v.get(k) for v in vals], [v.get(f"{k}_ci") for v in vals]) for k in keys}
+        for arch, vals in by_arch.items()
+    }
 
 
 def gap_percent(value: float | None, dense: float | None) -> float | None:
