@@ -39,6 +39,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from glassbox.analysis.audit import audited_scores
 from glassbox.analysis.feature_cost import measure_feature_cost
 from glassbox.analysis.interp import coverage_scores, interp_with_baselines, suite_batches
 from glassbox.analysis.jsonable import jsonable
@@ -510,6 +511,9 @@ def posthoc_route(dense: RunInputs, tc: RunInputs | None, cc: CompareConfig) -> 
     spliced = splice(model, transcoders)
     fid = splice_fidelity(model, spliced, val)
     cov = coverage_scores(spliced, val, dense.suite)
+    # the audited coverage too: chosen on val, scored on test, like every run's
+    test = suite_batches(dense.suite, "test", cc.analysis_examples, seed=seed + 1)
+    audit = audited_scores(spliced, dense.suite, val, test, seed=seed)["summary"]
     result = PostHocResult(
         arch=dense.arch,
         seed=seed,
@@ -524,6 +528,17 @@ def posthoc_route(dense: RunInputs, tc: RunInputs | None, cc: CompareConfig) -> 
                     "interp.coverage_lexical",
                     "interp.l0",
                     "interp.dead_fraction",
+                )
+            },
+            **{
+                k: audit.get(k)
+                for k in (
+                    "interp.lift_pooled",
+                    "interp.lift_pooled_ci",
+                    "interp.coverage_heldout",
+                    "interp.coverage_heldout_ci",
+                    "interp.info_beyond_token",
+                    "interp.info_beyond_token_ci",
                 )
             },
             **{f"interp.{k}": fid.get(k) for k in ("fvu", "ce_loss_recovered", "kl_to_clean")},

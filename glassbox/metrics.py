@@ -188,6 +188,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("interp.call_recall", "call recall", section=TOOLS, digits=1, percent=True),
     Metric("interp.tool_reliance", "reliance", section=TOOLS, digits=1, percent=True),
     # the post-hoc route, per seed
+    Metric("interp.lift_pooled", "pooled lift", section=POSTHOC),
+    Metric("interp.info_beyond_token", "info beyond token", section=POSTHOC),
     Metric("interp.coverage", "coverage", section=POSTHOC),
     Metric("interp.fvu", "FVU", section=POSTHOC, higher_is_better=False),
     Metric("interp.ce_loss_recovered", "CE loss recovered", section=POSTHOC),
