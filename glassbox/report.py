@@ -321,7 +321,7 @@ class Report:
                 cell = m.format(s.get(m.key))
                 twin = s.get(m.baseline("init").key) if "init" in m.baselines else None
                 if twin and s.get(m.key):
-                    cell += f" (twin {m.baseline('init').format(twin)})"
+                    cell += f" (twin {m.format_value(twin['mean'])})"  # its interval: below
                 cells.append(
                     f"{cell} {NOT_INFORMATIVE}" if m.key in flagged.get(arch, ()) else cell
                 )
@@ -329,6 +329,36 @@ class Report:
                     cells.append(_gap(s.get(m.key), self._dense.get(m.key)))
             rows.append((arch, cells))
         return Table("", "architecture", headers, rows)
+
+    def decisions(self) -> Table | None:
+        """What the 95% intervals decide, per architecture, for each headline score that
+        has one: against 0 (nothing beyond the token), its untrained twin, its control
+        (random directions, a within-token shuffle) and dense: "above" when the
+        intervals are apart with this one higher, "below", or "same". None without
+        intervals."""
+        ms = [m for m in self.metrics if m.headline and m.section == INTERPRETABILITY]
+        ms = [m for m in ms if any((s.get(m.key) or {}).get("ci") for s in self.summary.values())]
+        if not ms:
+            return None
+        headers, rows = [], []
+        for m in ms:
+            headers += [f"{m.header} vs 0"] + [f"vs {b}" for b in m.baselines] + ["vs dense"]
+        for arch, s in self.summary.items():
+            cells = []
+            for m in ms:
+                ci = (s.get(m.key) or {}).get("ci")
+                others = [[0.0, 0.0]] + [
+                    (s.get(m.baseline(b).key) or {}).get("ci") for b in m.baselines
+                ]
+                dense = None if arch == "dense" else (self._dense.get(m.key) or {}).get("ci")
+                cells += [decide(ci, o) or "–" for o in [*others, dense]]
+            rows.append((arch, cells))
+        note = (
+            "Each cell compares the 95% intervals (bootstrap over the held-out examples; "
+            "the t interval over seeds where there are several): above / below when they "
+            "are apart, same when they overlap."
+        )
+        return Table("What the intervals decide", "architecture", headers, rows, note)
 
     def capability_table(self) -> list[str]:
         return self.capability().markdown()
@@ -592,7 +622,8 @@ class Report:
 
     def tables(self) -> list[Table]:
         """Every table of the report, in its order."""
-        out = [self.headline(), self.capability()]
+        out = [self.headline(), *[t for t in [self.decisions()] if t is not None]]
+        out.append(self.capability())
         out += self.domain_tables()
         out += self.topic_tables()
         out += [t for t in [self.posthoc_route(), self.skills()] if t is not None]

@@ -270,7 +270,7 @@ def test_scores_that_did_not_move_with_learning_are_marked(tmp_path):
     ms = tuple(replace(m, headline=m.key in heads) for m in METRICS)
     headline = _report(tmp_path / "h", runs, metrics=ms).headline()
     assert headline.headers == ["answer accuracy", "gap", "contextual lift"]
-    assert headline.rows[0][1][2] == "0.205 ± 0.007 (twin -0.505 ± 0.007)"
+    assert headline.rows[0][1][2] == "0.205 ± 0.007 (twin -0.505)"
     assert "Not informative at this budget" in text and "dense: coverage." in text
     assert _cells(text, "copy size") == ["12 ± 1"]
     assert _cells(text, "copy fraction") == ["0.100 ± 0.000"]  # the per-skill circuit table
