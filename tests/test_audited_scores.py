@@ -17,6 +17,8 @@ from glassbox.analysis.coverage import coverage
 from glassbox.analysis.heldout import Split, pooled_lift, protocol, score_units
 from glassbox.analysis.intervals import bootstrap_weights, decide, interval, ratio_replicates
 from glassbox.archs import Transformer
+from glassbox.report import Report
+from glassbox.results import RunResult
 from glassbox.training.config import load_config
 from glassbox.training.data import DataConfig, build_datasets
 
@@ -247,3 +249,51 @@ def test_audited_scores_of_every_kind_add_up(small_suite, kind):
     else:
         assert "interp.info_beyond_token_routed" not in s
     assert s["interp.n_features_scored"] == len(scored)
+
+
+# ----------------------------------------------------- the report's decisions
+
+
+def _audited_run(arch: str, lift, twin, rand, seed: int = 0) -> RunResult:
+    """A run whose pooled lift, its twin's and its random control's are (value, lo, hi)."""
+    interp = {}
+    for key, (v, lo, hi) in (
+        ("interp.lift_pooled", lift),
+        ("baselines.init.interp.lift_pooled", twin),
+        ("baselines.random.interp.lift_pooled", rand),
+    ):
+        interp[key], interp[f"{key}_ci"] = v, [lo, hi]
+    capability = {"val_loss": 1.0, "mean_accuracy": 0.8, "params.active": 10}
+    return RunResult(arch, seed, f"runs/{arch}", capability, interp)
+
+
+def test_the_report_decides_by_intervals(tmp_path):
+    runs = (
+        _audited_run("dense", (0.10, 0.08, 0.12), (-0.10, -0.12, -0.08), (0.0, -0.02, 0.02)),
+        # as high as dense, but a random basis of its span reads as well: not its units
+        _audited_run("moe", (0.11, 0.09, 0.13), (-0.10, -0.12, -0.08), (0.12, 0.10, 0.14)),
+        # above dense, its twin and its control, all by intervals apart
+        _audited_run("transcoder", (0.20, 0.17, 0.23), (0.0, -0.02, 0.02), (0.01, 0.0, 0.02)),
+    )
+    report = Report(out_dir=tmp_path, seeds=(0,), config={}, runs=runs)
+    table = report.decisions()
+    assert table.headers == ["pooled lift vs 0", "vs init", "vs random", "vs dense"]
+    rows = dict(table.rows)
+    assert rows["dense"] == ["above", "above", "above", "–"]
+    assert rows["moe"] == ["above", "above", "same", "same"]
+    assert rows["transcoder"] == ["above", "above", "above", "above"]
+    # a single seed's cell is its value and its interval, without "±"
+    text = report.write().read_text()
+    assert "0.200 [0.170, 0.230]" in text and "0.200 ±" not in text
+    assert "## What the intervals decide" in text
+
+
+def test_intervals_over_seeds_are_t_intervals_of_the_mean():
+    from glassbox.results import stat
+
+    one = stat([0.5], [[0.4, 0.6]])
+    assert one["ci"] == [0.4, 0.6]  # one seed: its bootstrap interval
+    two = stat([0.4, 0.6], [[0.3, 0.5], [0.5, 0.7]])
+    half = 12.706 * two["std"] / math.sqrt(2)  # t(0.975, 1 df) x the standard error
+    assert two["ci"] == pytest.approx([0.5 - half, 0.5 + half])
+    assert "ci" not in stat([0.4, 0.6])  # no interval where the runs carry none
