@@ -73,3 +73,20 @@ def test_top_help_is_for_users(capsys):
     assert "glassbox compare configs/compare_shipped.yaml" in text
     assert "imports what it needs" not in text and "DESIGN" not in text
     assert all(name in text for name in COMMANDS)
+
+
+def test_train_without_a_bar_prints_a_line_per_tenth(capsys):
+    from types import SimpleNamespace
+
+    from glassbox.training.callbacks import ProgressLines
+
+    lines = ProgressLines(parts=4)
+    trainer = SimpleNamespace(max_steps=8, global_step=0)
+    lines.on_train_start(trainer, None)
+    for step in range(1, 9):
+        for _ in range(2):  # two batches per optimiser step (gradient accumulation)
+            trainer.global_step = step
+            lines.on_train_batch_end(trainer, None, None, None, 0)
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in out] == [f"train: step {s}/8" for s in (2, 4, 6, 8)]
+    assert "left" in out[0] and "left" not in out[-1]

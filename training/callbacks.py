@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from rich.progress import Progress
 from torch.optim.lr_scheduler import LambdaLR
 
 from glassbox.archs.errors import GlassboxError
@@ -206,6 +207,45 @@ class Throughput(L.Callback):
     def _sync(pl_module) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
+
+
+class ProgressLines(L.Callback):
+    """Without a progress bar (`trainer.progress_bar=false`: logs, compare's runs): one
+    line per tenth of the run, "step S/N, elapsed, about T left", the time left from
+    rich's estimate over the run's mean pace (a resumed run counts from where it was)."""
+
+    def __init__(self, parts: int = 10):
+        self.parts = parts
+        self.progress: Progress | None = None
+        self.task = 0
+        self.said = -1
+
+    @rank_zero_only
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.progress = Progress(disable=True, speed_estimate_period=24 * 3600)
+        self.task = self.progress.add_task("train", total=trainer.max_steps, completed=trainer.global_step)  # fmt: skip
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.progress is None:
+            return
+        step, total = trainer.global_step, trainer.max_steps
+        self.progress.update(self.task, completed=step)
+        every = max(1, total // self.parts)
+        if (step % every and step != total) or step == self.said:
+            return  # (a step spans several batches when gradients accumulate)
+        self.said = step
+        task = self.progress.tasks[0]
+        left = task.time_remaining if step < total else None
+        eta = f", about {_clock(left)} left" if left is not None else ""
+        print(f"train: step {step}/{total}, {_clock(task.elapsed or 0)} elapsed{eta}", flush=True)
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return (
+        f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -34,6 +34,7 @@ from glassbox.archs.writes import clean_interrupted_writes
 from glassbox.training.callbacks import (
     AtomicCheckpointIO,
     NaNGuard,
+    ProgressLines,
     ResumeOptimSettings,
     Throughput,
     notice,
@@ -106,6 +107,8 @@ def build_trainer(
     ]
     if t.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
+    else:
+        callbacks.append(ProgressLines())  # a line per tenth of the run, with the time left
     loggers = []
     if "csv" in t.loggers:
         loggers.append(CSVLogger(out, name="logs", version=""))
