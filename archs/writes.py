@@ -28,6 +28,7 @@ import errno
 import fnmatch
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -96,7 +97,18 @@ def _size(n: float) -> str:
     return ""
 
 
-def disk_full(path: str | Path, e: OSError, cleaned: str = "nothing was kept there") -> OutputError:
+def is_disk_full(e: BaseException) -> bool:
+    """An OSError of a full disk or a size limit, or a library's wrapping of one
+    (safetensors says "I/O error: ... (os error 28)")."""
+    if isinstance(e, OSError):
+        return e.errno in DISK_FULL
+    found = re.search(r"\(os error (\d+)\)", str(e))
+    return found is not None and int(found.group(1)) in DISK_FULL
+
+
+def disk_full(
+    path: str | Path, e: BaseException, cleaned: str = "nothing was kept there"
+) -> OutputError:
     """The one line of a write that ran out of room (ENOSPC, a quota, or a file-size
     limit): the path, the free space on its disk, and what to do."""
     where = _existing(Path(path))
@@ -104,9 +116,8 @@ def disk_full(path: str | Path, e: OSError, cleaned: str = "nothing was kept the
         free = f"{_size(shutil.disk_usage(where).free)} free on {where}"
     except OSError:
         free = f"free space on {where} unknown"
-    why = {errno.EFBIG: "a file grew past this process's size limit (ulimit -f)"}.get(
-        e.errno, "no space left on the disk"
-    )
+    limit = getattr(e, "errno", None) == errno.EFBIG or "(os error 27)" in str(e)
+    why = "a file grew past this process's size limit (ulimit -f)" if limit else "the disk is full"
     return OutputError(
         path, f"{why}; {free}; {cleaned}: free some space (or write elsewhere) and run it again"
     )
@@ -327,8 +338,8 @@ def write_output_dir(
         if keep:
             return replace_entries(target, marked)
         return atomic_write_dir(target, marked)
-    except OSError as e:
-        if e.errno in DISK_FULL:
+    except Exception as e:
+        if is_disk_full(e):
             raise disk_full(target, e) from None
         raise
 

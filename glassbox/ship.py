@@ -31,10 +31,10 @@ from omegaconf import OmegaConf
 
 from glassbox.archs.errors import ArgumentError, CheckpointError, one_line
 from glassbox.archs.writes import (
-    DISK_FULL,
     OutputError,
     atomic_write_dir,
     disk_full,
+    is_disk_full,
     replace_entries,
 )
 from glassbox.metrics import CAPABILITY, CIRCUITS, INTERPRETABILITY, SKILLS, TOOLS, Metric, Stat
@@ -267,7 +267,7 @@ def _write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        if e.errno in DISK_FULL:
+        if is_disk_full(e):
             raise disk_full(path, e, "the old file is kept") from None
         raise
 
@@ -330,8 +330,8 @@ def ship_checkpoint(run_dir: Path, dest: Path) -> Path:
         if not dest.is_dir():
             return atomic_write_dir(dest, write)
         return replace_entries(dest, write)
-    except OSError as e:
-        if e.errno in DISK_FULL:
+    except Exception as e:
+        if is_disk_full(e):
             raise disk_full(dest, e) from None
         raise
 

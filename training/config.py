@@ -89,6 +89,7 @@ class ExperimentConfig:
     tools: ToolsConfig = field(default_factory=ToolsConfig)
 
 
+SECTIONS = ("model", "data", "optim", "trainer", "run", "tools")  # ExperimentConfig's
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "64-true")
 LOGGERS = ("csv", "tensorboard")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -157,6 +158,12 @@ def _resolve_defaults(raw: DictConfig, path: Path) -> DictConfig:
         if not isinstance(entry, DictConfig) or len(entry) != 1:
             raise ConfigError("defaults", entry, f"entries are `- group: name` (in {path})")
         group, name = next(iter(entry.items()))
+        if group not in SECTIONS:
+            raise ConfigError(
+                f"defaults.{group}",
+                name,
+                f"unknown group {group!r}: a group is a section ({', '.join(SECTIONS)})",
+            )
         part = None
         for root in (path.parent, CONFIG_DIR):
             candidate = root / group / f"{name}.yaml"
@@ -193,6 +200,13 @@ def load_config(
             raise ConfigError(
                 key, value, f"cannot parse the value: {one_line(str(e))[:160]}"
             ) from None
+        if key.strip() in SECTIONS and not value.strip().startswith("{"):
+            raise ConfigError(
+                key,
+                value,
+                f"is a section: set its keys ({key}.<key>=value), or pick a part in the "
+                f"config's defaults list (- {key}: {value})",
+            )
         cfg = _merge(cfg, parsed, "command line")
     try:
         exp: ExperimentConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
@@ -207,6 +221,13 @@ def validate(cfg: ExperimentConfig) -> None:
     cannot work. A warm-up as long as the run is not refused: train() clamps it."""
     validate_model_config(cfg.model, "model")
     validate_data_config(cfg.data, "data")
+    if cfg.data.pack_length > cfg.model.max_seq_len:
+        raise ConfigError(
+            "data.pack_length",
+            cfg.data.pack_length,
+            f"must be <= model.max_seq_len={cfg.model.max_seq_len}: a packed row is one "
+            "sequence of the model",
+        )
     validate_tools_config(cfg.tools, "tools")
     o, t, r = cfg.optim, cfg.trainer, cfg.run
     check_positive("optim.lr", o.lr)

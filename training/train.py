@@ -15,22 +15,31 @@ checkpoint) is tidied when the next run starts in the same directory.
 from __future__ import annotations
 
 import dataclasses
+import os
 import zipfile
 from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
 from torch.utils.data import IterableDataset
 
-from glassbox.archs.checkpoint import save_pretrained
+from glassbox.archs.checkpoint import save_pretrained, shipped_dir
 from glassbox.archs.config import ConfigError
 from glassbox.archs.errors import one_line
 from glassbox.archs.weight_sparsity import nonzero_params
-from glassbox.archs.writes import clean_interrupted_writes
+from glassbox.archs.writes import (
+    Output,
+    OutputError,
+    claim_output_dir,
+    clean_interrupted_writes,
+    disk_full,
+    is_disk_full,
+)
 from glassbox.training.callbacks import (
     AtomicCheckpointIO,
     NaNGuard,
@@ -40,9 +49,14 @@ from glassbox.training.callbacks import (
     notice,
 )
 from glassbox.training.config import ExperimentConfig, parse_devices, to_dict
+from glassbox.training.data.packing import example_lengths
 from glassbox.training.datamodule import SuiteDataModule
 from glassbox.training.evaluate import evaluate_model, ioi_spec
 from glassbox.training.module import LMModule
+
+LIGHTNING_KEYS = {"state_dict", "global_step", "pytorch-lightning_version"}  # of a .ckpt
+RUN_FILES = ("config.yaml", "logs", "checkpoints", "checkpoint")  # what train writes in out_dir
+TRAIN = Output("glassbox train")
 
 
 def _precision(cfg: ExperimentConfig) -> str:
@@ -66,7 +80,57 @@ def _resume_path(cfg: ExperimentConfig, ckpt_dir: Path) -> str | None:
         raise ConfigError(
             "run.resume", r, f"{path} is not a torch checkpoint (truncated or another format)"
         )
+    try:  # mmap: the tensors are not read
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - objects weights_only refuses: Lightning judges it
+        return str(path)
+    if not (isinstance(state, dict) and LIGHTNING_KEYS <= set(state)):
+        raise ConfigError(
+            "run.resume", r,
+            f"{path} is a torch file but not a Lightning checkpoint of a run (no "
+            f"{' or '.join(sorted(LIGHTNING_KEYS))}): resume from a run's checkpoints/*.ckpt",
+        )  # fmt: skip
     return str(path)
+
+
+def check_run_dir(out: Path) -> None:
+    """OutputError unless `train` may write the run directory `out`: new, empty, or
+    one it wrote before (its config.yaml is a run config); never a file, a folder
+    whose config.yaml, logs/, checkpoints/ or checkpoint/ are someone else's, or the
+    shipped checkpoints."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "is a file, not a folder: run.out_dir names the run's folder")
+    # where it may write at all (a link to a folder elsewhere is fine: it is written into)
+    claim_output_dir(os.path.realpath(out), TRAIN, protected=[shipped_dir()], force=True)
+    ours = [n for n in RUN_FILES if (out / n).exists()]
+    if ours and not _is_run_config(out / "config.yaml"):
+        raise OutputError(
+            out,
+            f"holds {', '.join(ours)} that glassbox train did not write (its config.yaml "
+            "is no run config): set run.out_dir to a new or empty folder, or an earlier run's",
+        )
+
+
+def _is_run_config(file: Path) -> bool:
+    try:
+        config = yaml.safe_load(file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and {"model", "run", "trainer"} <= set(config)
+
+
+def _check_pack_length(cfg: ExperimentConfig, suite) -> None:
+    """data.pack_length against the longest train example, before the Trainer starts."""
+    train = suite.splits.get("train")
+    if not cfg.data.pack_length or train is None or isinstance(train, IterableDataset):
+        return
+    longest = int(example_lengths(train).max(initial=0))
+    if longest > cfg.data.pack_length:
+        raise ConfigError(
+            "data.pack_length",
+            cfg.data.pack_length,
+            f"must be >= {longest}, the longest train example",
+        )
 
 
 def _clamp_warmup(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -163,12 +227,21 @@ def _longest(suite) -> int:
 
 def train(cfg: ExperimentConfig) -> Path:
     """Train per `cfg`; returns the exported checkpoint directory. torch's thread
-    count (`trainer.cpu_threads`) is set for the run and restored after it."""
+    count (`trainer.cpu_threads`) is set for the run and restored after it. A full
+    disk is one OutputError naming run.out_dir and its free space (checkpoints are
+    written whole or not at all, so run.resume=last continues from the last one)."""
     threads = torch.get_num_threads()
     try:
         if cfg.trainer.cpu_threads:
             torch.set_num_threads(cfg.trainer.cpu_threads)
         return _train(cfg)
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        kept = (
+            "no checkpoint was left half-written (run.resume=last goes on from the last whole one)"
+        )
+        raise disk_full(cfg.run.out_dir, e, kept) from None
     finally:
         torch.set_num_threads(threads)
 
@@ -177,6 +250,7 @@ def _train(cfg: ExperimentConfig) -> Path:
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     out = Path(cfg.run.out_dir)
     cfg = _clamp_warmup(cfg)
+    check_run_dir(out)
     resume = _resume_path(cfg, out / "checkpoints")
 
     dm = SuiteDataModule(
@@ -203,6 +277,7 @@ def _train(cfg: ExperimentConfig) -> Path:
             model_cfg.max_seq_len,
             f"must be >= {longest}, the longest example of the data",
         )
+    _check_pack_length(cfg, suite)
     cfg = dataclasses.replace(cfg, model=model_cfg)
 
     module = LMModule(
