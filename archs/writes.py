@@ -97,13 +97,18 @@ def _size(n: float) -> str:
     return ""
 
 
-def is_disk_full(e: BaseException) -> bool:
+def is_disk_full(e: BaseException | None) -> bool:
     """An OSError of a full disk or a size limit, or a library's wrapping of one
-    (safetensors says "I/O error: ... (os error 28)")."""
-    if isinstance(e, OSError):
-        return e.errno in DISK_FULL
+    (safetensors says "I/O error: ... (os error 28)"; torch.save raises a RuntimeError
+    while handling the OSError)."""
+    if e is None:
+        return False
+    if isinstance(e, OSError) and e.errno in DISK_FULL:
+        return True
     found = re.search(r"\(os error (\d+)\)", str(e))
-    return found is not None and int(found.group(1)) in DISK_FULL
+    if found is not None and int(found.group(1)) in DISK_FULL:
+        return True
+    return is_disk_full(e.__cause__ or e.__context__)
 
 
 def disk_full(

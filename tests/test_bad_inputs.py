@@ -13,9 +13,14 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import pickle
+import resource
 import shutil
+import stat
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,10 +30,10 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 
 from glassbox import archs
-from glassbox.archs.writes import clean_interrupted_writes
 from glassbox.archs.errors import ArgumentError, CheckpointError
 from glassbox.archs.tools import ToolRegistry, generate_with_tools
 from glassbox.archs.tools.calculator import Calculator
+from glassbox.archs.writes import clean_interrupted_writes, current_umask
 from glassbox.cli import main
 from glassbox.training.callbacks import AtomicCheckpointIO
 from glassbox.training.module import cosine_with_warmup
@@ -209,6 +214,15 @@ def _other_tokenizer(d):
     Tokenizer(WordLevel(words, unk_token="w0")).save(str(d / "tokenizer.json"))
 
 
+def _shuffled_tokenizer(d):
+    """The same tokens and size, two ids swapped: only the recorded digest tells."""
+    data = json.loads((d / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    a, b = sorted(vocab)[-2:]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (d / "tokenizer.json").write_text(json.dumps(data))
+
+
 def _remove(name):
     return lambda d: (d / name).unlink()
 
@@ -241,6 +255,7 @@ CHECKPOINT_CASES = [
     ("config_a_list", _config_text("- 1\n- 2\n"), "config.yaml", "expected a mapping", 1),
     ("tokenizer_of_another_vocab", _other_tokenizer, "tokenizer.json", "430 tokens", 1),
     ("tokenizer_not_json", lambda d: (d / "tokenizer.json").write_text("{oops"), "tokenizer.json", "not a tokenizers JSON", 1),
+    ("tokenizer_ids_shuffled", _shuffled_tokenizer, "tokenizer.json", "SHA-256", 1),
 ]  # fmt: skip
 
 
@@ -405,20 +420,25 @@ CONFIG_CASES = [
     ("model.d_model=[1,2", "cannot parse"),
     ("trainer.max_steps", "override"),
     ("=5", "override"),
+    ("model=dense", "model='dense': is a section"),
+    ("data.pack_length=1000000000", "data.pack_length"),
+    ("run.resume={tmp}/state.ckpt", "not a Lightning checkpoint"),
     # found once the data is built (from the module's cache) or the Trainer is made:
     # these run with FAST's small data, the others need no data
+    ("data.pack_length=8", "the longest train example"),
     ("model.max_seq_len=8", "model.max_seq_len"),
     ("model.vocab_size=10", "model.vocab_size"),
     ("trainer.strategy=bogus", "trainer.strategy='bogus'"),
 ]  # fmt: skip
 
 
-NEED_DATA = {c[0] for c in CONFIG_CASES[-3:]}
+NEED_DATA = {c[0] for c in CONFIG_CASES[-4:]}
 
 
 @pytest.mark.parametrize("overrides, key", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
 def test_bad_config_is_one_line_and_writes_nothing(trained, tmp_path, capsys, overrides, key):
     (tmp_path / "junk.ckpt").write_bytes(b"not a zip")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "state.ckpt")  # torch, not Lightning
     before = tree(tmp_path)
     extra = overrides.format(tmp=tmp_path).split()
     if overrides in NEED_DATA:
@@ -438,6 +458,7 @@ CONFIG_FILE_CASES = [
     ("- model\n- data\n", "YAML mapping"),
     ("modle: {d_model: 64}\n", "modle"),
     ("defaults:\n  - model: nope\n", "defaults.model"),
+    ("defaults:\n  - modle: dense\n", "defaults.modle"),
     ("optim:\n  lr: .nan\n", "optim.lr"),
 ]
 
@@ -642,3 +663,218 @@ def test_json_is_not_a_checkpoint(tmp_path):
     (d / "model.safetensors").write_text(json.dumps({"weights": [1, 2, 3]}))
     with pytest.raises(CheckpointError, match="header length"):
         archs.load_pretrained(d)
+
+
+# --- nothing lost: where commands write ----------------------------------------------
+
+
+@pytest.fixture
+def shipped(export, tmp_path, monkeypatch):
+    """A copy of the trained checkpoint as the shipped `glassbox/tiny`, with legacy
+    dashboards (no marker) in its features/."""
+    root = tmp_path / "shipped"
+    shutil.copytree(export, root / "tiny")
+    (root / "tiny" / "features").mkdir()
+    for name in ("index.json", "index.html", "layer0.json"):
+        (root / "tiny" / "features" / name).write_text("{}")
+    monkeypatch.setenv("GLASSBOX_CHECKPOINTS", str(root))
+    return root
+
+
+def _user_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "keep.txt").write_text("the user's notes")
+    return d
+
+
+# (id, argv after `glassbox`, exit code, fragments); {ck}: a copy of the checkpoint,
+# {mine}: a folder of the user's, {file}: a file, {shipped}: GLASSBOX_CHECKPOINTS
+WRITE_CASES = [
+    ("export_hf_onto_the_checkpoint", ["export", "{ck}", "--to", "hf", "{ck}"], 1, ["{ck}", "the checkpoint glassbox export reads"]),
+    ("export_features_onto_the_checkpoint", ["export", "{ck}", "--to", "features", "{ck}"], 1, ["{ck}", "reads"]),
+    ("export_onto_the_checkpoints_parent", ["export", "{ck}", "--to", "hf", "{tmp}"], 1, ["holds {ck}"]),
+    ("export_features_into_users_files", ["export", "{ck}", "--to", "features", "{mine}"], 1, ["{mine}", "keep.txt", "--force"]),
+    ("export_hf_into_users_files", ["export", "{ck}", "--to", "hf", "{mine}"], 1, ["{mine}", "keep.txt", "--force"]),
+    ("export_over_a_file", ["export", "{ck}", "--to", "features", "{file}"], 1, ["{file}", "is a file"]),
+    ("export_into_the_shipped", ["export", "glassbox/tiny", "--to", "hf", "{shipped}/hf"], 1, ["{shipped}/hf", "only `glassbox ship` writes"]),
+    ("analyze_into_the_shipped", ["analyze", "glassbox/tiny", "--out", "{shipped}/tiny/analysis"], 1, ["{shipped}/tiny/analysis", "shipped checkpoints"]),
+    ("analyze_into_users_files", ["analyze", "{ck}", "--out", "{mine}"], 1, ["{mine}", "keep.txt"]),
+    ("analyze_examples_0", ["analyze", "{ck}", "--examples", "0"], 2, ["--examples=0"]),
+    ("analyze_examples_negative", ["analyze", "{ck}", "--examples", "-1"], 2, ["--examples=-1"]),
+    ("features_examples_0", ["export", "{ck}", "--to", "features", "{tmp}/f", "--examples", "0"], 2, ["--examples=0"]),
+    ("ship_to_a_file", ["ship", "{tmp}", "--to", "{file}"], 1, ["{file}", "is a file"]),
+    ("ship_without_a_report", ["ship", "{mine}"], 2, ["{mine}/report.json", "no such file"]),
+    ("train_into_a_file", ["train", "configs/dense.yaml", "run.out_dir={file}"], 1, ["{file}", "is a file"]),
+    ("train_into_users_files", ["train", "configs/dense.yaml", "run.out_dir={cfg_dir}"], 1, ["{cfg_dir}", "config.yaml", "did not write"]),
+    ("train_into_the_shipped", ["train", "configs/dense.yaml", "run.out_dir={shipped}/run"], 1, ["{shipped}/run", "shipped"]),
+    ("eval_5000_character_name", ["eval", "glassbox/" + "a" * 5000], 1, ["longer than a path can be"]),
+    ("eval_256_character_component", ["eval", "{tmp}/" + "a" * 256], 1, ["longer than a path can be"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, code, fragments", [c[1:] for c in WRITE_CASES], ids=[c[0] for c in WRITE_CASES]
+)
+def test_no_command_writes_over_what_it_did_not_create(
+    export, shipped, tmp_path, capsys, argv, code, fragments
+):
+    ck = tmp_path / "ck"
+    shutil.copytree(export, ck)
+    mine = _user_dir(tmp_path)
+    (tmp_path / "file").write_text("a file of the user's")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "config.yaml").write_text("my: own config\n")
+    names = dict(ck=ck, mine=mine, file=tmp_path / "file", shipped=shipped, tmp=tmp_path)
+    names["cfg_dir"] = tmp_path / "cfg"
+    before = tree(tmp_path)
+    args = [a.format(**names) for a in argv]
+    assert_refused(*cli(capsys, *args), code, *(f.format(**names) for f in fragments))
+    assert tree(tmp_path) == before  # the checkpoint, the user's files, the shipped: intact
+
+
+def test_force_keeps_the_users_files_and_a_second_export_replaces_its_own(export, tmp_path, capsys):
+    mine = _user_dir(tmp_path)
+    assert cli(capsys, "export", export, "--to", "hf", mine, "--force")[0] == 0
+    assert (mine / "keep.txt").read_text() == "the user's notes"
+    assert (mine / "config.json").is_file() and (mine / ".glassbox").is_file()
+    again = tmp_path / "again"
+    for _ in range(2):  # its own folder, replaced whole without --force
+        assert cli(capsys, "export", export, "--to", "hf", again)[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "mine"]
+
+
+def test_a_checkpoints_own_features_folder_is_rewritten(export, shipped, tmp_path, capsys):
+    """`make ship` exports glassbox/<name>'s dashboards into its features/, written
+    before the marker existed (known by its index): rewritten, nothing else touched."""
+    before = {k: v for k, v in tree(shipped).items() if not k.startswith("tiny/features")}
+    args = ["export", "glassbox/tiny", "--to", "features", shipped / "tiny" / "features"]
+    code, err = cli(capsys, *args, "--examples", "8")
+    assert code == 0, err
+    assert json.loads((shipped / "tiny" / "features" / "index.json").read_text())
+    after = tree(shipped)
+    assert {k: v for k, v in after.items() if not k.startswith("tiny/features")} == before
+
+
+def test_written_folders_take_the_umask(trained, tmp_path, capsys):
+    """Not tempfile's 0o700 / 0o600: a teammate, a wheel or a web server reads them."""
+    mask = current_umask()
+    out = tmp_path / "hf"
+    assert cli(capsys, "export", trained["run"] / "checkpoint", "--to", "hf", out)[0] == 0
+    for d in (trained["run"] / "checkpoint", out):  # train's export, then an HF export
+        assert stat.S_IMODE(d.stat().st_mode) == 0o777 & ~mask, d
+        for f in d.iterdir():
+            assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, f
+
+
+def test_analyze_of_a_shipped_checkpoint_writes_in_the_working_directory(
+    shipped, tmp_path, monkeypatch, capsys
+):
+    from glassbox.cli import _analysis_dir, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["analyze", "glassbox/tiny"])
+    out = _analysis_dir(args, archs.checkpoint.resolve_checkpoint("glassbox/tiny"))
+    assert out == Path("analysis-tiny") and "analysis-tiny" in capsys.readouterr().out
+    (tmp_path / "x" / "ck").mkdir(parents=True)  # a local checkpoint: beside it, as before
+    args = build_parser().parse_args(["analyze", str(tmp_path / "x" / "ck")])
+    assert _analysis_dir(args, tmp_path / "x" / "ck") == tmp_path / "x" / "analysis"
+
+
+@pytest.mark.parametrize("what", ["parent", "folder"])
+def test_a_read_only_target_is_one_line(export, tmp_path, capsys, monkeypatch, what):
+    import glassbox.archs.writes as writes
+
+    target = tmp_path / "ro" / "out"
+    target.mkdir(parents=True)
+    read_only = target if what == "folder" else target.parent
+    real_access = os.access
+    monkeypatch.setattr(  # root writes anywhere: play the unprivileged user
+        writes.os, "access", lambda p, m: Path(p) != read_only and real_access(p, m)
+    )
+    before = tree(tmp_path)
+    assert_refused(*cli(capsys, "export", export, "--to", "hf", target), 1, "read-only")
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "env, fragment", [("absent", "does not exist"), ("file", "is a file")], ids=["missing", "file"]
+)
+def test_glassbox_checkpoints_is_named(tmp_path, capsys, monkeypatch, env, fragment):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("GLASSBOX_CHECKPOINTS", str(tmp_path / env))
+    assert_refused(*cli(capsys, "eval", "glassbox/dense"), 1, "GLASSBOX_CHECKPOINTS=", fragment)
+
+
+COMPARE_FILES = [
+    ("duplicate_key", "out_dir: a\nout_dir: b\n", "duplicate key out_dir at line 2"),
+    ("malformed", "seeds: [0\n", "not valid YAML"),
+    ("checkpoints_a_list", "architectures: {dense: configs/dense.yaml}\ncheckpoints: [a]\n", "checkpoints=['a']"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text, fragment", [c[1:] for c in COMPARE_FILES], ids=[c[0] for c in COMPARE_FILES]
+)
+def test_bad_compare_file_is_one_line(tmp_path, capsys, text, fragment):
+    (tmp_path / "c.yaml").write_text(text)
+    before = tree(tmp_path)
+    assert_refused(*cli(capsys, "compare", tmp_path / "c.yaml"), 2, fragment)
+    assert tree(tmp_path) == before
+
+
+def test_compare_refuses_a_checkpoint_under_another_architectures_key(export, tmp_path, capsys):
+    """The dense checkpoint under `moe`: scored, it would be reported as a MoE."""
+    overrides = [
+        f"out_dir={tmp_path / 'report'}", "seeds=[0]",
+        "architectures={dense: configs/dense.yaml, moe: configs/moe.yaml}",
+        f"checkpoints={{moe: {export}}}",
+    ]  # fmt: skip
+    code, err = cli(capsys, "compare", "configs/compare.yaml", *overrides)
+    assert_refused(code, err, 2, "checkpoints.moe", "model.ffn.kind=dense", "model.ffn.kind=moe")
+    assert not (tmp_path / "report").exists()
+
+
+def test_compare_refuses_a_checkpoint_of_other_data(export):
+    from glassbox.compare import CheckpointRun, CompareConfig, check_is_architecture
+
+    run = CheckpointRun("dense", str(export), Path("unused"))
+    run.cfg.data.source = "text"
+    cc = CompareConfig(architectures={"dense": "configs/dense.yaml"})
+    with pytest.raises(archs.ConfigError, match="checkpoints.dense.*data.source=text"):
+        check_is_architecture(run, cc)
+
+
+def test_ship_names_a_garbage_scores_file(tmp_path):
+    from glassbox.ship import read_report
+
+    (tmp_path / "report.json").write_text("{garbage")
+    with pytest.raises(ArgumentError, match=r"--scores=.*report.json.*not a report.json"):
+        read_report(tmp_path / "report.json", "--scores")
+
+
+def _limited(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`glassbox argv` in a process whose files cannot grow past 200 kB (ulimit -f)."""
+    limit = 200_000
+    return subprocess.run(
+        [sys.executable, "-m", "glassbox.cli", *map(str, argv)],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+        capture_output=True, text=True, cwd=cwd,
+    )  # fmt: skip
+
+
+def test_a_full_disk_during_export_is_one_line_and_leaves_nothing(export, tmp_path):
+    done = _limited(["export", export, "--to", "hf", tmp_path / "hf"], Path.cwd())
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert str(tmp_path / "hf") in lines[-1] and "free on" in lines[-1]
+    assert list(tmp_path.iterdir()) == []  # no half-written folder
+
+
+def test_a_full_disk_during_training_is_one_line(trained, tmp_path):
+    argv = run_args(tmp_path / "run", trained["data"], "trainer.max_steps=2")
+    done = _limited(argv, Path.cwd())
+    ours = [ln for ln in done.stderr.splitlines() if ln.startswith("glassbox train:")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(ours) == 1 and str(tmp_path / "run") in ours[0] and "free on" in ours[0]
+    assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp" in p.name]
