@@ -53,12 +53,14 @@ class OutputError(GlassboxError):
 @dataclass(frozen=True)
 class Output:
     """What one command writes. command: its name in messages ("glassbox export --to
-    hf"); legacy: a test that a folder without the marker was written by it before
-    the marker existed, whose entries matching `owns` are then its own."""
+    hf"); legacy: a test that a folder without the marker was written by it (before
+    the marker existed, or with marker=False), whose entries matching `owns` are then
+    its own."""
 
     command: str
     legacy: Callable[[Path], bool] | None = None
     owns: tuple[str, ...] = ("*",)
+    marker: bool = True  # False: known by `legacy` alone (a folder whose files are a format)
 
 
 # --- modes and a full disk -----------------------------------------------------------
@@ -337,7 +339,8 @@ def write_output_dir(
 
     def marked(tmp: Path) -> None:
         write(tmp)
-        write_marker(tmp, output, (p.name for p in tmp.iterdir()))
+        if output.marker:
+            write_marker(tmp, output, (p.name for p in tmp.iterdir()))
 
     try:
         if keep:

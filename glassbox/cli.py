@@ -143,6 +143,7 @@ FEATURES = Output(
     "glassbox export --to features",
     legacy=lambda d: (d / "index.json").is_file() and (d / "index.html").is_file(),
     owns=("index.json", "index.html", "layer*.json", "layer*.html"),
+    marker=False,  # the dashboards folder is a format of its own (analysis/DASHBOARDS.md)
 )
 
 
