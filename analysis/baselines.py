@@ -1,5 +1,5 @@
 """What an interpretability score would be without learning: the two baselines every
-score is printed beside (DESIGN.md, "Scores that mean something").
+score is printed beside (docs/design.md, "Scores that mean something").
 
 - Untrained twin: the same config at the same seed, at initialisation
   (`untrained_twin`), scored by the same code on the same tokens.

@@ -31,7 +31,7 @@ What it measures, on held-out blocks (val picks, test scores the ablations):
 
 Scores against the suite's ground truth do not apply and are listed with the
 reason in `not_applicable` (`NOT_APPLICABLE`). `text_with_baselines` adds the
-untrained twin's scores on the same tokens (`baselines.init.<key>`, DESIGN.md's
+untrained twin's scores on the same tokens (`baselines.init.<key>`, docs/design.md's
 "scores that mean something"); the token-identity baseline of NMI and purity by
 domain comes from analysis.specialisation (`baselines.token.<key>`).
 """

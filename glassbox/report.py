@@ -419,17 +419,21 @@ class Report:
         flagged = {a: ms for a, ms in self.not_informative().items() if ms}
         rule = (
             "(init) and twin are the untrained twin (the same config and seed at "
-            "initialisation), (token) what the current token alone predicts, both scored by the "
-            "same code on the same tokens. "
+            "initialisation), (token) what the current token alone predicts, (random) random "
+            "directions in the units' span, (shuffled) the groups shuffled within each token, "
+            "all scored by the same code on the same tokens. Brackets are 95% intervals. "
+        )
+        moved = (
+            "its untrained twin's interval (scores with intervals) or seed spread (max(std "
+            f"over seeds, {TRUST_TOLERANCE}), the older scores)"
         )
         if not flagged:
-            return [rule + "Every score with an untrained baseline moved beyond the seed spread "
-                    f"(max(std over seeds, {TRUST_TOLERANCE})) of its untrained value.\n"]  # fmt: skip
+            return [rule + f"Every score with an untrained baseline moved beyond {moved}.\n"]
         lists = "; ".join(f"{a}: {', '.join(m.header for m in ms)}" for a, ms in flagged.items())
         return [
             rule + f"{NOT_INFORMATIVE} **Not informative at this budget**: the trained value lies "
-            f"within the seed spread (max(std over seeds, {TRUST_TOLERANCE})) of the untrained "
-            f"twin's, so the score does not tell this model from an untrained one: {lists}.\n"
+            f"within {moved}, so the score does not tell this model from an untrained one: "
+            f"{lists}.\n"
         ]
 
     def circuits(self) -> Table | None:

@@ -126,9 +126,12 @@ def describe(config: Mapping[str, Any]) -> str:
 
 
 def _value(m: Metric, stats: Mapping[str, Stat | None], key: str | None = None) -> str:
-    """A card's cell: one seed's value plain, several seeds' as mean ± std."""
-    stat = stats.get(key or m.key)
-    return m.format_value(stat["mean"]) if stat and stat["n"] == 1 else m.format(stat)
+    """A card's cell: one seed's value plain, several seeds' as mean ± std; either
+    with its 95% interval where it has one."""
+    return m.format(stats.get(key or m.key))
+
+
+CONTROLS = ("random", "shuffled")  # a score's control baselines, the card's "control" column
 
 
 def _card_rows(report: Report, arch: str, section: str) -> list[str]:
@@ -141,11 +144,13 @@ def _card_rows(report: Report, arch: str, section: str) -> list[str]:
             continue
         init = m.baseline("init").key if "init" in m.baselines else None
         token = m.baseline("token").key if "token" in m.baselines else None
+        control = next((m.baseline(b).key for b in m.baselines if b in CONTROLS), None)
         flag = informative(mine.get(m.key), mine.get(init)) is False if init else False
         cells = [
             _value(m, mine) + (f" {NOT_INFORMATIVE}" if flag else ""),
             _value(m, mine, init) if init else "–",
             _value(m, mine, token) if token else "–",
+            _value(m, mine, control) if control else "–",
         ] + ([_value(m, dense)] if arch != "dense" else [])
         rows.append(f"| {m.header} | " + " | ".join(cells) + " |")
     return rows
@@ -191,8 +196,8 @@ def model_card(
     steps = (mine.get("train.steps") or {}).get("mean")
     tokens = (mine.get("train.tokens") or {}).get("mean")
     dense_col = "" if arch == "dense" else " dense |"
-    score_head = f"| score | this model | untrained twin | token alone |{dense_col}"
-    score_rule = "|---|---|---|---|" + ("---|" if arch != "dense" else "")
+    score_head = f"| score | this model | untrained twin | token alone | control |{dense_col}"
+    score_rule = "|---|---|---|---|---|" + ("---|" if arch != "dense" else "")
     circuits = _card_rows(report, arch, CIRCUITS)
     calls = _card_rows(report, arch, TOOLS) if mine.get("interp.call_recall") else []  # calls tools
     lines = [
@@ -218,9 +223,16 @@ def model_card(
         "## Interpretability, against what it would be anyway\n",
         f"Scored by `{scored_by}` (`make report`), which recomputes every number here "
         "from this checkpoint: each score beside the same config's untrained twin (its "
-        "initialisation at the training seed) and what the current token alone predicts. "
-        f"{NOT_INFORMATIVE} marks a score the twin reaches within the seed spread (the score "
-        "does not tell this model from an untrained one).\n",
+        "initialisation at the training seed), what the current token alone predicts and "
+        "its control (random directions in the units' span; the groups shuffled within "
+        "each token). The first scores are audited: whatever they fit (a unit, its sign "
+        "and threshold; cluster centres; token tables) is fitted on 512 validation "
+        "examples and scored on 512 test examples, units are read with both signs and "
+        "compared at 512 candidates per layer, and the brackets are 95% intervals "
+        "(bootstrap over the test examples). The scores after them are the older, "
+        f"in-sample ones, kept for one release. {NOT_INFORMATIVE} marks a score its twin "
+        "reaches (intervals that overlap; for the older scores, within the seed "
+        "spread).\n",
         score_head,
         score_rule,
         *_card_rows(report, arch, INTERPRETABILITY),

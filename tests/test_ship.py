@@ -30,6 +30,13 @@ def _result(arch, seed, loss, cov, cov_init):
         "interp.coverage": cov,
         "baselines.init.interp.coverage": cov_init,
         "baselines.token.interp.coverage": 0.35,
+        # an audited score: with its interval, its twin's and its random control's
+        "interp.lift_pooled": cov - 0.2,
+        "interp.lift_pooled_ci": [cov - 0.22, cov - 0.18],
+        "baselines.init.interp.lift_pooled": -0.1,
+        "baselines.init.interp.lift_pooled_ci": [-0.12, -0.08],
+        "baselines.random.interp.lift_pooled": 0.0,
+        "baselines.random.interp.lift_pooled_ci": [-0.01, 0.01],
     }
     return RunResult(arch, seed, f"runs/{arch}-seed{seed}", capability, interp)
 
@@ -75,12 +82,17 @@ def test_ship_copies_the_runs_with_cards_of_their_seed(tmp_path, runs_dir):
     assert card.startswith("# glassbox/transcoder\n")
     assert _row(card, "val loss") == ["1.500", "1.250"]  # seed 0's, not the mean over seeds
     assert _row(card, "answer accuracy") == ["50.0", "50.0"]
-    # the score, its untrained twin, the token alone, the dense baseline
-    assert _row(card, "coverage") == ["0.450", "0.250", "0.350", "0.300"]
+    # the score, its untrained twin, the token alone, its control, the dense baseline
+    assert _row(card, "coverage") == ["0.450", "0.250", "0.350", "–", "0.300"]
+    # an audited score of seed 0 with its 95% interval, and its random control's
+    assert _row(card, "pooled lift") == [
+        "0.250 [0.230, 0.270]", "-0.100 [-0.120, -0.080]", "–", "0.000 [-0.010, 0.010]",
+        "0.100 [0.080, 0.120]",
+    ]  # fmt: skip
     assert "latents, topk with k = 8" in card and "glassbox/transcoder" in card
     assert "glassbox train configs/transcoder.yaml trainer.max_steps=30 run.seed=0" in card
     dense_card = (out / "dense" / "README.md").read_text()
-    assert _row(dense_card, "coverage") == ["0.300 †", "0.290", "0.350"]  # no dense column
+    assert _row(dense_card, "coverage") == ["0.300 †", "0.290", "0.350", "–"]  # no dense column
 
 
 def test_cards_only_rewrites_the_cards_from_another_report(tmp_path, runs_dir):

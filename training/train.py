@@ -4,7 +4,7 @@ Run directory (run.out_dir):
     config.yaml          the resolved config of the run
     logs/                CSV and TensorBoard logs (Lightning loggers)
     checkpoints/         resumable Lightning checkpoints: last.ckpt and periodic step=N.ckpt
-    checkpoint/          the exported checkpoint (DESIGN.md format), written at the end
+    checkpoint/          the exported checkpoint (docs/design.md's format), written at the end
 
 Everything that can be checked is checked before the run directory is touched (the
 resume checkpoint, the data against the model), so a refused run writes nothing.
