@@ -484,7 +484,7 @@ def _offsets(groups: Sequence[UnitGroup]) -> list[int]:
     return out
 
 
-def _split(flat: Tensor, groups: Sequence[UnitGroup]) -> dict[str, Tensor]:
+def split_by_group(flat: Tensor, groups: Sequence[UnitGroup]) -> dict[str, Tensor]:
     """(R, total) -> {group name: (R, n_units)}."""
     parts = flat.split([g.n_units for g in groups], dim=-1)
     return {g.name: p for g, p in zip(groups, parts)}
@@ -529,7 +529,7 @@ def keep_losses(
         per = max(1, max_rows // n)
         for r0 in range(0, R, per):
             r1 = min(R, r0 + per)
-            parts = _split(keep[r0:r1], groups)
+            parts = split_by_group(keep[r0:r1], groups)
             hooks = []
             for g in groups:
                 hooks += g.hooks(means[g.name], parts[g.name].repeat_interleave(n, 0))

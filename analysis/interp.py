@@ -40,6 +40,7 @@ from glassbox.analysis.batches import suite_batches
 from glassbox.analysis.circuits import circuit_report
 from glassbox.analysis.coverage import collect_activations, coverage, ground_truth_labels
 from glassbox.analysis.jsonable import is_defined, jsonable, mean_defined
+from glassbox.analysis.microcircuits import microcircuit_report
 from glassbox.analysis.sae_metrics import dead_fraction, dense_fraction, l0
 from glassbox.analysis.specialisation import specialisation_report
 from glassbox.training.data import SuiteData
@@ -155,6 +156,7 @@ def interp_report(
     circuits: bool = True,
     circuit_examples: int = 256,
     circuit_min_gap: float = CIRCUIT_MIN_GAP,
+    microcircuits: bool | None = None,
 ) -> dict[str, Any]:
     """Every applicable interpretability score of `model` on the suite's held-out
     data: coverage (all, lexical, contextual, contextual lift) for every kind; expert
@@ -170,7 +172,10 @@ def interp_report(
     (baselines.token.interp.*); the untrained twin's are interp_with_baselines'.
 
     Returns {"summary": {"interp.<metric>": float, "baselines.token.interp.<metric>":
-    float}, "coverage": {...}, "moe": {...}, "circuits": {skill: {...}}}.
+    float}, "coverage": {...}, "moe": {...}, "circuits": {skill: {...}}, "audit": the
+    audited scores' details (analysis.audit), "microcircuits": {task: {...}}}: the
+    micro-task circuits (analysis.microcircuits; run with the circuits unless
+    `microcircuits` says otherwise).
     """
     device = model.device
     val = suite_batches(suite, "val", n_examples, seed=seed, device=device)
@@ -207,6 +212,11 @@ def interp_report(
         report["circuits"] = circ.details()
         if circ.expert is not None:  # moe: also in whole experts (interp.circuit_*_expert)
             report["circuits_expert"] = circ.expert.details()
+    if circuits if microcircuits is None else microcircuits:
+        # micro-task circuits by learned masks, held out, with controls (analysis.microcircuits)
+        micro = microcircuit_report(model, suite, seed=seed)
+        summary.update(micro["summary"])
+        report["microcircuits"] = micro["tasks"]
     report["summary"] = summary
     return report
 

@@ -156,10 +156,32 @@ METRICS: tuple[Metric, ...] = (
     Metric("interp.selectivity", "selectivity",
            "ablating a skill's experts: drop on it minus drop on the others", section=INTERPRETABILITY,
            baselines=("init",)),
+    Metric("interp.microcircuit_fraction_median", "micro-circuit fraction",
+           "binary micro-tasks (target against one alternative): the fewest units (heads + the "
+           "kind's units) a learned mask keeps, every other unit mean-ablated, for 90% of the "
+           "way from a uniform guess to the model on half the prompts; share of all units, "
+           "median over the tasks the model has learned", section=INTERPRETABILITY,
+           higher_is_better=False, baselines=("init",), headline=True),
+    Metric("interp.microcircuit_nodes_gmean", "micro-circuit nodes",
+           "the same in units, geometric mean over tasks (Gao et al.)", section=INTERPRETABILITY,
+           higher_is_better=False, baselines=("init",)),
+    Metric("interp.microcircuit_faithfulness_heldout", "micro-circuit held-out faithfulness",
+           "(ln 2 - loss) / (ln 2 - clean loss) of each circuit on the other half of its "
+           "prompts, mean over tasks", section=INTERPRETABILITY),
+    Metric("interp.microcircuit_beats_random", "beats random units",
+           "share of tasks whose circuit, held out, beats every one of 5 random unit sets of "
+           "its size", section=INTERPRETABILITY),
+    Metric("interp.nonsense_ratio", "nonsense / real size",
+           "the same prompts with target and alternative swapped on a random half: circuit "
+           "size at the real task's target loss over the real one (geometric mean; a nonsense "
+           "task never reached counts as all units, so a lower bound)", section=INTERPRETABILITY),
+    Metric("interp.microcircuit_tasks", "micro-tasks learned",
+           "micro-tasks whose clean loss is under half a uniform guess's (the others get no "
+           "circuit)", section=INTERPRETABILITY, digits=0),
     Metric("interp.circuit_fraction", "circuit fraction",
            "fewest units (heads + the kind's units) keeping 90% of a skill's loss gap, as a share "
            "of all, mean over skills", section=INTERPRETABILITY, higher_is_better=False,
-           baselines=("init",), headline=True),
+           baselines=("init",)),
     Metric("interp.circuit_auc", "circuit AUC",
            "area under faithfulness against fraction of units kept, mean over skills",
            section=INTERPRETABILITY, baselines=("init",)),
@@ -176,6 +198,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("interp.circuit_fraction.{skill}", "{skill} fraction", section=CIRCUITS,
            higher_is_better=False),
     Metric("interp.circuit_auc.{skill}", "{skill} AUC", section=CIRCUITS),
+    Metric("interp.microcircuit.{task}.nodes", "{task} nodes", section=CIRCUITS, digits=0,
+           higher_is_better=False),
+    Metric("interp.microcircuit.{task}.faithfulness_heldout", "{task} held-out faithfulness",
+           section=CIRCUITS),
     Metric("interp.circuit_size_expert.{skill}", "{skill} size in experts", section=CIRCUITS,
            digits=0, higher_is_better=False),  # moe: whole experts in place of hidden units
     # tool calling against answering from the weights

@@ -73,7 +73,7 @@ TOPICS: tuple[tuple[str, str], ...] = (
     ("Specialisation: what a unit says about the skill beyond the token",
      r"nmi|purity|selectivity|speciali[sz]|info_beyond"),
     ("Coverage: ground-truth features read off single units", r"coverage|lift"),
-    ("Circuits: the fewest units that keep a skill", r"circuit"),
+    ("Circuits: the fewest units that keep a skill", r"circuit|nonsense"),
     ("Sparsity of the latents", r"\.l0$|dead"),
     ("Tool calls", r"tool|call_"),
 )  # fmt: skip

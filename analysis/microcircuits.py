@@ -1,0 +1,336 @@
+"""Circuits of binary micro-tasks by learned masks, held out, against a reference
+inside the scale and beside their controls (Gao et al. 2025; MIB, Mueller et al.
+2025; Drori 2026's controls).
+
+For a micro-task (analysis.microtasks: a prompt, the target token against one
+alternative) and a model's readable units (analysis.circuits.unit_groups: heads and
+the kind's units), every unit gets a keep-mask m in [0, 1]; m = 0 puts the unit's
+mean (over the analysis tokens, all skills) in place of its activation, m = 1 keeps
+it. The task loss is the pair cross-entropy, so a uniform guess costs ln 2, and
+
+    faithfulness(S) = (ln 2 - L_S) / (ln 2 - L_clean)
+
+is 1 for the whole model and 0 at chance: the reference is inside the scale (never a
+loss worse than a uniform guess). A task the model has not learned (L_clean above
+half of ln 2) gets no circuit.
+
+1. Learn (on the fit half of the task's prompts): masks m = sigmoid(theta), Adam on
+   mean task loss + `sparsity` x mean(m), from every unit kept.
+2. Binarise: units ranked by theta; the task loss of the top-k is evaluated on a grid
+   of k (log-spaced, then a linear grid in the bracket), and the circuit is the
+   smallest evaluated k whose loss reaches the target (faithfulness `target` on the
+   fit half). No monotone curve is assumed: only evaluated points are read.
+3. Score (on the other half): held-out faithfulness and accuracy of the circuit; the
+   MIB grid (faithfulness at 0.1% .. 100% of units, by the learned ranking) with CPR
+   (area under it) and CMD (area between it and 1).
+4. Controls: random sets of units of the circuit's size (held-out faithfulness), the
+   nonsense task (the same prompts, target and alternative swapped on a random half:
+   the smallest circuit that reaches the real task's target loss on it, if any), and
+   zero- in place of mean-ablation.
+
+    report = microcircuit_report(model, suite)
+    report["summary"]["interp.microcircuit.dyck_first_closer.nodes"]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from glassbox.analysis.batches import suite_batches
+from glassbox.analysis.circuits import UnitGroup, split_by_group, unit_groups, unit_means
+from glassbox.analysis.microtasks import (
+    MICRO_TASKS,
+    TaskData,
+    task_data,
+    task_logit_diff,
+    task_loss,
+)
+from glassbox.training.data import SuiteData
+
+LN2 = math.log(2)
+MIB_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # share of units kept
+
+
+@dataclass
+class MaskConfig:
+    steps: int = 60  # Adam steps of the mask
+    lr: float = 0.15
+    sparsity: float = 1.0  # weight of mean(m) beside the task loss
+    target: float = 0.9  # faithfulness the binarised circuit must reach on the fit half
+    n_random: int = 5  # random unit sets of the circuit's size
+    max_rows: int = 2048  # rows per stacked forward
+
+
+def _hooks(groups: Sequence[UnitGroup], means: dict[str, Tensor], keep: Tensor, n: int):
+    """Hooks for keep (R, total) over groups, each mask row repeated for n prompts."""
+    parts = split_by_group(keep, groups)
+    hooks = []
+    for g in groups:
+        hooks += g.hooks(means[g.name], parts[g.name].repeat_interleave(n, 0))
+    return hooks
+
+
+def mask_diffs(model, data: TaskData, groups, means, keep: Tensor, max_rows: int = 2048) -> Tensor:
+    """(R, N) logit differences (target - alternative) of the N prompts under each of
+    the R keep-masks (bool or float, (R, total)); copies of the prompts are stacked
+    into forwards of at most max_rows rows."""
+    R, N = keep.shape[0], len(data)
+    per = max(1, max_rows // N)
+    out = []
+    for r0 in range(0, R, per):
+        k = keep[r0 : r0 + per]
+        stacked = TaskData(data.name, data.input_ids.repeat(k.shape[0], 1),
+                           data.position.repeat(k.shape[0]), data.target.repeat(k.shape[0]),
+                           data.alternative.repeat(k.shape[0]))  # fmt: skip
+        with model.hooks(_hooks(groups, means, k, N)):
+            logits = model(stacked.input_ids)
+        out.append(task_logit_diff(logits, stacked).view(k.shape[0], N))
+    return torch.cat(out)
+
+
+def learn_ranking(loss_fn, total: int, cfg: MaskConfig, device=None) -> Tensor:
+    """(total,) mask logits theta after cfg.steps Adam steps on loss_fn(m) +
+    cfg.sparsity x mean(m), m = sigmoid(theta), from theta = 3 (every unit kept).
+    loss_fn: (total,) float mask -> scalar task loss. Higher theta: kept longer."""
+    theta = torch.full((total,), 3.0, device=device, requires_grad=True)
+    opt = torch.optim.Adam([theta], lr=cfg.lr)
+    for _ in range(cfg.steps):
+        m = torch.sigmoid(theta)
+        loss = loss_fn(m) + cfg.sparsity * m.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return theta.detach()
+
+
+def _grid(total: int) -> list[int]:
+    pts = {0, total}
+    k = 1.0
+    while k < total:
+        pts.add(int(round(k)))
+        k *= 1.5
+    return sorted(pts)
+
+
+def smallest_reaching(losses_of, ranking: Tensor, target: float) -> tuple[int | None, dict]:
+    """The smallest evaluated k whose top-k (by ranking) loss is <= target: a
+    log-spaced grid, then a linear grid between the last k above and the first at
+    or below (losses_of: (R, total) bool -> (R,) losses). None if no evaluated k
+    reaches it. Also returns {k: loss} of every evaluated point."""
+    total = ranking.numel()
+    order = ranking.argsort(descending=True)
+
+    def masks(ks: Sequence[int]) -> Tensor:
+        keep = torch.zeros(len(ks), total, dtype=torch.bool, device=ranking.device)
+        for i, k in enumerate(ks):
+            keep[i, order[:k]] = True
+        return keep
+
+    seen: dict[int, float] = {}
+    ks = _grid(total)
+    seen.update(zip(ks, losses_of(masks(ks)).tolist()))
+    ok = [k for k in ks if seen[k] <= target]
+    if not ok:
+        return None, seen
+    hi = ok[0]
+    lo = max([k for k in ks if k < hi], default=0)
+    fine = sorted({int(x) for x in torch.linspace(lo, hi, 18).round().tolist()} - set(seen))
+    if fine:
+        seen.update(zip(fine, losses_of(masks(fine)).tolist()))
+    return min(k for k, v in seen.items() if v <= target), seen
+
+
+def faith(loss: float, clean: float) -> float:
+    return (LN2 - loss) / (LN2 - clean)
+
+
+def _area(xs: Sequence[float], ys: Sequence[float]) -> float:
+    return float(sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2 for i in range(len(xs) - 1)))
+
+
+@torch.no_grad()
+def _mean_losses(model, data, groups, means, keep, cfg) -> Tensor:
+    return task_loss(mask_diffs(model, data, groups, means, keep, cfg.max_rows)).mean(1)
+
+
+@torch.no_grad()
+def circuit_for_task(
+    model, fit: TaskData, score: TaskData, groups: Sequence[UnitGroup],
+    means: dict[str, Tensor], cfg: MaskConfig, seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """The learned-mask circuit of one task (module docstring), with its held-out
+    scores and controls. A task the model has not learned: {"learned": False, ...}."""
+    total = sum(g.n_units for g in groups)
+    ones = torch.ones(1, total, dtype=torch.bool, device=fit.input_ids.device)
+    clean_fit = float(_mean_losses(model, fit, groups, means, ones, cfg))
+    out: dict[str, Any] = {"n_fit": len(fit), "n_score": len(score), "total_units": total,
+                           "clean_loss": clean_fit}  # fmt: skip
+    if clean_fit > LN2 / 2:
+        return {**out, "learned": False}
+    target = clean_fit + (1 - cfg.target) * (LN2 - clean_fit)
+
+    def fit_loss(m: Tensor) -> Tensor:
+        return task_loss(mask_diffs(model, fit, groups, means, m[None], cfg.max_rows)).mean()
+
+    with torch.enable_grad():
+        theta = learn_ranking(fit_loss, total, cfg, fit.input_ids.device)
+    k, _ = smallest_reaching(
+        lambda keep: _mean_losses(model, fit, groups, means, keep, cfg), theta, target
+    )
+    k = total if k is None else k
+    order = theta.argsort(descending=True)
+    keep = torch.zeros(1, total, dtype=torch.bool, device=theta.device)
+    keep[0, order[:k]] = True
+    # held out
+    d_clean = mask_diffs(model, score, groups, means, ones, cfg.max_rows)[0]
+    d_circ = mask_diffs(model, score, groups, means, keep, cfg.max_rows)[0]
+    clean_s, circ_s = float(task_loss(d_clean).mean()), float(task_loss(d_circ).mean())
+    g = torch.Generator().manual_seed(seed)
+    rand = torch.zeros(cfg.n_random, total, dtype=torch.bool, device=theta.device)
+    for r in range(cfg.n_random):
+        rand[r, torch.randperm(total, generator=g)[:k].to(theta.device)] = True
+    rand_f = [
+        faith(v, clean_s) for v in _mean_losses(model, score, groups, means, rand, cfg).tolist()
+    ]
+    # MIB grid by the learned ranking, held out
+    ks = [max(1, round(f * total)) for f in MIB_GRID]
+    grid = torch.zeros(len(ks), total, dtype=torch.bool, device=theta.device)
+    for i, kk in enumerate(ks):
+        grid[i, order[:kk]] = True
+    grid_f = [
+        faith(v, clean_s) for v in _mean_losses(model, score, groups, means, grid, cfg).tolist()
+    ]
+    fr = [kk / total for kk in ks]
+    # controls: the nonsense task, zero-ablation
+    nonsense_k, _ = _control_size(model, fit.nonsense(seed), groups, means, target, cfg)
+    zeros = {n: torch.zeros_like(m) for n, m in means.items()}
+    zero_k, _ = _control_size(model, fit, groups, zeros, target, cfg)
+    return {
+        **out,
+        "learned": True,
+        "target_loss": target,
+        "nodes": k,
+        "fraction": k / total,
+        "faithfulness_heldout": faith(circ_s, clean_s),
+        "accuracy_heldout": float((d_circ > 0).double().mean()),
+        "accuracy_clean": float((d_clean > 0).double().mean()),
+        "random_faithfulness": sum(rand_f) / len(rand_f),
+        "random_faithfulness_max": max(rand_f),
+        "mib_fractions": fr,
+        "mib_faithfulness": grid_f,
+        "cpr": _area(fr, [min(max(f, 0.0), 1.0) for f in grid_f]),
+        "cmd": _area(fr, [abs(1 - f) for f in grid_f]),
+        "nonsense_nodes": nonsense_k,
+        "nonsense_reached": nonsense_k is not None,
+        "zero_ablation_nodes": zero_k,
+    }
+
+
+def _control_size(model, data: TaskData, groups, means, target: float, cfg: MaskConfig):
+    """The learned-mask circuit size of a control (another task or other means) at the
+    real task's target loss; None when no evaluated size reaches it."""
+    total = sum(g.n_units for g in groups)
+
+    def loss(m: Tensor) -> Tensor:
+        return task_loss(mask_diffs(model, data, groups, means, m[None], cfg.max_rows)).mean()
+
+    with torch.enable_grad():
+        theta = learn_ranking(loss, total, cfg, data.input_ids.device)
+    return smallest_reaching(
+        lambda keep: _mean_losses(model, data, groups, means, keep, cfg), theta, target
+    )
+
+
+def _gmean(xs: Sequence[float]) -> float | None:
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def summarise(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Summary keys: per task interp.microcircuit.<task>.<key>, and over the learned
+    tasks interp.microcircuit_nodes_gmean, interp.microcircuit_fraction_median,
+    interp.microcircuit_faithfulness_heldout (mean), interp.microcircuit_beats_random
+    (share of tasks whose held-out faithfulness beats every random set of its size),
+    interp.nonsense_ratio (geometric mean of nonsense / real size, a nonsense task
+    no size reaches counted at all units: a lower bound), interp.zero_ablation_ratio,
+    interp.microcircuit_tasks (learned tasks)."""
+    out: dict[str, Any] = {}
+    keys = ("nodes", "fraction", "faithfulness_heldout", "accuracy_heldout", "accuracy_clean",
+            "random_faithfulness", "cpr", "cmd", "nonsense_nodes", "zero_ablation_nodes")  # fmt: skip
+    learned = {n: t for n, t in tasks.items() if t.get("learned")}
+    for name, t in learned.items():
+        for k in keys:
+            out[f"interp.microcircuit.{name}.{k}"] = t[k]
+    out["interp.microcircuit_tasks"] = len(learned)
+    if not learned:
+        return out
+    vals = list(learned.values())
+    fr = sorted(t["fraction"] for t in vals)
+    out["interp.microcircuit_nodes_gmean"] = _gmean([t["nodes"] for t in vals])
+    out["interp.microcircuit_fraction_median"] = fr[len(fr) // 2] if len(fr) % 2 else (
+        (fr[len(fr) // 2 - 1] + fr[len(fr) // 2]) / 2)  # fmt: skip
+    out["interp.microcircuit_faithfulness_heldout"] = sum(
+        t["faithfulness_heldout"] for t in vals
+    ) / len(vals)
+    out["interp.microcircuit_beats_random"] = sum(
+        t["faithfulness_heldout"] > t["random_faithfulness_max"] for t in vals
+    ) / len(vals)
+    out["interp.nonsense_ratio"] = _gmean(
+        [(t["nonsense_nodes"] or t["total_units"]) / t["nodes"] for t in vals]
+    )
+    out["interp.zero_ablation_ratio"] = _gmean(
+        [(t["zero_ablation_nodes"] or t["total_units"]) / t["nodes"] for t in vals]
+    )
+    return out
+
+
+def microcircuit_report(
+    model,
+    suite: SuiteData,
+    tasks: Sequence[str] | None = None,
+    n_prompts: int = 64,
+    n_mean_examples: int = 256,
+    seed: int = 0,
+    cfg: MaskConfig | None = None,
+) -> dict[str, Any]:
+    """Every micro-task's circuit (circuit_for_task): prompts from the val split,
+    the first half fitting and the second half scoring; means over n_mean_examples
+    val examples (all skills). Returns {"summary": summarise(...), "tasks": {name:
+    circuit_for_task's dict}}."""
+    cfg = cfg or MaskConfig()
+    names = list(tasks) if tasks is not None else list(MICRO_TASKS)
+    device = model.device
+    groups = unit_groups(model)
+    means = unit_means(model, suite_batches(suite, "val", n_mean_examples, seed=seed), groups)
+    data = task_data(suite, "val", names, n=n_prompts, seed=seed)
+    out: dict[str, dict[str, Any]] = {}
+    model.eval()
+    for name, d in data.items():
+        d = d.to(device)
+        half = len(d) // 2
+        if half < 4:
+            continue
+        idx = torch.arange(len(d), device=device)
+        out[name] = circuit_for_task(
+            model, d.subset(idx[:half]), d.subset(idx[half:]), groups, means, cfg, seed
+        )
+    return {"summary": summarise(out), "tasks": out}
+
+
+__all__ = [
+    "LN2",
+    "MIB_GRID",
+    "MaskConfig",
+    "circuit_for_task",
+    "learn_ranking",
+    "mask_diffs",
+    "microcircuit_report",
+    "smallest_reaching",
+    "summarise",
+]

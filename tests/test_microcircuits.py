@@ -1,0 +1,156 @@
+"""Micro-tasks (analysis.microtasks) against ground truth recomputed from the tokens,
+and the learned-mask circuits (analysis.microcircuits) on losses and models whose
+answer is known before the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from glassbox.analysis.batches import suite_batches
+from glassbox.analysis.circuits import unit_groups, unit_means
+from glassbox.analysis.microcircuits import (
+    LN2,
+    MaskConfig,
+    learn_ranking,
+    mask_diffs,
+    microcircuit_report,
+    smallest_reaching,
+    summarise,
+)
+from glassbox.analysis.microtasks import MICRO_TASKS, task_data, task_logit_diff, task_loss
+from glassbox.archs import Transformer
+from glassbox.training.config import load_config
+from glassbox.training.data import DataConfig, build_datasets
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    cfg = DataConfig(n_train=2400, n_val=400, n_test=64, n_ood=16,
+                     cache_dir=str(tmp_path_factory.mktemp("data")))  # fmt: skip
+    return build_datasets(cfg)
+
+
+def test_the_registry_holds_16_tasks_over_8_skills():
+    assert len(MICRO_TASKS) >= 16
+    assert len({t.skill for t in MICRO_TASKS.values()}) >= 6
+    assert all(t.doc for t in MICRO_TASKS.values())
+
+
+def _words(suite, ids):
+    return [suite.tokenizer.id_to_token(int(i)) for i in ids]
+
+
+def test_task_prompts_agree_with_ground_truth_recomputed_from_the_tokens(suite):
+    data = task_data(suite, "val", list(MICRO_TASKS), n=16)
+    assert len(data) >= 14  # every task with examples in a small val split
+    for name, d in data.items():
+        for i in range(len(d)):
+            pos = int(d.position[i])
+            words = _words(suite, d.input_ids[i, : pos + 1])
+            target, alt = _words(suite, [d.target[i], d.alternative[i]])
+            assert words[-1] == target and alt != target, name
+            prompt = words[:-1]
+            if name == "ioi_io":  # the subject is named twice in the prompt, the IO once
+                assert prompt.count(alt) == 2 and prompt.count(target) == 1
+            if name == "dyck_first_closer":  # the innermost bracket open at "="
+                stack = []
+                for w in prompt[1 : prompt.index("=")]:
+                    stack.append(w) if w in "([{<" else stack.pop()
+                assert target == {"(": ")", "[": "]", "{": "}", "<": ">"}[stack[-1]]
+            if name == "copy_next":  # the item written just before the target
+                assert alt == prompt[-1]
+            if name == "addition_carry":
+                assert int(target) == (int(alt) + 1) % 10
+            if name == "sort_min":
+                items = [int(w) for w in prompt[2 : prompt.index("=")]]
+                assert int(target) == min(items) and int(alt) == sorted(items)[1]
+
+
+def test_learned_masks_find_a_planted_and_circuit_and_refuse_a_nonsense_task():
+    total, planted = 60, (3, 7, 41)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(total, generator=g) * 0.01  # distractors that matter a little
+
+    def loss(m):  # chance unless all three planted units are kept (they act only together)
+        return LN2 * (1 - m[list(planted)].prod()) + (noise * (1 - m)).sum() * 0.01
+
+    cfg = MaskConfig(steps=150)
+    theta = learn_ranking(loss, total, cfg)
+    assert set(theta.argsort(descending=True)[:3].tolist()) == set(planted)
+
+    def losses_of(keep):
+        return torch.stack([loss(k.float()) for k in keep])
+
+    k, seen = smallest_reaching(losses_of, theta, target=0.1 * LN2)
+    assert k == 3 and seen[2] > 0.1 * LN2
+    # a task no set of units performs: the target is never reached, nothing is claimed
+    k, _ = smallest_reaching(lambda keep: torch.full((len(keep),), LN2), theta, 0.1)
+    assert k is None
+
+
+def test_smallest_reaching_reads_evaluated_points_not_a_monotone_curve():
+    ranking = torch.arange(100, 0, -1).float()  # unit i ranked i-th
+
+    def losses_of(keep):  # low at exactly 5 units, high at 4 and from 6 to 40
+        n = keep.sum(1)
+        return torch.where((n == 5) | (n > 40), 0.0, 1.0)
+
+    k, seen = smallest_reaching(losses_of, ranking, target=0.5)
+    assert k == 5 and seen[5] == 0.0
+
+
+@pytest.fixture(scope="module")
+def tiny(suite):
+    cfg = load_config("configs/dense.yaml", ["model.d_model=32", "model.n_heads=2",
+                                             "model.max_seq_len=64", "model.ffn.d_ff=64"])  # fmt: skip
+    mc = dataclasses.replace(cfg.model, vocab_size=suite.tokenizer.get_vocab_size(), pad_token_id=0)
+    torch.manual_seed(0)
+    return Transformer(mc).eval()
+
+
+def test_masks_are_transparent_at_one_and_put_every_mean_at_zero(suite, tiny):
+    d = task_data(suite, "val", ["dyck_first_closer"], n=8)["dyck_first_closer"]
+    groups = unit_groups(tiny)
+    means = unit_means(tiny, suite_batches(suite, "val", 32), groups)
+    total = sum(g.n_units for g in groups)
+    with torch.no_grad():
+        clean = task_logit_diff(tiny(d.input_ids), d)
+        keep = torch.stack([torch.ones(total), torch.zeros(total)]).bool()
+        diffs = mask_diffs(tiny, d, groups, means, keep)
+        soft = mask_diffs(tiny, d, groups, means, torch.ones(1, total))
+    assert torch.allclose(diffs[0], clean, atol=1e-5) and torch.allclose(soft[0], clean, atol=1e-5)
+    # every unit at its mean: the same as hooking every unit's hook point to its mean
+    hooks = []
+    for gr in groups:
+        m = means[gr.name]
+        hooks.append((gr.hook, lambda act, _h, m=m: m.to(act.dtype).expand_as(act).clone()))
+    with torch.no_grad(), tiny.hooks(hooks):
+        ablated = task_logit_diff(tiny(d.input_ids), d)
+    assert torch.allclose(diffs[1], ablated, atol=1e-5)
+    assert task_loss(torch.zeros(3)).allclose(torch.full((3,), LN2))
+
+
+def test_an_untrained_model_has_no_micro_circuit(suite, tiny):
+    r = microcircuit_report(tiny, suite, tasks=["dyck_first_closer", "copy_next"], n_prompts=16)
+    assert r["tasks"] and all(t["learned"] is False for t in r["tasks"].values())
+    assert r["summary"] == {"interp.microcircuit_tasks": 0}
+
+
+def test_summary_geometric_means_and_the_nonsense_lower_bound():
+    def task(nodes, nonsense):
+        return {"learned": True, "nodes": nodes, "fraction": nodes / 100, "total_units": 100,
+                "faithfulness_heldout": 0.9, "accuracy_heldout": 1.0, "accuracy_clean": 1.0,
+                "random_faithfulness": 0.0, "random_faithfulness_max": 0.1, "cpr": 0.9,
+                "cmd": 0.1, "nonsense_nodes": nonsense, "zero_ablation_nodes": nodes}  # fmt: skip
+
+    s = summarise({"a": task(4, None), "b": task(16, 32), "c": {"learned": False}})
+    assert s["interp.microcircuit_tasks"] == 2
+    assert s["interp.microcircuit_nodes_gmean"] == pytest.approx(8.0)
+    assert s["interp.microcircuit_fraction_median"] == pytest.approx(0.10)
+    # nonsense never reached counts as every unit: ratios 100/4 and 32/16
+    assert s["interp.nonsense_ratio"] == pytest.approx(math.sqrt(25 * 2))
+    assert s["interp.microcircuit_beats_random"] == 1.0
