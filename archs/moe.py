@@ -13,6 +13,8 @@ Routers (`moe.router`, archs/routing.py, one class each):
   relu     sparsity-aware, in the spirit of MoE-X (Yang et al. 2025): gates are
            ReLU(logits), and the choice favours experts expected to fire few
            hidden units on this token.
+  pooled   in the spirit of EMO (Ai2 2026): each sequence's tokens choose among a
+           pool of `pool_size` experts read from the sequence's prefix (causal).
 
 Auxiliary losses (`self.aux_losses`, in training mode only, summed over layers by
 the backbone):
@@ -41,9 +43,10 @@ built only while the hook point has hooks (the dispatch itself never holds it); 
 hook that returns a tensor replaces the hidden units of the routed experts (the
 other entries are ignored).
 
-Interventions: `ablate_experts(model, {layer: [experts]}, mode="zero"|"mean")` and
-`force_routing(model, {layer: experts})`, context managers that undo themselves on
-exit even when the body raises.
+Interventions: `ablate_experts(model, {layer: [experts]}, mode="zero"|"mean")`,
+`remove_experts(model, {layer: [experts]})` (the router never chooses them: the model
+pruned to the rest) and `force_routing(model, {layer: experts})`, context managers
+that undo themselves on exit even when the body raises.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from torch import Tensor, nn
 from glassbox.archs.errors import ConfigError, check_non_negative
 from glassbox.archs.ffn import FFN, AuxLosses, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
-from glassbox.archs.routing import ROUTERS
+from glassbox.archs.routing import ROUTERS, Sequences
 
 EXPERT_ACTIVATIONS = ("swiglu", "gelu", "relu")
 
@@ -79,6 +82,14 @@ class MoEConfig:
     load_balance_weight: float = 0.01  # Switch load-balancing loss weight (1.0 = balanced)
     z_loss_weight: float = 0.001  # router z-loss weight (ST-MoE)
     sparsity_weight: float = 0.0  # relu router: weight of the L1 penalty on ReLU(router logits)
+    pool_size: int = 0  # pooled router: experts in each sequence's pool (k..n_experts)
+    pool_prefix: int = 0  # pooled router: the pool is read from a sequence's first pool_prefix tokens (0: every token so far)
+    pool_balance_weight: float = (
+        0.0  # pooled router: weight of the pool-level load balance (1.0 = balanced)
+    )
+    pool_leak_weight: float = (
+        0.0  # pooled router: weight of the router probability outside the pool (concentration)
+    )
 
 
 _INIT_STD = 0.02  # the backbone re-initialises with model.init_std
@@ -233,6 +244,7 @@ class MoE(FFN):
         self.hook_expert_weights = HookPoint()
         self.hook_expert_hidden = HookPoint()
         self.ablation: dict[int, Tensor | None] = {}
+        self.removed: frozenset[int] = frozenset()  # experts the router may not choose
 
     @classmethod
     def check_config(cls, cfg: FFNConfig, prefix: str) -> None:
@@ -266,6 +278,11 @@ class MoE(FFN):
                     )
         router.check_config(m, p)
 
+    @property
+    def reads_sequence(self) -> bool:
+        """Whether forward needs its `seq` (a router that reads the token's prefix)."""
+        return self.router.reads_sequence
+
     # --- bookkeeping -------------------------------------------------------------
 
     def expert_params(self) -> int:
@@ -298,10 +315,18 @@ class MoE(FFN):
         pre-activations (the gate for swiglu), which a router may read."""
         return (self.W_gate if self.activation == "swiglu" else self.W_in).weight
 
-    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, T, d_model) -> logits (B, T, E), indices (B, T, k), weights (B, T, k)."""
+    def route(self, x: Tensor, seq: Sequences | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, d_model), seq (a router that reads the sequence) -> logits (B, T, E),
+        indices (B, T, k), weights (B, T, k)."""
         logits = self.hook_router_logits(self.W_router(x))  # (B, T, E)
-        gates, score = self.router.route(logits.float(), x, self.expert_input_weight())
+        lf = logits.float()
+        if self.removed:  # removed experts get no probability and are never chosen
+            gone = torch.zeros(self.n_experts, dtype=torch.bool, device=x.device)
+            gone[list(self.removed)] = True
+            lf = lf.masked_fill(gone, float("-inf"))
+        gates, score = self.router.route(lf, x, self.expert_input_weight(), seq)
+        if self.removed:
+            score = score.masked_fill(gone, float("-inf"))
         indices = self.hook_expert_indices(score.topk(self.k, dim=-1, sorted=True).indices)
         weights = gates.gather(-1, indices)  # (B, T, k)
         if self.normalize_weights:
@@ -374,9 +399,9 @@ class MoE(FFN):
             return h
         return out.reshape(n_tokens, self.n_experts, self.d_expert)[token, expert].to(h.dtype)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, d_model)
+    def forward(self, x: Tensor, seq: Sequences | None = None) -> Tensor:  # (B, T, d_model)
         shape = x.shape
-        logits, indices, weights = self.route(x)
+        logits, indices, weights = self.route(x, seq)
         xf = x.reshape(-1, self.d_model)  # (N, d_model)
         flat = indices.reshape(-1)  # (S,) S = N * k, token-major
         counts = torch.bincount(flat, minlength=self.n_experts)  # (E,)
@@ -467,6 +492,33 @@ def ablate_experts(
     finally:
         for layer, old in saved.items():
             moes[layer].ablation = old
+
+
+@contextmanager
+def remove_experts(model: nn.Module, experts: Mapping[int, Sequence[int]]) -> Iterator[nn.Module]:
+    """Run the body with the given experts removed: {layer: [expert, ...]}. The router
+    never chooses a removed expert (its logit is -inf: no probability, no pool, no
+    slot), so every token takes its k experts among the rest, as in a model pruned
+    to them (EMO's expert subsets). At least k must remain in each layer. Restored
+    on exit, also when the body raises."""
+    moes = _check_layers(model, list(experts))
+    saved = {layer: moes[layer].removed for layer in experts}
+    try:
+        for layer, es in experts.items():
+            moe = moes[layer]
+            gone = frozenset(int(e) for e in es) | moe.removed
+            if any(not 0 <= e < moe.n_experts for e in gone):
+                raise ValueError(f"layer {layer}: experts must be in 0..{moe.n_experts - 1}")
+            if moe.n_experts - len(gone) < moe.k:
+                raise ValueError(
+                    f"layer {layer}: removing {len(gone)} of {moe.n_experts} experts leaves "
+                    f"fewer than k={moe.k}"
+                )
+            moe.removed = gone
+        yield model
+    finally:
+        for layer, old in saved.items():
+            moes[layer].removed = old
 
 
 @contextmanager

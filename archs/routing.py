@@ -14,6 +14,12 @@ and `aux_losses(logits)` the router's own auxiliary losses, beside the load-bala
 and z-losses every MoE layer has. A router with keys of its own reads them from the
 MoEConfig it is built with (add them there, in archs/moe.py).
 
+A router that reads a token's sequence (`reads_sequence = True`: the pooled router)
+also gets `seq`, a `Sequences`: which tokens of the pass form one sequence (packed
+rows), which are real (left padding in generation), and the KV cache's carry of its
+layer, so that routing token t never reads a token after t and a pass with a cache
+routes as the full forward does.
+
 To add a router: a `Router` subclass here with `@register_router("name")` (its keys
 in MoEConfig, listed in `own_keys`, checked in `check_config`), a YAML that sets
 `moe.router: name`, a test.
@@ -23,13 +29,29 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from glassbox.archs.errors import ConfigError, check_non_negative
+from glassbox.archs.hooks import HookPoint
+
 AuxLosses = dict[str, tuple[float, Tensor]]
+
+
+@dataclass
+class Sequences:
+    """Which tokens of one forward pass form a sequence, for a router that reads a
+    token's prefix. Made by the backbone (`Transformer.forward`); a layer called on its
+    own gets None: each row is one sequence, every token real, no cache."""
+
+    segment_ids: Tensor | None = None  # (B, T) packed rows: a sequence per id; None: per row
+    valid: Tensor | None = None  # (B, T) bool, False on padding (no pool reads it); None: all
+    state: dict[str, Tensor] | None = None  # this layer's KV-cache carry (the router fills it)
+
 
 ROUTERS: dict[str, type[Router]] = {}
 
@@ -53,6 +75,8 @@ class Router(nn.Module, ABC):
     # MoEConfig keys that only this router reads (set to a non-zero value with another
     # router, they are a config error)
     own_keys: ClassVar[tuple[str, ...]] = ()
+    # whether `route` reads the token's sequence (its `seq` argument)
+    reads_sequence: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:  # cfg: the layer's MoEConfig
         super().__init__()
@@ -63,9 +87,11 @@ class Router(nn.Module, ABC):
         the MoEConfig `cfg` (whose key is `prefix`, e.g. `model.ffn.moe`)."""
 
     @abstractmethod
-    def route(self, logits: Tensor, x: Tensor, w_in: Tensor) -> tuple[Tensor, Tensor]:
-        """logits (..., E) float32, x (..., d_model), w_in (E, d_model, d_expert)
-        -> gates (..., E), scores (..., E)."""
+    def route(
+        self, logits: Tensor, x: Tensor, w_in: Tensor, seq: Sequences | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """logits (..., E) float32, x (..., d_model), w_in (E, d_model, d_expert), seq
+        (read only where `reads_sequence`) -> gates (..., E), scores (..., E)."""
 
     def aux_losses(self, logits: Tensor) -> AuxLosses:
         """The router's own losses on logits (N, E) float32; {} by default."""
@@ -76,7 +102,9 @@ class Router(nn.Module, ABC):
 class SoftmaxRouter(Router):
     """Switch / Mixtral: gates = scores = softmax(logits)."""
 
-    def route(self, logits: Tensor, x: Tensor, w_in: Tensor) -> tuple[Tensor, Tensor]:
+    def route(
+        self, logits: Tensor, x: Tensor, w_in: Tensor, seq: Sequences | None = None
+    ) -> tuple[Tensor, Tensor]:
         gates = logits.softmax(-1)
         return gates, gates
 
@@ -110,7 +138,9 @@ class ReLURouter(Router):
         sigma = ((x * x) @ var.T).clamp_min(1e-12).sqrt()
         return 0.5 * (1 + torch.erf(mu / (sigma * math.sqrt(2))))
 
-    def route(self, logits: Tensor, x: Tensor, w_in: Tensor) -> tuple[Tensor, Tensor]:
+    def route(
+        self, logits: Tensor, x: Tensor, w_in: Tensor, seq: Sequences | None = None
+    ) -> tuple[Tensor, Tensor]:
         gates = F.relu(logits)
         with torch.no_grad():
             rho = self.sparsity_estimate(x.detach().float().flatten(0, -2), w_in)
@@ -119,3 +149,131 @@ class ReLURouter(Router):
 
     def aux_losses(self, logits: Tensor) -> AuxLosses:
         return {"router_l1": (self.sparsity_weight, F.relu(logits).sum(-1).mean())}
+
+
+@register_router("pooled")
+class PooledRouter(Router):
+    """Pooled routing, in the spirit of EMO (Ai2 2026): the tokens of a sequence choose
+    their k experts only among a pool of `moe.pool_size` experts, the pool read from
+    the sequence's prefix, so that a sequence (one skill, one document) lives in few
+    experts and removing them spares the other sequences.
+
+        p_s     = softmax(logits_s)                                          (E,)
+        pool_t  = top-P of  mean over s in prefix(t) of p_s                  (P,)  hook_pool
+        gates   = p_t;  scores = p_t, -inf outside pool_t     (top-k: inside the pool)
+
+    prefix(t) is the real tokens of t's sequence up to and with t (`pool_prefix: 0`),
+    or only its first `pool_prefix` tokens (then the pool is fixed once they are read).
+    Causal by construction: routing token t reads no later token, and a pass with a KV
+    cache carries the prefix sums (`Sequences.state`), so it routes as the full forward.
+
+    Losses (`aux_losses`, in training mode, beside the layer's own):
+      pool_balance  E * sum_e f_e P_e, f_e = share of the tokens' pool slots held by
+                    expert e, P_e = mean router probability; 1 when balanced.
+      pool_leak     mean over tokens of the router probability outside the token's
+                    pool: rewards each sequence concentrating on few experts.
+
+    Hook point `hook_pool` (B, T, P) int64: each token's pool, its most used expert
+    first; a hook that returns a tensor forces the pool.
+    """
+
+    own_keys = ("pool_size", "pool_prefix", "pool_balance_weight", "pool_leak_weight")
+    reads_sequence = True
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.pool_size, self.pool_prefix = int(cfg.pool_size), int(cfg.pool_prefix)
+        self.weights = {
+            "pool_balance": float(cfg.pool_balance_weight),
+            "pool_leak": float(cfg.pool_leak_weight),
+        }
+        self.hook_pool = HookPoint()
+        self._last: tuple[Tensor, Tensor] | None = None  # (probs, in_pool) for aux_losses
+
+    @classmethod
+    def check_config(cls, cfg: Any, prefix: str) -> None:
+        if not cfg.k <= cfg.pool_size <= cfg.n_experts:
+            raise ConfigError(
+                f"{prefix}.pool_size",
+                cfg.pool_size,
+                f"must be between moe.k={cfg.k} and moe.n_experts={cfg.n_experts}",
+            )
+        if cfg.pool_prefix < 0:
+            raise ConfigError(f"{prefix}.pool_prefix", cfg.pool_prefix, "must be >= 0 (0: all)")
+        for key in ("pool_balance_weight", "pool_leak_weight"):
+            check_non_negative(f"{prefix}.{key}", getattr(cfg, key), " (0 disables)")
+
+    def prefix_means(self, probs: Tensor, seq: Sequences | None) -> Tensor:
+        """probs (B, T, E) -> (B, T, E) float64: the mean of probs over prefix(t), each
+        token's own sequence only; 0 where the prefix holds no real token. With a
+        cache (seq.state) the sums carry over from the earlier passes and are saved."""
+        B, T, _ = probs.shape
+        valid = (
+            seq.valid.to(probs.device).bool()
+            if seq is not None and seq.valid is not None
+            else torch.ones(B, T, dtype=torch.bool, device=probs.device)
+        )
+        state = seq.state if seq is not None else None
+        w = valid.double()  # (B, T)
+        n_before = _segment_cumsum(w, seq.segment_ids if seq is not None else None) - w
+        if state:  # tokens of this sequence read by earlier passes (KV cache)
+            n_before = n_before + state["seen"][:, None]
+        if self.pool_prefix:  # only the first pool_prefix real tokens enter a pool
+            w = w * (n_before < self.pool_prefix)
+        p = probs.double() * w[..., None]  # (B, T, E)
+        sums = _segment_cumsum(p, seq.segment_ids if seq is not None else None)
+        counts = _segment_cumsum(w, seq.segment_ids if seq is not None else None)
+        if state:
+            sums = sums + state["sum"][:, None]
+            counts = counts + state["count"][:, None]
+        if state is not None:  # the carry for the next pass with this cache
+            state["sum"], state["count"] = sums[:, -1], counts[:, -1]
+            state["seen"] = n_before[:, -1] + valid[:, -1].double()
+        return sums / counts.clamp_min(1)[..., None]
+
+    def route(
+        self, logits: Tensor, x: Tensor, w_in: Tensor, seq: Sequences | None = None
+    ) -> tuple[Tensor, Tensor]:
+        if logits.dim() != 3 and logits.dim() != 2:
+            raise ValueError(f"pooled router: logits of shape {tuple(logits.shape)}: (B, T, E)")
+        probs = logits.softmax(-1)
+        if probs.dim() == 2:  # (N, E): one sequence
+            probs = probs[None]
+        with torch.no_grad():
+            means = self.prefix_means(probs.detach(), seq)  # (B, T, E)
+            pool = self.hook_pool(means.topk(self.pool_size, dim=-1, sorted=True).indices)
+            in_pool = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, pool.long(), True)
+        self._last = (probs, in_pool)
+        scores = probs.masked_fill(~in_pool, float("-inf"))
+        return probs.reshape(logits.shape), scores.reshape(logits.shape)
+
+    def aux_losses(self, logits: Tensor) -> AuxLosses:
+        if self._last is None:
+            return {}
+        probs, in_pool = self._last
+        probs, in_pool = probs.flatten(0, -2), in_pool.flatten(0, -2)  # (N, E)
+        E = probs.shape[-1]
+        share = in_pool.double().mean(0) / self.pool_size  # f_e, sums to 1
+        balance = E * (share.to(probs.dtype) * probs.mean(0)).sum()
+        leak = probs.masked_fill(in_pool, 0.0).sum(-1).mean()
+        return {
+            "pool_balance": (self.weights["pool_balance"], balance),
+            "pool_leak": (self.weights["pool_leak"], leak),
+        }
+
+
+def _segment_cumsum(x: Tensor, segment_ids: Tensor | None) -> Tensor:
+    """Cumulative sum of x (B, T, ...) along T, restarting where segment_ids (B, T)
+    changes (None: one segment per row)."""
+    c = x.cumsum(1)
+    if segment_ids is None:
+        return c
+    B, T = segment_ids.shape
+    idx = torch.arange(T, device=x.device).expand(B, T)
+    first = torch.ones_like(segment_ids, dtype=torch.bool)
+    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    start = torch.where(first, idx, 0).cummax(-1).values  # (B, T) first token of t's segment
+    zero = torch.zeros_like(c[:, :1])
+    before = torch.cat([zero, c[:, :-1]], 1)  # (B, T, ...) sum of tokens before t
+    gather = start.view(B, T, *([1] * (x.dim() - 2))).expand_as(c)
+    return c - before.gather(1, gather)

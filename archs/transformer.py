@@ -13,6 +13,7 @@ key/value heads G (grouped-query), d_head D.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from glassbox.archs.ffn import FFN, build_ffn
 from glassbox.archs.generation import GenerationOutput, generate
 from glassbox.archs.hooks import HookedModule, HookPoint
 from glassbox.archs.kv_cache import KVCache
+from glassbox.archs.routing import Sequences
 from glassbox.archs.weight_sparsity import ResidualTopK, add_masks, prune_to_schedule
 
 __all__ = ["Attention", "Block", "KVCache", "RMSNorm", "Rotary", "Transformer", "segment_positions"]
@@ -183,12 +185,18 @@ class Block(nn.Module):
         k = cfg.weight_sparsity.residual_topk  # activation-sparse residual (weight_sparsity.py)
         self.resid_topk = ResidualTopK(k) if k else nn.Identity()
 
-    def forward(self, x, cos, sin, mask, cache):
+    def forward(self, x, cos, sin, mask, cache, seq: Sequences | None = None):
         x = self.hook_resid_pre(x)
         x = self.hook_resid_mid(
             x + self.hook_attn_out(self.attn(self.ln1(x), cos, sin, mask, cache, self.layer))
         )
-        x = x + self.hook_mlp_out(self.mlp(self.hook_mlp_in(self.ln2(x))))
+        h = self.hook_mlp_in(self.ln2(x))
+        if getattr(self.mlp, "reads_sequence", False):  # a router reading the prefix
+            state = cache.routing[self.layer] if cache is not None else None
+            h = self.mlp(h, replace(seq or Sequences(), state=state))
+        else:
+            h = self.mlp(h)
+        x = x + self.hook_mlp_out(h)
         return self.hook_resid_post(self.resid_topk(x))
 
 
@@ -289,9 +297,12 @@ class Transformer(HookedModule):
             elif positions is None:
                 positions = torch.arange(S - T, S, device=tokens.device).expand(B, T)
         cos, sin = self.rotary.tables(positions, T, bounded)
+        # which tokens form one sequence, for a router that reads a token's prefix
+        valid = attention_mask[:, S - T : S].bool() if attention_mask is not None else None
+        seq = Sequences(segment_ids=segment_ids, valid=valid)
         x = self.hook_embed(self.W_E(tokens))  # (B, T, d_model)
         for block in self.blocks:
-            x = block(x, cos, sin, mask, cache)
+            x = block(x, cos, sin, mask, cache, seq)
         if cache is not None:
             cache.length += T
         return self.W_U(self.ln_final(x))  # (B, T, vocab)

@@ -28,7 +28,7 @@ from glassbox.archs.config import (
 )
 from glassbox.archs.ffn import FFN, ffn_kinds, register_ffn, unregister_ffn
 from glassbox.archs.hooks import HookPoint
-from glassbox.archs.routing import ROUTERS, ReLURouter, SoftmaxRouter
+from glassbox.archs.routing import ROUTERS, PooledRouter, ReLURouter, SoftmaxRouter
 from glassbox.training.config import OptimConfig, to_dict
 from glassbox.training.module import LMModule
 
@@ -209,10 +209,10 @@ def test_aux_losses_only_in_training_mode(ffn):
 
 # ------------------------------------------------------------------ routers
 def test_routers_are_registered_by_name_and_named_in_config_errors():
-    assert ROUTERS == {"softmax": SoftmaxRouter, "relu": ReLURouter}
+    assert ROUTERS == {"softmax": SoftmaxRouter, "relu": ReLURouter, "pooled": PooledRouter}
     bad = FFNConfig(kind="moe", moe=MoEConfig(router="sigmoid"))
     with pytest.raises(
-        ConfigError, match=r"model\.ffn\.moe\.router='sigmoid': one of softmax, relu$"
+        ConfigError, match=r"model\.ffn\.moe\.router='sigmoid': one of softmax, relu, pooled$"
     ):
         validate_model_config(ModelConfig(vocab_size=8, ffn=bad))
     l1 = FFNConfig(kind="moe", moe=MoEConfig(sparsity_weight=0.1))
@@ -223,13 +223,15 @@ def test_routers_are_registered_by_name_and_named_in_config_errors():
 def test_router_choice_keeps_state_dict_names():
     soft = FFNConfig(kind="moe", moe=MoEConfig(n_experts=4, k=1, d_expert=8))
     relu = FFNConfig(kind="moe", moe=MoEConfig(n_experts=4, k=1, d_expert=8, router="relu"))
+    pool = MoEConfig(n_experts=4, k=1, d_expert=8, router="pooled", pool_size=2)
+    pooled = FFNConfig(kind="moe", moe=pool)
     names = [
         list(
             archs.Transformer(ModelConfig(vocab_size=8, d_model=16, n_heads=2, ffn=f)).state_dict()
         )
-        for f in (soft, relu)
+        for f in (soft, relu, pooled)
     ]
-    assert names[0] == names[1] and "blocks.0.mlp.W_router.weight" in names[0]
+    assert names[0] == names[1] == names[2] and "blocks.0.mlp.W_router.weight" in names[0]
 
 
 # ------------------------------------------------------------------ hook points
