@@ -41,6 +41,7 @@ from glassbox.analysis.circuits import circuit_report
 from glassbox.analysis.coverage import collect_activations, coverage, ground_truth_labels
 from glassbox.analysis.jsonable import is_defined, jsonable, mean_defined
 from glassbox.analysis.microcircuits import microcircuit_report
+from glassbox.analysis.modularity import modularity
 from glassbox.analysis.sae_metrics import dead_fraction, dense_fraction, l0
 from glassbox.analysis.specialisation import specialisation_report
 from glassbox.training.data import SuiteData
@@ -162,7 +163,8 @@ def interp_report(
     data: coverage (all, lexical, contextual, contextual lift) for every kind; expert
     specialisation, the dense k-means comparison point and causal selectivity for moe
     and dense models (val split picks each skill's experts, test split scores their
-    ablation); the circuit size per skill (analysis.circuits on
+    ablation); modularity for moe and dense (analysis.modularity: keep-25% cost, delta
+    target, delta others); the circuit size per skill (analysis.circuits on
     min(n_examples, circuit_examples) val rows: interp.circuit_size.<skill>,
     interp.circuit_fraction.<skill>, interp.circuit_auc.<skill>, ... and their means
     interp.circuit_fraction, interp.circuit_auc over the skills whose answer loss
@@ -200,6 +202,10 @@ def interp_report(
         report["moe"] = moe
         for k, v in moe["summary"].items():
             summary.setdefault(k, v)
+        if causal:  # keep 25% of a skill's experts (dense: neuron clusters), remove them
+            mod = modularity(model, val, test, suite.skill_names, seed=seed)
+            summary.update(mod.summary())
+            report["modularity"] = mod.details()
     if circuits:
         circ = circuit_report(
             model,

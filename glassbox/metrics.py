@@ -156,6 +156,18 @@ METRICS: tuple[Metric, ...] = (
     Metric("interp.selectivity", "selectivity",
            "ablating a skill's experts: drop on it minus drop on the others", section=INTERPRETABILITY,
            baselines=("init",)),
+    Metric("interp.keep25_cost", "keep-25% cost",
+           "a skill's answer accuracy lost when only its most used 25% of each layer's experts "
+           "(dense: of 32 equal neuron clusters) are kept, the rest never chosen (dense: zero); "
+           "mean over skills (EMO)", section=INTERPRETABILITY, digits=1, percent=True,
+           higher_is_better=False, baselines=("init",)),
+    Metric("interp.delta_target", "Δ target",
+           "a skill's answer accuracy lost when those experts are removed, mean over skills "
+           "(Monet)", section=INTERPRETABILITY, digits=1, percent=True, baselines=("init",)),
+    Metric("interp.delta_others", "Δ others",
+           "the other skills' answer accuracy lost when they are removed, mean over skills",
+           section=INTERPRETABILITY, digits=1, percent=True, higher_is_better=False,
+           baselines=("init",)),
     Metric("interp.microcircuit_fraction_median", "micro-circuit fraction",
            "binary micro-tasks (target against one alternative): the fewest units (heads + the "
            "kind's units) a learned mask keeps, every other unit mean-ablated, for 90% of the "

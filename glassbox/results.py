@@ -24,7 +24,8 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 # the same checkpoint and settings produce: every saved score then misses and is redone.
 # 3: baselines (untrained twin, token identity), contextual coverage, circuits
 # 4: the audited scores (held out, both signs, matched candidates, pooled, intervals)
-ANALYSIS_VERSION = 4
+# 5: modularity (keep-25% cost, delta target, delta others: analysis.modularity)
+ANALYSIS_VERSION = 5
 
 Values = Mapping[str, Any]
 

@@ -99,6 +99,8 @@ def describe(config: Mapping[str, Any]) -> str:
             f"a mixture of {m['n_experts']} experts of width {m['d_expert']}, {m['k']} active "
             f"per token, {m['router']} router"
         )
+        if m["router"] == "pooled":
+            slot += f" (each sequence's tokens inside a pool of {m['pool_size']} experts)"
     elif kind == "transcoder":
         t = ffn["transcoder"]
         slot = f"a transcoder of {t['d_latent']} latents, {t['activation']} with k = {t['k']}" + (
