@@ -84,6 +84,7 @@ class MoEConfig:
     sparsity_weight: float = 0.0  # relu router: weight of the L1 penalty on ReLU(router logits)
     pool_size: int = 0  # pooled router: experts in each sequence's pool (k..n_experts)
     pool_prefix: int = 0  # pooled router: the pool is read from a sequence's first pool_prefix tokens (0: every token so far)
+    pool_gate: float = 0.0  # pooled router: gates times the prefix mean probability to this power (0: off), so the loss reaches the prefix's routing
     pool_balance_weight: float = (
         0.0  # pooled router: weight of the pool-level load balance (1.0 = balanced)
     )

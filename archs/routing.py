@@ -160,10 +160,13 @@ class PooledRouter(Router):
 
         p_s     = softmax(logits_s)                                          (E,)
         pool_t  = top-P of  mean over s in prefix(t) of p_s                  (P,)  hook_pool
-        gates   = p_t;  scores = p_t, -inf outside pool_t     (top-k: inside the pool)
+        gates   = p_t * m_t ** g;  scores = p_t, -inf outside pool_t  (top-k: in the pool)
 
-    prefix(t) is the real tokens of t's sequence up to and with t (`pool_prefix: 0`),
-    or only its first `pool_prefix` tokens (then the pool is fixed once they are read).
+    m_t is the mean in pool_t's line. prefix(t) is the real tokens of t's sequence up
+    to and with t (`pool_prefix: 0`), or only its first `pool_prefix` tokens (then the
+    pool is fixed once they are read). The top-P choice passes no gradient; with
+    `pool_gate` g > 0 the gates carry the prefix mean, so that the loss on a token
+    reaches the routing of the tokens before it (its pool's makers); g = 0: p_t alone.
     Causal by construction: routing token t reads no later token, and a pass with a KV
     cache carries the prefix sums (`Sequences.state`), so it routes as the full forward.
 
@@ -177,12 +180,13 @@ class PooledRouter(Router):
     first; a hook that returns a tensor forces the pool.
     """
 
-    own_keys = ("pool_size", "pool_prefix", "pool_balance_weight", "pool_leak_weight")
+    own_keys = ("pool_size", "pool_prefix", "pool_gate", "pool_balance_weight", "pool_leak_weight")
     reads_sequence = True
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.pool_size, self.pool_prefix = int(cfg.pool_size), int(cfg.pool_prefix)
+        self.pool_gate = float(cfg.pool_gate)
         self.weights = {
             "pool_balance": float(cfg.pool_balance_weight),
             "pool_leak": float(cfg.pool_leak_weight),
@@ -200,7 +204,7 @@ class PooledRouter(Router):
             )
         if cfg.pool_prefix < 0:
             raise ConfigError(f"{prefix}.pool_prefix", cfg.pool_prefix, "must be >= 0 (0: all)")
-        for key in ("pool_balance_weight", "pool_leak_weight"):
+        for key in ("pool_gate", "pool_balance_weight", "pool_leak_weight"):
             check_non_negative(f"{prefix}.{key}", getattr(cfg, key), " (0 disables)")
 
     def prefix_means(self, probs: Tensor, seq: Sequences | None) -> Tensor:
@@ -227,7 +231,7 @@ class PooledRouter(Router):
             sums = sums + state["sum"][:, None]
             counts = counts + state["count"][:, None]
         if state is not None:  # the carry for the next pass with this cache
-            state["sum"], state["count"] = sums[:, -1], counts[:, -1]
+            state["sum"], state["count"] = sums[:, -1].detach(), counts[:, -1]
             state["seen"] = n_before[:, -1] + valid[:, -1].double()
         return sums / counts.clamp_min(1)[..., None]
 
@@ -239,13 +243,14 @@ class PooledRouter(Router):
         probs = logits.softmax(-1)
         if probs.dim() == 2:  # (N, E): one sequence
             probs = probs[None]
+        means = self.prefix_means(probs if self.pool_gate else probs.detach(), seq)  # (B, T, E)
         with torch.no_grad():
-            means = self.prefix_means(probs.detach(), seq)  # (B, T, E)
             pool = self.hook_pool(means.topk(self.pool_size, dim=-1, sorted=True).indices)
             in_pool = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, pool.long(), True)
         self._last = (probs, in_pool)
         scores = probs.masked_fill(~in_pool, float("-inf"))
-        return probs.reshape(logits.shape), scores.reshape(logits.shape)
+        gates = probs * means.to(probs.dtype) ** self.pool_gate if self.pool_gate else probs
+        return gates.reshape(logits.shape), scores.reshape(logits.shape)
 
     def aux_losses(self, logits: Tensor) -> AuxLosses:
         if self._last is None:

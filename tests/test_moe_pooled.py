@@ -42,10 +42,10 @@ def routed(model, tokens, **kw) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return model.run_with_cache(tokens, names_filter=names, **kw)
 
 
-@pytest.mark.parametrize("pool_prefix", [0, 3])
-def test_routing_never_reads_later_tokens(pool_prefix):
+@pytest.mark.parametrize("pool_prefix,pool_gate", [(0, 0.0), (3, 0.0), (0, 1.0)])
+def test_routing_never_reads_later_tokens(pool_prefix, pool_gate):
     torch.manual_seed(0)
-    model = make_model(pool_prefix=pool_prefix)
+    model = make_model(pool_prefix=pool_prefix, pool_gate=pool_gate)
     a = torch.randint(0, 40, (4, 20))
     b = a.clone()
     b[:, 10:] = torch.randint(0, 40, (4, 10))
@@ -83,10 +83,10 @@ def incremental_logits(model, tokens, mask, prompt_len, forget=False):
     return torch.cat(parts, 1)
 
 
-@pytest.mark.parametrize("pool_prefix", [0, 3])
-def test_kv_cache_generation_equals_full_forward(pool_prefix):
+@pytest.mark.parametrize("pool_prefix,pool_gate", [(0, 0.0), (3, 0.0), (0, 1.0)])
+def test_kv_cache_generation_equals_full_forward(pool_prefix, pool_gate):
     torch.manual_seed(1)
-    model = make_model(pool_prefix=pool_prefix)
+    model = make_model(pool_prefix=pool_prefix, pool_gate=pool_gate)
     prompts = [torch.randint(0, 40, (n,)).tolist() for n in (3, 7, 5)]  # left-padded
     out = model.generate(prompts, max_new_tokens=10)
     T0 = max(map(len, prompts))
@@ -199,7 +199,7 @@ def test_config_errors_name_the_key():
 
 def test_model_trains_and_round_trips(tmp_path):
     torch.manual_seed(13)
-    model = make_model(pool_balance_weight=0.01, pool_leak_weight=0.01).train()
+    model = make_model(pool_balance_weight=0.01, pool_leak_weight=0.01, pool_gate=1.0).train()
     start = torch.randint(0, 40, (16, 1))
     tokens = (start + torch.arange(16)) % 40  # each sequence counts up
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -219,3 +219,22 @@ def test_model_trains_and_round_trips(tmp_path):
     loaded = load_pretrained(path)
     assert isinstance(loaded.blocks[0].mlp.router, PooledRouter)
     torch.testing.assert_close(loaded(tokens), model(tokens), rtol=0, atol=0)
+
+
+def test_pool_gate_sends_the_loss_to_the_prefix_routing():
+    torch.manual_seed(4)
+    for gate, reaches in ((0.0, False), (1.0, True)):
+        moe = MoE(
+            16,
+            FFNConfig(
+                kind="moe",
+                moe=MoEConfig(
+                    n_experts=8, k=2, d_expert=8, router="pooled", pool_size=4, pool_gate=gate
+                ),
+            ),
+        )
+        x = torch.randn(1, 6, 16)
+        logits = moe.W_router(x).float().detach().requires_grad_()
+        gates, _ = moe.router.route(logits, x, moe.expert_input_weight())
+        gates[0, -1].square().sum().backward()  # a loss on the last token's gates
+        assert bool(logits.grad[0, :-1].abs().sum() > 0) is reaches
