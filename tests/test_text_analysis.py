@@ -213,12 +213,12 @@ def test_report_domain_tables_and_not_applicable_columns(tmp_path):
     )
     report = Report(out_dir=tmp_path, seeds=(0,), config={}, runs=runs)
     text = "\n".join(report.domains_section())
-    head = _first_table(text)  # the headline: one row per architecture
-    assert head["dense"]["domain selectivity"] == "0.300"
+    head = _first_table(text)  # the domain scores: one row per score, a column per kind
+    assert head["domain selectivity"]["dense"] == "0.300"
     # moe's is within 0.02 of its untrained twin's: marked not informative
-    assert head["moe"]["domain selectivity"] == "0.500 †"
-    assert head["moe"]["domain selectivity (init)"] == "0.490"
-    assert head["dense"]["domain purity"] == "–"
+    assert head["domain selectivity"]["moe"] == "0.500 †"
+    assert head["domain selectivity (init)"]["moe"] == "0.490"
+    assert "domain purity" not in head  # no kind has it: no empty row
     assert "Not informative" in "\n".join(report.trust_note())
     # per domain: a column per domain (sorted), a row per architecture
     assert "| architecture | http | json |" in text

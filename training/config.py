@@ -216,17 +216,22 @@ def load_config(
     return exp
 
 
+# The longest packed train row: its block-diagonal attention mask is (pack_length, pack_length).
+MAX_PACK_LENGTH = 16384
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Raise ConfigError (one line: key, value, what is allowed) for any value that
     cannot work. A warm-up as long as the run is not refused: train() clamps it."""
     validate_model_config(cfg.model, "model")
     validate_data_config(cfg.data, "data")
-    if cfg.data.pack_length > cfg.model.max_seq_len:
+    if cfg.data.pack_length > MAX_PACK_LENGTH:
         raise ConfigError(
             "data.pack_length",
             cfg.data.pack_length,
-            f"must be <= model.max_seq_len={cfg.model.max_seq_len}: a packed row is one "
-            "sequence of the model",
+            f"must be <= {MAX_PACK_LENGTH}: a packed row's attention mask holds pack_length² "
+            "entries (each example in it keeps its own positions, so a row may be longer "
+            "than model.max_seq_len)",
         )
     validate_tools_config(cfg.tools, "tools")
     o, t, r = cfg.optim, cfg.trainer, cfg.run
