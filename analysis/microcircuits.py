@@ -59,8 +59,8 @@ MIB_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # share 
 
 @dataclass
 class MaskConfig:
-    steps: int = 60  # Adam steps of the mask
-    lr: float = 0.15
+    steps: int = 40  # Adam steps of the mask
+    lr: float = 0.2
     sparsity: float = 1.0  # weight of mean(m) beside the task loss
     target: float = 0.9  # faithfulness the binarised circuit must reach on the fit half
     n_random: int = 5  # random unit sets of the circuit's size
