@@ -47,9 +47,10 @@ from glassbox.analysis.splicing import splice_fidelity
 from glassbox.analysis.text_analysis import text_with_baselines
 from glassbox.analysis.tools import tool_report
 from glassbox.archs import Transformer
-from glassbox.archs.checkpoint import load_pretrained, read_metrics, resolve_checkpoint
+from glassbox.archs.checkpoint import load_pretrained, read_metrics, resolve_checkpoint, shipped_dir
 from glassbox.archs.config import ConfigError, TranscoderConfig
 from glassbox.archs.errors import GlassboxError, one_line
+from glassbox.archs.writes import Output, close_output_dir, open_output_dir
 from glassbox.console import Jobs, quiet_third_party
 from glassbox.report import Report
 from glassbox.results import (
@@ -618,13 +619,23 @@ def score_in_workers(todo: list[Job], cc: CompareConfig, progress: Jobs) -> list
     return failed
 
 
+# What compare writes into its out_dir; a folder of an older version is known by its
+# report.json or its runs/.
+COMPARE = Output(
+    "glassbox compare",
+    legacy=lambda d: (d / "report.json").is_file() or (d / "runs").is_dir(),
+)
+
+
 def compare(cc: CompareConfig) -> Report:
     """Run every architecture x seed, then write report.md, report.json, pareto.png.
     Returns the Report (its .path is report.md). The console shows one progress bar
     over every job (a run trained, a run or a post-hoc route scored)."""
     out = Path(cc.out_dir)
     plan = plan_runs(cc, out)  # every config checked before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    # a new or empty folder, or one a compare wrote before: never the user's files or
+    # the shipped checkpoints
+    keep = open_output_dir(out, COMPARE, protected=[shipped_dir()])
     n_train = sum(not run.is_current() for run in plan)
     order = {arch: i for i, arch in enumerate(cc.architectures)}
     runs: list[RunResult] = []
@@ -663,4 +674,5 @@ def compare(cc: CompareConfig) -> Report:
         posthoc=tuple(posthoc),
     )
     report.write()
+    close_output_dir(out, COMPARE, keep)
     return report

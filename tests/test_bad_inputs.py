@@ -878,3 +878,24 @@ def test_a_full_disk_during_training_is_one_line(trained, tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert len(ours) == 1 and str(tmp_path / "run") in ours[0] and "free on" in ours[0]
     assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp" in p.name]
+
+
+@pytest.mark.parametrize("where", ["user_files", "a_file", "shipped"])
+def test_compare_writes_only_a_folder_of_its_own(export, tmp_path, capsys, where):
+    """compare's out_dir: a folder holding the user's files, a file, or a folder inside
+    the shipped checkpoints is refused in one line naming it, and left as it was."""
+    from glassbox.archs.checkpoint import shipped_dir
+
+    out = {"user_files": tmp_path / "mine", "a_file": tmp_path / "notes.txt",
+           "shipped": shipped_dir() / "dense" / "report"}[where]  # fmt: skip
+    if where == "user_files":
+        out.mkdir()
+        (out / "keep.txt").write_text("the user's")
+    if where == "a_file":
+        out.write_text("the user's")
+    before = tree(out.parent)
+    overrides = [f"out_dir={out}", "seeds=[0]", "architectures={dense: configs/dense.yaml}",
+                 f"checkpoints={{dense: {export}}}", "posthoc.enabled=false"]  # fmt: skip
+    code, err = cli(capsys, "compare", "configs/compare.yaml", *overrides)
+    assert_refused(code, err, 1, str(out))
+    assert tree(out.parent) == before
