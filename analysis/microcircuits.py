@@ -24,9 +24,11 @@ half of ln 2) gets no circuit.
    MIB grid (faithfulness at 0.1% .. 100% of units, by the learned ranking) with CPR
    (area under it) and CMD (area between it and 1).
 4. Controls: random sets of units of the circuit's size (held-out faithfulness), the
-   nonsense task (the same prompts, target and alternative swapped on a random half:
-   the smallest circuit that reaches the real task's target loss on it, if any), and
-   zero- in place of mean-ablation.
+   nonsense task (the same prompts, target and alternative swapped on a random half,
+   its own mask learned beside the real one: the smallest circuit that reaches the
+   real task's target loss on it, if any), and zero- in place of mean-ablation (the
+   smallest prefix of the same ranking that reaches the target with every left-out
+   unit at 0).
 
     report = microcircuit_report(model, suite)
     report["summary"]["interp.microcircuit.dyck_first_closer.nodes"]
@@ -76,33 +78,43 @@ def _hooks(groups: Sequence[UnitGroup], means: dict[str, Tensor], keep: Tensor, 
     return hooks
 
 
-def mask_diffs(model, data: TaskData, groups, means, keep: Tensor, max_rows: int = 2048) -> Tensor:
+def mask_diffs(
+    model, data: TaskData, groups, means, keep: Tensor, max_rows: int = 2048,
+    per_mask: Sequence[TaskData] | None = None,
+) -> Tensor:  # fmt: skip
     """(R, N) logit differences (target - alternative) of the N prompts under each of
     the R keep-masks (bool or float, (R, total)); copies of the prompts are stacked
-    into forwards of at most max_rows rows."""
+    into forwards of at most max_rows rows. per_mask: R tasks on the same prompts
+    (a task and its nonsense twin), mask r scored on per_mask[r]'s pairs."""
     R, N = keep.shape[0], len(data)
+    tasks = list(per_mask) if per_mask is not None else [data] * R
     per = max(1, max_rows // N)
     out = []
     for r0 in range(0, R, per):
-        k = keep[r0 : r0 + per]
+        k, ts = keep[r0 : r0 + per], tasks[r0 : r0 + per]
         stacked = TaskData(data.name, data.input_ids.repeat(k.shape[0], 1),
-                           data.position.repeat(k.shape[0]), data.target.repeat(k.shape[0]),
-                           data.alternative.repeat(k.shape[0]))  # fmt: skip
+                           data.position.repeat(k.shape[0]),
+                           torch.cat([t.target for t in ts]),
+                           torch.cat([t.alternative for t in ts]))  # fmt: skip
         with model.hooks(_hooks(groups, means, k, N)):
             logits = model(stacked.input_ids)
         out.append(task_logit_diff(logits, stacked).view(k.shape[0], N))
     return torch.cat(out)
 
 
-def learn_ranking(loss_fn, total: int, cfg: MaskConfig, device=None) -> Tensor:
-    """(total,) mask logits theta after cfg.steps Adam steps on loss_fn(m) +
-    cfg.sparsity x mean(m), m = sigmoid(theta), from theta = 3 (every unit kept).
-    loss_fn: (total,) float mask -> scalar task loss. Higher theta: kept longer."""
-    theta = torch.full((total,), 3.0, device=device, requires_grad=True)
+def learn_ranking(loss_fn, shape: int | tuple[int, ...], cfg: MaskConfig, device=None) -> Tensor:
+    """Mask logits theta of `shape` ((total,), or (R, total): R masks learned side by
+    side, each with its own loss) after cfg.steps Adam steps on loss_fn(m) +
+    cfg.sparsity x (mean of each mask), m = sigmoid(theta), from theta = 3 (every unit
+    kept). loss_fn: m -> scalar (the sum of the masks' task losses; Adam moves each
+    entry on its own gradient, so masks learned side by side are masks learned
+    apart). Higher theta: kept longer."""
+    theta = torch.full(shape if isinstance(shape, tuple) else (shape,), 3.0, device=device,
+                       requires_grad=True)  # fmt: skip
     opt = torch.optim.Adam([theta], lr=cfg.lr)
     for _ in range(cfg.steps):
         m = torch.sigmoid(theta)
-        loss = loss_fn(m) + cfg.sparsity * m.mean()
+        loss = loss_fn(m) + cfg.sparsity * m.mean(-1).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -175,14 +187,21 @@ def circuit_for_task(
         return {**out, "learned": False}
     target = clean_fit + (1 - cfg.target) * (LN2 - clean_fit)
 
-    def fit_loss(m: Tensor) -> Tensor:
-        return task_loss(mask_diffs(model, fit, groups, means, m[None], cfg.max_rows)).mean()
+    nonsense = fit.nonsense(seed)
+
+    def fit_loss(m: Tensor) -> Tensor:  # (2, total): the task's mask, the nonsense task's
+        d = mask_diffs(model, fit, groups, means, m, cfg.max_rows, per_mask=[fit, nonsense])
+        return task_loss(d).mean(1).sum()
 
     with torch.enable_grad():
-        theta = learn_ranking(fit_loss, total, cfg, fit.input_ids.device)
-    k, _ = smallest_reaching(
-        lambda keep: _mean_losses(model, fit, groups, means, keep, cfg), theta, target
-    )
+        theta, theta_nonsense = learn_ranking(fit_loss, (2, total), cfg, fit.input_ids.device)
+
+    def size(data: TaskData, ranking: Tensor, m: dict[str, Tensor]) -> int | None:
+        return smallest_reaching(
+            lambda keep: _mean_losses(model, data, groups, m, keep, cfg), ranking, target
+        )[0]
+
+    k = size(fit, theta, means)
     k = total if k is None else k
     order = theta.argsort(descending=True)
     keep = torch.zeros(1, total, dtype=torch.bool, device=theta.device)
@@ -207,10 +226,10 @@ def circuit_for_task(
         faith(v, clean_s) for v in _mean_losses(model, score, groups, means, grid, cfg).tolist()
     ]
     fr = [kk / total for kk in ks]
-    # controls: the nonsense task, zero-ablation
-    nonsense_k, _ = _control_size(model, fit.nonsense(seed), groups, means, target, cfg)
-    zeros = {n: torch.zeros_like(m) for n, m in means.items()}
-    zero_k, _ = _control_size(model, fit, groups, zeros, target, cfg)
+    # controls: the nonsense task (its own mask, learned beside the real one) and
+    # zero- in place of mean-ablation (the real ranking, every left-out unit at 0)
+    nonsense_k = size(nonsense, theta_nonsense, means)
+    zero_k = size(fit, theta, {n: torch.zeros_like(m) for n, m in means.items()})
     return {
         **out,
         "learned": True,
@@ -230,21 +249,6 @@ def circuit_for_task(
         "nonsense_reached": nonsense_k is not None,
         "zero_ablation_nodes": zero_k,
     }
-
-
-def _control_size(model, data: TaskData, groups, means, target: float, cfg: MaskConfig):
-    """The learned-mask circuit size of a control (another task or other means) at the
-    real task's target loss; None when no evaluated size reaches it."""
-    total = sum(g.n_units for g in groups)
-
-    def loss(m: Tensor) -> Tensor:
-        return task_loss(mask_diffs(model, data, groups, means, m[None], cfg.max_rows)).mean()
-
-    with torch.enable_grad():
-        theta = learn_ranking(loss, total, cfg, data.input_ids.device)
-    return smallest_reaching(
-        lambda keep: _mean_losses(model, data, groups, means, keep, cfg), theta, target
-    )
 
 
 def _gmean(xs: Sequence[float]) -> float | None:
