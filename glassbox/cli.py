@@ -285,11 +285,11 @@ def _cmd_ship(args) -> int:
     from glassbox.ship import ship
 
     said = {"trained_by": args.trained_by} if args.trained_by else {}  # else ship's default
-    for dest in ship(
-        args.runs_dir, args.to, seed=args.seed, scores=args.scores, copy=not args.cards_only,
-        **said,
-    ):  # fmt: skip
-        print(f"shipped {dest}")
+    with Jobs(1, "ship") as progress:  # one job per checkpoint, once the report is read
+        ship(
+            args.runs_dir, args.to, seed=args.seed, scores=args.scores,
+            copy=not args.cards_only, progress=progress, **said,
+        )  # fmt: skip
     return 0
 
 

@@ -37,6 +37,7 @@ from glassbox.archs.writes import (
     is_disk_full,
     replace_entries,
 )
+from glassbox.console import Jobs
 from glassbox.metrics import CAPABILITY, CIRCUITS, INTERPRETABILITY, SKILLS, TOOLS, Metric, Stat
 from glassbox.report import NOT_INFORMATIVE, Report, informative
 
@@ -372,10 +373,12 @@ def ship(
     archs: Sequence[str] | None = None,
     copy: bool = True,
     trained_by: str = TRAINED_BY,
+    progress: Jobs | None = None,
 ) -> list[Path]:
     """Ship every architecture of the compare at `runs_dir` (its runs at `seed`) into
     `to`/<arch>/ and write its card from the report at `scores`; copy=False rewrites
-    the cards of checkpoints already there. Returns the shipped directories."""
+    the cards of checkpoints already there. progress: a bar advanced per checkpoint.
+    Returns the shipped directories."""
     runs_dir, to = Path(runs_dir), Path(to)
     if to.exists() and not to.is_dir():
         raise OutputError(to, "is a file, not a folder: --to names the folder of checkpoints")
@@ -385,6 +388,8 @@ def ship(
     for arch in names if copy else ():
         check_dest(to / arch)  # every one, before any is written
     out = []
+    if progress is not None:
+        progress.set_total(len(names))
     for arch in names:
         dest = to / arch
         if copy:
@@ -396,4 +401,6 @@ def ship(
         )
         _write_text(dest / "README.md", card)
         out.append(dest)
+        if progress is not None:
+            progress.done(f"ship: {'wrote the card of' if not copy else 'shipped'} {dest}")
     return out

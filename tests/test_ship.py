@@ -67,9 +67,13 @@ def _row(card: str, header: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")][1:]
 
 
-def test_ship_copies_the_runs_with_cards_of_their_seed(tmp_path, runs_dir):
+def test_ship_copies_the_runs_with_cards_of_their_seed(tmp_path, runs_dir, capsys):
     out = tmp_path / "checkpoints"
     assert main(["ship", str(runs_dir), "--to", str(out)]) == 0
+    # one progress line per checkpoint (off a terminal: with the count and the time)
+    printed = capsys.readouterr().out
+    assert f"ship: shipped {out / 'dense'}  [1/2 jobs" in printed
+    assert f"ship: shipped {out / 'transcoder'}  [2/2 jobs" in printed
     for arch in ARCHS:
         dest, run = out / arch, runs_dir / "runs" / f"{arch}-seed0"
         for name in ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json"):
