@@ -236,15 +236,17 @@ def interp_with_baselines(
     init_seed: int = 0,
     causal: bool = True,
     circuits: bool = True,
+    microcircuits: bool | None = None,
 ) -> dict[str, Any]:
     """interp_report of `model`, and of its untrained twin (analysis.baselines:
     the same config at init_seed, the run's training seed, at initialisation) with
     the same code on the same tokens (seed picks the tokens for both). The twin's
     interp.* scores join the summary as baselines.init.interp.*; its whole report is
     under "untrained_twin"."""
-    report = interp_report(model, suite, out_dir, n_examples, seed, causal, circuits)
+    kw: dict[str, Any] = {"causal": causal, "circuits": circuits, "microcircuits": microcircuits}
+    report = interp_report(model, suite, out_dir, n_examples, seed, **kw)
     twin = untrained_twin(model, init_seed)
-    init = interp_report(twin, suite, None, n_examples, seed, causal, circuits)
+    init = interp_report(twin, suite, None, n_examples, seed, **kw)
     report["summary"].update(
         {f"baselines.init.{k}": v for k, v in init["summary"].items() if k.startswith("interp.")}
     )

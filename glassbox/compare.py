@@ -103,6 +103,9 @@ class CompareConfig:
     # (overrides do not apply), at the seed it was trained with (run.seed, in `seeds`)
     checkpoints: dict[str, str] = field(default_factory=dict)
     analysis_examples: int = 512  # held-out examples each interpretability score reads
+    # micro-task circuits by learned masks (analysis.microcircuits): 1-4 CPU-minutes per
+    # model on the CPU default size, the largest share of the scoring
+    microcircuits: bool = True
     # runs trained (then scored) at once, each a process of its own (CPU: cores // jobs
     # threads each); 1 trains and scores them one after another in this process
     jobs: int = 1
@@ -407,7 +410,7 @@ def train_runs(plan: list[RunInputs], jobs: int, progress: Jobs | None = None) -
 
 def score_key(run: RunInputs, cc: CompareConfig) -> str:
     """What a run's scores depend on: its checkpoint and the compare keys they read."""
-    return content_key("scores", run.checkpoint_key, cc.analysis_examples)
+    return content_key("scores", run.checkpoint_key, cc.analysis_examples, cc.microcircuits)
 
 
 def score_run(run: RunInputs, cc: CompareConfig) -> RunResult:
@@ -425,6 +428,7 @@ def score_run(run: RunInputs, cc: CompareConfig) -> RunResult:
     # every score beside its untrained twin's (the run's config at its training seed)
     # text carries no ground truth: its scores are by domain
     score = text_with_baselines if run.cfg.data.source == "text" else interp_with_baselines
+    skills = {} if run.cfg.data.source == "text" else {"microcircuits": cc.microcircuits}
     analysis = score(
         run.model,
         run.suite,
@@ -432,6 +436,7 @@ def score_run(run: RunInputs, cc: CompareConfig) -> RunResult:
         n_examples=cc.analysis_examples,
         seed=run.seed,
         init_seed=run.cfg.run.seed,
+        **skills,
     )
     tool_summary: dict[str, Any] = {}
     if run.uses_tool_skills():
