@@ -82,7 +82,8 @@ def _copy_first(r: Row):
 
 
 @micro_task("copy_next", "copy")
-def _copy_next(r: Row):
+@micro_task("reverse_next", "reverse")
+def _middle_vs_previous(r: Row):
     """The middle answer item against the item just written before it."""
     j = len(r.answers) // 2
     return _pair(r, r.answers[j], r.ids[r.answers[j - 1]]) if j >= 1 else None
@@ -98,13 +99,6 @@ def _copy_last(r: Row):
 def _reverse_first(r: Row):
     """The first answer item (the list's last) against the list's first item."""
     return _pair(r, r.answers[0], r.ids[r.answers[-1]]) if len(r.answers) > 1 else None
-
-
-@micro_task("reverse_next", "reverse")
-def _reverse_next(r: Row):
-    """The middle answer item against the item just written before it."""
-    j = len(r.answers) // 2
-    return _pair(r, r.answers[j], r.ids[r.answers[j - 1]]) if j >= 1 else None
 
 
 @micro_task("sort_min", "sort")
