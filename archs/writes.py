@@ -61,6 +61,7 @@ class Output:
     legacy: Callable[[Path], bool] | None = None
     owns: tuple[str, ...] = ("*",)
     marker: bool = True  # False: known by `legacy` alone (a folder whose files are a format)
+    force: bool = True  # the command takes --force (said in the refusal)
 
 
 # --- modes and a full disk -----------------------------------------------------------
@@ -245,6 +246,10 @@ def write_marker(folder: Path, output: Output, files: Iterable[str]) -> None:
 def foreign_entries(folder: Path, output: Output) -> list[str]:
     """The entries of `folder` that `output`'s command did not write."""
     names = sorted(p.name for p in folder.iterdir() if p.name != MARKER)
+    if not output.marker:  # known by what it writes alone
+        if output.legacy is not None and output.legacy(folder):
+            return [n for n in names if not any(fnmatch.fnmatch(n, g) for g in output.owns)]
+        return names
     marker = read_marker(folder)
     if marker is not None and marker.get("written_by") == output.command:
         return [n for n in names if n not in marker["files"]]
@@ -315,8 +320,13 @@ def claim_output_dir(
         raise OutputError(
             target,
             f"holds files {output.command} did not write ({_listed(foreign)}): name a new or "
-            f"empty folder, or pass --force to replace only what {output.command} writes "
-            "there (the rest is kept)",
+            "empty folder"
+            + (
+                f", or pass --force to replace only what {output.command} writes there (the "
+                "rest is kept)"
+                if output.force
+                else ""
+            ),
         )
     return foreign
 
@@ -371,6 +381,9 @@ def open_output_dir(
 
 
 def close_output_dir(target: str | Path, output: Output, keep: list[str]) -> None:
-    """Mark every entry of `target` but the user's `keep` as written by `output`."""
+    """Mark every entry of `target` but the user's `keep` as written by `output` (a
+    command known by what it writes leaves no marker)."""
     target = Path(target)
+    if not output.marker:
+        return
     write_marker(target, output, (p.name for p in target.iterdir() if p.name not in keep))

@@ -169,7 +169,7 @@ def _config_key(cfg: ExperimentConfig) -> str:
     """What of a resolved run config decides its checkpoint: all of it but where it goes."""
     d = to_dict(cfg)
     d["run"].pop("out_dir", None)
-    return content_key("run config", d)
+    return content_key("run config", d, scoring=False)
 
 
 class RunInputs:
@@ -250,7 +250,9 @@ class RunInputs:
     @cached_property
     def checkpoint_key(self) -> str:
         """The run config and the checkpoint's metrics.json (new at every training)."""
-        return content_key(self.config_key, (self.export / "metrics.json").read_text())
+        return content_key(
+            self.config_key, (self.export / "metrics.json").read_text(), scoring=False
+        )
 
     def uses_tool_skills(self) -> bool:
         """Whether the tool analysis applies: the data has addition or facts, plain
@@ -629,6 +631,9 @@ def score_in_workers(todo: list[Job], cc: CompareConfig, progress: Jobs) -> list
 COMPARE = Output(
     "glassbox compare",
     legacy=lambda d: (d / "report.json").is_file() or (d / "runs").is_dir(),
+    owns=("runs", "report.md", "report.json", "report.html", "pareto.png"),
+    marker=False,  # known by what it writes, so that an interrupted compare resumes there
+    force=False,
 )
 
 

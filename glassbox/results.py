@@ -30,9 +30,12 @@ ANALYSIS_VERSION = 5
 Values = Mapping[str, Any]
 
 
-def content_key(*parts: Any) -> str:
-    """16 hex digits of sha256 over `parts` as sorted JSON (ANALYSIS_VERSION included)."""
-    blob = json.dumps({"v": ANALYSIS_VERSION, "parts": parts}, sort_keys=True, default=str)
+def content_key(*parts: Any, scoring: bool = True) -> str:
+    """16 hex digits of sha256 over `parts` as sorted JSON, ANALYSIS_VERSION included
+    for a key of scores (scoring=True): a training run's key leaves it out, so that a
+    change of the scoring re-scores a run without retraining it."""
+    v = ANALYSIS_VERSION if scoring else None
+    blob = json.dumps({"v": v, "parts": parts}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

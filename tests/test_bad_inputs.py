@@ -897,5 +897,31 @@ def test_compare_writes_only_a_folder_of_its_own(export, tmp_path, capsys, where
     overrides = [f"out_dir={out}", "seeds=[0]", "architectures={dense: configs/dense.yaml}",
                  f"checkpoints={{dense: {export}}}", "posthoc.enabled=false"]  # fmt: skip
     code, err = cli(capsys, "compare", "configs/compare.yaml", *overrides)
-    assert_refused(code, err, 1, str(out))
+    line = assert_refused(code, err, 1, str(out))
+    assert "--force" not in line  # compare has no --force: it is not offered
     assert tree(out.parent) == before
+
+
+def test_compare_resumes_in_the_folder_an_interrupted_compare_left(tmp_path):
+    """A compare stopped before its report leaves runs/ only: its folder is its own
+    (known by what compare writes), and a user's file beside it is still refused."""
+    from glassbox.archs.writes import OutputError, claim_output_dir
+    from glassbox.compare import COMPARE
+
+    out = tmp_path / "report"
+    (out / "runs" / "dense-seed0").mkdir(parents=True)
+    assert claim_output_dir(out, COMPARE) == []
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(OutputError, match="notes.txt"):
+        claim_output_dir(out, COMPARE)
+
+
+def test_a_new_scoring_version_rescores_without_retraining(monkeypatch):
+    """A training run's key does not change with ANALYSIS_VERSION; a score's does."""
+    from glassbox import results
+
+    train = results.content_key("run config", {"a": 1}, scoring=False)
+    score = results.content_key("scores", "x")
+    monkeypatch.setattr(results, "ANALYSIS_VERSION", results.ANALYSIS_VERSION + 1)
+    assert results.content_key("run config", {"a": 1}, scoring=False) == train
+    assert results.content_key("scores", "x") != score
