@@ -62,12 +62,14 @@ class _DropMessages(logging.Filter):
 
 def quiet_third_party(fits: bool = True) -> None:
     """Drop the known messages of NOISE_LOGS and NOISE_WARNINGS (and, with fits, of
-    FIT_NOISE_LOGS) in this process. Idempotent; every other message still shows."""
+    FIT_NOISE_LOGS) in this process; the last call decides which. Every other message
+    still shows."""
     patterns = NOISE_LOGS + (FIT_NOISE_LOGS if fits else ())
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropMessages) for f in logger.filters):
-            logger.addFilter(_DropMessages(patterns))
+        for f in [f for f in logger.filters if isinstance(f, _DropMessages)]:
+            logger.removeFilter(f)  # a train's filter (fits=False) gives way to this one
+        logger.addFilter(_DropMessages(patterns))
     for message, category in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
 

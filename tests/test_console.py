@@ -90,3 +90,17 @@ def test_train_without_a_bar_prints_a_line_per_tenth(capsys):
     out = capsys.readouterr().out.splitlines()
     assert [line.split(",")[0] for line in out] == [f"train: step {s}/8" for s in (2, 4, 6, 8)]
     assert "left" in out[0] and "left" not in out[-1]
+
+
+def test_the_last_call_decides_which_messages_are_dropped(caplog):
+    """A train (fits=False) in the same process before a compare: the compare's filter
+    still drops the fit set-up lines; and a train after it shows them again."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    for fits, shown in ((False, ["GPU available: False, used: False"]), (True, [])):
+        quiet_third_party(fits=False)
+        quiet_third_party(fits=fits)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=log.name):
+            log.info("GPU available: False, used: False")
+        assert [r.getMessage() for r in caplog.records] == shown
+    quiet_third_party()
