@@ -55,6 +55,7 @@ from glassbox.analysis.heldout import (
     score_units,
 )
 from glassbox.analysis.intervals import interval
+from glassbox.analysis.jsonable import mean_defined
 from glassbox.analysis.moe import kmeans_centres
 from glassbox.training.data import SuiteData
 
@@ -100,17 +101,12 @@ def _splits(fit: Collected, score: Collected, suite: SuiteData) -> tuple[Split, 
     return sides[0], sides[1], names
 
 
-def _layer_mean(per_layer: list[Any]) -> Any:
-    vals = [v for v in per_layer if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
 def _summarise(prefix: str, scored: list, keys: tuple[str, ...]) -> dict[str, Any]:
     """Means over layers of `keys` from Scored-like (values, replicates) pairs, with
     intervals of the replicate-wise means."""
     out: dict[str, Any] = {}
     for k in keys:
-        out[f"{prefix}{k}"] = _layer_mean([v[k] for v, _ in scored])
+        out[f"{prefix}{k}"] = mean_defined([v[k] for v, _ in scored])
         reps = [r[k] for _, r in scored if k in r]
         if reps:
             out[f"{prefix}{k}_ci"] = interval(torch.stack(reps).mean(0))
@@ -135,7 +131,7 @@ def coverage_section(
         details[str(i)] = layer
     keys = ("lift_pooled", "lift_pooled_all", "coverage_heldout", "coverage_matched")
     out = _summarise("interp.", head, keys)
-    out["interp.coverage_insample"] = _layer_mean([v["coverage_insample"] for v, _ in head])
+    out["interp.coverage_insample"] = mean_defined([v["coverage_insample"] for v, _ in head])
     out.update(_summarise("interp.random_control.", rand, ("lift_pooled", "coverage_matched")))
     return out, details
 
@@ -190,33 +186,32 @@ def specialisation_section(
     out = _info_summary(f"{prefix}info_beyond_token", clusters)
     if routed:
         out.update(_info_summary(f"{prefix}info_beyond_token_routed", routed))
-    out[f"{prefix}{label}_entropy_given_token"] = _layer_mean(
+    out[f"{prefix}{label}_entropy_given_token"] = mean_defined(
         [v["entropy_given_token_bits"] for v, _ in clusters]
     )
     return out, details
 
 
 def _info_summary(key: str, per_layer: list) -> dict[str, Any]:
-    out = {key: _layer_mean([v["info_bits"] for v, _ in per_layer])}
+    out = {key: mean_defined([v["info_bits"] for v, _ in per_layer])}
     out[f"{key}_ci"] = interval(torch.stack([r["info"] for _, r in per_layer]).mean(0))
-    out[f"{key}_shuffled"] = _layer_mean([v["shuffled"]["info_bits"] for v, _ in per_layer])
+    out[f"{key}_shuffled"] = mean_defined([v["shuffled"]["info_bits"] for v, _ in per_layer])
     out[f"{key}_shuffled_ci"] = interval(torch.stack([r["shuffled"] for _, r in per_layer]).mean(0))
+    # the shuffle is the score's control: also under baselines.shuffled.<key>, its column
+    out[f"baselines.shuffled.{key}"] = out[f"{key}_shuffled"]
+    out[f"baselines.shuffled.{key}_ci"] = out[f"{key}_shuffled_ci"]
     return out
 
 
 def _as_baselines(summary: dict[str, Any]) -> dict[str, Any]:
-    """The controls also under baselines.<name>.<key>, the report's baseline columns:
-    baselines.random.interp.{lift_pooled, coverage_matched} (+ _ci) and
-    baselines.shuffled.interp.info_beyond_token[_routed] (+ _ci)."""
-    out = {}
-    for k in ("lift_pooled", "coverage_matched"):
-        for tail in ("", "_ci"):
-            out[f"baselines.random.interp.{k}{tail}"] = summary[f"interp.random_control.{k}{tail}"]
-    for k in ("info_beyond_token", "info_beyond_token_routed"):
-        for tail in ("", "_ci"):
-            if f"interp.{k}_shuffled{tail}" in summary:
-                out[f"baselines.shuffled.interp.{k}{tail}"] = summary[f"interp.{k}_shuffled{tail}"]
-    return out
+    """The random control also under baselines.random.interp.{lift_pooled,
+    coverage_matched} (+ _ci), the report's baseline columns (the within-token
+    shuffle's are made with it, in _info_summary)."""
+    return {
+        f"baselines.random.interp.{k}{tail}": summary[f"interp.random_control.{k}{tail}"]
+        for k in ("lift_pooled", "coverage_matched")
+        for tail in ("", "_ci")
+    }
 
 
 @torch.no_grad()

@@ -174,14 +174,9 @@ def domain_information(
         n_domains,
         w,
     )
-    out, details = specialisation_section(
+    return specialisation_section(
         labels, fit, score, N_GROUPS, seed, prefix="interp.domain_", label="domain"
     )
-    for k in ("domain_info_beyond_token", "domain_info_beyond_token_routed"):
-        for tail in ("", "_ci"):
-            if f"interp.{k}_shuffled{tail}" in out:
-                out[f"baselines.shuffled.interp.{k}{tail}"] = out[f"interp.{k}_shuffled{tail}"]
-    return out, details
 
 
 # ----------------------------------------------------------------- routing
