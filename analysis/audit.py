@@ -56,7 +56,7 @@ from glassbox.analysis.heldout import (
 )
 from glassbox.analysis.intervals import interval
 from glassbox.analysis.jsonable import mean_defined
-from glassbox.analysis.moe import kmeans_centres
+from glassbox.analysis.routing_metrics import kmeans_centres
 from glassbox.training.data import SuiteData
 
 N_GROUPS = 32  # k-means clusters of every kind's units (the shipped MoE's expert count)

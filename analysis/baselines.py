@@ -36,7 +36,7 @@ from torch import Tensor
 
 from glassbox.analysis.batches import real_tokens, suite_batches
 from glassbox.analysis.coverage import ground_truth_labels
-from glassbox.analysis.moe import contingency, mean_purity, nmi
+from glassbox.analysis.routing_metrics import contingency, mean_purity, nmi
 from glassbox.archs.transformer import Transformer
 from glassbox.training.data import DataConfig, SuiteData, build_datasets
 

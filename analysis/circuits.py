@@ -7,7 +7,7 @@ For a skill s and a set S of units,
     faithfulness(S) = (L_ablated - L_S) / (L_ablated - L_clean)
 
 where L is the skill's answer loss (mean next-token cross-entropy on the answer
-tokens of the skill's examples, as training.metrics scores `skills.<name>.loss`),
+tokens of the skill's examples, as training.skill_scores has `skills.<name>.loss`),
 L_S the loss with every unit not in S replaced by its mean activation and the units
 of S at their clean values, L_ablated = L_{} (every unit mean-ablated) and
 L_clean = L_{all units}. So faithfulness({}) = 0 and faithfulness(all) = 1 by

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from glassbox.analysis.batches import token_batch
-from glassbox.analysis.moe import kmeans_centres
+from glassbox.analysis.routing_metrics import kmeans_centres
 from glassbox.analysis.specialisation import skill_accuracy
 from glassbox.archs.dense import DenseMLP
 from glassbox.archs.moe import MoE, expert_gates, remove_experts

@@ -1,8 +1,8 @@
 """Specialisation report: how a model's FFN units divide the skills among them.
 MoE layers are grouped by the router (each token-slot to its expert); dense layers
 by k-means over their hidden activations. Routing collected from a model on
-skill-suite batches, the metrics of analysis.moe per layer, causal selectivity,
-plots.
+skill-suite batches, the metrics of analysis.routing_metrics per layer, causal
+selectivity, plots.
 
     from glassbox.analysis.specialisation import specialisation_report
     report = specialisation_report(model, val_batches, data.skill_names,
@@ -40,7 +40,7 @@ from torch import Tensor
 from glassbox.analysis.baselines import routing_scores, token_routing
 from glassbox.analysis.batches import token_batch
 from glassbox.analysis.jsonable import jsonable, mean_defined
-from glassbox.analysis.moe import (
+from glassbox.analysis.routing_metrics import (
     coactivation,
     contingency,
     domain_specialization,
@@ -244,7 +244,8 @@ def causal_specialization(
 
     Returns experts {skill: {layer: [e, ...]}}, base (S,) (accuracy or loss),
     drop (S, S) (row: whose experts were ablated; column: label measured; > 0 =
-    harm), delta_target, delta_others and selectivity (analysis.moe.selectivity)."""
+    harm), delta_target, delta_others and selectivity
+    (analysis.routing_metrics.selectivity)."""
     if measure not in ("accuracy", "loss"):
         raise ValueError(f"causal_specialization: measure={measure!r}: 'accuracy' or 'loss'")
     S = len(skill_names)

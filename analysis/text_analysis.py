@@ -57,7 +57,7 @@ from glassbox.analysis.interp import ffn_kinds, suite_batches, unit_activations
 from glassbox.analysis.intervals import bootstrap_weights
 from glassbox.analysis.jsonable import jsonable, mean_defined
 from glassbox.analysis.logit_lens import unembed
-from glassbox.analysis.moe import router_saturation, selectivity, vocab_specialization
+from glassbox.analysis.routing_metrics import router_saturation, selectivity, vocab_specialization
 from glassbox.analysis.sae_metrics import dead_fraction, dense_fraction, l0
 from glassbox.analysis.specialisation import (
     causal_specialization,

@@ -35,7 +35,7 @@ from glassbox.training.data.packing import (
 )
 from glassbox.training.datamodule import ResumableSampler
 from glassbox.training.flops import measure_matmul_peak
-from glassbox.training.metrics import masked_lm_loss
+from glassbox.training.skill_scores import masked_lm_loss
 
 
 def batches(suite, cfg, packed: bool, n: int) -> list[dict]:

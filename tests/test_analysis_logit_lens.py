@@ -21,7 +21,7 @@ from glassbox.analysis.logit_lens import (
     unembed,
 )
 from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
-from glassbox.training.metrics import masked_lm_loss
+from glassbox.training.skill_scores import masked_lm_loss
 
 V = 41
 FFNS = {

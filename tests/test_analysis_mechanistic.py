@@ -16,7 +16,7 @@ from glassbox.analysis.mechanistic import MechanisticConfig, _sample_rows, run_m
 from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
 from glassbox.training.data import DataConfig, SuiteData, build_datasets, collate
 from glassbox.training.data.config import FactsConfig, IOIConfig
-from glassbox.training.metrics import SkillMetrics
+from glassbox.training.skill_scores import SkillMetrics
 
 FFNS = {
     "dense": FFNConfig(d_ff=48),

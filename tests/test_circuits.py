@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import glassbox.archs.moe as moe_mod
+import glassbox.archs.experts as experts_mod
 from glassbox.analysis.circuits import (
     ExpertHiddenUnits,
     ExpertUnits,
@@ -32,7 +32,7 @@ from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, 
 from glassbox.archs.hooks import HookPoint
 from glassbox.archs.moe import ablate_experts, expert_means
 from glassbox.training.data import DataConfig, build_datasets, collate
-from glassbox.training.metrics import shifted_token_loss
+from glassbox.training.skill_scores import shifted_token_loss
 
 V = D = 16
 BOS, FILL, A1, A2, A3, T1, T2, T3 = 1, 9, 2, 3, 4, 5, 6, 7
@@ -391,7 +391,7 @@ def test_an_unknown_ffn_kind_gets_units_from_its_contract():
 @pytest.mark.parametrize("padded", [False, True], ids=["grouped", "padded"])
 def test_expert_hidden_hook_that_changes_nothing_changes_nothing(monkeypatch, padded):
     if padded:  # the padded-bmm dispatch in place of grouped_mm
-        monkeypatch.setattr(moe_mod, "_grouped_mm_applies", lambda x, w: False)
+        monkeypatch.setattr(experts_mod, "_grouped_mm_applies", lambda x, w: False)
     model = moe_model()
     tokens = torch.randint(1, 40, (3, 9), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glassbox.analysis.moe import (
+from glassbox.analysis.routing_metrics import (
     coactivation,
     contingency,
     domain_specialization,
@@ -335,7 +335,7 @@ def test_report_dense_baseline_uses_kmeans_clusters():
 
 
 def test_report_end_to_end_on_skill_suite(tmp_path):
-    from glassbox.analysis.moe import contingency, nmi
+    from glassbox.analysis.routing_metrics import contingency, nmi
     from glassbox.analysis.specialisation import specialisation_report
     from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, Transformer
     from glassbox.training.data import DataConfig, build_datasets, collate

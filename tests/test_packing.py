@@ -34,7 +34,7 @@ from glassbox.training.data.packing import (
 )
 from glassbox.training.datamodule import SuiteDataModule
 from glassbox.training.evaluate import ioi_spec
-from glassbox.training.metrics import SkillMetrics, masked_lm_loss
+from glassbox.training.skill_scores import SkillMetrics, masked_lm_loss
 from glassbox.training.train import train
 
 FFNS = {

@@ -18,7 +18,7 @@ from glassbox.training.data import (
     collate,
     data_config_from_dict,
 )
-from glassbox.training.metrics import SkillMetrics
+from glassbox.training.skill_scores import SkillMetrics
 
 # Feature names of the IOI token ids that the logit difference compares.
 IOI_FEATURES = ("ioi.io_token", "ioi.s_token")

@@ -19,7 +19,7 @@ import torch
 
 from glassbox.archs.config import model_config_from_dict
 from glassbox.archs.transformer import Transformer
-from glassbox.training.metrics import SkillMetrics, masked_lm_loss
+from glassbox.training.skill_scores import SkillMetrics, masked_lm_loss
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float) -> float:

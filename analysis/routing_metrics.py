@@ -1,4 +1,6 @@
-"""Expert specialisation metrics: pure functions on routing tensors.
+"""Routing metrics: pure functions on the groups a layer sends tokens to (a MoE's
+experts, or k-means clusters of a dense layer's hidden activations, `kmeans` at the
+end, so dense models get the same numbers).
 
 Inputs are plain tensors for N tokens of one layer: `indices` (N, k) the experts
 each token was sent to, `labels` (N,) an integer label per token (skill id, value
