@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import glassbox.archs.experts as experts_mod
+import glassbox.archs.moe as moe_mod
 from glassbox.analysis.circuits import (
     ExpertHiddenUnits,
     ExpertUnits,
@@ -391,7 +391,7 @@ def test_an_unknown_ffn_kind_gets_units_from_its_contract():
 @pytest.mark.parametrize("padded", [False, True], ids=["grouped", "padded"])
 def test_expert_hidden_hook_that_changes_nothing_changes_nothing(monkeypatch, padded):
     if padded:  # the padded-bmm dispatch in place of grouped_mm
-        monkeypatch.setattr(experts_mod, "_grouped_mm_applies", lambda x, w: False)
+        monkeypatch.setattr(moe_mod, "_grouped_mm_applies", lambda x, w: False)
     model = moe_model()
     tokens = torch.randint(1, 40, (3, 9), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
