@@ -1,4 +1,6 @@
-"""glassbox models: one backbone with pluggable feed-forward slots and named hook points."""
+"""glassbox models: one backbone with pluggable feed-forward slots and named hook points,
+their configs, checkpoints (save, load, ship), generation, symbolic tools (tools/) and
+export to HF and TransformerLens (export/). Re-exported here: the model API."""
 
 from glassbox.archs.checkpoint import (
     load_pretrained,

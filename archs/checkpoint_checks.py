@@ -7,11 +7,10 @@ model.safetensors is read as its JSON header plus raw bytes, tokenizer.json is J
 model.safetensors is checked before any weight is read: the header (length, JSON,
 each entry's dtype, shape and byte range, the byte ranges covering the data
 exactly), then each tensor's name, shape and dtype against the model built from
-config.yaml. A file
-written by `save_pretrained` carries the SHA-256 of its tensor bytes in its header
-metadata (`glassbox.sha256`); where it is there, the bytes are checked against it,
-which catches a flipped bit that leaves the tensors finite. It carries the SHA-256 of
-the tokenizer.json saved beside it too (`glassbox.tokenizer_sha256`): a tokenizer of
+config.yaml. A file written by `save_pretrained` carries the SHA-256 of its tensor
+bytes in its header metadata (`glassbox.sha256`); where it is there, the bytes are
+checked against it, which catches a flipped bit that leaves the tensors finite. It
+carries the SHA-256 of the tokenizer.json saved beside it too (`glassbox.tokenizer_sha256`): a tokenizer of
 the same size whose ids were reassigned passes every other check and generates
 nonsense. Checkpoints saved before these digests load without the check.
 """

@@ -7,6 +7,7 @@ answer token is right, which is exactly whether greedy decoding reproduces the
 answer), `loss` (mean cross-entropy of answer tokens); for IOI also `logit_diff`
 (logit of the indirect object minus logit of the subject at the answer position).
 Overall: `val_loss` (mean cross-entropy over loss-masked tokens) and `perplexity`.
+The same next-token cross-entropy is the training loss (`masked_lm_loss`).
 """
 
 from __future__ import annotations

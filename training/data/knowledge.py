@@ -1,7 +1,8 @@
 """A synthetic knowledge graph: entities with one attribute per relation.
 
-The facts skill asks it questions, and a `lookup` tool (tool-calling issue) will
-answer from it: `knowledge_graph(cfg)` rebuilds the same graph from a data config,
+The facts skill asks it questions, and the `lookup` tool (archs/tools/lookup.py,
+built by training.data.skills.tool_call.suite_registry) answers from it:
+`knowledge_graph(cfg)` rebuilds the same graph from a data config,
 so a checkpoint's data section is enough to recover every fact.
 
     kg = knowledge_graph(cfg)
