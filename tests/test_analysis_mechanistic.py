@@ -15,7 +15,8 @@ from glassbox.analysis.heads import induction_scores, previous_token_scores
 from glassbox.analysis.mechanistic import MechanisticConfig, _sample_rows, run_mechanistic
 from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
 from glassbox.training.data import DataConfig, SuiteData, build_datasets, collate
-from glassbox.training.data.config import FactsConfig, IOIConfig
+from glassbox.training.data.skills.facts import FactsConfig
+from glassbox.training.data.skills.ioi import IOIConfig
 from glassbox.training.skill_scores import SkillMetrics
 
 FFNS = {

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from glassbox.training.data import DataConfig, build_datasets, collate, knowledge_graph
-from glassbox.training.data.config import AdditionConfig, DyckConfig, FactsConfig
+from glassbox.training.data.skills.addition import AdditionConfig
+from glassbox.training.data.skills.dyck import DyckConfig
+from glassbox.training.data.skills.facts import FactsConfig
 from glassbox.training.data.skills.modadd import split_pairs
 from glassbox.training.data.vocab import RESERVED_SKILLS, SPECIAL_TOKENS, TOOL_WORDS, tag_token
 

@@ -4,8 +4,11 @@ Every field is a YAML key under `data:` in a run config (configs/data/*.yaml hol
 the values of that section only). `source: skills` generates the synthetic skill
 suite from `seed`; `source: text` reads a text corpus (see `TextConfig`).
 
-Each skill reads the section named like it (`data.addition.max_digits`, ...);
-`mix` says how much of each split every skill gets. omegaconf merges dicts key by
+Each skill reads the section named like it (`data.addition.max_digits`, ...): the
+skill brings that section's dataclass where it registers itself
+(`@register_skill("addition", config=AdditionConfig)` in
+training/data/skills/addition.py), and the skill registry makes it a field of
+DataConfig, before `text`. `mix` says how much of each split every skill gets. omegaconf merges dicts key by
 key, so a YAML or command-line `mix` only changes the weights it names: set a
 weight to 0 to leave a skill out.
 
@@ -18,60 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_SKILLS = ("copy", "reverse", "sort", "modadd", "addition", "dyck", "facts", "ioi")
-
-
-@dataclass
-class ListTaskConfig:
-    """copy, reverse, sort: a list of distinct number tokens, then the list transformed."""
-
-    min_len: int = 4  # shortest list in train/val/test
-    max_len: int = 8  # longest list in train/val/test
-    ood_max_len: int = 12  # ood split: lists of max_len+1 .. ood_max_len items
-    n_values: int = 64  # items are the number tokens 0 .. n_values-1, distinct within a list
-
-
-@dataclass
-class ModAddConfig:
-    p: int = 23  # modulus; a, b, c are the single tokens 0 .. p-1
-    train_fraction: float = 0.8  # share of the p*p (a, b) pairs in train; val/test halve the rest
-
-
-@dataclass
-class AdditionConfig:
-    min_digits: int = 1  # fewest digits of an operand in train/val/test
-    max_digits: int = 3  # most digits of an operand in train/val/test
-    ood_max_digits: int = 6  # ood split: both operands have max_digits+1 .. ood_max_digits digits
-    reversed: bool = False  # write every number least-significant digit first
-
-
-@dataclass
-class DyckConfig:
-    n_types: int = 3  # bracket types, 1..4: ( ) [ ] { } < >
-    min_len: int = 4  # shortest prompt (brackets before "=")
-    max_len: int = 16  # longest prompt in train/val/test
-    max_depth: int = 4  # deepest nesting in train/val/test
-    ood_max_len: int = 24  # ood split: prompts up to this long ...
-    ood_max_depth: int = 8  # ... that nest deeper than max_depth, up to this deep
-    p_open: float = 0.5  # chance of opening a bracket where both opening and closing are allowed
-
-
-@dataclass
-class FactsConfig:
-    n_entities: int = 48  # entities of the knowledge graph (synthetic names)
-    # relations of the knowledge graph, from: city, colour, profession, pet, sport, food, instrument
-    relations: list[str] = field(default_factory=lambda: ["city", "colour", "profession", "pet"])
-    # phrasing: train asks every fact as "E r =", and "r of E =" for a share of the entities;
-    #   val/test ask "r of E =" about the other entities (every fact is in train, no query is);
-    # none: a memorisation skill, val/test ask the same queries as train
-    holdout: str = "phrasing"
-    phrasing_train_fraction: float = 0.5  # share of entities whose "r of E =" queries train sees
-
-
-@dataclass
-class IOIConfig:
-    n_names: int = 24  # synthetic first names to draw the two people from
-    n_places: int = 8  # places P in "went to the P" (at most 8)
-    n_objects: int = 8  # objects O in "gave a O to" (at most 8)
 
 
 @dataclass
@@ -119,12 +68,5 @@ class DataConfig:
     n_val: int = 2_000  # val examples (a skill with few distinct held-out examples gives fewer)
     n_test: int = 2_000  # test examples (ditto)
     n_ood: int = 2_000  # ood examples, over the skills that have an ood split
-    copy: ListTaskConfig = field(default_factory=ListTaskConfig)
-    reverse: ListTaskConfig = field(default_factory=ListTaskConfig)
-    sort: ListTaskConfig = field(default_factory=ListTaskConfig)
-    modadd: ModAddConfig = field(default_factory=ModAddConfig)
-    addition: AdditionConfig = field(default_factory=AdditionConfig)
-    dyck: DyckConfig = field(default_factory=DyckConfig)
-    facts: FactsConfig = field(default_factory=FactsConfig)
-    ioi: IOIConfig = field(default_factory=IOIConfig)
+    # here, one section per registered skill that brings one (`copy:`, ..., `ioi:`)
     text: TextConfig = field(default_factory=TextConfig)

@@ -1,39 +1,26 @@
-"""The skill registry. Index in SKILLS = skill id (the `skill` column).
+"""The skill registry, `SKILLS` (training/data/skills/base.py): skill name -> its
+`Skill` class, in registration order, which is the skill id (the `skill` column).
 
-To add a skill: write a `Skill` subclass in a module of this package and append
-it here (appending keeps the ids of the others). A skill may read an existing
-config section through `config_key` (a tool-call variant of addition reads
-`data.addition`), and should emit only words that are already in the
-vocabulary (the tool tokens and its tag are reserved in training.data.vocab).
+Each skill registers itself in its own module with `@register_skill(name,
+config=ItsConfig)`, which also makes its section `data.<name>` a field of DataConfig.
+The modules are imported below in skill-id order: a new skill's module goes last in
+`MODULES`, so that the other skills keep their ids. A skill may read another's
+section instead of bringing one (`config_key`: a tool-call variant of addition reads
+`data.addition`), and should emit only words that are already in the vocabulary (the
+tool tokens and its tag are reserved in training.data.vocab).
 """
 
 from __future__ import annotations
 
-from glassbox.training.data.skills.addition import AdditionSkill
-from glassbox.training.data.skills.addition_tool import AdditionToolSkill
-from glassbox.training.data.skills.base import Example, Feature, Skill
-from glassbox.training.data.skills.dyck import DyckSkill
-from glassbox.training.data.skills.facts import FactsSkill
-from glassbox.training.data.skills.facts_tool import FactsToolSkill
-from glassbox.training.data.skills.ioi import IOISkill
-from glassbox.training.data.skills.lists import CopySkill, ReverseSkill, SortSkill
-from glassbox.training.data.skills.modadd import ModAddSkill
+import importlib
 
-SKILLS: dict[str, type[Skill]] = {
-    s.name: s
-    for s in (
-        CopySkill,
-        ReverseSkill,
-        SortSkill,
-        ModAddSkill,
-        AdditionSkill,
-        DyckSkill,
-        FactsSkill,
-        IOISkill,
-        # tool-call variants (weight 0 in the default mix): training/data/skills/tool_call.py
-        AdditionToolSkill,
-        FactsToolSkill,
-    )
-}
+from glassbox.training.data.skills.base import SKILLS, Example, Feature, Skill, register_skill
 
-__all__ = ["SKILLS", "Example", "Feature", "Skill"]
+# The skills' modules in skill-id order (a list, not import lines, which a linter sorts):
+# copy 0, reverse 1, sort 2 (lists), modadd 3, addition 4, dyck 5, facts 6, ioi 7, then
+# the tool-call variants (weight 0 in the default mix) addition_tool 8, facts_tool 9.
+MODULES = ("lists", "modadd", "addition", "dyck", "facts", "ioi", "addition_tool", "facts_tool")
+for _module in MODULES:
+    importlib.import_module(f"{__name__}.{_module}")
+
+__all__ = ["MODULES", "SKILLS", "Example", "Feature", "Skill", "register_skill"]

@@ -26,15 +26,34 @@ max_digits+1..ood_max_digits digits in ood.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from typing import Any
 
-from glassbox.training.data.skills.base import Example, Feature, Skill, na
+from glassbox.archs.errors import ConfigError
+from glassbox.training.data.skills.base import (
+    Example,
+    Feature,
+    Skill,
+    check_positive_ints,
+    na,
+    register_skill,
+)
 
 DIGITS = [str(d) for d in range(10)]
 
 
+@dataclass
+class AdditionConfig:
+    """`data.addition` (read by addition_tool too)."""
+
+    min_digits: int = 1  # fewest digits of an operand in train/val/test
+    max_digits: int = 3  # most digits of an operand in train/val/test
+    ood_max_digits: int = 6  # ood split: both operands have max_digits+1 .. ood_max_digits digits
+    reversed: bool = False  # write every number least-significant digit first
+
+
+@register_skill("addition", config=AdditionConfig)
 class AdditionSkill(Skill):
-    name = "addition"
-    config_key = "addition"
     has_ood = True
     features = (
         Feature("digit_pos", "int", "column of a digit token, 0 = units"),
@@ -44,6 +63,21 @@ class AdditionSkill(Skill):
         Feature("column_sum", "int", "answer digit: a_i + b_i without the carry (0..18)"),
         Feature("sum_digit", "int", "answer digit: (a_i + b_i + carry_in) mod 10"),
     )
+
+    @classmethod
+    def check_config(cls, section: Any, prefix: str) -> None:
+        a: AdditionConfig = section
+        check_positive_ints(prefix, a, "min_digits", "max_digits")
+        if a.min_digits > a.max_digits:
+            raise ConfigError(
+                f"{prefix}.min_digits", a.min_digits, f"must be <= max_digits={a.max_digits}"
+            )
+        if a.ood_max_digits <= a.max_digits:
+            raise ConfigError(
+                f"{prefix}.ood_max_digits",
+                a.ood_max_digits,
+                f"must be > max_digits={a.max_digits} (ood numbers are longer)",
+            )
 
     def words(self) -> list[str]:
         return ["+", "=", *DIGITS]

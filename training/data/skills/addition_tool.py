@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 
 from glassbox.training.data.skills.addition import AdditionSkill
-from glassbox.training.data.skills.base import Feature
+from glassbox.training.data.skills.base import Feature, register_skill
 from glassbox.training.data.skills.tool_call import (
     TOOL_FEATURES,
     TOOL_OF_SKILL,
@@ -34,9 +34,9 @@ from glassbox.training.data.skills.tool_call import (
 )
 
 
+@register_skill("addition_tool")
 class AdditionToolSkill(AdditionSkill):
-    name = "addition_tool"
-    config_key = "addition"
+    config_key = "addition"  # the section of addition, whose numbers it writes
     has_ood = True
     features = (
         *TOOL_FEATURES,

@@ -17,8 +17,10 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from glassbox.archs.errors import ConfigError
+from glassbox.archs.registry import Registry
 from glassbox.training.data.config import DataConfig
 
 SPLITS = ("train", "val", "test", "ood")
@@ -51,17 +53,23 @@ class Example:
 
 
 class Skill(ABC):
-    """Base class. A new skill is a subclass in its own module plus an entry in
-    `training.data.skills.SKILLS` (appended at the end, so skill ids stay)."""
+    """Base class. A new skill is a subclass in its own module, decorated
+    `@register_skill(name, config=ItsConfig)`; `name` and `config_key` are set there."""
 
-    name: ClassVar[str]
-    config_key: ClassVar[str]  # the DataConfig section that sizes it (tool variants share one)
+    name: ClassVar[str] = ""
+    config_key: ClassVar[str] = ""  # the DataConfig section that sizes it (tool variants share one)
     features: ClassVar[tuple[Feature, ...]]
     has_ood: ClassVar[bool] = False  # whether the skill has an ood split
 
     def __init__(self, cfg: DataConfig):
         self.cfg = getattr(cfg, self.config_key)  # its own section
         self.vocab: dict[str, int] = {}
+
+    @classmethod
+    def check_config(cls, section: Any, prefix: str) -> None:
+        """Raise ConfigError (one line) for an impossible value of the skill's own
+        section (`data.<skill>`, whose key is `prefix`). Default nothing."""
+        return None
 
     @property
     def disjoint_splits(self) -> bool:
@@ -109,3 +117,53 @@ def shuffled_passes(rng: random.Random, pool: list, n: int) -> list:
 def na(n: int) -> list[int]:
     """n times -1 (does not apply)."""
     return [-1] * n
+
+
+def _check_skill(name: str, cls: type, config: type | None) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Skill)):
+        raise TypeError(f"register_skill({name!r}): {cls!r} is not a subclass of Skill")
+    key = name if config is not None else cls.config_key
+    if config is None and key not in SKILLS.sections():
+        known = ", ".join(SKILLS.sections()) or "(none)"
+        raise ValueError(
+            f"skill {name!r} brings no config section, so its config_key ({key!r}) must "
+            f"name a registered skill's section: one of {known}"
+        )
+
+
+# The skill registry: index in registration order = skill id (the `skill` column), so
+# the package imports the skills' modules in id order and a new skill goes last. Each
+# skill's section is a field of DataConfig (`data.<skill>`), before `text`.
+SKILLS: Registry[type[Skill]] = Registry("skill", check=_check_skill)
+SKILLS.hold_sections(DataConfig, before="text")
+
+
+def register_skill(name: str, config: type | None = None):
+    """Class decorator: make the Skill subclass the skill `name` (its id: the number of
+    skills registered before it). config: the dataclass of its own section
+    (`data.<name>`, read as `self.cfg`, checked by the class's `check_config`); None
+    for a skill that reads another's section (set `config_key` to that skill's name)."""
+
+    def deco(cls: type[Skill]) -> type[Skill]:
+        SKILLS.register(name, cls, config=config)
+        cls.name = name
+        if config is not None:
+            cls.config_key = name
+        return cls
+
+    return deco
+
+
+def check_positive_ints(prefix: str, section: Any, *keys: str) -> None:
+    """ConfigError unless each of `keys` of `section` is a positive integer."""
+    for key in keys:
+        v = getattr(section, key)
+        if v <= 0:
+            raise ConfigError(f"{prefix}.{key}", v, "must be a positive integer")
+
+
+def check_open_fraction(key: str, v: float, low_open: bool = True) -> None:
+    """ConfigError unless v is in (0, 1) (or [0, 1) when not low_open)."""
+    ok = (0 < v < 1) if low_open else (0 <= v < 1)
+    if not ok:
+        raise ConfigError(key, v, "must be in (0, 1)" if low_open else "must be in [0, 1)")

@@ -24,16 +24,39 @@ nest deeper than max_depth (up to ood_max_depth).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from typing import Any
 
-from glassbox.training.data.skills.base import Example, Feature, Skill, na
+from glassbox.archs.errors import ConfigError
+from glassbox.training.data.skills.base import (
+    Example,
+    Feature,
+    Skill,
+    check_open_fraction,
+    check_positive_ints,
+    na,
+    register_skill,
+)
 
 OPENERS = ("(", "[", "{", "<")
 CLOSERS = (")", "]", "}", ">")
 
 
+@dataclass
+class DyckConfig:
+    """`data.dyck`."""
+
+    n_types: int = 3  # bracket types, 1..4: ( ) [ ] { } < >
+    min_len: int = 4  # shortest prompt (brackets before "=")
+    max_len: int = 16  # longest prompt in train/val/test
+    max_depth: int = 4  # deepest nesting in train/val/test
+    ood_max_len: int = 24  # ood split: prompts up to this long ...
+    ood_max_depth: int = 8  # ... that nest deeper than max_depth, up to this deep
+    p_open: float = 0.5  # chance of opening a bracket where both opening and closing are allowed
+
+
+@register_skill("dyck", config=DyckConfig)
 class DyckSkill(Skill):
-    name = "dyck"
-    config_key = "dyck"
     has_ood = True
     features = (
         Feature("depth", "int", "brackets still open after this token"),
@@ -42,6 +65,28 @@ class DyckSkill(Skill):
         Feature("match_pos", "pos", "position of the matching bracket"),
         Feature("top_type", "cat", "type of the innermost bracket open after this token"),
     )
+
+    @classmethod
+    def check_config(cls, section: Any, prefix: str) -> None:
+        d: DyckConfig = section
+        if not 1 <= d.n_types <= 4:
+            raise ConfigError(f"{prefix}.n_types", d.n_types, "must be in 1..4")
+        check_positive_ints(prefix, d, "min_len", "max_len", "max_depth")
+        if d.min_len > d.max_len:
+            raise ConfigError(f"{prefix}.min_len", d.min_len, f"must be <= max_len={d.max_len}")
+        if d.ood_max_depth <= d.max_depth:
+            raise ConfigError(
+                f"{prefix}.ood_max_depth",
+                d.ood_max_depth,
+                f"must be > max_depth={d.max_depth} (ood nests deeper)",
+            )
+        if d.ood_max_len < max(d.max_len, d.max_depth + 1):
+            raise ConfigError(
+                f"{prefix}.ood_max_len",
+                d.ood_max_len,
+                f"must be >= max_len={d.max_len} and > max_depth={d.max_depth}",
+            )
+        check_open_fraction(f"{prefix}.p_open", d.p_open)
 
     def words(self) -> list[str]:
         n = self.cfg.n_types

@@ -32,20 +32,68 @@ training queries), so every fact is in train.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
+from typing import Any
 
-from glassbox.training.data.knowledge import knowledge_graph
-from glassbox.training.data.skills.base import Example, Feature, Skill, shuffled_passes
+from glassbox.archs.errors import ConfigError
+from glassbox.training.data.knowledge import RELATION_VALUES, knowledge_graph
+from glassbox.training.data.skills.base import (
+    Example,
+    Feature,
+    Skill,
+    check_open_fraction,
+    register_skill,
+    shuffled_passes,
+)
 
 
+@dataclass
+class FactsConfig:
+    """`data.facts` (read by facts_tool too)."""
+
+    n_entities: int = 48  # entities of the knowledge graph (synthetic names)
+    # relations of the knowledge graph, from: city, colour, profession, pet, sport, food, instrument
+    relations: list[str] = field(default_factory=lambda: ["city", "colour", "profession", "pet"])
+    # phrasing: train asks every fact as "E r =", and "r of E =" for a share of the entities;
+    #   val/test ask "r of E =" about the other entities (every fact is in train, no query is);
+    # none: a memorisation skill, val/test ask the same queries as train
+    holdout: str = "phrasing"
+    phrasing_train_fraction: float = 0.5  # share of entities whose "r of E =" queries train sees
+
+
+@register_skill("facts", config=FactsConfig)
 class FactsSkill(Skill):
-    name = "facts"
-    config_key = "facts"
     features = (
         Feature("entity", "cat", "entity id, from the entity token on"),
         Feature("relation", "cat", "relation id, from the relation token on"),
         Feature("attribute", "cat", "attribute id, from where entity and relation are both known"),
         Feature("phrasing", "cat", "0: 'E r =', 1: 'r of E ='"),
     )
+
+    @classmethod
+    def check_config(cls, section: Any, prefix: str) -> None:
+        f: FactsConfig = section
+        if f.n_entities < 1:
+            raise ConfigError(f"{prefix}.n_entities", f.n_entities, "must be a positive integer")
+        if not f.relations:
+            raise ConfigError(f"{prefix}.relations", list(f.relations), "at least one relation")
+        for r in f.relations:
+            if r not in RELATION_VALUES:
+                raise ConfigError(f"{prefix}.relations", r, f"one of {', '.join(RELATION_VALUES)}")
+        if len(set(f.relations)) != len(f.relations):
+            raise ConfigError(f"{prefix}.relations", list(f.relations), "no relation twice")
+        if f.holdout not in ("phrasing", "none"):
+            raise ConfigError(f"{prefix}.holdout", f.holdout, "one of phrasing, none")
+        if f.holdout == "phrasing":
+            key = f"{prefix}.phrasing_train_fraction"
+            check_open_fraction(key, f.phrasing_train_fraction, low_open=False)
+            held = f.n_entities - round(f.n_entities * f.phrasing_train_fraction)
+            if held < 2:
+                raise ConfigError(
+                    key,
+                    f.phrasing_train_fraction,
+                    f"must leave >= 2 of n_entities={f.n_entities} for val and test",
+                )
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -25,6 +25,7 @@ never asks.
 
 from __future__ import annotations
 
+from glassbox.training.data.skills.base import register_skill
 from glassbox.training.data.skills.facts import FactsSkill
 from glassbox.training.data.skills.tool_call import (
     TOOL_FEATURES,
@@ -35,9 +36,9 @@ from glassbox.training.data.skills.tool_call import (
 )
 
 
+@register_skill("facts_tool")
 class FactsToolSkill(FactsSkill):
-    name = "facts_tool"
-    config_key = "facts"
+    config_key = "facts"  # the section of facts, whose knowledge graph it asks
     features = (*TOOL_FEATURES, *FactsSkill.features)
 
     def query(self, e: int, r: int, phrasing: int) -> ToolCallExample:

@@ -27,9 +27,12 @@ Splits: train/val/test are disjoint sentences. No ood split.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from typing import Any
 
+from glassbox.archs.errors import ConfigError
 from glassbox.training.data.names import people_names
-from glassbox.training.data.skills.base import Example, Feature, Skill, na
+from glassbox.training.data.skills.base import Example, Feature, Skill, na, register_skill
 
 PLACES = ("store", "park", "school", "garden", "office", "beach", "library", "market")
 OBJECTS = ("book", "drink", "ball", "gift", "letter", "key", "flower", "pen")
@@ -37,9 +40,17 @@ FRAME = ("When", "and", "went", "to", "the", ",", "gave", "a")
 N1, N2, S2, END = 1, 3, 9, 13  # word positions of the names and of the final "to"
 
 
+@dataclass
+class IOIConfig:
+    """`data.ioi`."""
+
+    n_names: int = 24  # synthetic first names to draw the two people from
+    n_places: int = 8  # places P in "went to the P" (at most 8)
+    n_objects: int = 8  # objects O in "gave a O to" (at most 8)
+
+
+@register_skill("ioi", config=IOIConfig)
 class IOISkill(Skill):
-    name = "ioi"
-    config_key = "ioi"
     features = (
         Feature("role", "cat", "name tokens: 0 IO, 1 S first, 2 S second, 3 answer (IO)"),
         Feature("io_token", "token", "token id of the indirect object (the answer)"),
@@ -50,6 +61,16 @@ class IOISkill(Skill):
         Feature("end_pos", "pos", "position of the final 'to' (the answer is predicted there)"),
         Feature("order", "cat", "0: ABBA (IO named first), 1: BABA"),
     )
+
+    @classmethod
+    def check_config(cls, section: Any, prefix: str) -> None:
+        i: IOIConfig = section
+        if i.n_names < 2:
+            raise ConfigError(f"{prefix}.n_names", i.n_names, "must be >= 2 (two people)")
+        if not 1 <= i.n_places <= len(PLACES):
+            raise ConfigError(f"{prefix}.n_places", i.n_places, f"must be in 1..{len(PLACES)}")
+        if not 1 <= i.n_objects <= len(OBJECTS):
+            raise ConfigError(f"{prefix}.n_objects", i.n_objects, f"must be in 1..{len(OBJECTS)}")
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -28,15 +28,55 @@ from __future__ import annotations
 
 import random
 from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
 
-from glassbox.training.data.skills.base import Example, Feature, Skill, na
+from glassbox.archs.errors import ConfigError
+from glassbox.training.data.skills.base import (
+    Example,
+    Feature,
+    Skill,
+    check_positive_ints,
+    na,
+    register_skill,
+)
 
 FIRST = 1  # word index of the first list item (after the marker)
+
+
+@dataclass
+class ListTaskConfig:
+    """copy, reverse, sort (`data.copy`, ...): a list of distinct number tokens, then the
+    list transformed."""
+
+    min_len: int = 4  # shortest list in train/val/test
+    max_len: int = 8  # longest list in train/val/test
+    ood_max_len: int = 12  # ood split: lists of max_len+1 .. ood_max_len items
+    n_values: int = 64  # items are the number tokens 0 .. n_values-1, distinct within a list
 
 
 class ListSkill(Skill):
     marker: str
     has_ood = True
+
+    @classmethod
+    def check_config(cls, section: Any, prefix: str) -> None:
+        c: ListTaskConfig = section
+        check_positive_ints(prefix, c, "min_len", "max_len")
+        if c.min_len > c.max_len:
+            raise ConfigError(f"{prefix}.min_len", c.min_len, f"must be <= max_len={c.max_len}")
+        if c.ood_max_len <= c.max_len:
+            raise ConfigError(
+                f"{prefix}.ood_max_len",
+                c.ood_max_len,
+                f"must be > max_len={c.max_len} (ood is longer)",
+            )
+        if c.n_values < c.ood_max_len:
+            raise ConfigError(
+                f"{prefix}.n_values",
+                c.n_values,
+                f"must be >= ood_max_len={c.ood_max_len} (items in a list are distinct)",
+            )
 
     def words(self) -> list[str]:
         return [self.marker, "=", *(str(v) for v in range(self.cfg.n_values))]
@@ -69,9 +109,8 @@ def item_index(f: dict[str, list[int]], n: int, ans: int) -> None:
         f["item_index"][FIRST + i] = f["item_index"][ans + i] = i
 
 
+@register_skill("copy", config=ListTaskConfig)
 class CopySkill(ListSkill):
-    name = "copy"
-    config_key = "copy"
     marker = "copy"
     features = (
         Feature("is_repeat", "bool", "the token repeats an earlier token of the example"),
@@ -89,9 +128,8 @@ class CopySkill(ListSkill):
         item_index(f, n, ans)
 
 
+@register_skill("reverse", config=ListTaskConfig)
 class ReverseSkill(ListSkill):
-    name = "reverse"
-    config_key = "reverse"
     marker = "rev"
     features = (
         Feature("source_pos", "pos", "answer item: position of the list item it reproduces"),
@@ -105,9 +143,8 @@ class ReverseSkill(ListSkill):
         item_index(f, len(order), ans)
 
 
+@register_skill("sort", config=ListTaskConfig)
 class SortSkill(ListSkill):
-    name = "sort"
-    config_key = "sort"
     marker = "sort"
     features = (
         Feature("rank", "int", "rank of the value within the list (0 = smallest)"),

@@ -22,20 +22,48 @@ pair once before any twice). No ood split.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from typing import Any
 
-from glassbox.training.data.skills.base import Example, Feature, Skill, shuffled_passes
+from glassbox.archs.errors import ConfigError
+from glassbox.training.data.skills.base import (
+    Example,
+    Feature,
+    Skill,
+    check_open_fraction,
+    register_skill,
+    shuffled_passes,
+)
 
 A, B, ANSWER = 1, 3, 5  # word positions in: mod a + b = c
 
 
+@dataclass
+class ModAddConfig:
+    """`data.modadd`."""
+
+    p: int = 23  # modulus; a, b, c are the single tokens 0 .. p-1
+    train_fraction: float = 0.8  # share of the p*p (a, b) pairs in train; val/test halve the rest
+
+
+@register_skill("modadd", config=ModAddConfig)
 class ModAddSkill(Skill):
-    name = "modadd"
-    config_key = "modadd"
     features = (
         Feature("a", "int", "first operand, from its token on"),
         Feature("b", "int", "second operand, from its token on"),
         Feature("c", "int", "(a + b) mod p, from the token of b on"),
     )
+
+    @classmethod
+    def check_config(cls, section: Any, prefix: str) -> None:
+        m: ModAddConfig = section
+        if m.p < 2:
+            raise ConfigError(f"{prefix}.p", m.p, "must be >= 2")
+        check_open_fraction(f"{prefix}.train_fraction", m.train_fraction)
+        if round(m.p * m.p * (1 - m.train_fraction)) < 2:
+            raise ConfigError(
+                f"{prefix}.train_fraction", m.train_fraction, "leaves no (a, b) pair for val/test"
+            )
 
     def __init__(self, cfg):
         super().__init__(cfg)
