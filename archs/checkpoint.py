@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,46 +65,50 @@ from glassbox.archs.errors import CheckpointError, one_line
 from glassbox.archs.transformer import Transformer
 from glassbox.archs.writes import atomic_write_dir
 
-FILES = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json", "README.md")
+CONFIG = "config.yaml"  # a checkpoint's config (a training run directory's too: training.train)
+CARD = "README.md"  # the model card
+FILES = (CONFIG, "model.safetensors", "tokenizer.json", "metrics.json", CARD)
 SHIPPED_PREFIX = "glassbox/"  # "glassbox/<name>": a checkpoint shipped with the package
 SHIPPED_ENV = "GLASSBOX_CHECKPOINTS"  # another folder of shipped checkpoints
 
 
+def model_card(title: str, intro: str, code: str, sections: Sequence[tuple[str, str]]) -> str:
+    """A checkpoint's README.md: `# title`, the intro paragraph, a Python code block,
+    then one `## heading` and its Markdown body per section. Every card is written by
+    it: save_pretrained's (`_model_card`) and the shipped checkpoints' (glassbox.ship)."""
+    parts = [f"# {title}\n", f"{intro}\n", f"```python\n{code}\n```\n"]
+    parts += [f"## {heading}\n\n{body}\n" for heading, body in sections]
+    return "\n".join(parts)
+
+
 def _model_card(cfg: ModelConfig, n_params: int, n_active: int, metrics: dict[str, Any]) -> str:
+    """save_pretrained's card: the model's shape and its metrics.json, flat."""
     ffn = cfg.ffn.kind + (f" ({cfg.ffn.activation})" if cfg.ffn.kind == "dense" else "")
     rows = "\n".join(
         f"| `{k}` | {v:.4g} |" if isinstance(v, float) else f"| `{k}` | {v} |"
-        for k, v in sorted(_flatten(metrics).items())
+        for k, v in sorted(flatten(metrics).items())
     )
-    return f"""# {cfg.name}
-
-A glassbox model: decoder-only transformer, {cfg.n_layers} layers, d_model {cfg.d_model},
-{cfg.n_heads} heads ({cfg.kv_heads} key/value), feed-forward slot `{ffn}`,
-vocabulary {cfg.vocab_size}, context {cfg.max_seq_len}.
-Parameters: {n_params:,} total, {n_active:,} active per token.
-
-```python
-from glassbox import archs
+    intro = (
+        f"A glassbox model: decoder-only transformer, {cfg.n_layers} layers, "
+        f"d_model {cfg.d_model},\n{cfg.n_heads} heads ({cfg.kv_heads} key/value), "
+        f"feed-forward slot `{ffn}`,\nvocabulary {cfg.vocab_size}, context {cfg.max_seq_len}.\n"
+        f"Parameters: {n_params:,} total, {n_active:,} active per token."
+    )
+    code = """from glassbox import archs
 model = archs.load_pretrained("path/to/this/dir")
-logits, cache = model.run_with_cache(tokens, names_filter="blocks.*.hook_resid_post")
-```
-
-## Metrics
-
-| metric | value |
-|---|---|
-{rows if rows else "| (none recorded) | |"}
-"""
+logits, cache = model.run_with_cache(tokens, names_filter="blocks.*.hook_resid_post")"""
+    table = f"| metric | value |\n|---|---|\n{rows if rows else '| (none recorded) | |'}"
+    return model_card(cfg.name, intro, code, [("Metrics", table)])
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"skills": {"copy": {"accuracy": 1}}} -> {"skills.copy.accuracy": 1}."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
-            out[key] = v
+            out[f"{prefix}{k}"] = v
     return out
 
 
@@ -135,7 +140,7 @@ def save_pretrained(
     config.update(extra_config or {})
 
     def write(tmp: Path) -> None:
-        OmegaConf.save(OmegaConf.create(config), tmp / "config.yaml")
+        OmegaConf.save(OmegaConf.create(config), tmp / CONFIG)
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         extra = {}
         if tokenizer is not None:
@@ -143,7 +148,7 @@ def save_pretrained(
             extra[TOKENIZER_DIGEST_KEY] = file_digest(tmp / "tokenizer.json")
         add_digest(tmp / "model.safetensors", extra)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        (tmp / "README.md").write_text(
+        (tmp / CARD).write_text(
             _model_card(cfg, model.num_params(), model.num_params(active=True), metrics)
         )
 
@@ -171,7 +176,7 @@ def push_checkpoint(
             "push_to_hub needs a hub repository id 'owner/name' (not 'glassbox/...', the "
             "names of the shipped checkpoints)",
         )
-    if not (path / "config.yaml").is_file():
+    if not (path / CONFIG).is_file():
         raise CheckpointError(path, "has no config.yaml: write it with save_pretrained first")
     api = hub_api if hub_api is not None else HfApi()
     message = commit_message or f"glassbox checkpoint {read_config(path)['model'].get('name', '')}"
@@ -213,7 +218,7 @@ def shipped_checkpoints() -> list[str]:
     root = shipped_dir()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "config.yaml").is_file())
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG).is_file())
 
 
 def _check_shipped_env(root: Path) -> None:
@@ -238,7 +243,7 @@ def _shipped(name: str) -> Path:
     root = shipped_dir()
     _check_shipped_env(root)
     path = root / name
-    if name and "/" not in name and not name.startswith(".") and (path / "config.yaml").is_file():
+    if name and "/" not in name and not name.startswith(".") and (path / CONFIG).is_file():
         return path
     names = shipped_checkpoints()
     listed = ", ".join(SHIPPED_PREFIX + n for n in names) if names else "none yet"
@@ -268,11 +273,11 @@ def resolve_checkpoint(path_or_hub_id: str | Path, revision: str | None = None) 
 
 
 def _resolve(p: Path, s: str, revision: str | None) -> Path:
-    if s.startswith(SHIPPED_PREFIX) and not (p / "config.yaml").is_file():
+    if s.startswith(SHIPPED_PREFIX) and not (p / CONFIG).is_file():
         # a shipped name, unless a local checkpoint directory has the same path
         return _shipped(s[len(SHIPPED_PREFIX) :])
     if p.is_dir():
-        if not (p / "config.yaml").is_file():
+        if not (p / CONFIG).is_file():
             raise FileNotFoundError(
                 f"{p} is a directory but has no config.yaml: not a glassbox checkpoint"
             )
@@ -289,7 +294,7 @@ def _resolve(p: Path, s: str, revision: str | None) -> Path:
         local = Path(snapshot_download(repo_id=s, revision=revision, allow_patterns=list(FILES)))
     except Exception as e:  # noqa: BLE001 - every hub failure becomes the one line below
         raise CheckpointError(s, f"{_hub_failure(e, revision)}; {_LOCAL_HINT}") from None
-    if not (local / "config.yaml").is_file():
+    if not (local / CONFIG).is_file():
         raise CheckpointError(s, f"the hub repository has no config.yaml; {_LOCAL_HINT}")
     return local
 
@@ -313,7 +318,7 @@ def _hub_failure(e: Exception, revision: str | None) -> str:
 def read_config(path: str | Path) -> dict[str, Any]:
     """A checkpoint directory's config.yaml as a dict (CheckpointError if it is not
     a YAML mapping)."""
-    return read_yaml_mapping(Path(path) / "config.yaml")
+    return read_yaml_mapping(Path(path) / CONFIG)
 
 
 def load_pretrained(
@@ -332,7 +337,7 @@ def load_pretrained(
     """
     path = resolve_checkpoint(path_or_hub_id, revision)
     config_file, weights, tok_file = (
-        path / "config.yaml",
+        path / CONFIG,
         path / "model.safetensors",
         path / "tokenizer.json",
     )

@@ -37,9 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassbox.archs.errors import ConfigError, check_non_negative
+from glassbox.archs.ffn import AuxLosses
 from glassbox.archs.hooks import HookPoint
-
-AuxLosses = dict[str, tuple[float, Tensor]]
 
 
 @dataclass

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from glassbox.analysis.jsonable import is_defined, jsonable, mean_defined
+from glassbox.archs.checkpoint import flatten
 from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 
 # Bump when the scoring (analysis, post-hoc fitting, what a result holds) changes what
@@ -37,17 +38,6 @@ def content_key(*parts: Any, scoring: bool = True) -> str:
     v = ANALYSIS_VERSION if scoring else None
     blob = json.dumps({"v": v, "parts": parts}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"skills": {"copy": {"accuracy": 1}}} -> {"skills.copy.accuracy": 1}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def capability_values(metrics: Mapping[str, Any]) -> dict[str, Any]:

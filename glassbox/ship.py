@@ -29,6 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from omegaconf import OmegaConf
 
+from glassbox.archs.checkpoint import CARD, CONFIG, FILES
+from glassbox.archs.checkpoint import model_card as checkpoint_card
 from glassbox.archs.errors import ArgumentError, CheckpointError, one_line
 from glassbox.archs.writes import (
     OutputError,
@@ -41,7 +43,7 @@ from glassbox.console import Jobs
 from glassbox.metrics import CAPABILITY, CIRCUITS, INTERPRETABILITY, SKILLS, TOOLS, Metric, Stat
 from glassbox.report import NOT_INFORMATIVE, Report, informative
 
-CHECKPOINT_FILES = ("config.yaml", "model.safetensors", "tokenizer.json", "metrics.json")
+CHECKPOINT_FILES = tuple(f for f in FILES if f != CARD)  # the card is written here
 CURVE = "training_curve.png"
 TRAINED_BY = "glassbox compare configs/compare_long.yaml"  # `make report-long`
 SCORED_BY = "glassbox compare configs/compare_shipped.yaml"  # `make report`
@@ -184,7 +186,7 @@ def model_card(
         raise ArgumentError(
             "arch", arch, f"the report at {report.out_dir} has {list(report.summary)}"
         )
-    config = OmegaConf.to_container(OmegaConf.load(dest / "config.yaml"))
+    config = OmegaConf.to_container(OmegaConf.load(dest / CONFIG))
     mine = report.summary[arch]
     params = ", ".join(
         f"{(mine.get(k) or {}).get('mean', 0):,.0f} {words}"
@@ -203,27 +205,29 @@ def model_card(
     score_rule = "|---|---|---|---|---|" + ("---|" if arch != "dense" else "")
     circuits = _card_rows(report, arch, CIRCUITS)
     calls = _card_rows(report, arch, TOOLS) if mine.get("interp.call_recall") else []  # calls tools
-    lines = [
-        f"# glassbox/{arch}\n",
+    intro = (
         describe(config) + f" Parameters: {params}. Size on disk: "
         f"{sum(sizes.values()) / 1e6:.1f} MB (model.safetensors "
-        f"{sizes.get('model.safetensors', 0) / 1e6:.1f} MB).\n",
-        "```python",
-        "import glassbox as gb",
-        f'model = gb.load_pretrained("glassbox/{arch}")  # offline, from the package',
-        "```\n",
-        "## How it was made\n",
+        f"{sizes.get('model.safetensors', 0) / 1e6:.1f} MB)."
+    )
+    code = (
+        "import glassbox as gb\n"
+        f'model = gb.load_pretrained("glassbox/{arch}")  # offline, from the package'
+    )
+    made = [
         f"Trained at seed 0 by `{trained_by}`"
         + (f" ({steps:,.0f} optimiser steps, {tokens:,.0f} training tokens)" if steps else "")
         + " on the skill suite; the same run alone is\n",
         f"```\n{train_command}\n```\n" if train_command else "",
         f"![training curve]({CURVE})\n",
-        "## Capability (test split)\n",
+    ]
+    capability = [
         "| metric | this model | dense baseline |",
         "|---|---|---|",
         *_capability_rows(report, arch),
         "",
-        "## Interpretability, against what it would be anyway\n",
+    ]
+    scores = [
         f"Scored by `{scored_by}` (`make report`), which recomputes every number here "
         "from this checkpoint: each score beside the same config's untrained twin (its "
         "initialisation at the training seed), what the current token alone predicts and "
@@ -265,12 +269,24 @@ def model_card(
             if calls
             else []
         ),
-        "## Files\n",
+    ]
+    files = [
         *(f"- `{name}`: {size / 1e6:.2f} MB" for name, size in sorted(sizes.items())),
         "- `features/`: per-unit dashboards (JSON and HTML pages), "
         f"`glassbox export glassbox/{arch} --to features checkpoints/{arch}/features`\n",
     ]
-    return "\n".join(lines)
+    sections = [
+        ("How it was made", made),
+        ("Capability (test split)", capability),
+        ("Interpretability, against what it would be anyway", scores),
+        ("Files", files),
+    ]
+    return checkpoint_card(
+        f"glassbox/{arch}",
+        intro,
+        code,
+        [(heading, "\n".join(body).removesuffix("\n")) for heading, body in sections],
+    )
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -306,7 +322,7 @@ def at_seed(report: Report, seed: int) -> Report:
     return replace(report, seeds=(seed,), runs=runs, posthoc=posthoc)
 
 
-SHIP_FILES = (*CHECKPOINT_FILES, CURVE, "README.md")
+SHIP_FILES = (*CHECKPOINT_FILES, CURVE, CARD)
 
 
 def check_dest(dest: Path) -> None:
@@ -318,7 +334,7 @@ def check_dest(dest: Path) -> None:
     if not dest.is_dir():
         return
     ours = sorted(n for n in SHIP_FILES if (dest / n).exists())
-    card = dest / "README.md"
+    card = dest / CARD
     if ours and not (card.is_file() and card.read_text(errors="replace").startswith("# glassbox/")):
         raise OutputError(
             dest,
@@ -394,12 +410,12 @@ def ship(
         dest = to / arch
         if copy:
             ship_checkpoint(runs_dir / "runs" / f"{arch}-seed{seed}", dest)
-        elif not (dest / "config.yaml").is_file():
+        elif not (dest / CONFIG).is_file():
             raise CheckpointError(dest, "no shipped checkpoint to write a card for (ship it first)")
         card = model_card(
             scored, arch, dest, trained_by, train_command=train_command(trained, arch, seed)
         )
-        _write_text(dest / "README.md", card)
+        _write_text(dest / CARD, card)
         out.append(dest)
         if progress is not None:
             progress.done(f"ship: {'wrote the card of' if not copy else 'shipped'} {dest}")

@@ -28,7 +28,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
 from torch.utils.data import IterableDataset
 
-from glassbox.archs.checkpoint import save_pretrained, shipped_dir
+from glassbox.archs.checkpoint import CONFIG, save_pretrained, shipped_dir
 from glassbox.archs.config import ConfigError
 from glassbox.archs.errors import one_line
 from glassbox.archs.weight_sparsity import nonzero_params
@@ -55,7 +55,7 @@ from glassbox.training.evaluate import evaluate_model, ioi_spec
 from glassbox.training.module import LMModule
 
 LIGHTNING_KEYS = {"state_dict", "global_step", "pytorch-lightning_version"}  # of a .ckpt
-RUN_FILES = ("config.yaml", "logs", "checkpoints", "checkpoint")  # what train writes in out_dir
+RUN_FILES = (CONFIG, "logs", "checkpoints", "checkpoint")  # what train writes in out_dir
 TRAIN = Output("glassbox train")
 
 
@@ -103,7 +103,7 @@ def check_run_dir(out: Path) -> None:
     # where it may write at all (a link to a folder elsewhere is fine: it is written into)
     claim_output_dir(os.path.realpath(out), TRAIN, protected=[shipped_dir()], force=True)
     ours = [n for n in RUN_FILES if (out / n).exists()]
-    if ours and not _is_run_config(out / "config.yaml"):
+    if ours and not _is_run_config(out / CONFIG):
         raise OutputError(
             out,
             f"holds {', '.join(ours)} that glassbox train did not write (its config.yaml "
@@ -297,7 +297,7 @@ def _train(cfg: ExperimentConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     AtomicCheckpointIO.clean(out / "checkpoints")
     clean_interrupted_writes(out / "checkpoint")
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(to_dict(cfg)))
+    (out / CONFIG).write_text(OmegaConf.to_yaml(to_dict(cfg)))
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
 
     model = getattr(module.model, "_orig_mod", module.model)  # unwrap torch.compile for export
