@@ -13,23 +13,14 @@ of S at their clean values, L_ablated = L_{} (every unit mean-ablated) and
 L_clean = L_{all units}. So faithfulness({}) = 0 and faithfulness(all) = 1 by
 construction; both are computed by the same code path as every other set.
 
-Units are the finest readable units of each kind, one `UnitGroup` per (layer, kind):
-
-    neuron   blocks.{i}.mlp.hook_post     (B, T, d_ff)          dense MLP
-    latent   blocks.{i}.mlp.hook_latents  (B, T, d_latent)      transcoder
-    head     blocks.{i}.attn.hook_z       (B, T, H, d_head)     all d_head dims together
-    expert_hidden  blocks.{i}.mlp.hook_expert_hidden  (B, T, E * d_expert)  MoE (default)
-    expert   blocks.{i}.mlp.hook_expert_weights + hook_mlp_out  MoE, moe_units="expert"
-
-Means are over every real (non-padding) token of the analysis batches, all skills
-together; an expert's mean is its mean output over the tokens routed to it
-(archs.moe.expert_means, what `ablate_experts(mode="mean")` substitutes), and an
-expert's hidden unit's mean is its mean over the tokens routed to its expert (the
-conditional mean: the unit does not exist at the other tokens), which only the
-routed tokens' values are replaced by. Mean-ablating every hidden unit of an expert
-is mean-ablating the expert (W_out is linear and has no bias). `circuit_report`
-on an MoE model reports the circuit in hidden units and, under `.expert`, in
-whole experts.
+Units are the readable units each kind lists in its own file (`FFN.unit_groups`,
+archs/units.py), one `UnitGroup` per (layer, kind): the heads (all d_head dims of
+hook_z together), then each FFN's finest units (a dense MLP's neurons, a transcoder's
+latents, a MoE's experts' hidden units; `level=1` the next coarser, a MoE's whole
+experts). Means are over every real (non-padding) token of the analysis batches, all
+skills together, as each group computes them (a MoE's are conditional on the tokens
+routed to the expert: archs/moe.py). `circuit_report` on a model whose kinds list
+coarser units too reports the circuit in the finest and, under `.coarse`, in those.
 
 Method (per skill):
 
@@ -62,10 +53,10 @@ from counting more than a perfect or an empty circuit). A target never reached (
 is above 1, or ablating every unit does not raise the skill's loss by `min_gap`)
 gives size = total and `reached = False`, with a `note` saying why.
 
-A new kind of unit is one `UnitGroup` subclass (or, when a hook point holds the units
-on its third axis, one `HookUnits(...)` entry in `unit_groups`): a name, a count,
-the parameters of one unit, how to compute its means, and the hooks that mean-ablate
-the units a keep-mask leaves out.
+A new kind of unit is its FFN kind's business: `unit_groups(layer)` in the kind's
+file returns `archs.units.HookUnits` (units on a hook point's third axis) or its own
+`UnitGroup` subclass (a name, a count, the parameters of one unit, how to compute its
+means, and the hooks that mean-ablate the units a keep-mask leaves out).
 
     from glassbox.analysis.circuits import circuit_report
 
@@ -81,10 +72,7 @@ check a circuit on other data.
 from __future__ import annotations
 
 import math
-import warnings
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,9 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from glassbox.archs.dense import DenseMLP
-from glassbox.archs.moe import MoE, expert_means
-from glassbox.archs.transcoder import Transcoder
+from glassbox.archs.units import HookUnits, UnitGroup, eval_mode, head_units, hook_means
 from glassbox.training.data import SuiteData, collate
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
@@ -104,284 +90,24 @@ Unit = tuple[str, int]  # (group name, unit index in the group)
 # --------------------------------------------------------------------- unit groups
 
 
-@dataclass
-class UnitGroup(ABC):
-    """A family of readable units of one layer: `n_units` units called `kind`, each
-    reading and writing `params_per_unit` parameters. Subclasses say how to compute
-    the units' means and how to mean-ablate them."""
-
-    name: str  # unique, e.g. "blocks.0.mlp.neurons"
-    layer: int
-    kind: str  # neuron | latent | head | expert
-    n_units: int
-    params_per_unit: int
-
-    @abstractmethod
-    def mean(self, model, batches: Iterable[Mapping[str, Tensor]]) -> Tensor:
-        """The means the ablation substitutes, shaped as `hooks` wants them."""
-
-    @abstractmethod
-    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
-        """Hooks that keep the units `keep` says and mean-ablate the others.
-
-        keep: (R, n_units), R = 1 (every row of the batch) or R = the batch size (a
-        mask per row). bool: True keeps the clean value, False puts the mean. float:
-        m interpolates, act' = mean + m (act - mean) (differentiable in m)."""
-
-
-@dataclass
-class HookUnits(UnitGroup):
-    """Units on the third axis of a hook point's activation, (B, T, n_units, ...):
-    neurons, latents, heads (hook_z's d_head axis goes with its head)."""
-
-    hook: str = ""
-
-    def mean(self, model, batches) -> Tensor:
-        return _hook_means(model, batches, [self.hook])[self.hook]
-
-    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
-        def fn(act: Tensor, _hook) -> Tensor:
-            k = keep.view(keep.shape[0], 1, self.n_units, *([1] * (act.dim() - 3)))
-            m = mean.to(act.dtype)
-            if k.dtype == torch.bool:
-                return torch.where(k, act, m)
-            return m + k.to(act.dtype) * (act - m)
-
-        return [(self.hook, fn)]
-
-
-@dataclass
-class ExpertUnits(UnitGroup):
-    """The routed experts of an MoE layer, one unit each. Routing is left as it is;
-    an ablated expert's output at a token routed to it becomes its mean output,
-    still weighted by its gate: exactly `archs.moe.ablate_experts(mode="mean")`,
-    done with hooks so that every row of a batch can have its own keep-mask. The
-    gate weight of each slot is scaled by m, and (1 - m) x gate x mean is added to
-    the layer's output (shared experts are not units and are never ablated)."""
-
-    def mean(self, model, batches) -> Tensor:
-        return expert_means(model, batches, [self.layer])[self.layer].to(model.device)
-
-    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
-        state: dict[str, Tensor] = {}
-
-        def on_indices(idx: Tensor, _hook) -> None:  # (B, T, k)
-            state["idx"] = idx
-
-        def on_weights(w: Tensor, _hook) -> Tensor:  # (B, T, k)
-            idx = state["idx"]
-            B = w.shape[0]
-            m = keep.to(w.dtype).expand(B, -1).gather(1, idx.reshape(B, -1)).view_as(w)
-            state["fill"] = (1 - m) * w  # (B, T, k): weight of the mean output
-            return w * m
-
-        def on_out(out: Tensor, _hook) -> Tensor:  # (B, T, d_model)
-            idx, fill = state.pop("idx"), state.pop("fill")
-            means = mean.to(out.dtype)[idx]  # (B, T, k, d_model)
-            return out + (fill.unsqueeze(-1) * means).sum(-2)
-
-        i = self.layer
-        return [
-            (f"blocks.{i}.mlp.hook_expert_indices", on_indices),
-            (f"blocks.{i}.mlp.hook_expert_weights", on_weights),
-            (f"blocks.{i}.hook_mlp_out", on_out),
-        ]
-
-
-@dataclass
-class ExpertHiddenUnits(UnitGroup):
-    """The hidden units of the routed experts of an MoE layer, (expert e, unit j) at
-    index e * d_expert + j of `blocks.{i}.mlp.hook_expert_hidden`. The mean of a unit
-    is conditional: over the token-slots routed to its expert. Ablation replaces a
-    unit's value at the tokens routed to its expert (the only ones the layer reads
-    back); routing and gate weights are left as they are."""
-
-    d_expert: int = 0
-
-    @property
-    def hook(self) -> str:
-        return f"blocks.{self.layer}.mlp.hook_expert_hidden"
-
-    @torch.no_grad()
-    def mean(self, model, batches) -> Tensor:
-        """(E * d_expert,) float32: each unit's mean over the slots of its expert."""
-        idx_hook = f"blocks.{self.layer}.mlp.hook_expert_indices"
-        n_experts = self.n_units // self.d_expert
-        sums = torch.zeros(self.n_units, device=model.device)
-        counts = torch.zeros(n_experts, device=model.device)
-        for batch in batches:
-            ids = batch["input_ids"].to(model.device)
-            att = batch.get("attention_mask")
-            real = (att.bool() if att is not None else torch.ones_like(ids, dtype=torch.bool)).to(
-                ids.device
-            )
-            _, cache = model.run_with_cache(ids, names_filter=[self.hook, idx_hook])
-            sums += cache[self.hook][real].float().sum(0)  # unrouted entries are 0
-            counts += torch.bincount(cache[idx_hook][real].reshape(-1), minlength=n_experts)
-        return sums / counts.clamp_min(1).repeat_interleave(self.d_expert)
-
-    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
-        state: dict[str, Tensor] = {}
-
-        def on_indices(idx: Tensor, _hook) -> None:  # (B, T, k)
-            state["idx"] = idx
-
-        def on_hidden(act: Tensor, _hook) -> Tensor:  # (B, T, E * d_expert)
-            idx = state.pop("idx")
-            n_experts = self.n_units // self.d_expert
-            routed = torch.zeros(*idx.shape[:-1], n_experts, dtype=torch.bool, device=act.device)
-            routed.scatter_(-1, idx, True)
-            routed = routed.repeat_interleave(self.d_expert, -1)  # (B, T, E * d_expert)
-            k = keep.view(keep.shape[0], 1, self.n_units)
-            m = mean.to(act.dtype)
-            new = (
-                torch.where(k, act, m) if k.dtype == torch.bool else m + k.to(act.dtype) * (act - m)
-            )
-            return torch.where(routed, new, act)
-
-        return [
-            (f"blocks.{self.layer}.mlp.hook_expert_indices", on_indices),
-            (self.hook, on_hidden),
-        ]
-
-
-MOE_UNITS = ("hidden", "expert")
-
-
 def unit_groups(
-    model, include_heads: bool = True, include_ffn: bool = True, moe_units: str = "hidden"
+    model, include_heads: bool = True, include_ffn: bool = True, level: int = 0
 ) -> list[UnitGroup]:
-    """The readable units of every layer, in forward order (heads, then the FFN's).
-
-    Parameters per unit: a dense neuron reads its W_in (and W_gate) row and writes its
-    W_out column (plus its biases); a latent reads its W_enc column and b_enc entry
-    (and JumpReLU threshold) and writes its W_dec row; a head reads its W_Q, W_K, W_V
-    slices and writes its W_O slice (4 d_head d_model, a shared key/value head counted
-    with each of its query heads); an expert is its whole weights (the router row is
-    not counted: routing is never ablated); an expert's hidden unit (moe_units="hidden",
-    the default; "expert" counts whole experts) reads its W_gate and W_in columns
-    (W_in only for relu/gelu experts) and writes its W_out row. Another FFN kind whose contract names one
-    unit hook (`unit_hooks`, activation (B, T, n_units)) gets a HookUnits group on it
-    (parameters per unit unknown: 0); one without is skipped with a warning.
-    """
-    if moe_units not in MOE_UNITS:
-        raise ValueError(f"unit_groups: moe_units={moe_units!r}: one of {', '.join(MOE_UNITS)}")
-    d_model = model.cfg.d_model
+    """The readable units of every layer, in forward order: its heads
+    (archs.units.head_units), then the group its FFN kind lists at `level` of
+    `FFN.unit_groups` (0: its finest units, neurons, latents, a MoE's experts' hidden
+    units; 1: the next coarser where a kind has one, a MoE's whole experts; a kind
+    with fewer levels gives its coarsest)."""
+    if level < 0:
+        raise ValueError(f"unit_groups: level={level}: 0 (the finest units) or more")
     groups: list[UnitGroup] = []
     for i, block in enumerate(model.blocks):
         if include_heads:
-            attn = block.attn
-            groups.append(
-                HookUnits(
-                    name=f"blocks.{i}.attn.heads",
-                    layer=i,
-                    kind="head",
-                    n_units=attn.n_heads,
-                    params_per_unit=4 * attn.d_head * d_model,
-                    hook=f"blocks.{i}.attn.hook_z",
-                )
-            )
-        if not include_ffn:
-            continue
-        mlp = block.mlp
-        if isinstance(mlp, DenseMLP):
-            reads = 2 if mlp.activation == "swiglu" else 1
-            bias = reads if mlp.W_in.bias is not None else 0
-            groups.append(
-                HookUnits(
-                    name=f"blocks.{i}.mlp.neurons",
-                    layer=i,
-                    kind="neuron",
-                    n_units=mlp.d_ff,
-                    params_per_unit=(reads + 1) * d_model + bias,
-                    hook=f"blocks.{i}.mlp.hook_post",
-                )
-            )
-        elif isinstance(mlp, Transcoder):
-            extra = 1 if hasattr(mlp, "log_threshold") else 0
-            groups.append(
-                HookUnits(
-                    name=f"blocks.{i}.mlp.latents",
-                    layer=i,
-                    kind="latent",
-                    n_units=mlp.d_latent,
-                    params_per_unit=2 * d_model + 1 + extra,
-                    hook=f"blocks.{i}.mlp.hook_latents",
-                )
-            )
-        elif isinstance(mlp, MoE) and moe_units == "hidden":
-            groups.append(
-                ExpertHiddenUnits(
-                    name=f"blocks.{i}.mlp.expert_hidden",
-                    layer=i,
-                    kind="expert_hidden",
-                    n_units=mlp.n_experts * mlp.d_expert,
-                    params_per_unit=(3 if mlp.activation == "swiglu" else 2) * d_model,
-                    d_expert=mlp.d_expert,
-                )
-            )
-        elif isinstance(mlp, MoE):
-            groups.append(
-                ExpertUnits(
-                    name=f"blocks.{i}.mlp.experts",
-                    layer=i,
-                    kind="expert",
-                    n_units=mlp.n_experts,
-                    params_per_unit=mlp.expert_params(),
-                )
-            )
-        elif len(getattr(mlp, "unit_hooks", ())) == 1:
-            groups.append(_contract_units(model, i, mlp))
-        else:
-            warnings.warn(
-                f"circuits: layer {i}'s FFN {type(mlp).__name__} has no unit group; left out",
-                stacklevel=2,
-            )
+            groups.append(head_units(model, i))
+        if include_ffn:
+            own = block.mlp.unit_groups(i)
+            groups.append(own[min(level, len(own) - 1)])
     return groups
-
-
-@torch.no_grad()
-def _contract_units(model, layer: int, mlp) -> HookUnits:
-    """Units of an FFN kind this module does not know, from the FFN contract: its one
-    unit hook holds (B, T, n_units); n_units is read off a one-token forward. Its
-    parameters per unit are unknown here and counted as 0 (with a warning)."""
-    hook = f"blocks.{layer}.mlp.{mlp.unit_hooks[0]}"
-    tok = torch.zeros(1, 1, dtype=torch.long, device=model.device)
-    with _eval(model):
-        _, cache = model.run_with_cache(tok, names_filter=hook)
-    warnings.warn(
-        f"circuits: {type(mlp).__name__} at layer {layer}: units from {hook}, "
-        "parameters per unit unknown (counted as 0)",
-        stacklevel=3,
-    )
-    return HookUnits(
-        name=f"blocks.{layer}.mlp.{mlp.unit_name}s",
-        layer=layer,
-        kind=mlp.unit_name,
-        n_units=cache[hook].shape[2],
-        params_per_unit=0,
-        hook=hook,
-    )
-
-
-@torch.no_grad()
-def _hook_means(model, batches, names: Sequence[str]) -> dict[str, Tensor]:
-    """Mean over the real tokens of every batch of each hook's activation,
-    (B, T, *shape) -> shape, in float32 on the model's device."""
-    sums: dict[str, Tensor] = {}
-    count = 0
-    for batch in batches:
-        ids = batch["input_ids"].to(model.device)
-        att = batch.get("attention_mask")
-        real = (att.bool() if att is not None else torch.ones_like(ids, dtype=torch.bool)).to(
-            ids.device
-        )
-        _, cache = model.run_with_cache(ids, names_filter=list(names))
-        for n in names:
-            s = cache[n][real].float().sum(0)
-            sums[n] = sums[n] + s if n in sums else s
-        count += int(real.sum())
-    return {n: s / max(count, 1) for n, s in sums.items()}
 
 
 def unit_means(model, batches, groups: Sequence[UnitGroup]) -> dict[str, Tensor]:
@@ -389,28 +115,17 @@ def unit_means(model, batches, groups: Sequence[UnitGroup]) -> dict[str, Tensor]
     heads, (E, d_model) for experts, (E * d_expert,) for experts' hidden units. Hook-point groups share one pass over the
     batches (a list, since it may be read more than once)."""
     batches = list(batches)
-    with _eval(model):
+    with eval_mode(model):
         # groups that read their means off a hook point share one pass
         hooked = [g for g in groups if isinstance(g, HookUnits) and type(g).mean is HookUnits.mean]
         out: dict[str, Tensor] = {}
         if hooked:
-            means = _hook_means(model, batches, [g.hook for g in hooked])
+            means = hook_means(model, batches, [g.hook for g in hooked])
             out.update({g.name: means[g.hook] for g in hooked})
         for g in groups:
             if g.name not in out:
                 out[g.name] = g.mean(model, batches)
     return out
-
-
-@contextmanager
-def _eval(model) -> Iterator[None]:
-    """The body runs with the model in eval mode; its mode is restored on exit."""
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
 
 
 # --------------------------------------------------------------------- skill data
@@ -629,11 +344,12 @@ def _jsonable(x: Any) -> Any:
 
 class CircuitReport(dict):
     """{skill name: CircuitResult}. `to_dict()` gives the flat summary the caller
-    nests under `interp.`; `details()` every result in full. `expert`: for an MoE
-    model whose circuits are in hidden units, the same report in whole experts (None
-    otherwise)."""
+    nests under `interp.`; `details()` every result in full. `coarse`: for a model
+    whose FFN kind lists coarser units too (a MoE: whole experts), the same report in
+    those (None otherwise), named by their kind (`coarse_kind`: "expert")."""
 
-    expert: CircuitReport | None = None
+    coarse: CircuitReport | None = None
+    coarse_kind: str = ""
 
     def to_dict(self, suffix: str = "") -> dict[str, float | int | None]:
         """{"circuit_size.<skill>", "circuit_fraction.<skill>", "circuit_auc.<skill>",
@@ -641,7 +357,7 @@ class CircuitReport(dict):
         "circuit_reached.<skill>"} per skill, plus
         "circuit_fraction" and "circuit_auc": means over the skills whose loss gap
         was defined (None when none was). `suffix` goes after "circuit_<name>"; the
-        expert-level report's keys follow with suffix "_expert"
+        coarse report's keys follow with suffix "_<coarse_kind>"
         ("circuit_size_expert.<skill>", ..., "circuit_auc_expert")."""
         out: dict[str, Any] = {}
         for name, r in self.items():
@@ -654,8 +370,8 @@ class CircuitReport(dict):
         ok = [r for r in self.values() if math.isfinite(r.auc)]
         out[f"circuit_fraction{suffix}"] = sum(r.fraction for r in ok) / len(ok) if ok else None
         out[f"circuit_auc{suffix}"] = sum(r.auc for r in ok) / len(ok) if ok else None
-        if self.expert is not None:
-            out.update(self.expert.to_dict(suffix + "_expert"))
+        if self.coarse is not None:
+            out.update(self.coarse.to_dict(f"{suffix}_{self.coarse_kind}"))
         return _jsonable(out)
 
     def details(self) -> dict[str, dict[str, Any]]:
@@ -715,7 +431,7 @@ def circuit_for_skill(
     label_key: the label column a "skill" is read from (`skill_data`).
     """
     name = skill_name if skill_name is not None else str(skill_id)
-    with _eval(model):
+    with eval_mode(model):
         sd = _as_skill_data(model, batches, skill_id, mask_key, name, label_key)
         score = attribution_scores(model, sd, groups, means, attribution, max_rows)
         return search_circuit(
@@ -865,7 +581,7 @@ def faithfulness(
     """Faithfulness of each circuit, a set of (group name, unit index); the empty
     set and the set of all units are evaluated in the same stacked forward for the
     two ends. Returns values (R,) float64."""
-    with _eval(model):
+    with eval_mode(model):
         sd = _as_skill_data(model, batches, skill_id, mask_key, str(skill_id), label_key)
         index = {
             (g.name, u): o + u for g, o in zip(groups, _offsets(groups)) for u in range(g.n_units)
@@ -911,8 +627,8 @@ def circuit_report(
     n_examples: int = 256,
     split: str = "val",
     seed: int = 0,
-    moe_units: str = "hidden",
-    expert_level: bool = True,
+    level: int = 0,
+    coarse: bool = True,
     **kw,
 ) -> CircuitReport:
     """The circuit of every skill (or of `skills`, names or ids).
@@ -924,10 +640,9 @@ def circuit_report(
     tokens in the data are left out. With kw label_key="domain" and
     mask_key="loss_mask" (and batches of a text corpus, skill_names its domain
     names) the "skills" are domains and the behaviour is their next-token loss.
-    moe_units: an MoE layer's units, "hidden" (its experts' hidden units) or
-    "expert"; with "hidden" and expert_level, an MoE model's report also holds the
-    circuits in whole experts as `report.expert` (same examples, same means of
-    the heads).
+    level: which of each FFN kind's unit groups (`unit_groups`); with coarse, a model
+    whose kinds list coarser units too (a MoE's whole experts) also gets its circuits
+    in those as `report.coarse` (same examples, same means of the heads).
     """
     if isinstance(data, SuiteData):
         batches = sample_batches(data, split, n_examples, seed=seed)
@@ -947,20 +662,17 @@ def circuit_report(
         ids = present
     else:
         ids = [names.index(s) if isinstance(s, str) else int(s) for s in skills]
-    groups = unit_groups(model, include_heads=include_heads, moe_units=moe_units)
+    groups = unit_groups(model, include_heads=include_heads, level=level)
     means = unit_means(model, batches, groups)
     report = _report(model, batches, ids, present, names, groups, means, target, kw)
-    if (
-        moe_units == "hidden"
-        and expert_level
-        and any(isinstance(g, ExpertHiddenUnits) for g in groups)
-    ):
-        coarse = unit_groups(model, include_heads=include_heads, moe_units="expert")
-        todo = [g for g in coarse if g.name not in means]
-        coarse_means = {**means, **unit_means(model, batches, todo)}
-        report.expert = _report(
-            model, batches, ids, present, names, coarse, coarse_means, target, kw
+    coarser = unit_groups(model, include_heads=include_heads, level=level + 1)
+    new = [g for g in coarser if g.name not in means]
+    if coarse and new:
+        coarse_means = {**means, **unit_means(model, batches, new)}
+        report.coarse = _report(
+            model, batches, ids, present, names, coarser, coarse_means, target, kw
         )
+        report.coarse_kind = "_".join(sorted({g.kind for g in new}))
     return report
 
 
@@ -978,8 +690,6 @@ def _report(model, batches, ids, present, names, groups, means, target, kw) -> C
 __all__ = [
     "CircuitReport",
     "CircuitResult",
-    "ExpertHiddenUnits",
-    "ExpertUnits",
     "Faithfulness",
     "HookUnits",
     "SkillData",

@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from glassbox.analysis.audit import audited_scores
@@ -43,7 +42,7 @@ from glassbox.analysis.jsonable import is_defined, jsonable, mean_defined
 from glassbox.analysis.microcircuits import microcircuit_report
 from glassbox.analysis.modularity import modularity
 from glassbox.analysis.sae_metrics import dead_fraction, dense_fraction, l0
-from glassbox.analysis.specialisation import specialisation_report
+from glassbox.analysis.specialisation import routed_and_clustered, specialisation_report
 from glassbox.training.data import SuiteData
 
 # nats: the least rise of a skill's answer loss, every unit mean-ablated, that a
@@ -65,16 +64,9 @@ def ffn_kinds(model) -> dict[int, str]:
     return {i: model.cfg.ffn_for_layer(i).kind for i in range(model.cfg.n_layers)}
 
 
-def _gate_matrix(indices: Tensor, weights: Tensor, n_experts: int) -> Tensor:
-    """(N, k) expert ids and gate weights -> (N, E) weight of each expert (0 if unchosen)."""
-    out = torch.zeros(indices.shape[0], n_experts)
-    out.scatter_(1, indices.long(), weights.float())
-    return out
-
-
 def unit_activations(model, batches, max_tokens: int | None = 20_000):
     """Per layer, the (N, U) activations of the readable units, plus the collected
-    tokens' features and skills (analysis.transcoder.Collected).
+    tokens' features and skills (analysis.coverage.Collected).
 
     The units are what each layer's FFN kind says they are (archs.ffn.FFN:
     `unit_hooks` names the hook points that hold them, `read_units` makes the
@@ -93,7 +85,8 @@ def coverage_scores(
     model, batches, suite: SuiteData, max_tokens: int | None = 20_000
 ) -> dict[str, Any]:
     """interp.coverage (mean over layers of each layer's coverage), per-layer
-    coverage, and for transcoder layers l0 / dead_fraction / dense_fraction.
+    coverage, and for layers of sparse units (`FFN.sparse_units`: a transcoder's
+    latents) l0 / dead_fraction / dense_fraction.
 
     With it, the lexical / contextual split (analysis.baselines): per layer and as
     means over layers, interp.coverage_lexical, interp.coverage_contextual and
@@ -115,7 +108,7 @@ def coverage_scores(
             "n_units": acts.shape[1],
             "best_f1": {n: float(res.best_f1[g]) for g, n in enumerate(names)},
         }
-        if ffn_kinds(model)[i] == "transcoder":
+        if model.blocks[i].mlp.sparse_units:
             entry.update(
                 l0=l0(acts), dead_fraction=dead_fraction(acts), dense_fraction=dense_fraction(acts)
             )
@@ -188,14 +181,14 @@ def interp_report(
     audit = audited_scores(model, suite, val, test, seed=seed)
     summary.update(audit["summary"])
     report["audit"] = {k: v for k, v in audit.items() if k != "summary"}
-    kinds = set(ffn_kinds(model).values())
-    if kinds & {"moe", "dense"}:
+    routed, clustered = routed_and_clustered(model)
+    if routed or clustered:
         moe = specialisation_report(
             model,
             val,
             suite.skill_names,
             suite.feature_names,
-            causal_batches=test if causal and "moe" in kinds else None,
+            causal_batches=test if causal and routed else None,
             plot_dir=out_dir,
             seed=seed,
         )
@@ -216,8 +209,8 @@ def interp_report(
         )
         summary.update({f"interp.{k}": v for k, v in circ.to_dict().items()})
         report["circuits"] = circ.details()
-        if circ.expert is not None:  # moe: also in whole experts (interp.circuit_*_expert)
-            report["circuits_expert"] = circ.expert.details()
+        if circ.coarse is not None:  # a MoE: also in whole experts (interp.circuit_*_expert)
+            report[f"circuits_{circ.coarse_kind}"] = circ.coarse.details()
     if circuits if microcircuits is None else microcircuits:
         # micro-task circuits by learned masks, held out, with controls (analysis.microcircuits)
         micro = microcircuit_report(model, suite, seed=seed)

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from glassbox.analysis.batches import suite_batches
-from glassbox.analysis.circuits import UnitGroup, split_by_group, unit_groups, unit_means
+from glassbox.analysis.circuits import split_by_group, unit_groups, unit_means
 from glassbox.analysis.microtasks import (
     MICRO_TASKS,
     TaskData,
@@ -53,6 +53,7 @@ from glassbox.analysis.microtasks import (
     task_logit_diff,
     task_loss,
 )
+from glassbox.archs.units import UnitGroup
 from glassbox.training.data import SuiteData
 
 LN2 = math.log(2)

@@ -14,7 +14,7 @@ neurons (dense), as a share of the skill's total. The skill's groups are its top
 `keep` share of each layer's groups (25%: 8 of 32; never fewer than a MoE's k).
 
 Interventions, on the test examples:
-    moe     a removed expert is never chosen (archs.moe.remove_experts): every token
+    moe     a removed expert is never chosen (archs.moe_interventions.remove_experts): every token
             takes its k among the rest, as in a model pruned to them
     dense   a removed cluster's neurons are zero (blocks.{i}.mlp.hook_post)
 
@@ -42,9 +42,8 @@ from torch import Tensor
 
 from glassbox.analysis.batches import token_batch
 from glassbox.analysis.routing_metrics import kmeans_centres
-from glassbox.analysis.specialisation import skill_accuracy
-from glassbox.archs.dense import DenseMLP
-from glassbox.archs.moe import MoE, expert_gates, remove_experts
+from glassbox.analysis.specialisation import routed_and_clustered, skill_accuracy
+from glassbox.archs.moe_interventions import remove_experts
 
 N_GROUPS = 32  # dense clusters per layer: the shipped MoE's experts
 KEEP = 0.25  # share of a layer's groups kept for a skill (EMO's 25%)
@@ -150,18 +149,19 @@ def _fill_by_distance(dist: Tensor, cap: Tensor) -> Tensor:
     return torch.tensor(labels)
 
 
-def _layers(model) -> tuple[dict[int, MoE], dict[int, DenseMLP]]:
-    moes = {i: b.mlp for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)}
-    dense = {i: b.mlp for i, b in enumerate(model.blocks) if isinstance(b.mlp, DenseMLP)}
-    return moes, dense
+def _layers(model) -> tuple[dict[int, Any], dict[int, Any]]:
+    """{layer: FFN} of the routed layers (their groups are experts) and of the layers
+    read through clusters of their units (analysis.specialisation)."""
+    routed, clustered = routed_and_clustered(model)
+    return {i: model.blocks[i].mlp for i in routed}, {i: model.blocks[i].mlp for i in clustered}
 
 
 @torch.no_grad()
 def _collect(model, batches, moes, dense) -> tuple[Tensor, dict[int, Tensor]]:
     """(N,) skill of each real token with a skill, and per layer (N, E) gate weights
     (moe) or (N, d_ff) |hidden activations| (dense) at those tokens."""
-    names = [f"blocks.{i}.mlp.hook_expert_{h}" for i in moes for h in ("indices", "weights")]
-    names += [f"blocks.{i}.mlp.hook_post" for i in dense]
+    layers = {**moes, **dense}
+    names = [f"blocks.{i}.mlp.{h}" for i, mlp in layers.items() for h in mlp.unit_hooks]
     skills, acts = [], {i: [] for i in (*moes, *dense)}
     was_training = model.training
     model.eval()
@@ -174,12 +174,9 @@ def _collect(model, batches, moes, dense) -> tuple[Tensor, dict[int, Tensor]]:
                 keep &= mask.bool().cpu()
             skills.append(batch["skill"][keep].cpu())
             k = keep.to(model.device)
-            for i, moe in moes.items():
-                idx = cache[f"blocks.{i}.mlp.hook_expert_indices"][k]
-                w = cache[f"blocks.{i}.mlp.hook_expert_weights"][k]
-                acts[i].append(expert_gates(idx, w, moe.n_experts))
-            for i in dense:
-                acts[i].append(cache[f"blocks.{i}.mlp.hook_post"][k].float().abs().cpu())
+            for i, mlp in layers.items():  # a MoE's gates, (N, E); |units| of the others
+                units = mlp.read_units({h: cache[f"blocks.{i}.mlp.{h}"][k] for h in mlp.unit_hooks})
+                acts[i].append(units.float().cpu() if i in moes else units.float().abs().cpu())
     finally:
         model.train(was_training)
     return torch.cat(skills), {i: torch.cat(a) for i, a in acts.items()}
@@ -207,14 +204,11 @@ def remove_groups(
     moes, dense = _layers(model)
     hooks = []
     for i, groups in removed.items():
-        if i in dense:
+        if i in dense:  # the units of the removed clusters zero-ablated (archs.units)
             off = torch.isin(partition[i], torch.as_tensor(list(groups), dtype=torch.long))
-            scale = (~off).to(model.device)
-
-            def zero(h: Tensor, hook, scale=scale) -> Tensor:
-                return h * scale.to(h.dtype)
-
-            hooks.append((f"blocks.{i}.mlp.hook_post", zero))
+            units = dense[i].unit_groups(i)[0]
+            zero = torch.zeros(units.n_units, device=model.device)
+            hooks += units.hooks(zero, (~off).to(model.device)[None])
     with ExitStack() as stack:
         experts = {i: list(g) for i, g in removed.items() if i in moes}
         if experts:

@@ -59,8 +59,8 @@ from glassbox.analysis.routing_metrics import (
     vocab_specialization,
 )
 from glassbox.analysis.specialisation_plots import plot_expert_skill, plot_selectivity
-from glassbox.archs.dense import DenseMLP
-from glassbox.archs.moe import MoE, ablate_experts, expert_means
+from glassbox.archs.moe import expert_means
+from glassbox.archs.moe_interventions import ablate_experts
 
 
 @dataclass
@@ -76,10 +76,12 @@ class Routing:
     tokens: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))  # (N,)
 
 
-def _layers(model) -> tuple[list[int], list[int]]:
-    moe = [i for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)]
-    dense = [i for i, b in enumerate(model.blocks) if isinstance(b.mlp, DenseMLP)]
-    return moe, dense
+def routed_and_clustered(model) -> tuple[list[int], list[int]]:
+    """The layers whose FFN kind routes tokens (`FFN.routes`: a MoE's experts) and
+    those read through k-means clusters of their units (`FFN.cluster_units`)."""
+    routed = [i for i, b in enumerate(model.blocks) if b.mlp.routes]
+    clustered = [i for i, b in enumerate(model.blocks) if b.mlp.cluster_units]
+    return routed, clustered
 
 
 @torch.no_grad()
@@ -92,11 +94,11 @@ def collect_routing(
     """Run the model over the batches, caching only the router hooks (MoE layers)
     and `mlp.hook_post` (dense layers), for the tokens whose label (the batch's
     `label_key` column: skill, or domain) is >= 0; `Routing.skill` holds it."""
-    moe_layers, dense_layers = _layers(model)
+    moe_layers, dense_layers = routed_and_clustered(model)
     names = [
         f"blocks.{i}.mlp.hook_{h}" for i in moe_layers for h in ("router_logits", "expert_indices")
     ]
-    names += [f"blocks.{i}.mlp.hook_post" for i in dense_layers]
+    names += [f"blocks.{i}.mlp.{h}" for i in dense_layers for h in model.blocks[i].mlp.unit_hooks]
     parts: dict[str, list[Tensor]] = {}
     n = 0
     was_training = model.training
@@ -124,7 +126,10 @@ def collect_routing(
         r.indices[i] = cat[f"blocks.{i}.mlp.hook_expert_indices"]
         r.logits[i] = cat[f"blocks.{i}.mlp.hook_router_logits"].float()
     for i in dense_layers:
-        r.hidden[i] = cat[f"blocks.{i}.mlp.hook_post"].float()
+        mlp = model.blocks[i].mlp
+        r.hidden[i] = mlp.read_units(
+            {h: cat[f"blocks.{i}.mlp.{h}"] for h in mlp.unit_hooks}
+        ).float()
     return r
 
 
@@ -249,7 +254,7 @@ def causal_specialization(
     if measure not in ("accuracy", "loss"):
         raise ValueError(f"causal_specialization: measure={measure!r}: 'accuracy' or 'loss'")
     S = len(skill_names)
-    moes = {i: b.mlp for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)}
+    moes = {i: model.blocks[i].mlp for i in routed_and_clustered(model)[0]}
     chosen = {
         i: skill_experts(selection.indices[i], selection.skill, m.n_experts, S, n_per_skill or m.k)
         for i, m in moes.items()
@@ -295,7 +300,7 @@ def layer_table(
     grouping "router") or `n_clusters` k-means clusters of its `mlp.hook_post`
     (dense layers, grouping "kmeans"); each with `token_baseline`, the skill NMI and
     purity of the same grouping made a function of the token alone."""
-    moe_layers, dense_layers = _layers(model)
+    moe_layers, dense_layers = routed_and_clustered(model)
     vocab = model.cfg.vocab_size
     layers: dict[int, dict] = {}
     for i in moe_layers:
@@ -423,7 +428,7 @@ def specialisation_report(
     """
     batches = list(batches)
     routing = collect_routing(model, batches, max_tokens)
-    moe_layers, dense_layers = _layers(model)
+    moe_layers, dense_layers = routed_and_clustered(model)
     if not moe_layers and not dense_layers:
         raise ValueError("specialisation_report: the model has neither MoE nor dense MLP layers")
     if n_clusters is None:

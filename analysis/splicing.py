@@ -100,17 +100,18 @@ class _LayerSums:
 
 
 def spliced_layers(model, spliced, layers: Sequence[int] | None = None) -> list[int]:
-    """`layers`, or by default every layer whose FFN is a transcoder in `spliced`
-    and not in `model`; an error when there is none."""
+    """`layers`, or by default every layer whose FFN in `spliced` is another kind
+    than in `model` (a post-hoc transcoder in place of a dense MLP); an error when
+    there is none."""
     if layers is None:
         layers = [
             i
             for i, (b, s) in enumerate(zip(model.blocks, spliced.blocks))
-            if isinstance(s.mlp, Transcoder) and not isinstance(b.mlp, Transcoder)
+            if s.mlp.kind != b.mlp.kind
         ]
     layers = list(layers)
     if not layers:
-        raise ValueError("splice_fidelity: no spliced layers (no transcoder in `spliced`)")
+        raise ValueError("splice_fidelity: no spliced layers (no FFN of another kind in `spliced`)")
     return layers
 
 

@@ -50,7 +50,7 @@ from torch import Tensor
 from glassbox.analysis.audit import N_GROUPS, Labelled, read_units, specialisation_section
 from glassbox.analysis.baselines import untrained_twin
 from glassbox.analysis.batches import real_tokens, token_batch
-from glassbox.analysis.circuits import HookUnits, circuit_report, unit_groups, unit_means
+from glassbox.analysis.circuits import circuit_report, unit_groups, unit_means
 from glassbox.analysis.coverage import Collected
 from glassbox.analysis.feature_pages import feature_contexts, render_html, render_text
 from glassbox.analysis.interp import ffn_kinds, suite_batches, unit_activations
@@ -64,12 +64,12 @@ from glassbox.analysis.specialisation import (
     collect_routing,
     label_loss,
     layer_table,
+    routed_and_clustered,
     specialisation_summary,
 )
 from glassbox.analysis.specialisation_plots import plot_expert_skill
-from glassbox.archs.dense import DenseMLP
-from glassbox.archs.moe import MoE, expert_means
-from glassbox.archs.transcoder import Transcoder
+from glassbox.archs.moe import expert_means
+from glassbox.archs.units import HookUnits
 from glassbox.training.data import SuiteData
 
 LABEL = "domain"  # the batches' per-token label column
@@ -301,16 +301,15 @@ def unit_selectivity(
 
 @torch.no_grad()
 def unit_directions(model, layer: int, batches: Sequence[Mapping[str, Tensor]]) -> Tensor | None:
-    """(U, d_model) what each readable unit of a layer writes into the residual
-    stream: a neuron's W_out column, a latent's W_dec row, an expert's mean output
-    (archs.moe.expert_means over `batches`); None for another kind."""
+    """(U, d_model) what each readable unit of a layer (`FFN.read_units`'s units)
+    writes into the residual stream, as its kind's unit group says (archs.units: a
+    neuron's W_out column, a latent's W_dec row, an expert's mean output over
+    `batches`); None where the kind gives none."""
     mlp = model.blocks[layer].mlp
-    if isinstance(mlp, DenseMLP):
-        return mlp.W_out.weight.T
-    if isinstance(mlp, Transcoder):
-        return mlp.W_dec
-    if isinstance(mlp, MoE):
-        return expert_means(model, batches, [layer])[layer].to(model.device)
+    for group in mlp.unit_groups(layer):
+        if group.kind == mlp.unit_name:
+            directions = group.directions(model, batches)
+            return None if directions is None else directions.to(model.device)
     return None
 
 
@@ -455,8 +454,7 @@ def text_report(
         summary.update(info)
 
     # routing and its specialisation by domain
-    moe_layers = [i for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)]
-    dense_layers = [i for i, b in enumerate(model.blocks) if isinstance(b.mlp, DenseMLP)]
+    moe_layers, dense_layers = routed_and_clustered(model)
     routing = None
     if moe_layers or dense_layers:
         routing = collect_routing(model, val, max_tokens, label_key=LABEL)
@@ -504,6 +502,7 @@ def text_report(
     labels = domain_labels(val, max_tokens)[: col.n_tokens]
     health: dict[str, Any] = {}
     kinds = ffn_kinds(model)
+    mlps = {i: model.blocks[i].mlp for i in units}
     for i, acts in units.items():
         health[str(i)] = {
             "kind": kinds[i], "n_units": acts.shape[1], "l0": l0(acts),
@@ -515,7 +514,7 @@ def text_report(
                 model, i, acts, col, labels, names, contrast, val, out
             )
     report["units"] = health
-    latent = [h for h in health.values() if h["kind"] == "transcoder"]
+    latent = [health[str(i)] for i, mlp in mlps.items() if mlp.sparse_units]
     for key in ("l0", "dead_fraction", "dense_fraction"):
         if latent:
             summary[f"interp.{key}"] = mean_defined(h[key] for h in latent)
@@ -532,7 +531,7 @@ def text_report(
             )  # fmt: skip
             base = res["base_loss"]
         else:
-            ablatable = {i: a for i, a in units.items() if kinds[i] in ("dense", "transcoder")}
+            ablatable = {i: a for i, a in units.items() if not mlps[i].routes}
             res = unit_selectivity(model, ablatable, labels, val, test, names, unit_share, ablation)
             base = res["base_loss"]
         report["causal"] = res

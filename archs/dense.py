@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from glassbox.archs.errors import ConfigError
 from glassbox.archs.ffn import FFN, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
+from glassbox.archs.units import HookUnits, UnitGroup
 
 ACTIVATIONS = ("swiglu", "gelu")
 
@@ -24,6 +25,7 @@ class DenseMLP(FFN):
 
     unit_name = "neuron"
     unit_hooks = ("hook_post",)
+    cluster_units = True
 
     def __init__(self, d_model: int, cfg: FFNConfig):
         super().__init__()
@@ -44,6 +46,31 @@ class DenseMLP(FFN):
             )
         if cfg.d_ff <= 0:
             raise ConfigError(f"{prefix}.d_ff", cfg.d_ff, "must be a positive integer")
+
+    def unit_groups(self, layer: int) -> list[UnitGroup]:
+        """The neurons of hook_post: each reads its W_gate and W_in rows (W_in only
+        for gelu, plus their biases) and writes its W_out column."""
+        reads = 2 if self.activation == "swiglu" else 1
+        bias = reads if self.W_in.bias is not None else 0
+        return [
+            HookUnits(
+                name=f"blocks.{layer}.mlp.neurons",
+                layer=layer,
+                kind=self.unit_name,
+                n_units=self.d_ff,
+                params_per_unit=(reads + 1) * self.W_out.out_features + bias,
+                hook=f"blocks.{layer}.mlp.hook_post",
+                write=lambda: self.W_out.weight.T,
+            )
+        ]
+
+    @classmethod
+    def label(cls, cfg: FFNConfig) -> str:
+        return f"dense ({cfg.activation})"
+
+    @classmethod
+    def describe(cls, cfg: FFNConfig) -> str:
+        return f"a dense {cfg.activation} MLP of width {cfg.d_ff}"
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, pos, d_model)
         if self.activation == "swiglu":

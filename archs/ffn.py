@@ -25,8 +25,20 @@ of `FFN` decorated with `register_ffn(name, config=ItsConfig)`. What it provides
                             first the kind's headline reading, each read with both signs
                             by the analysis. `reading_hooks` are the hook points they
                             need. Default: the units above, one reading named unit_name.
-    groups(acts)            the kind's own partition of tokens (MoE: the experts each
-                            token is routed to, (N, k) ids, slot 0 the top one), or None.
+    groups(acts), routes    the kind's own partition of tokens (MoE: the experts each
+                            token is routed to, (N, k) ids, slot 0 the top one), or None;
+                            `routes` says it has one. `cluster_units`: the older
+                            specialisation scores cluster its units instead (dense).
+                            `sparse_units`: its units get the SAE health scores.
+    unit_groups(layer)      its readable units as `archs.units.UnitGroup`s, finest
+                            first: name, count, parameters per unit, the hooks that
+                            mean- (or zero-) ablate them, their write directions into
+                            the residual stream. Circuits, dashboards, feature pages
+                            and graphs read a kind only through these. Required.
+    label(cfg), describe(cfg)
+                            the slot in a few words (model card: "dense (swiglu)") and
+                            in a phrase ("a dense swiglu MLP of width 512"). Default:
+                            the kind's name.
     check_config(cfg, key)  raise ConfigError (one line: key, value, what is allowed)
                             for an impossible value of the kind's keys. Default nothing.
 
@@ -35,7 +47,9 @@ of its own passes their dataclass to `register_ffn(..., config=...)`: `FFNConfig
 has a section named like the kind (YAML `ffn.<kind>.<key>`, `cfg.<kind>.<key>` in
 code), checked by omegaconf like every other key. A new kind is thus one file (plus
 its YAML and its test) and one import line in archs/config.py, which registers the
-built-in kinds before any config is read.
+built-in kinds before any config is read; a kind defined elsewhere (a test, a user's
+module) is registered by importing its file. Nothing outside the kind's file names
+it: the analysis, the model cards and the hooks' shorthand read the contract above.
 """
 
 from __future__ import annotations
@@ -48,6 +62,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from glassbox.archs.errors import ConfigError
+from glassbox.archs.units import UnitGroup
 
 AuxLosses = dict[str, tuple[float, Tensor]]
 
@@ -76,6 +91,13 @@ class FFN(nn.Module):
     reading_hooks: ClassVar[tuple[str, ...] | None] = (
         None  # hooks read_all needs (None: unit_hooks)
     )
+    routes: ClassVar[bool] = False  # groups() gives the kind's routing of tokens (a MoE)
+    # the older specialisation scores (NMI, purity, keep-25%) read this kind through
+    # k-means clusters of its units, the routed kinds' comparison point (dense)
+    cluster_units: ClassVar[bool] = False
+    # its units are meant to be sparse latents: the SAE health scores (L0, dead and
+    # dense fractions) are reported for them (a transcoder)
+    sparse_units: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,6 +138,23 @@ class FFN(nn.Module):
         """(N, k) group ids of the kind's own routing of each token (slot 0 first), or
         None for a kind that does not route."""
         return None
+
+    def unit_groups(self, layer: int) -> list[UnitGroup]:
+        """Its readable units at block `layer`, the finest first (archs.units)."""
+        raise NotImplementedError(
+            f"FFN kind {self.kind!r} ({type(self).__name__}) does not list its readable "
+            "units: define unit_groups(layer) (archs/ffn.py's contract)"
+        )
+
+    @classmethod
+    def label(cls, cfg: FFNConfig) -> str:
+        """The slot in a few words, for a model card's first lines."""
+        return cls.kind
+
+    @classmethod
+    def describe(cls, cfg: FFNConfig) -> str:
+        """The slot as a phrase of a sentence ("a dense swiglu MLP of width 512")."""
+        return f"a {cls.kind} feed-forward slot"
 
 
 FFN_REGISTRY: dict[str, type[FFN]] = {}

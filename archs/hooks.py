@@ -72,29 +72,22 @@ class ActivationCache(dict):
     Besides full names, accepts TransformerLens shorthand: `cache["resid_post", 1]`
     is `cache["blocks.1.hook_resid_post"]`, `cache["pattern", 0]` is
     `cache["blocks.0.attn.hook_pattern"]`, `cache["latents", 2]` is
-    `cache["blocks.2.mlp.hook_latents"]`.
+    `cache["blocks.2.mlp.hook_latents"]`: the block's hook of that name, else its
+    attention's, else its feed-forward slot's, whatever the kind.
     """
-
-    _SUB = {
-        "pattern": "attn.hook_pattern",
-        "q": "attn.hook_q",
-        "k": "attn.hook_k",
-        "v": "attn.hook_v",
-        "z": "attn.hook_z",
-        "pre": "mlp.hook_pre",
-        "post": "mlp.hook_post",
-        "router_logits": "mlp.hook_router_logits",
-        "expert_indices": "mlp.hook_expert_indices",
-        "expert_weights": "mlp.hook_expert_weights",
-        "latents_pre": "mlp.hook_latents_pre",
-        "latents": "mlp.hook_latents",
-    }
 
     def __getitem__(self, key):
         if isinstance(key, tuple):
             short, layer = key
-            name = f"blocks.{layer}." + self._SUB.get(short, f"hook_{short}")
-            return super().__getitem__(name)
+            # the block's own hook, else its attention's, else its FFN's (any kind's)
+            for where in ("", "attn.", "mlp."):
+                name = f"blocks.{layer}.{where}hook_{short}"
+                if name in self:
+                    return super().__getitem__(name)
+            raise KeyError(
+                f"{key!r}: no blocks.{layer}.[attn.|mlp.]hook_{short} in the cache; cached "
+                f"names: {', '.join(sorted(self)) or 'none'}"
+            )
         try:
             return super().__getitem__(key)
         except KeyError:

@@ -52,8 +52,7 @@ that undo themselves on exit even when the body raises.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,9 +60,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassbox.archs.errors import ConfigError, check_non_negative
+from glassbox.archs.experts import ExpertLinear, SharedExpert, act, expert_dtype, grouped_matmul
 from glassbox.archs.ffn import FFN, AuxLosses, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
 from glassbox.archs.routing import ROUTERS, Sequences
+from glassbox.archs.units import Hook, UnitGroup, real_tokens
 
 EXPERT_ACTIVATIONS = ("swiglu", "gelu", "relu")
 
@@ -91,95 +92,6 @@ class MoEConfig:
     pool_leak_weight: float = (
         0.0  # pooled router: weight of the router probability outside the pool (concentration)
     )
-
-
-_INIT_STD = 0.02  # the backbone re-initialises with model.init_std
-
-
-class ExpertLinear(nn.Module):
-    """E independent linear maps without bias: `weight` is (E, d_in, d_out).
-
-    Called on token-slots sorted by expert, with `counts[e]` rows for expert e.
-    A module (not a bare parameter) so that the weight is named `W_in.weight`,
-    `W_out.weight`, ... like the dense MLP's, and the backbone's init treats the
-    output projection the same way (scaled by 1/sqrt(2 n_layers)).
-    """
-
-    def __init__(self, n_experts: int, d_in: int, d_out: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_experts, d_in, d_out) * _INIT_STD)
-
-    def forward(self, x: Tensor, counts: Tensor, offsets: Tensor) -> Tensor:
-        # x (S, d_in) sorted by expert, in the expert dtype; counts (E,) int64;
-        # offsets (E,) int32 cumsum
-        return grouped_matmul(x, self.weight.to(x.dtype), counts, offsets)
-
-    def extra_repr(self) -> str:
-        E, d_in, d_out = self.weight.shape
-        return f"n_experts={E}, d_in={d_in}, d_out={d_out}"
-
-
-def expert_dtype(weight: Tensor) -> torch.dtype:
-    """The dtype the expert matmuls of `weight` run in: autocast's where autocast is
-    on for its device (float64 weights stay float64, as autocast leaves them), else
-    the weight's own. F.grouped_mm is not on autocast's cast lists, so the experts
-    cast their inputs and weights to this themselves."""
-    device = weight.device.type
-    if weight.dtype != torch.float64 and torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return weight.dtype
-
-
-def _grouped_mm_applies(x: Tensor, w: Tensor) -> bool:
-    if not hasattr(F, "grouped_mm") or x.dtype != w.dtype:
-        return False
-    if x.device.type == "cpu":
-        ok_dtype = x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-    else:  # CUDA kernels: bf16 on sm80+
-        ok_dtype = x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 8
-    # The kernel wants 16-byte aligned row strides.
-    return ok_dtype and all(n * x.element_size() % 16 == 0 for n in (x.shape[1], w.shape[2]))
-
-
-def grouped_matmul(x: Tensor, w: Tensor, counts: Tensor, offsets: Tensor) -> Tensor:
-    """Rows of x sorted by group times that group's matrix.
-
-    x (S, d_in), rows [offsets[e-1], offsets[e]) belong to group e; w (E, d_in, d_out);
-    counts (E,) rows per group; offsets (E,) int32 inclusive cumsum of counts.
-    Returns (S, d_out).
-    """
-    if _grouped_mm_applies(x, w):
-        return F.grouped_mm(x, w, offs=offsets)
-    # Padded batch: scatter the rows into (E, C_max, d_in), one bmm, gather back.
-    E, S = w.shape[0], x.shape[0]
-    c_max = int(counts.max()) if S else 0
-    group = torch.repeat_interleave(torch.arange(E, device=x.device), counts)  # (S,)
-    slot = group * c_max + torch.arange(S, device=x.device) - (offsets.long() - counts)[group]
-    padded = x.new_zeros(E * c_max, x.shape[1]).index_copy(0, slot, x)
-    out = torch.bmm(padded.view(E, c_max, x.shape[1]), w)  # (E, C_max, d_out)
-    return out.view(E * c_max, w.shape[2]).index_select(0, slot)
-
-
-class SharedExpert(nn.Module):
-    """Always-on expert(s) (DeepSeekMoE): a plain MLP of width n_shared * d_expert."""
-
-    def __init__(self, d_model: int, d_hidden: int, activation: str):
-        super().__init__()
-        self.activation = activation
-        if activation == "swiglu":
-            self.W_gate = nn.Linear(d_model, d_hidden, bias=False)
-        self.W_in = nn.Linear(d_model, d_hidden, bias=False)
-        self.W_out = nn.Linear(d_hidden, d_model, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:  # (N, d_model) -> (N, d_model) in x's dtype
-        xe = x.to(expert_dtype(self.W_in.weight))
-        h = self.W_in(xe)
-        h = F.silu(self.W_gate(xe)) * h if self.activation == "swiglu" else _act(h, self.activation)
-        return self.W_out(h).to(x.dtype)
-
-
-def _act(h: Tensor, activation: str) -> Tensor:
-    return F.gelu(h) if activation == "gelu" else F.relu(h)
 
 
 def expert_gates(indices: Tensor, weights: Tensor, n_experts: int) -> Tensor:
@@ -218,6 +130,7 @@ class MoE(FFN):
     unit_name = "expert"
     unit_hooks = ("hook_expert_indices", "hook_expert_weights")
     reading_hooks = ("hook_expert_indices", "hook_expert_weights", "hook_expert_hidden")
+    routes = True
 
     def __init__(self, d_model: int, cfg: FFNConfig):
         super().__init__()
@@ -309,6 +222,40 @@ class MoE(FFN):
         """(N, k) the experts each token is routed to, the top one first."""
         return acts["hook_expert_indices"].long()
 
+    def unit_groups(self, layer: int) -> list[UnitGroup]:
+        """Its experts' hidden units (each reads its W_gate and W_in columns, W_in only
+        for relu/gelu experts, and writes its W_out row), then the experts whole (their
+        weights; the router row is not counted: routing is never ablated)."""
+        n_mats = 3 if self.activation == "swiglu" else 2
+        return [
+            ExpertHiddenUnits(
+                name=f"blocks.{layer}.mlp.expert_hidden",
+                layer=layer,
+                kind="expert_hidden",
+                n_units=self.n_experts * self.d_expert,
+                params_per_unit=n_mats * self.d_model,
+                d_expert=self.d_expert,
+            ),
+            ExpertUnits(
+                name=f"blocks.{layer}.mlp.experts",
+                layer=layer,
+                kind="expert",
+                n_units=self.n_experts,
+                params_per_unit=self.expert_params(),
+            ),
+        ]
+
+    @classmethod
+    def describe(cls, cfg: FFNConfig) -> str:
+        m = cfg.moe
+        slot = (
+            f"a mixture of {m.n_experts} experts of width {m.d_expert}, {m.k} active "
+            f"per token, {m.router} router"
+        )
+        if m.pool_size:
+            slot += f" (each sequence's tokens inside a pool of {m.pool_size} experts)"
+        return slot
+
     # --- routing -----------------------------------------------------------------
 
     def expert_input_weight(self) -> Tensor:
@@ -379,7 +326,7 @@ class MoE(FFN):
                 g, h = self.W_gate(xs, counts, offsets), self.W_in(xs, counts, offsets)
             h = F.silu(g) * h  # (S, d_expert)
         else:
-            h = _act(self.W_in(xs, counts, offsets), self.activation)
+            h = act(self.W_in(xs, counts, offsets), self.activation)
         if expert is not None and self.hook_expert_hidden.has_hooks:
             h = self._hook_hidden(h, token, expert, lead)
         if scale is not None:
@@ -451,7 +398,7 @@ def moe_layers(model: nn.Module) -> dict[int, MoE]:
     return {i: b.mlp for i, b in enumerate(model.blocks) if isinstance(b.mlp, MoE)}
 
 
-def _check_layers(model: nn.Module, layers: Sequence[int]) -> dict[int, MoE]:
+def check_moe_layers(model: nn.Module, layers: Sequence[int]) -> dict[int, MoE]:
     moes = moe_layers(model)
     for layer in layers:
         if layer not in moes:
@@ -459,102 +406,6 @@ def _check_layers(model: nn.Module, layers: Sequence[int]) -> dict[int, MoE]:
                 f"layer {layer} has no MoE feed-forward; MoE layers are {sorted(moes) or 'none'}"
             )
     return moes
-
-
-@contextmanager
-def ablate_experts(
-    model: nn.Module,
-    experts: Mapping[int, Sequence[int]],
-    mode: str = "zero",
-    means: Mapping[int, Tensor] | None = None,
-) -> Iterator[nn.Module]:
-    """Run the body with the given experts ablated: {layer: [expert, ...]}.
-
-    mode="zero": the expert's output is zero for every token routed to it (the
-    token keeps its k slots; the other experts' outputs and weights are unchanged).
-    mode="mean": the output is replaced by `means[layer][expert]` (a (n_experts,
-    d_model) tensor per layer, e.g. from `expert_means`). Restored on exit, also
-    when the body raises.
-    """
-    if mode not in ("zero", "mean"):
-        raise ValueError(f"ablate_experts: mode={mode!r}: one of 'zero', 'mean'")
-    if mode == "mean" and means is None:
-        raise ValueError("ablate_experts: mode='mean' needs means={layer: (n_experts, d_model)}")
-    moes = _check_layers(model, list(experts))
-    saved = {layer: dict(moes[layer].ablation) for layer in experts}
-    try:
-        for layer, es in experts.items():
-            moe = moes[layer]
-            for e in es:
-                if not 0 <= int(e) < moe.n_experts:
-                    raise ValueError(f"layer {layer}: expert {e} is not in 0..{moe.n_experts - 1}")
-                moe.ablation[int(e)] = None if mode == "zero" else means[layer][int(e)]
-        yield model
-    finally:
-        for layer, old in saved.items():
-            moes[layer].ablation = old
-
-
-@contextmanager
-def remove_experts(model: nn.Module, experts: Mapping[int, Sequence[int]]) -> Iterator[nn.Module]:
-    """Run the body with the given experts removed: {layer: [expert, ...]}. The router
-    never chooses a removed expert (its logit is -inf: no probability, no pool, no
-    slot), so every token takes its k experts among the rest, as in a model pruned
-    to them (EMO's expert subsets). At least k must remain in each layer. Restored
-    on exit, also when the body raises."""
-    moes = _check_layers(model, list(experts))
-    saved = {layer: moes[layer].removed for layer in experts}
-    try:
-        for layer, es in experts.items():
-            moe = moes[layer]
-            gone = frozenset(int(e) for e in es) | moe.removed
-            if any(not 0 <= e < moe.n_experts for e in gone):
-                raise ValueError(f"layer {layer}: experts must be in 0..{moe.n_experts - 1}")
-            if moe.n_experts - len(gone) < moe.k:
-                raise ValueError(
-                    f"layer {layer}: removing {len(gone)} of {moe.n_experts} experts leaves "
-                    f"fewer than k={moe.k}"
-                )
-            moe.removed = gone
-        yield model
-    finally:
-        for layer, old in saved.items():
-            moes[layer].removed = old
-
-
-@contextmanager
-def force_routing(
-    model: nn.Module, routing: Mapping[int, Tensor | Sequence[int] | Callable[[Tensor], Tensor]]
-) -> Iterator[nn.Module]:
-    """Run the body with the routing of the given layers replaced.
-
-    routing[layer] is a tensor of expert indices broadcastable to (B, T, k) (e.g.
-    `[3, 7]` sends every token to experts 3 and 7 when k=2), or a function from
-    the router's indices (B, T, k) to new ones. The gate weights are read at the
-    forced experts. Works through `hook_expert_indices`; hooks removed on exit.
-    """
-    moes = _check_layers(model, list(routing))
-
-    def make_hook(layer: int, spec):
-        moe = moes[layer]
-
-        def hook(indices: Tensor, _hook) -> Tensor:
-            new = spec(indices) if callable(spec) else torch.as_tensor(spec)
-            new = new.to(device=indices.device, dtype=torch.long).expand_as(indices)
-            if new.min() < 0 or new.max() >= moe.n_experts:
-                raise ValueError(
-                    f"force_routing: layer {layer}: experts must be in 0..{moe.n_experts - 1}"
-                )
-            return new.contiguous()
-
-        return hook
-
-    hooks = [
-        (f"blocks.{layer}.mlp.hook_expert_indices", make_hook(layer, spec))
-        for layer, spec in routing.items()
-    ]
-    with model.hooks(hooks):
-        yield model
 
 
 @torch.no_grad()
@@ -567,7 +418,7 @@ def expert_means(
     optionally `attention_mask`; padded positions are left out). Returns
     {layer: (n_experts, d_model)}; an expert that received no token gets zeros.
     """
-    moes = _check_layers(model, list(layers) if layers is not None else list(moe_layers(model)))
+    moes = check_moe_layers(model, list(layers) if layers is not None else list(moe_layers(model)))
     layers = list(layers) if layers is not None else list(moes)
     sums = {i: torch.zeros(moes[i].n_experts, moes[i].d_model) for i in layers}
     counts = {i: torch.zeros(moes[i].n_experts) for i in layers}
@@ -595,3 +446,106 @@ def expert_means(
             sums[i].index_add_(0, flat[order].cpu(), ys.float().cpu())
             counts[i] += c.float().cpu()
     return {i: sums[i] / counts[i].clamp_min(1)[:, None] for i in layers}
+
+
+# --- readable units (the FFN contract's unit_groups) ------------------------------
+
+
+@dataclass
+class ExpertUnits(UnitGroup):
+    """The routed experts of an MoE layer, one unit each. Routing is left as it is;
+    an ablated expert's output at a token routed to it becomes its mean output,
+    still weighted by its gate: exactly `archs.moe_interventions.ablate_experts(mode="mean")`,
+    done with hooks so that every row of a batch can have its own keep-mask. The
+    gate weight of each slot is scaled by m, and (1 - m) x gate x mean is added to
+    the layer's output (shared experts are not units and are never ablated)."""
+
+    def mean(self, model, batches) -> Tensor:
+        return expert_means(model, batches, [self.layer])[self.layer].to(model.device)
+
+    def directions(self, model, batches=()) -> Tensor:
+        """(E, d_model): each expert's mean output over the tokens routed to it."""
+        return self.mean(model, batches)
+
+    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
+        state: dict[str, Tensor] = {}
+
+        def on_indices(idx: Tensor, _hook) -> None:  # (B, T, k)
+            state["idx"] = idx
+
+        def on_weights(w: Tensor, _hook) -> Tensor:  # (B, T, k)
+            idx = state["idx"]
+            B = w.shape[0]
+            m = keep.to(w.dtype).expand(B, -1).gather(1, idx.reshape(B, -1)).view_as(w)
+            state["fill"] = (1 - m) * w  # (B, T, k): weight of the mean output
+            return w * m
+
+        def on_out(out: Tensor, _hook) -> Tensor:  # (B, T, d_model)
+            idx, fill = state.pop("idx"), state.pop("fill")
+            means = mean.to(out.dtype)[idx]  # (B, T, k, d_model)
+            return out + (fill.unsqueeze(-1) * means).sum(-2)
+
+        i = self.layer
+        return [
+            (f"blocks.{i}.mlp.hook_expert_indices", on_indices),
+            (f"blocks.{i}.mlp.hook_expert_weights", on_weights),
+            (f"blocks.{i}.hook_mlp_out", on_out),
+        ]
+
+
+@dataclass
+class ExpertHiddenUnits(UnitGroup):
+    """The hidden units of the routed experts of an MoE layer, (expert e, unit j) at
+    index e * d_expert + j of `blocks.{i}.mlp.hook_expert_hidden`. The mean of a unit
+    is conditional: over the token-slots routed to its expert. Ablation replaces a
+    unit's value at the tokens routed to its expert (the only ones the layer reads
+    back); routing and gate weights are left as they are."""
+
+    d_expert: int = 0
+
+    @property
+    def hook(self) -> str:
+        return f"blocks.{self.layer}.mlp.hook_expert_hidden"
+
+    @torch.no_grad()
+    def mean(self, model, batches) -> Tensor:
+        """(E * d_expert,) float32: each unit's mean over the slots of its expert."""
+        idx_hook = f"blocks.{self.layer}.mlp.hook_expert_indices"
+        n_experts = self.n_units // self.d_expert
+        sums = torch.zeros(self.n_units, device=model.device)
+        counts = torch.zeros(n_experts, device=model.device)
+        for batch in batches:
+            ids, real = real_tokens(batch, model.device)
+            _, cache = model.run_with_cache(ids, names_filter=[self.hook, idx_hook])
+            sums += cache[self.hook][real].float().sum(0)  # unrouted entries are 0
+            counts += torch.bincount(cache[idx_hook][real].reshape(-1), minlength=n_experts)
+        return sums / counts.clamp_min(1).repeat_interleave(self.d_expert)
+
+    def directions(self, model, batches=()) -> Tensor:
+        """(E * d_expert, d_model): each hidden unit's row of its expert's W_out."""
+        w = model.blocks[self.layer].mlp.W_out.weight  # (E, d_expert, d_model)
+        return w.reshape(self.n_units, -1)
+
+    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
+        state: dict[str, Tensor] = {}
+
+        def on_indices(idx: Tensor, _hook) -> None:  # (B, T, k)
+            state["idx"] = idx
+
+        def on_hidden(act: Tensor, _hook) -> Tensor:  # (B, T, E * d_expert)
+            idx = state.pop("idx")
+            n_experts = self.n_units // self.d_expert
+            routed = torch.zeros(*idx.shape[:-1], n_experts, dtype=torch.bool, device=act.device)
+            routed.scatter_(-1, idx, True)
+            routed = routed.repeat_interleave(self.d_expert, -1)  # (B, T, E * d_expert)
+            k = keep.view(keep.shape[0], 1, self.n_units)
+            m = mean.to(act.dtype)
+            new = (
+                torch.where(k, act, m) if k.dtype == torch.bool else m + k.to(act.dtype) * (act - m)
+            )
+            return torch.where(routed, new, act)
+
+        return [
+            (f"blocks.{self.layer}.mlp.hook_expert_indices", on_indices),
+            (self.hook, on_hidden),
+        ]

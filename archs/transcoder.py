@@ -26,8 +26,8 @@ Training aids:
 - Unit-norm decoder: the gradient of W_dec has its component parallel to each row
   removed in the backward pass (SAELens, OpenAI), and `normalize_decoder()`, called
   after every optimizer step (`after_optimizer_step()`, the FFN contract's hook,
-  which training.module calls right after each step; `normalize_decoders(model)`
-  walks a whole model), puts the rows back on the sphere.
+  which training.module calls right after each step through the model's
+  `after_optimizer_step`), puts the rows back on the sphere.
 - Dead latents: `tokens_since_fired` counts, in training forward passes, the tokens
   since each latent was last nonzero; past `dead_after_tokens` a latent is dead.
 - AuxK (Gao et al. 2024): the top-aux_k dead latents model the residual error. When
@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from glassbox.archs.errors import ConfigError, check_non_negative, check_positive
 from glassbox.archs.ffn import FFN, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
+from glassbox.archs.units import HookUnits, UnitGroup
 
 ACTIVATIONS = ("topk", "batchtopk", "jumprelu")
 
@@ -184,6 +185,7 @@ class Transcoder(FFN):
 
     unit_name = "latent"
     unit_hooks = ("hook_latents",)
+    sparse_units = True
 
     def __init__(self, d_model: int, cfg: FFNConfig | TranscoderConfig):
         super().__init__()
@@ -211,6 +213,28 @@ class Transcoder(FFN):
     @classmethod
     def check_config(cls, cfg: FFNConfig, prefix: str) -> None:
         check_transcoder_config(cfg.transcoder, f"{prefix}.transcoder")
+
+    def unit_groups(self, layer: int) -> list[UnitGroup]:
+        """The latents of hook_latents: each reads its W_enc column and bias (and its
+        JumpReLU threshold) and writes its W_dec row."""
+        extra = 1 if self.cfg.activation == "jumprelu" else 0
+        return [
+            HookUnits(
+                name=f"blocks.{layer}.mlp.latents",
+                layer=layer,
+                kind=self.unit_name,
+                n_units=self.d_latent,
+                params_per_unit=2 * self.d_model + 1 + extra,
+                hook=f"blocks.{layer}.mlp.hook_latents",
+                write=lambda: self.W_dec,
+            )
+        ]
+
+    @classmethod
+    def describe(cls, cfg: FFNConfig) -> str:
+        t = cfg.transcoder
+        skip = ", with a linear skip" if t.skip else ""
+        return f"a transcoder of {t.d_latent} latents, {t.activation} with k = {t.k}{skip}"
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -342,11 +366,3 @@ class Transcoder(FFN):
         if t.activation != "jumprelu":
             s += f", k={t.k}"
         return s + (", skip=True" if t.skip else "")
-
-
-def normalize_decoders(model: nn.Module) -> None:
-    """Call `normalize_decoder()` on every transcoder inside `model`; the trainer's
-    hook for after each optimizer step."""
-    for m in model.modules():
-        if isinstance(m, Transcoder):
-            m.normalize_decoder()

@@ -15,10 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import glassbox.archs.moe as moe_mod
+import glassbox.archs.experts as experts_mod
 from glassbox.analysis.circuits import (
-    ExpertHiddenUnits,
-    ExpertUnits,
     circuit_for_skill,
     circuit_report,
     faithfulness,
@@ -30,7 +28,8 @@ from glassbox.analysis.circuits import (
 )
 from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
 from glassbox.archs.hooks import HookPoint
-from glassbox.archs.moe import ablate_experts, expert_means
+from glassbox.archs.moe import ExpertHiddenUnits, ExpertUnits, expert_means
+from glassbox.archs.moe_interventions import ablate_experts
 from glassbox.training.data import DataConfig, build_datasets, collate
 from glassbox.training.skill_scores import shifted_token_loss
 
@@ -260,7 +259,7 @@ def moe_model(vocab: int = 40) -> Transformer:
 def test_expert_units_equal_ablate_experts():
     model = moe_model()
     batches = random_batches(40)
-    groups = unit_groups(model, include_heads=False, moe_units="expert")
+    groups = unit_groups(model, include_heads=False, level=1)
     assert [type(g) for g in groups] == [ExpertUnits, ExpertUnits]
     assert groups[0].params_per_unit == model.blocks[0].mlp.expert_params()
     means = unit_means(model, batches, groups)
@@ -358,40 +357,13 @@ def test_chunked_forwards_give_the_same_numbers():
     assert sd.input_ids.shape == (4, 4) and sd.n_tokens == 4  # cut after the last answer
 
 
-class ToyFFN(torch.nn.Module):
-    """A kind this module does not know, with one unit hook (the FFN contract)."""
-
-    unit_name = "unit"
-    unit_hooks = ("hook_h",)
-
-    def __init__(self):
-        super().__init__()
-        self.W_in, self.W_out = torch.nn.Linear(D, 5), torch.nn.Linear(5, D)
-        self.hook_h = HookPoint()
-
-    def forward(self, x):
-        return self.W_out(self.hook_h(torch.relu(self.W_in(x))))
-
-
-def test_an_unknown_ffn_kind_gets_units_from_its_contract():
-    model = neuron_model({N1: (A1, T1), N2: (A2, T2)})
-    model.blocks[0].mlp = ToyFFN()
-    model.setup_hooks()
-    with pytest.warns(UserWarning, match="parameters per unit unknown"):
-        groups = unit_groups(model)
-    assert (groups[1].kind, groups[1].n_units, groups[1].hook) == ("unit", 5, "blocks.0.mlp.hook_h")
-    batches = skill0_batches()
-    res = circuit_for_skill(model, batches, 0, groups, unit_means(model, batches, groups))
-    assert 1 <= res.size <= 7 and res.total == 7
-
-
 # ------------------------------------------------------------ expert hidden units
 
 
 @pytest.mark.parametrize("padded", [False, True], ids=["grouped", "padded"])
 def test_expert_hidden_hook_that_changes_nothing_changes_nothing(monkeypatch, padded):
     if padded:  # the padded-bmm dispatch in place of grouped_mm
-        monkeypatch.setattr(moe_mod, "_grouped_mm_applies", lambda x, w: False)
+        monkeypatch.setattr(experts_mod, "_grouped_mm_applies", lambda x, w: False)
     model = moe_model()
     tokens = torch.randint(1, 40, (3, 9), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -482,20 +454,21 @@ def test_moe_unit_groups_and_report_in_hidden_units_and_in_experts():
     assert [(g.kind, g.n_units) for g in groups] == [("head", 4), ("expert_hidden", 6 * 16)] * 2
     assert groups[1].params_per_unit == 3 * 32  # W_gate and W_in columns, W_out row
     assert groups[1].n_units * groups[1].params_per_unit == moe.n_experts * moe.expert_params()
-    coarse = unit_groups(model, moe_units="expert")
+    coarse = unit_groups(model, level=1)
     assert [type(g) for g in coarse[1::2]] == [ExpertUnits, ExpertUnits]
-    with pytest.raises(ValueError, match="moe_units"):
-        unit_groups(model, moe_units="neurons")
+    assert unit_groups(model, level=5) == coarse  # a kind's coarsest past its last level
+    with pytest.raises(ValueError, match="level"):
+        unit_groups(model, level=-1)
     batches = random_batches(40)
     report = circuit_report(model, batches, skill_names=["a", "b"], n_grid=4, min_gap=0.0)
-    assert set(report) == set(report.expert) == {"a", "b"}
-    assert report["a"].total == 2 * (4 + 96) and report.expert["a"].total == 2 * (4 + 6)
+    assert set(report) == set(report.coarse) == {"a", "b"} and report.coarse_kind == "expert"
+    assert report["a"].total == 2 * (4 + 96) and report.coarse["a"].total == 2 * (4 + 6)
     flat = report.to_dict()
     assert flat["circuit_size.a"] == report["a"].size
-    assert flat["circuit_size_expert.a"] == report.expert["a"].size
+    assert flat["circuit_size_expert.a"] == report.coarse["a"].size
     assert {"circuit_auc_expert", "circuit_fraction_expert"} <= set(flat)
     fine = [u for u in report["a"].units if u[0].endswith("expert_hidden")]
     assert all(0 <= j < 96 for _, j in fine)
     # a dense model has no expert-level report and no _expert keys
     dense = circuit_report(neuron_model({N1: (A1, T1), N2: (A2, T2)}), skill0_batches())
-    assert dense.expert is None and not any("_expert" in key for key in dense.to_dict())
+    assert dense.coarse is None and not any("_expert" in key for key in dense.to_dict())

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import glassbox.archs.moe as moe_mod
+import glassbox.archs.experts as experts_mod
 from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
 from glassbox.archs.ffn import build_ffn
 from glassbox.training.train import train
@@ -95,14 +95,14 @@ def dispatch(request, monkeypatch):
     (which CUDA takes for fp32 inputs, where the dtype bug lived). Yields the list of
     paths the layer actually took, to check that the pinned one ran."""
     taken: list[bool] = []
-    applies = moe_mod._grouped_mm_applies
+    applies = experts_mod._grouped_mm_applies
 
     def spy(x, w):
         ok = applies(x, w) if request.param == "grouped" else False
         taken.append(ok)
         return ok
 
-    monkeypatch.setattr(moe_mod, "_grouped_mm_applies", spy)
+    monkeypatch.setattr(experts_mod, "_grouped_mm_applies", spy)
     yield request.param, taken
 
 
@@ -245,7 +245,7 @@ def test_train_bf16_mixed_moe(tmp_path, monkeypatch, kind):
     """The command of the bug report, on the CPU and on the padded path that CUDA
     takes for fp32 inputs: `glassbox train configs/moe.yaml trainer.precision=bf16-mixed`
     runs its steps and exports."""
-    monkeypatch.setattr(moe_mod, "_grouped_mm_applies", lambda x, w: False)
+    monkeypatch.setattr(experts_mod, "_grouped_mm_applies", lambda x, w: False)
     moe = [
         "model.ffn.kind=moe",
         "model.ffn.moe.n_experts=4",

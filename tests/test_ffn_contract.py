@@ -29,6 +29,7 @@ from glassbox.archs.config import (
 from glassbox.archs.ffn import FFN, ffn_kinds, register_ffn, unregister_ffn
 from glassbox.archs.hooks import HookPoint
 from glassbox.archs.routing import ROUTERS, PooledRouter, ReLURouter, SoftmaxRouter
+from glassbox.archs.units import HookUnits, UnitGroup
 from glassbox.training.config import OptimConfig, to_dict
 from glassbox.training.module import LMModule
 
@@ -70,6 +71,20 @@ class ToyFFN(FFN):
 
     def after_optimizer_step(self) -> None:
         self.steps += 1
+
+    def unit_groups(self, layer: int) -> list[UnitGroup]:
+        """Its hidden units: each reads a W_in row and writes a W_out column."""
+        return [
+            HookUnits(
+                name=f"blocks.{layer}.mlp.toy_units",
+                layer=layer,
+                kind=self.unit_name,
+                n_units=self.W_in.out_features,
+                params_per_unit=2 * self.W_in.in_features,
+                hook=f"blocks.{layer}.mlp.hook_hidden",
+                write=lambda: self.W_out.weight.T,
+            )
+        ]
 
 
 @pytest.fixture

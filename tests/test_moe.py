@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import glassbox.archs.moe as moe_mod
+import glassbox.archs.experts as experts_mod
 from glassbox.archs import (
     ConfigError,
     FFNConfig,
@@ -19,14 +19,9 @@ from glassbox.archs import (
     save_pretrained,
 )
 from glassbox.archs.dense import DenseMLP
-from glassbox.archs.moe import (
-    MoE,
-    ablate_experts,
-    expert_means,
-    force_routing,
-    grouped_matmul,
-    moe_layers,
-)
+from glassbox.archs.experts import grouped_matmul
+from glassbox.archs.moe import MoE, expert_means, moe_layers
+from glassbox.archs.moe_interventions import ablate_experts, force_routing
 from glassbox.archs.routing import ReLURouter
 
 
@@ -113,7 +108,7 @@ def test_grouped_matmul_paths_agree_with_loop():
 
 
 def test_padded_fallback_layer_matches_reference(monkeypatch):
-    monkeypatch.setattr(moe_mod, "_grouped_mm_applies", lambda x, w: False)
+    monkeypatch.setattr(experts_mod, "_grouped_mm_applies", lambda x, w: False)
     torch.manual_seed(3)
     moe = make_moe(n_experts=8, k=2, d_expert=8)
     x = torch.randn(2, 5, 16)

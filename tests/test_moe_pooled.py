@@ -17,7 +17,8 @@ from glassbox.archs import (
     save_pretrained,
 )
 from glassbox.archs.kv_cache import KVCache
-from glassbox.archs.moe import MoE, remove_experts
+from glassbox.archs.moe import MoE
+from glassbox.archs.moe_interventions import remove_experts
 from glassbox.archs.routing import PooledRouter
 from tests.skill_pools import cue, pool_of, self_consistent_batches, skill_pool_model
 

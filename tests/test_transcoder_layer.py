@@ -18,7 +18,7 @@ from glassbox.archs import (
     load_pretrained,
     save_pretrained,
 )
-from glassbox.archs.transcoder import Transcoder, normalize_decoders
+from glassbox.archs.transcoder import Transcoder
 
 
 def tc(d_model=16, **kw) -> Transcoder:
@@ -138,7 +138,7 @@ def test_decoder_gradient_is_tangent_and_normalize_restores_unit_rows():
     assert m.W_dec.grad.abs().sum() > 0
     with torch.no_grad():
         m.W_dec.mul_(torch.rand(64, 1) + 0.5)
-    normalize_decoders(torch.nn.Sequential(m))
+    m.after_optimizer_step()
     torch.testing.assert_close(m.W_dec.norm(dim=-1), torch.ones(64))
 
 
@@ -285,7 +285,7 @@ def test_model_with_transcoder_ffn_trains(kw):
         opt.zero_grad()
         (loss + sum(aux.values())).backward()
         opt.step()
-        normalize_decoders(model)
+        model.after_optimizer_step(1, 1)  # as the training loop does
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0]
     for b in model.blocks:

@@ -1,0 +1,150 @@
+"""Readable units: what the analysis reads, counts, ablates and traces in a model.
+
+A `UnitGroup` is one family of readable units of one layer: `n_units` units called
+`kind` ("neuron", "latent", "head", "expert", "expert_hidden", or a new kind's
+name), each reading and writing `params_per_unit` parameters. It says
+
+    mean(model, batches)    what a mean-ablation substitutes (shaped as hooks wants)
+    hooks(mean, keep)       hooks that keep the units `keep` says and put the mean
+                            (or zero: pass zeros) at the others, one keep-mask per
+                            batch row if asked, differentiable in a float mask
+    directions(model, ...)  (n_units, d_model): what one unit writes into the
+                            residual stream per unit of its activation, or None
+
+Every FFN kind lists its groups in its own file (`FFN.unit_groups(layer)`, archs/ffn.py),
+its finest first; the attention heads are `head_units`. A family whose units sit
+on the third axis of one hook point's activation is a `HookUnits` with that hook;
+a kind with another layout (a MoE's experts) subclasses `UnitGroup`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
+
+
+@dataclass
+class UnitGroup(ABC):
+    """A family of readable units of one layer (the module docstring)."""
+
+    name: str  # unique in the model, e.g. "blocks.0.mlp.neurons"
+    layer: int
+    kind: str  # neuron | latent | head | expert | expert_hidden | a new kind's unit
+    n_units: int
+    params_per_unit: int
+
+    @abstractmethod
+    def mean(self, model, batches: Iterable[Mapping[str, Tensor]]) -> Tensor:
+        """The means the ablation substitutes, shaped as `hooks` wants them."""
+
+    @abstractmethod
+    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
+        """Hooks that keep the units `keep` says and mean-ablate the others.
+
+        keep: (R, n_units), R = 1 (every row of the batch) or R = the batch size (a
+        mask per row). bool: True keeps the clean value, False puts the mean. float:
+        m interpolates, act' = mean + m (act - mean) (differentiable in m)."""
+
+    def directions(self, model, batches: Sequence[Mapping[str, Tensor]] = ()) -> Tensor | None:
+        """(n_units, d_model): what each unit writes into the residual stream per unit
+        of its activation; None where a unit has no one direction (a head)."""
+        return None
+
+
+@dataclass
+class HookUnits(UnitGroup):
+    """Units on the third axis of a hook point's activation, (B, T, n_units, ...):
+    neurons, latents, heads (hook_z's d_head axis goes with its head). `write`, if
+    given, returns the units' (n_units, d_model) write directions."""
+
+    hook: str = ""
+    write: Callable[[], Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def mean(self, model, batches) -> Tensor:
+        return hook_means(model, batches, [self.hook])[self.hook]
+
+    def hooks(self, mean: Tensor, keep: Tensor) -> list[Hook]:
+        def fn(act: Tensor, _hook) -> Tensor:
+            k = keep.view(keep.shape[0], 1, self.n_units, *([1] * (act.dim() - 3)))
+            m = mean.to(act.dtype)
+            if k.dtype == torch.bool:
+                return torch.where(k, act, m)
+            return m + k.to(act.dtype) * (act - m)
+
+        return [(self.hook, fn)]
+
+    def directions(self, model, batches=()) -> Tensor | None:
+        return None if self.write is None else self.write()
+
+
+def head_units(model, layer: int) -> HookUnits:
+    """The attention heads of a layer: one unit each, all d_head dims of hook_z
+    together, reading W_Q, W_K, W_V and writing W_O (4 d_head d_model parameters)."""
+    attn = model.blocks[layer].attn
+    return HookUnits(
+        name=f"blocks.{layer}.attn.heads",
+        layer=layer,
+        kind="head",
+        n_units=attn.n_heads,
+        params_per_unit=4 * attn.d_head * model.cfg.d_model,
+        hook=f"blocks.{layer}.attn.hook_z",
+    )
+
+
+def real_tokens(batch: Mapping[str, Tensor] | Tensor, device) -> tuple[Tensor, Tensor]:
+    """(ids, real) of a batch (a dict with input_ids and maybe attention_mask, or a
+    (B, T) tensor) on `device`: the tokens and the (B, T) mask of non-padding ones."""
+    if isinstance(batch, Mapping):
+        ids, att = batch["input_ids"], batch.get("attention_mask")
+    else:
+        ids, att = batch, None
+    ids = ids.to(device)
+    real = att.bool() if att is not None else torch.ones_like(ids, dtype=torch.bool)
+    return ids, real.to(device)
+
+
+@torch.no_grad()
+def hook_means(model, batches, names: Sequence[str]) -> dict[str, Tensor]:
+    """Mean over the real tokens of every batch of each hook's activation,
+    (B, T, *shape) -> shape, in float32 on the model's device."""
+    sums: dict[str, Tensor] = {}
+    count = 0
+    for batch in batches:
+        ids, real = real_tokens(batch, model.device)
+        _, cache = model.run_with_cache(ids, names_filter=list(names))
+        for n in names:
+            s = cache[n][real].float().sum(0)
+            sums[n] = sums[n] + s if n in sums else s
+        count += int(real.sum())
+    return {n: s / max(count, 1) for n, s in sums.items()}
+
+
+def unit_groups(model, include_heads: bool = True, include_ffn: bool = True) -> list[UnitGroup]:
+    """The readable units of every layer, in forward order: the heads, then each
+    FFN kind's groups (`FFN.unit_groups`), its finest first."""
+    groups: list[UnitGroup] = []
+    for i, block in enumerate(model.blocks):
+        if include_heads:
+            groups.append(head_units(model, i))
+        if include_ffn:
+            groups.extend(block.mlp.unit_groups(i))
+    return groups
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The body runs with the model in eval mode; its mode is restored on exit."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
