@@ -31,7 +31,9 @@ from omegaconf import OmegaConf
 
 from glassbox.archs.checkpoint import CARD, CONFIG, FILES
 from glassbox.archs.checkpoint import model_card as checkpoint_card
+from glassbox.archs.config import model_config_from_dict
 from glassbox.archs.errors import ArgumentError, CheckpointError, one_line
+from glassbox.archs.ffn import FFN_REGISTRY
 from glassbox.archs.writes import (
     OutputError,
     atomic_write_dir,
@@ -94,23 +96,8 @@ def training_curve(metrics_csv: Path, png: Path) -> Path:
 def describe(config: Mapping[str, Any]) -> str:
     """One sentence on what the model is, from its config.yaml."""
     model = config["model"]
-    ffn = model["ffn"]
-    kind = ffn["kind"]
-    if kind == "moe":
-        m = ffn["moe"]
-        slot = (
-            f"a mixture of {m['n_experts']} experts of width {m['d_expert']}, {m['k']} active "
-            f"per token, {m['router']} router"
-        )
-        if m["router"] == "pooled":
-            slot += f" (each sequence's tokens inside a pool of {m['pool_size']} experts)"
-    elif kind == "transcoder":
-        t = ffn["transcoder"]
-        slot = f"a transcoder of {t['d_latent']} latents, {t['activation']} with k = {t['k']}" + (
-            ", with a linear skip" if t.get("skip") else ""
-        )
-    else:
-        slot = f"a dense {ffn['activation']} MLP of width {ffn['d_ff']}"
+    ffn = model_config_from_dict(model).ffn
+    slot = FFN_REGISTRY[ffn.kind].describe(ffn)  # the kind's own phrase (archs/ffn.py)
     ws = model.get("weight_sparsity") or {}
     if ws.get("target_density", 1.0) < 1.0:
         slot += (
