@@ -29,6 +29,7 @@ import torch
 
 from glassbox.archs.config import FFNConfig, MoEConfig
 from glassbox.archs.dense import DenseMLP
+from glassbox.archs.export.mixtral import mixtral_experts
 from glassbox.archs.moe import MoE
 
 
@@ -56,9 +57,9 @@ def build(d_model: int, n_experts: int, k: int, d_expert: int):
         hf = MixtralSparseMoeBlock(cfg)
         with torch.no_grad():  # same function as ours: HF stores (E, out, in)
             hf.gate.weight.copy_(ours.W_router.weight)
-            gate_up = torch.cat([ours.W_gate.weight, ours.W_in.weight], dim=-1)
-            hf.experts.gate_up_proj.copy_(gate_up.transpose(1, 2))
-            hf.experts.down_proj.copy_(ours.W_out.weight.transpose(1, 2))
+            gate_up, down = mixtral_experts(ours.W_gate.weight, ours.W_in.weight, ours.W_out.weight)
+            hf.experts.gate_up_proj.copy_(gate_up)
+            hf.experts.down_proj.copy_(down)
         contenders[f"hf-{impl}"] = hf
     return contenders, ours
 

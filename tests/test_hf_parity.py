@@ -15,57 +15,16 @@ transformers = pytest.importorskip("transformers")
 from glassbox.archs import FFNConfig, ModelConfig, Transformer, load_pretrained, save_pretrained  # noqa: E402
 from glassbox.archs.export import ExportError, export_hf, from_hf_llama, to_hf_llama  # noqa: E402
 from glassbox.archs.export.hf import name_map  # noqa: E402
+from tests.random_models import BACKBONES, random_model, random_tokens  # noqa: E402
 
 ATOL = 1e-5
 
 CONFIGS = {
-    # multi-head attention, untied embeddings
-    "mha": ModelConfig(vocab_size=101, d_model=64, n_layers=2, n_heads=4, ffn=FFNConfig(d_ff=96)),
-    # grouped-query attention, tied embeddings, odd vocabulary
-    "gqa_tied": ModelConfig(
-        vocab_size=67,
-        d_model=64,
-        n_layers=3,
-        n_heads=8,
-        n_kv_heads=2,
-        tie_embeddings=True,
-        ffn=FFNConfig(d_ff=80),
-    ),
-    # multi-query attention, another rotary base and epsilon, MLP biases (Llama's mlp_bias)
-    "mqa_bias": ModelConfig(
-        vocab_size=257,
-        d_model=48,
-        n_layers=2,
-        n_heads=6,
-        n_kv_heads=1,
-        rope_theta=500.0,
-        norm_eps=1e-6,
-        max_seq_len=64,
-        ffn=FFNConfig(d_ff=72, bias=True),
-    ),
+    "mha": ModelConfig(**BACKBONES["mha"], ffn=FFNConfig(d_ff=96)),
+    "gqa_tied": ModelConfig(**BACKBONES["gqa_tied"], ffn=FFNConfig(d_ff=80)),
+    # with MLP biases (Llama's mlp_bias)
+    "mqa_bias": ModelConfig(**BACKBONES["mqa"], ffn=FFNConfig(d_ff=72, bias=True)),
 }
-
-
-def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
-    """A model whose every parameter is random: norm weights and biases too, so
-    that a swapped or dropped tensor in the conversion changes the logits."""
-    torch.manual_seed(seed)
-    cfg = ModelConfig(**{**cfg.__dict__, "init_std": 0.08})
-    model = Transformer(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.copy_(
-                    1.0 + 0.3 * torch.randn_like(p)
-                    if name.endswith(".w")
-                    else torch.randn_like(p) * 0.1
-                )
-    return model.eval()
-
-
-def tokens(cfg: ModelConfig, B: int = 3, T: int = 17, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, cfg.vocab_size, (B, T), generator=g)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -73,7 +32,7 @@ def test_to_hf_logits_equal(name):
     model = random_model(CONFIGS[name])
     hf = to_hf_llama(model)
     assert hf.config._attn_implementation == "sdpa"
-    x = tokens(model.cfg)
+    x = random_tokens(model.cfg)
     with torch.no_grad():
         ours, theirs = model(x), hf(x).logits
     assert ours.abs().max() > 0.1  # logits are not trivially small
@@ -93,7 +52,7 @@ def test_from_hf_logits_equal(name):
     model = from_hf_llama(hf)
     assert model.cfg.kv_heads == hf_config.num_key_value_heads
     assert model.cfg.tie_embeddings == hf_config.tie_word_embeddings
-    x = tokens(model.cfg, seed=4)
+    x = random_tokens(model.cfg, seed=4)
     with torch.no_grad():
         torch.testing.assert_close(model(x), hf(x).logits, atol=ATOL, rtol=0)
 
@@ -127,7 +86,7 @@ def test_left_padding_equal(name):
     hf = to_hf_llama(model)
     lengths = [9, 4, 7]
     T = max(lengths)
-    x = tokens(model.cfg, B=3, T=T, seed=5)
+    x = random_tokens(model.cfg, B=3, T=T, seed=5)
     mask = torch.zeros(3, T, dtype=torch.long)
     for b, n in enumerate(lengths):
         mask[b, : T - n] = 0
@@ -199,7 +158,7 @@ def test_export_dir_loads_with_from_pretrained(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
     hf = transformers.LlamaForCausalLM.from_pretrained(out).eval()
-    x = tokens(model.cfg, seed=9)
+    x = random_tokens(model.cfg, seed=9)
     with torch.no_grad():
         torch.testing.assert_close(model(x), hf(x).logits, atol=ATOL, rtol=0)
 
@@ -217,7 +176,7 @@ def test_export_from_checkpoint_path(tmp_path):
     hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     assert isinstance(hf, transformers.LlamaForCausalLM)
     assert not (out / "tokenizer.json").exists()  # the checkpoint has none
-    x = tokens(model.cfg, seed=10)
+    x = random_tokens(model.cfg, seed=10)
     with torch.no_grad():
         torch.testing.assert_close(
             load_pretrained(tmp_path / "ckpt")(x), hf(x).logits, atol=ATOL, rtol=0

@@ -15,10 +15,11 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, Transformer, load_pretrained  # noqa: E402
+from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, load_pretrained  # noqa: E402
 from glassbox.archs.export import ExportError, export_hf, hf_mixtral_config, to_hf  # noqa: E402
 from glassbox.archs.export.mixtral import name_map, to_hf_mixtral  # noqa: E402
 from glassbox.cli import main  # noqa: E402
+from tests.random_models import BACKBONES, random_model, random_tokens  # noqa: E402
 from tests.tiny_checkpoints import tiny_checkpoint  # noqa: E402
 
 ATOL = 1e-4  # float32 logits, ours vs Mixtral's (measured below 1e-5 on these models)
@@ -29,56 +30,24 @@ def moe_cfg(**moe) -> FFNConfig:
 
 
 CONFIGS = {
-    # multi-head attention, untied embeddings, 6 experts top-2
-    "mha": ModelConfig(vocab_size=101, d_model=64, n_layers=2, n_heads=4, ffn=moe_cfg()),
-    # grouped-query attention, tied embeddings, top-1 (the weight renormalises to 1)
+    # 6 experts top-2
+    "mha": ModelConfig(**BACKBONES["mha"], ffn=moe_cfg()),
+    # top-1 (the weight renormalises to 1)
     "gqa_tied_top1": ModelConfig(
-        vocab_size=67,
-        d_model=48,
-        n_layers=3,
-        n_heads=6,
-        n_kv_heads=2,
-        tie_embeddings=True,
-        ffn=moe_cfg(n_experts=4, k=1, d_expert=16),
-    ),  # fmt: skip
-    # every expert on every token (k = n_experts), another rotary base and epsilon
-    "dense_routing": ModelConfig(
-        vocab_size=50,
-        d_model=32,
-        n_layers=2,
-        n_heads=2,
-        rope_theta=500.0,
-        norm_eps=1e-6,
-        max_seq_len=64,
-        ffn=moe_cfg(n_experts=3, k=3, d_expert=8),
-    ),  # fmt: skip
+        **BACKBONES["gqa_tied"], ffn=moe_cfg(n_experts=4, k=1, d_expert=16)
+    ),
+    # every expert on every token (k = n_experts)
+    "dense_routing": ModelConfig(**BACKBONES["mqa"], ffn=moe_cfg(n_experts=3, k=3, d_expert=8)),
 }
-
-
-def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
-    """Every parameter random, norm weights too, and router logits spread widely
-    (so that top-k choices are far from ties and a swapped expert changes logits)."""
-    torch.manual_seed(seed)
-    model = Transformer(dataclasses.replace(cfg, init_std=0.08))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.copy_(1.0 + 0.3 * torch.randn_like(p))
-            elif "W_router" in name:
-                p.mul_(10)
-    return model.eval()
-
-
-def tokens(cfg: ModelConfig, B: int = 3, T: int = 17, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, cfg.vocab_size, (B, T), generator=torch.Generator().manual_seed(seed))
+ROUTER_SCALE = 10.0  # router logits spread widely: top-k choices far from ties
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_logits_equal(name):
-    model = random_model(CONFIGS[name])
+    model = random_model(CONFIGS[name], router_scale=ROUTER_SCALE)
     hf = to_hf(model)
     assert isinstance(hf, transformers.MixtralForCausalLM)
-    x = tokens(model.cfg)
+    x = random_tokens(model.cfg)
     with torch.no_grad():
         ours, theirs = model(x), hf(x).logits
     assert ours.abs().max() > 0.1
@@ -86,18 +55,18 @@ def test_logits_equal(name):
 
 
 def test_config_fields():
-    model = random_model(CONFIGS["gqa_tied_top1"])
+    model = random_model(CONFIGS["gqa_tied_top1"], router_scale=ROUTER_SCALE)
     c = hf_mixtral_config(model)
     assert c.model_type == "mixtral"
     assert (c.num_local_experts, c.num_experts_per_tok, c.intermediate_size) == (4, 1, 16)
-    assert (c.num_attention_heads, c.num_key_value_heads, c.head_dim) == (6, 2, 8)
+    assert (c.num_attention_heads, c.num_key_value_heads, c.head_dim) == (8, 2, 8)
     assert c.router_jitter_noise == 0.0 and c.output_router_logits is False
     assert c.sliding_window is None and c.hidden_act == "silu" and c.tie_word_embeddings
 
 
 def test_every_weight_is_mapped_and_copied():
     cfg = CONFIGS["mha"]
-    model = random_model(cfg)
+    model = random_model(cfg, router_scale=ROUTER_SCALE)
     experts = {f"blocks.{i}.mlp.{w}.weight" for i in range(2) for w in ("W_gate", "W_in", "W_out")}
     mapped = {a for a, _ in name_map(cfg)} | experts
     assert mapped == {n for n, _ in model.named_parameters()}
@@ -127,7 +96,7 @@ def _greedy_equal(model, hf, prompts, n_new):
 
 
 def test_greedy_generation_equal_random():
-    model = random_model(CONFIGS["mha"], seed=7)
+    model = random_model(CONFIGS["mha"], seed=7, router_scale=ROUTER_SCALE)
     hf = to_hf(model)
     g = torch.Generator().manual_seed(8)
     prompts = [torch.randint(1, 101, (n,), generator=g).tolist() for n in (6, 3, 5)]
@@ -216,7 +185,9 @@ def test_refuses_residual_topk(tmp_path):
 def test_cli_refusal_is_one_line(tmp_path, capsys):
     from glassbox.archs import save_pretrained
 
-    relu = random_model(dataclasses.replace(CONFIGS["mha"], ffn=moe_cfg(router="relu")))
+    relu = random_model(
+        dataclasses.replace(CONFIGS["mha"], ffn=moe_cfg(router="relu")), router_scale=ROUTER_SCALE
+    )
     save_pretrained(relu, tmp_path / "relu")
     assert main(["export", str(tmp_path / "relu"), "--to", "hf", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()

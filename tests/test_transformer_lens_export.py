@@ -13,40 +13,20 @@ pytest.importorskip("transformer_lens.model_bridge.sources")
 
 from glassbox.archs import FFNConfig, ModelConfig, Transformer  # noqa: E402
 from glassbox.archs.export import TL_HOOK_NAMES, ExportError, tl_hook_name, to_transformer_lens  # noqa: E402
+from tests.random_models import BACKBONES, random_model, random_tokens  # noqa: E402
 
 ATOL = 1e-4
 
 
-def random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
-    """Every parameter random, norm weights included: a norm output then differs
-    from x / rms(x), so a hook mapped to the wrong side of a norm is caught."""
-    torch.manual_seed(seed)
-    model = Transformer(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(0.3 * torch.randn_like(p))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def gqa_pair():
-    cfg = ModelConfig(
-        vocab_size=67,
-        d_model=64,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        init_std=0.08,
-        ffn=FFNConfig(d_ff=96),
-    )
-    model = random_model(cfg)
+    model = random_model(ModelConfig(**BACKBONES["gqa_tied"], ffn=FFNConfig(d_ff=96)))
     return model, to_transformer_lens(model)
 
 
 def test_logits_equal_gqa(gqa_pair):
     model, bridge = gqa_pair
-    x = torch.randint(0, model.cfg.vocab_size, (2, 11), generator=torch.Generator().manual_seed(1))
+    x = random_tokens(model.cfg, B=2, T=11, seed=1)
     with torch.no_grad():
         ours, theirs = model(x), bridge(x)
     assert ours.abs().max() > 0.1
@@ -54,19 +34,16 @@ def test_logits_equal_gqa(gqa_pair):
 
 
 def test_logits_equal_mha_tied():
-    cfg = ModelConfig(
-        vocab_size=50, d_model=48, n_layers=2, n_heads=6, tie_embeddings=True, init_std=0.08
-    )
-    model = random_model(cfg, seed=2)
+    model = random_model(ModelConfig(**BACKBONES["mha"], tie_embeddings=True), seed=2)
     bridge = to_transformer_lens(model)
-    x = torch.randint(0, 50, (3, 9), generator=torch.Generator().manual_seed(3))
+    x = random_tokens(model.cfg, B=3, T=9, seed=3)
     with torch.no_grad():
         torch.testing.assert_close(bridge(x), model(x), atol=ATOL, rtol=0)
 
 
 def test_every_hook_maps_onto_tl(gqa_pair):
     model, bridge = gqa_pair
-    x = torch.randint(0, model.cfg.vocab_size, (2, 11), generator=torch.Generator().manual_seed(4))
+    x = random_tokens(model.cfg, B=2, T=11, seed=4)
     with torch.no_grad():
         _, ours = model.run_with_cache(x)
         _, theirs = bridge.run_with_cache(x)
@@ -92,7 +69,7 @@ def test_hook_name_table():
 def test_patching_through_tl_name_changes_the_same_way(gqa_pair):
     """Zero-ablating a hook by our name and by its TL name gives equal logits."""
     model, bridge = gqa_pair
-    x = torch.randint(0, model.cfg.vocab_size, (1, 8), generator=torch.Generator().manual_seed(5))
+    x = random_tokens(model.cfg, B=1, T=8, seed=5)
 
     def zero(act, hook):
         return torch.zeros_like(act)
@@ -139,12 +116,12 @@ def test_exported_dir_boots_in_tl(tmp_path, monkeypatch):
     from glassbox.archs.export import export_transformer_lens
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the directory must be enough
-    model = random_model(ModelConfig(vocab_size=40, n_layers=2, n_kv_heads=2, init_std=0.08))
+    model = random_model(ModelConfig(vocab_size=40, n_layers=2, n_kv_heads=2))
     model.tokenizer = _word_tokenizer(40)
     save_pretrained(model, tmp_path / "ckpt")
     out = export_transformer_lens(str(tmp_path / "ckpt"), tmp_path / "tl")
     bridge = TransformerBridge.boot_transformers(str(out), device="cpu")
-    x = torch.randint(0, 40, (2, 7), generator=torch.Generator().manual_seed(6))
+    x = random_tokens(model.cfg, B=2, T=7, seed=6)
     with torch.no_grad():
         torch.testing.assert_close(bridge(x), model(x), atol=ATOL, rtol=0)
     assert bridge.to_tokens("w1 w2")[0].tolist() == [1, 5, 6]  # TL prepends <bos>

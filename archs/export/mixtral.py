@@ -27,6 +27,7 @@ inference); `router_aux_loss_coef` takes `moe.load_balance_weight` (training onl
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from glassbox.archs.config import FFNConfig, ModelConfig
 from glassbox.archs.export.backbone import attention_map, decoder_config_kwargs
@@ -109,6 +110,13 @@ def name_map(cfg: ModelConfig) -> list[tuple[str, str]]:
     return pairs
 
 
+def mixtral_experts(w_gate: Tensor, w_in: Tensor, w_out: Tensor) -> tuple[Tensor, Tensor]:
+    """Our experts' weights W_gate, W_in (E, d, d_expert) and W_out (E, d_expert, d) as
+    Mixtral's `experts.gate_up_proj` (E, 2 d_expert, d: [gate; up]) and
+    `experts.down_proj` (E, d, d_expert)."""
+    return torch.cat([w_gate, w_in], dim=-1).transpose(1, 2), w_out.transpose(1, 2)
+
+
 @torch.no_grad()
 def to_hf_mixtral(model: Transformer, attn_implementation: str = "sdpa"):
     """glassbox Transformer (softmax top-k SwiGLU MoE in every layer) ->
@@ -123,7 +131,9 @@ def to_hf_mixtral(model: Transformer, attn_implementation: str = "sdpa"):
         theirs[b].copy_(ours[a])
     for i in range(model.cfg.n_layers):
         mlp, hf_experts = f"blocks.{i}.mlp.", f"model.layers.{i}.mlp.experts."
-        gate_up = torch.cat([ours[mlp + "W_gate.weight"], ours[mlp + "W_in.weight"]], dim=-1)
-        theirs[hf_experts + "gate_up_proj"].copy_(gate_up.transpose(1, 2))  # (E, 2 d_e, d)
-        theirs[hf_experts + "down_proj"].copy_(ours[mlp + "W_out.weight"].transpose(1, 2))
+        gate_up, down = mixtral_experts(
+            ours[mlp + "W_gate.weight"], ours[mlp + "W_in.weight"], ours[mlp + "W_out.weight"]
+        )
+        theirs[hf_experts + "gate_up_proj"].copy_(gate_up)
+        theirs[hf_experts + "down_proj"].copy_(down)
     return hf.eval()
