@@ -5,7 +5,14 @@ spell it: `val_loss`, `interp.coverage`, `skills.{skill}.accuracy`), and says ho
 the report shows it: the column header, a one-line doc (the report's "Columns"
 section), the format, which table it belongs to, and whether higher is better
 (the frontier). The aggregation over seeds, every table of report.md and the
-aggregates in report.json read this list, so a new metric is one new entry.
+aggregates in report.json read this registry, so a new metric is one new entry.
+
+The entries live in `METRICS`, a registry (archs/registry.py: the idiom of the FFN
+kinds, routers and skills) named `<section>:<key>` (a key may be a column of two
+tables: `interpretability:interp.coverage`, `posthoc:interp.coverage`), in the order
+the report prints them. `register_metric(Metric(...))` adds one after the built-in
+ones and checks it where it is registered: its table is one of `SECTIONS`, its key
+holds at most one placeholder, and its header no other.
 
 A key may hold a `{name}` placeholder (`skills.{skill}.accuracy`): the entry stands
 for one column per name found in the runs, in sorted order (`expand`). An entry can
@@ -19,7 +26,9 @@ import re
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
+
+from glassbox.archs.registry import Registry
 
 # Tables of report.md, in the order the report prints them.
 CAPABILITY = "capability"
@@ -31,6 +40,18 @@ POSTHOC = "posthoc"  # per seed: the transcoders fitted post hoc to the dense ba
 BUDGET = "budget"  # what was held equal: aggregated, written to report.json, said in prose
 DOMAINS = "domains"  # text corpora: scores by domain (analysis.text_analysis), no ground truth
 PER_DOMAIN = "per_domain"  # text corpora: one table per score, a column per domain
+# every table an entry may name (checked where it is registered)
+SECTIONS = (
+    CAPABILITY,
+    INTERPRETABILITY,
+    SKILLS,
+    CIRCUITS,
+    TOOLS,
+    POSTHOC,
+    BUDGET,
+    DOMAINS,
+    PER_DOMAIN,
+)
 
 
 class Stat(TypedDict):
@@ -62,9 +83,14 @@ class Metric:
     headline: bool = False
 
     @property
+    def name(self) -> str:
+        """Its name in the registry: `<section>:<key>`."""
+        return f"{self.section}:{self.key}"
+
+    @property
     def placeholder(self) -> str | None:
         """The `{name}` in the key, if the entry is expanded per name."""
-        names = [f for _, f, _, _ in string.Formatter().parse(self.key) if f]
+        names = _placeholders(self.key)
         return names[0] if names else None
 
     def baseline(self, name: str) -> Metric:
@@ -101,7 +127,34 @@ class Metric:
         return f"{100 * x:.{self.digits}f}" if self.percent else f"{x:.{self.digits}f}"
 
 
-METRICS: tuple[Metric, ...] = (
+def _placeholders(text: str) -> list[str]:
+    return [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+
+
+def _check_metric(name: str, m: Any, config: type | None) -> None:
+    if not isinstance(m, Metric):
+        raise TypeError(f"metric {name!r}: {m!r} is not a glassbox.metrics.Metric")
+    if m.section not in SECTIONS:
+        raise ValueError(
+            f"metric {m.key!r}: section {m.section!r} is not one of {', '.join(SECTIONS)}"
+        )
+    held = _placeholders(m.key)
+    if len(held) > 1 or "" in held:
+        raise ValueError(f"metric {m.key!r}: a key holds at most one named placeholder")
+    if not set(_placeholders(m.header)) <= set(held):
+        raise ValueError(f"metric {m.key!r}: header {m.header!r} uses a placeholder the key lacks")
+
+
+# `<section>:<key>` -> Metric, in the order the report prints them
+METRICS: Registry[Metric] = Registry("metric", check=_check_metric)
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Put `metric` in its table of the report (after the entries registered before it)."""
+    return METRICS.register(metric.name, metric)
+
+
+_BUILT_IN: tuple[Metric, ...] = (
     # capability
     Metric("val_loss", "val loss", "mean cross-entropy of the loss-masked (answer) tokens, test split",
            higher_is_better=False, gap=True),
@@ -277,6 +330,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("train.tokens", "training tokens", section=BUDGET, higher_is_better=None, count=True),
     Metric("train.flops", "training FLOPs", section=BUDGET, higher_is_better=None, count=True),
 )  # fmt: skip
+for _metric in _BUILT_IN:
+    register_metric(_metric)
 
 
 def in_section(metrics: Iterable[Metric], section: str) -> list[Metric]:
@@ -286,7 +341,9 @@ def in_section(metrics: Iterable[Metric], section: str) -> list[Metric]:
 def expand(metrics: Iterable[Metric], keys: Iterable[str]) -> list[Metric]:
     """Each entry with a `{name}` placeholder becomes one entry per name whose key is
     among `keys` (sorted by name); the others stay as they are. Baselines follow
-    their metric."""
+    their metric. `metrics` may be the registry itself (its entries)."""
+    if isinstance(metrics, Registry):
+        metrics = metrics.values()
     keys = sorted(set(keys))
     out: list[Metric] = []
     for m in metrics:

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -208,7 +208,7 @@ class Report:
     config: Mapping[str, Any]  # the compare config, as report.json records it
     runs: tuple[RunResult, ...]
     posthoc: tuple[PostHocResult, ...] = ()
-    metrics: tuple[Metric, ...] = METRICS
+    metrics: tuple[Metric, ...] = field(default_factory=lambda: tuple(METRICS.values()))
 
     @property
     def path(self) -> Path:

@@ -17,6 +17,8 @@ from tokenizers import Tokenizer
 
 from glassbox.archs.errors import ConfigError
 from glassbox.archs.registry import Registry, UnknownName
+from glassbox.metrics import INTERPRETABILITY, METRICS, Metric, register_metric
+from glassbox.report import Report
 from glassbox.training.data import DataConfig, data_config_from_dict
 from glassbox.training.data.skills import SKILLS, Skill, register_skill
 from glassbox.training.data.vocab import tag_token
@@ -191,3 +193,32 @@ def test_a_skill_without_a_section_must_read_a_registered_one():
     with pytest.raises(ValueError, match="'copy' is taken"):
         register_skill("copy", config=JuggleConfig)(JuggleSkill)
     assert "juggle" not in SKILLS and not hasattr(DataConfig(), "juggle")
+
+
+# ---------------------------------------------------------------------------- metrics
+def test_a_registered_metric_is_a_column_of_its_table_until_unregistered(tmp_path):
+    new = Metric("interp.juggling", "juggling", "balls kept up", section=INTERPRETABILITY)
+    assert register_metric(new) is new
+    try:
+        assert METRICS.names()[-1] == "interpretability:interp.juggling"
+        report = Report(out_dir=tmp_path, seeds=(0,), config={}, runs=())
+        assert report.metrics[-1] is new and len(report.metrics) == len(METRICS)
+    finally:
+        METRICS.unregister(new.name)
+    assert Report(out_dir=tmp_path, seeds=(0,), config={}, runs=()).metrics[-1] is not new
+
+
+def test_a_metric_is_checked_where_it_is_registered():
+    with pytest.raises(ValueError, match="'capability:val_loss' is taken"):
+        register_metric(Metric("val_loss", "loss again"))
+    with pytest.raises(ValueError, match=r"section 'tables' is not one of capability, "):
+        register_metric(Metric("interp.x", "x", section="tables"))
+    with pytest.raises(ValueError, match="at most one named placeholder"):
+        register_metric(Metric("skills.{skill}.{task}", "{skill}"))
+    with pytest.raises(ValueError, match="placeholder the key lacks"):
+        register_metric(Metric("interp.x", "{skill} x"))
+    assert (
+        "capability:interp.x" not in METRICS and "capability:skills.{skill}.{task}" not in METRICS
+    )
+    # the same key in two tables is two entries (the post-hoc route repeats a few scores)
+    assert {"interpretability:interp.coverage", "posthoc:interp.coverage"} <= set(METRICS)

@@ -26,7 +26,7 @@ DOMAINS = ("email", "json")
 def _all_keys() -> list[str]:
     """Every concrete key of the registry, per-skill / per-domain entries expanded."""
     out = []
-    for m in METRICS:
+    for m in METRICS.values():
         names = {"skill": SKILLS, "domain": DOMAINS}.get(m.placeholder or "", [None])
         for n in names:
             key = m.key.format(**{m.placeholder: n}) if n else m.key
@@ -96,7 +96,7 @@ def test_the_registry_headline_fits(tmp_path):
     """However the score entries change, the registry's headline entries fit in
     HEADLINE_MAX_COLUMNS columns (a gap column each where the entry has one)."""
     keys = _all_keys()
-    ms = [m for m in expand([m for m in METRICS if m.headline], keys) if m.headline]
+    ms = [m for m in expand([m for m in METRICS.values() if m.headline], keys) if m.headline]
     assert 1 + sum(2 if m.gap else 1 for m in ms) <= HEADLINE_MAX_COLUMNS
     assert any(m.section == "capability" for m in ms) and any(
         m.key.startswith("interp.") for m in ms
