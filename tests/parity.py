@@ -1,6 +1,6 @@
-"""Random models for the parity tests against outside formats (HF Llama and Mixtral,
-TransformerLens): the backbone shapes they share, a model whose every parameter is
-random, and a batch of random tokens."""
+"""What the parity tests against outside formats (HF Llama and Mixtral, TransformerLens)
+share: the backbone shapes, a model whose every parameter is random, a batch of random
+tokens, and the check that HF's greedy generation equals ours."""
 
 from __future__ import annotations
 
@@ -57,3 +57,21 @@ def random_model(cfg: ModelConfig, seed: int = 0, router_scale: float = 1.0) -> 
 def random_tokens(cfg: ModelConfig, B: int = 3, T: int = 17, seed: int = 1) -> torch.Tensor:
     """(B, T) token ids drawn uniformly from the vocabulary."""
     return torch.randint(0, cfg.vocab_size, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def greedy_equal(model, hf, prompts: list[list[int]], n_new: int):
+    """Assert that HF's greedy generation of `n_new` tokens from the prompts, left-padded
+    with an attention mask, equals `model.generate`'s; returns ours."""
+    out = model.generate(prompts, max_new_tokens=n_new)
+    T = max(map(len, prompts))
+    x = torch.full((len(prompts), T), model.cfg.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), T, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        x[b, T - len(p) :] = torch.tensor(p)
+        mask[b, T - len(p) :] = 1
+    theirs = hf.generate(
+        x, attention_mask=mask, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+        pad_token_id=model.cfg.pad_token_id, eos_token_id=None,
+    )  # fmt: skip
+    assert torch.equal(out.tokens, theirs)
+    return out

@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 from glassbox.archs import FFNConfig, ModelConfig, Transformer, load_pretrained, save_pretrained  # noqa: E402
 from glassbox.archs.export import ExportError, export_hf, from_hf_llama, to_hf_llama  # noqa: E402
 from glassbox.archs.export.hf import name_map  # noqa: E402
-from tests.random_models import BACKBONES, random_model, random_tokens  # noqa: E402
+from tests.parity import BACKBONES, greedy_equal, random_model, random_tokens  # noqa: E402
 
 ATOL = 1e-5
 
@@ -113,25 +113,8 @@ def test_greedy_generation_equal(name):
     g = torch.Generator().manual_seed(8)
     V = model.cfg.vocab_size
     prompts = [torch.randint(1, V, (n,), generator=g).tolist() for n in (6, 3, 5)]
-    n_new = 12
-    out = model.generate(prompts, max_new_tokens=n_new)
-    assert out.tokens.shape == (3, 6 + n_new)
-    T = max(map(len, prompts))
-    x = torch.full((3, T), model.cfg.pad_token_id, dtype=torch.long)
-    mask = torch.zeros(3, T, dtype=torch.long)
-    for b, p in enumerate(prompts):
-        x[b, T - len(p) :] = torch.tensor(p)
-        mask[b, T - len(p) :] = 1
-    theirs = hf.generate(
-        x,
-        attention_mask=mask,
-        max_new_tokens=n_new,
-        min_new_tokens=n_new,
-        do_sample=False,
-        pad_token_id=model.cfg.pad_token_id,
-        eos_token_id=None,
-    )
-    assert torch.equal(out.tokens, theirs)
+    out = greedy_equal(model, hf, prompts, 12)
+    assert out.tokens.shape == (3, 6 + 12)
     # the continuation is not one repeated token (a test that could not tell models apart)
     assert len({t for c in out.continuations for t in c}) > 3
 

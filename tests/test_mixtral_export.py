@@ -19,7 +19,7 @@ from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, load_pretrained  #
 from glassbox.archs.export import ExportError, export_hf, hf_mixtral_config, to_hf  # noqa: E402
 from glassbox.archs.export.mixtral import name_map, to_hf_mixtral  # noqa: E402
 from glassbox.cli import main  # noqa: E402
-from tests.random_models import BACKBONES, random_model, random_tokens  # noqa: E402
+from tests.parity import BACKBONES, greedy_equal, random_model, random_tokens  # noqa: E402
 from tests.tiny_checkpoints import tiny_checkpoint  # noqa: E402
 
 ATOL = 1e-4  # float32 logits, ours vs Mixtral's (measured below 1e-5 on these models)
@@ -79,28 +79,12 @@ def test_every_weight_is_mapped_and_copied():
     assert model.blocks[0].mlp.W_out.weight.abs().sum() > 0
 
 
-def _greedy_equal(model, hf, prompts, n_new):
-    out = model.generate(prompts, max_new_tokens=n_new)
-    T = max(map(len, prompts))
-    x = torch.full((len(prompts), T), model.cfg.pad_token_id, dtype=torch.long)
-    mask = torch.zeros(len(prompts), T, dtype=torch.long)
-    for b, p in enumerate(prompts):
-        x[b, T - len(p) :] = torch.tensor(p)
-        mask[b, T - len(p) :] = 1
-    theirs = hf.generate(
-        x, attention_mask=mask, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
-        pad_token_id=model.cfg.pad_token_id, eos_token_id=None,
-    )  # fmt: skip
-    assert torch.equal(out.tokens, theirs)
-    return out
-
-
 def test_greedy_generation_equal_random():
     model = random_model(CONFIGS["mha"], seed=7, router_scale=ROUTER_SCALE)
     hf = to_hf(model)
     g = torch.Generator().manual_seed(8)
     prompts = [torch.randint(1, 101, (n,), generator=g).tolist() for n in (6, 3, 5)]
-    out = _greedy_equal(model, hf, prompts, 12)
+    out = greedy_equal(model, hf, prompts, 12)
     assert len({t for c in out.continuations for t in c}) > 3
 
 
@@ -140,7 +124,7 @@ def test_trained_checkpoint_greedy_generation_equal(trained_moe):
     prompts = [
         tok.encode(p).ids for p in ("<bos> copy 3 4 5 =", "<bos> copy 7 =", "<bos> copy 1 2 =")
     ]
-    _greedy_equal(model, hf, prompts, 8)
+    greedy_equal(model, hf, prompts, 8)
 
 
 def _cfg(**moe):

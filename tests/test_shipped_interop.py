@@ -15,7 +15,7 @@ from glassbox.archs import load_pretrained, shipped_checkpoints  # noqa: E402
 from glassbox.archs.checkpoint import read_config, shipped_dir  # noqa: E402
 from glassbox.cli import main  # noqa: E402
 from glassbox.training.evaluate import load_suite_for  # noqa: E402
-from tests.test_mixtral_export import _greedy_equal  # noqa: E402
+from tests.parity import greedy_equal  # noqa: E402
 
 ATOL = 1e-4
 HF_CLASS = {"dense": "LlamaForCausalLM", "moe": "MixtralForCausalLM"}
@@ -64,4 +64,4 @@ def test_shipped_checkpoint_in_hf_transformers(name, hf_class, tmp_path):
     torch.testing.assert_close(theirs[real], ours[real], atol=ATOL, rtol=0)
     # greedy continuations of the first half of four examples (left-padded for HF)
     prompts = [r[: max(2, len(r) // 2)] for r in rows[:4]]
-    _greedy_equal(model, hf, prompts, 8)
+    greedy_equal(model, hf, prompts, 8)

@@ -13,7 +13,7 @@ pytest.importorskip("transformer_lens.model_bridge.sources")
 
 from glassbox.archs import FFNConfig, ModelConfig, Transformer  # noqa: E402
 from glassbox.archs.export import TL_HOOK_NAMES, ExportError, tl_hook_name, to_transformer_lens  # noqa: E402
-from tests.random_models import BACKBONES, random_model, random_tokens  # noqa: E402
+from tests.parity import BACKBONES, random_model, random_tokens  # noqa: E402
 
 ATOL = 1e-4
 
