@@ -59,10 +59,14 @@ def to_device(batch: Mapping[str, Tensor], device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def suite_batches(
-    suite: SuiteData, split: str, n_examples: int, batch_size: int = 64, seed: int = 0, device=None
-) -> list[dict[str, Tensor]]:
-    """A seeded sample of n_examples rows of a split, collated into batches.
+def sample_indices(
+    suite: SuiteData, split: str, n_examples: int, seed: int = 0, keep=None
+) -> list[int]:
+    """The one sampler of the analysis: n_examples row indices of a split, sorted, drawn
+    by one seeded shuffle of the whole split, so that every section of one analysis
+    (coverage, circuits, mechanistic...) with the same seed reads the same examples
+    (a smaller sample is the start of a larger one). keep(example_skill) filters rows
+    by skill after the shuffle.
 
     On a text corpus (rows with a `domain` column) the sample is stratified: rows are
     drawn from the domains in turn (each row counted for the domain most of its tokens
@@ -71,9 +75,20 @@ def suite_batches(
     ds = suite.splits[split]
     idx = list(range(len(ds)))
     random.Random(seed).shuffle(idx)
-    if suite.domain_names and "domain" in ds.column_names and n_examples < len(ds):
+    if keep is not None:
+        skills = ds["example_skill"]
+        idx = [i for i in idx if keep(int(skills[i]))]
+    if suite.domain_names and "domain" in ds.column_names and n_examples < len(idx):
         idx = _round_robin(idx, ds["domain"])
-    rows = [ds[i] for i in sorted(idx[:n_examples])]
+    return sorted(idx[:n_examples])
+
+
+def suite_batches(
+    suite: SuiteData, split: str, n_examples: int, batch_size: int = 64, seed: int = 0, device=None
+) -> list[dict[str, Tensor]]:
+    """The rows of `sample_indices`, collated into batches (on `device` if given)."""
+    ds = suite.splits[split]
+    rows = [ds[i] for i in sample_indices(suite, split, n_examples, seed)]
     batches = [
         collate(rows[i : i + batch_size], suite.pad_id) for i in range(0, len(rows), batch_size)
     ]
@@ -100,6 +115,7 @@ __all__ = [
     "count_real_tokens",
     "real_tokens",
     "scoring_mask",
+    "sample_indices",
     "suite_batches",
     "to_device",
     "token_batch",

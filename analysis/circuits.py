@@ -80,8 +80,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from glassbox.analysis.batches import suite_batches
+from glassbox.analysis.jsonable import jsonable
 from glassbox.archs.units import HookUnits, UnitGroup, eval_mode, head_units, hook_means
-from glassbox.training.data import SuiteData, collate
+from glassbox.training.data import SuiteData
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
 Unit = tuple[str, int]  # (group name, unit index in the group)
@@ -329,17 +331,7 @@ class CircuitResult:
         d["units"] = [list(u) for u in self.units]
         d["searched"] = {str(k): v for k, v in sorted(self.searched.items())}
         d["fraction_params"] = self.fraction_params
-        return _jsonable(d)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+        return jsonable(d)
 
 
 class CircuitReport(dict):
@@ -372,7 +364,7 @@ class CircuitReport(dict):
         out[f"circuit_auc{suffix}"] = sum(r.auc for r in ok) / len(ok) if ok else None
         if self.coarse is not None:
             out.update(self.coarse.to_dict(f"{suffix}_{self.coarse_kind}"))
-        return _jsonable(out)
+        return jsonable(out)
 
     def details(self) -> dict[str, dict[str, Any]]:
         return {name: r.to_dict() for name, r in self.items()}
@@ -604,19 +596,6 @@ def faithfulness(
 # ------------------------------------------------------------------ the report
 
 
-def sample_batches(
-    suite: SuiteData, split: str = "val", n_examples: int = 256, batch_size: int = 64, seed: int = 0
-) -> list[dict[str, Tensor]]:
-    """A seeded sample of n_examples rows of a split, collated."""
-    ds = suite.splits[split]
-    g = torch.Generator().manual_seed(seed)
-    idx = sorted(torch.randperm(len(ds), generator=g)[:n_examples].tolist())
-    rows = [ds[i] for i in idx]
-    return [
-        collate(rows[i : i + batch_size], suite.pad_id) for i in range(0, len(rows), batch_size)
-    ]
-
-
 def circuit_report(
     model,
     data: SuiteData | Sequence[Mapping[str, Tensor]],
@@ -645,7 +624,7 @@ def circuit_report(
     in those as `report.coarse` (same examples, same means of the heads).
     """
     if isinstance(data, SuiteData):
-        batches = sample_batches(data, split, n_examples, seed=seed)
+        batches = suite_batches(data, split, n_examples, seed=seed)  # the one sampler
         skill_names = data.skill_names
     else:
         batches = list(data)
@@ -700,7 +679,6 @@ __all__ = [
     "faithfulness",
     "keep_losses",
     "log_grid",
-    "sample_batches",
     "search_circuit",
     "skill_data",
     "unit_groups",

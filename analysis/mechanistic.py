@@ -35,7 +35,6 @@ Everything is seeded; sizes are in `MechanisticConfig`.
 from __future__ import annotations
 
 import json
-import random
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from glassbox.analysis.batches import to_device, token_batch
+from glassbox.analysis.batches import sample_indices, to_device, token_batch
 from glassbox.analysis.causal_tracing import causal_trace, plot_causal_trace
 from glassbox.analysis.heads import (
     copying_scores,
@@ -112,7 +111,7 @@ def run_mechanistic(
 
 
 def _run(model, suite, out: Path, cfg: MechanisticConfig) -> dict:
-    rows = _sample_rows(suite.splits[cfg.split], cfg.n_examples, cfg.seed)
+    rows = _sample_rows(suite, cfg.split, cfg.n_examples, cfg.seed)
     batches = [
         to_device(collate(rows[i : i + cfg.batch_size], suite.pad_id), model.device)
         for i in range(0, len(rows), cfg.batch_size)
@@ -134,15 +133,11 @@ def _run(model, suite, out: Path, cfg: MechanisticConfig) -> dict:
 # --- data -------------------------------------------------------------------------
 
 
-def _sample_rows(ds, n: int, seed: int, keep=None) -> list[dict]:
-    """Up to n rows of a split, in a seeded random order; `keep(example_skill)`
-    filters by skill."""
-    ids = list(range(len(ds)))
-    if keep is not None:
-        skills = ds["example_skill"]
-        ids = [i for i in ids if keep(int(skills[i]))]
-    random.Random(seed).shuffle(ids)
-    return [ds[i] for i in ids[:n]]
+def _sample_rows(suite, split: str, n: int, seed: int, keep=None) -> list[dict]:
+    """Up to n rows of a split drawn by the analysis's one sampler
+    (analysis.batches.sample_indices); `keep(example_skill)` filters by skill."""
+    ds = suite.splits[split]
+    return [ds[i] for i in sample_indices(suite, split, n, seed, keep=keep)]
 
 
 def _token_labels(tokenizer, ids: list[int]) -> list[str]:
@@ -339,7 +334,6 @@ def probes_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> di
     to `probe_max_examples` examples of its own skill."""
     hooks = ["hook_embed"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
     layers = lens_labels(model.cfg.n_layers, include_embed=True)
-    ds = suite.splits[cfg.split]
     results: dict = {}
     skipped: dict[str, str] = {}
     for sid, skill in enumerate(suite.skill_names):
@@ -351,7 +345,9 @@ def probes_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> di
         ]
         if not cols:
             continue
-        rows = _sample_rows(ds, cfg.probe_max_examples, cfg.seed, keep=lambda s, sid=sid: s == sid)
+        rows = _sample_rows(
+            suite, cfg.split, cfg.probe_max_examples, cfg.seed, keep=lambda s, sid=sid: s == sid
+        )
         if len(rows) < 4:
             skipped.update(
                 {name: f"{len(rows)} {skill} examples in {cfg.split}" for _, name in cols}
@@ -445,7 +441,7 @@ def _trace_hooks(model, tokens, subject, answers, labels, key, cfg, out, plots) 
 def facts_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
     fid = suite.skill_names.index("facts")
     rows = _sample_rows(
-        suite.splits[cfg.facts_split], 8 * cfg.n_trace_prompts, cfg.seed, keep=lambda s: s == fid
+        suite, cfg.facts_split, 8 * cfg.n_trace_prompts, cfg.seed, keep=lambda s: s == fid
     )
     layouts = _facts_layouts(
         rows, suite.feature_names.index("facts.entity"), suite.feature_names.index("facts.phrasing")
@@ -520,7 +516,7 @@ def _ioi_patching_runs(model, clean, corrupted, metric, cfg: MechanisticConfig) 
 def ioi_section(model, suite, cfg: MechanisticConfig, out: Path, plots) -> dict:
     sid = suite.skill_names.index("ioi")
     col = {n: suite.feature_names.index(f"ioi.{n}") for n in ("io_token", "s_token", "end_pos")}
-    rows = _sample_rows(suite.splits[cfg.split], 4 * cfg.n_ioi, cfg.seed, keep=lambda s: s == sid)
+    rows = _sample_rows(suite, cfg.split, 4 * cfg.n_ioi, cfg.seed, keep=lambda s: s == sid)
     if not rows:
         return {"skipped": f"no ioi example in split {cfg.split!r}"}
     items, pool = _ioi_prompts(rows, col)

@@ -349,6 +349,17 @@ def _data(suite_or_cfg, data_cfg) -> tuple[SuiteData, DataConfig]:
     return build_datasets(cfg), cfg
 
 
+TOOL_SKILLS = ("addition", "facts", "addition_tool", "facts_tool")
+
+
+def uses_tool_skills(data_cfg) -> bool:
+    """Whether the tool analysis applies to a run's data (a DataConfig or its dict):
+    the skill suite with addition or facts, plain (a model without tools answers from
+    its weights) or through tools."""
+    cfg = data_cfg if isinstance(data_cfg, DataConfig) else data_config_from_dict(data_cfg)
+    return cfg.source == "skills" and any(cfg.mix.get(n, 0) > 0 for n in TOOL_SKILLS)
+
+
 def skill_scores(cases: Sequence[Case], outs: Sequence[Outcome]) -> dict[str, dict[str, Any]]:
     """Per skill (in the cases' order): n, exact_match, called, argument_accuracy."""
     skills: dict[str, dict[str, Any]] = {}

@@ -68,8 +68,9 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
-    from glassbox.analysis.interp import format_scores, interp_with_baselines
-    from glassbox.analysis.mechanistic import MechanisticConfig, run_mechanistic
+    from glassbox.analysis.interp import format_scores
+    from glassbox.analysis.pipeline import analyze
+    from glassbox.analysis.text_analysis import not_applicable_line
     from glassbox.archs.checkpoint import (
         load_pretrained,
         read_config,
@@ -81,58 +82,29 @@ def _cmd_analyze(args) -> int:
     out = _analysis_dir(args, path)  # checked before the model loads, made once it has
     model = load_pretrained(path, device=args.device)
     suite, _ = load_suite_for(path, model)
+    reference = load_pretrained(args.reference, device=args.device) if args.reference else None
     keep = open_output_dir(out, ANALYZE, [path], [shipped_dir()], args.force)
-    if not suite.skill_names:  # a text corpus: no ground truth, domains instead
-        return _analyze_text(args, model, suite, path, out, keep)
     # the untrained twin is built at the seed the run trained from (run.seed)
     init_seed = int((read_config(path).get("run") or {}).get("seed", 0))
-    report = {"checkpoint": str(path)}
     with Jobs(2, "analyze") as progress:
-        report["interp"] = interp_with_baselines(
-            model, suite, out, n_examples=args.examples, init_seed=init_seed
-        )
-        progress.done("analyze: scored the model beside its untrained twin and the token")
-        mech = MechanisticConfig(n_examples=args.examples, probe_max_examples=args.examples)
-        report["mechanistic"] = run_mechanistic(model, suite, out, mech)
-        progress.done("analyze: logit lens, heads, probes, patching")
-    (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
+        result = analyze(
+            model, suite, ("interp", "mechanistic"), out, n_examples=args.examples,
+            init_seed=init_seed, checkpoint=path, reference_model=reference, progress=progress,
+        )  # fmt: skip
+    result.write(out / "analysis.json")
     close_output_dir(out, ANALYZE, keep)
-    print("\n".join(format_scores(report["interp"]["summary"])))
+    summary = result.summary
+    if result.data == "text":  # no ground truth: the scores by domain
+        print(result.sections["interp"]["held_out"]["line"])
+    print("\n".join(format_scores(summary)))
     print(f"untrained: the same config at run.seed={init_seed}, at initialisation; token: what")
     print("the current token alone predicts; the last two columns are the lifts over them.")
-    print(f"wrote {out / 'analysis.json'} and plots in {out}")
-    return 0
-
-
-def _analyze_text(args, model, suite, path: Path, out: Path, keep: list[str]) -> int:
-    """`glassbox analyze` on a model trained on a text corpus: the scores that need
-    no ground truth (analysis.text_analysis), the logit lens and head scores."""
-    from glassbox.analysis.interp import format_scores
-    from glassbox.analysis.mechanistic import MechanisticConfig, run_mechanistic
-    from glassbox.analysis.text_analysis import not_applicable_line, text_with_baselines
-    from glassbox.archs.checkpoint import load_pretrained, read_config
-
-    reference = load_pretrained(args.reference, device=args.device) if args.reference else None
-    init_seed = int((read_config(path).get("run") or {}).get("seed", 0))
-    report = {"checkpoint": str(path)}
-    with Jobs(2, "analyze") as progress:
-        report["interp"] = text_with_baselines(
-            model, suite, out, args.examples, init_seed=init_seed, reference_model=reference
-        )
-        progress.done("analyze: scored the model by domain beside its untrained twin")
-        mech = MechanisticConfig(n_examples=args.examples)
-        report["mechanistic"] = run_mechanistic(model, suite, out, mech)
-        progress.done("analyze: logit lens, heads, probes, patching")
-    (out / "analysis.json").write_text(json.dumps(report, indent=2, default=str))
-    close_output_dir(out, ANALYZE, keep)
-    summary = report["interp"]["summary"]
-    print(report["interp"]["held_out"]["line"])
-    print("\n".join(format_scores(summary)))
-    per_domain = {k: v for k, v in summary.items() if k.startswith("domains.")}
-    for k, v in sorted({**per_domain, **report["mechanistic"]["summary"]}.items()):
-        print(f"{k:<36} {v:9.4f}" if isinstance(v, float) else f"{k:<36} {v!s:>9}")
-    print(not_applicable_line())
-    print(f"wrote {out / 'analysis.json'}, feature pages and plots in {out}")
+    if result.data == "text":
+        rest = {k: v for k, v in summary.items() if k.startswith(("domains.", "mechanistic."))}
+        for k, v in sorted(rest.items()):
+            print(f"{k:<36} {v:9.4f}" if isinstance(v, float) else f"{k:<36} {v!s:>9}")
+        print(not_applicable_line())
+    print(f"wrote {out / 'analysis.json'} (analysis.pipeline's schema) and plots in {out}")
     return 0
 
 

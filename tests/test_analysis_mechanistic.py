@@ -70,7 +70,7 @@ def test_runner_sections_agree_with_independent_computations(suite, kind, tmp_pa
 
     # the lens after the last layer is the model: its answer loss and accuracy per
     # skill are the training metrics' on the same examples
-    rows = _sample_rows(suite.splits["val"], CFG.n_examples, CFG.seed)
+    rows = _sample_rows(suite, "val", CFG.n_examples, CFG.seed)
     batch = collate(rows, suite.pad_id)
     metrics = SkillMetrics(suite.skill_names)
     with torch.no_grad():
@@ -97,7 +97,7 @@ def test_runner_sections_agree_with_independent_computations(suite, kind, tmp_pa
     # IOI logit difference: the training metric's, on the same prompts
     ioi = report["ioi"]
     sid = suite.skill_names.index("ioi")
-    ioi_rows = _sample_rows(suite.splits["val"], 4 * CFG.n_ioi, CFG.seed, keep=lambda s: s == sid)
+    ioi_rows = _sample_rows(suite, "val", 4 * CFG.n_ioi, CFG.seed, keep=lambda s: s == sid)
     ioi_batch = collate(ioi_rows[: ioi["n_prompts"]], suite.pad_id)
     f = suite.feature_names
     m = SkillMetrics(suite.skill_names, ioi=(sid, f.index("ioi.io_token"), f.index("ioi.s_token")))
