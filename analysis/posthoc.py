@@ -1,0 +1,114 @@
+"""The post-hoc route: transcoders fitted to a dense model's MLPs after training, spliced
+in and scored like any model, beside the by-construction transcoder it competes with.
+
+    result = posthoc_route(dense_model, suite, transcoder_model=tc_model, steps=300,
+                           d_latent=1024, k=16, n_examples=512, batch_size=64, seed=0)
+    result.scores["interp.coverage"], result.scores["interp.fvu"], result.cost["ratio"]
+
+A model and data in, numbers out: nothing is read from or written to disk here
+(`glassbox compare` saves the result under its content key).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from glassbox.analysis.audit import audited_scores
+from glassbox.analysis.feature_cost import measure_feature_cost
+from glassbox.analysis.interp import coverage_scores, suite_batches
+from glassbox.analysis.splicing import splice_fidelity
+from glassbox.archs.config import TranscoderConfig
+from glassbox.archs.transformer import Transformer
+from glassbox.training.data import SuiteData
+from glassbox.training.transcoder_fit import fit_transcoders, splice
+
+__all__ = ["FIT_EXAMPLES", "PostHocScores", "posthoc_route"]
+
+FIT_EXAMPLES = 4096  # train-split examples the transcoders are fitted on
+
+# the scores kept of analysis.interp.coverage_scores and of analysis.audit.audited_scores
+COVERAGE_KEYS = (
+    "interp.coverage",
+    "interp.coverage_contextual",
+    "interp.coverage_lift",
+    "interp.coverage_lexical",
+    "interp.l0",
+    "interp.dead_fraction",
+)
+AUDIT_KEYS = (
+    "interp.lift_pooled",
+    "interp.lift_pooled_ci",
+    "interp.coverage_heldout",
+    "interp.coverage_heldout_ci",
+    "interp.info_beyond_token",
+    "interp.info_beyond_token_ci",
+)
+
+
+@dataclass(frozen=True)
+class PostHocScores:
+    """What the post-hoc route measured on one dense model.
+
+    scores: COVERAGE_KEYS, AUDIT_KEYS, interp.fvu, interp.ce_loss_recovered,
+    interp.kl_to_clean, fit_seconds, cost_ratio (None without a transcoder model).
+    coverage_by_layer: coverage_scores' per-layer coverage of the spliced model.
+    cost: measure_feature_cost's dict (None without a transcoder model)."""
+
+    scores: Mapping[str, Any]
+    coverage_by_layer: Mapping[str, Any]
+    cost: Mapping[str, Any] | None
+
+
+def posthoc_route(
+    model: Transformer,
+    suite: SuiteData,
+    *,
+    transcoder_model: Transformer | None = None,
+    steps: int,
+    d_latent: int,
+    k: int,
+    n_examples: int,
+    batch_size: int,
+    seed: int,
+) -> PostHocScores:
+    """Fit TopK transcoders (`d_latent` wide, `k` active, `steps` optimiser steps) to
+    every MLP of the dense `model` on FIT_EXAMPLES train examples of `suite` (batches
+    of `batch_size`), splice them in, and score the spliced model like any model:
+    ground-truth coverage of the post-hoc latents on `n_examples` val examples, FVU,
+    CE loss recovered, KL; the audited scores chosen on val and scored on test. With
+    `transcoder_model` (a by-construction transcoder of the same seed) the fit is timed
+    against reading features off that model, in this process
+    (analysis.feature_cost.measure_feature_cost)."""
+    layers = list(range(model.cfg.n_layers))
+    tc_cfg = TranscoderConfig(d_latent=d_latent, k=k, activation="topk")
+    fit_batches = suite_batches(suite, "train", FIT_EXAMPLES, batch_size=batch_size, seed=seed)
+    val = suite_batches(suite, "val", n_examples, seed=seed)
+    cost = None
+    t0 = time.perf_counter()
+    if transcoder_model is not None:
+        cost, transcoders = measure_feature_cost(
+            transcoder_model, model, val, layers, fit_batches=fit_batches, cfg=tc_cfg,
+            return_transcoders=True, max_steps=steps, seed=seed,
+        )  # fmt: skip
+    else:
+        transcoders = fit_transcoders(
+            model, fit_batches, layers, tc_cfg, max_steps=steps, seed=seed
+        )
+    fit_seconds = time.perf_counter() - t0
+    spliced = splice(model, transcoders)
+    fid = splice_fidelity(model, spliced, val)
+    cov = coverage_scores(spliced, val, suite)
+    # the audited coverage too: chosen on val, scored on test, like every run's
+    test = suite_batches(suite, "test", n_examples, seed=seed + 1)
+    audit = audited_scores(spliced, suite, val, test, seed=seed)["summary"]
+    scores = {
+        **{key: cov.get(key) for key in COVERAGE_KEYS},
+        **{key: audit.get(key) for key in AUDIT_KEYS},
+        **{f"interp.{key}": fid.get(key) for key in ("fvu", "ce_loss_recovered", "kl_to_clean")},
+        "fit_seconds": fit_seconds,
+        "cost_ratio": cost["ratio"] if cost else None,
+    }
+    return PostHocScores(scores=scores, coverage_by_layer=cov["coverage_by_layer"], cost=cost)
