@@ -211,7 +211,8 @@ def test_score_keys_follow_what_changes_the_scores(tmp_path):
     """A saved score is reused only under the same key: analysis_examples changes a
     run's scores and the post-hoc route's, posthoc.steps only the post-hoc route's, and
     a retrained checkpoint (new metrics.json) both."""
-    from glassbox.compare import plan_runs, posthoc_key, score_key
+    from glassbox.compare import plan_runs
+    from glassbox.scoring import posthoc_key, score_key
 
     def keys(*overrides):
         cc = load_compare_config(
@@ -302,7 +303,7 @@ def _tiny_plan(tmp_path, *extra: str, archs: str = "{dense: configs/dense.yaml}"
 
 
 def test_jobs_config_and_threads_per_job(monkeypatch):
-    from glassbox.compare import _threads
+    from glassbox.scheduling import threads_per_job
     from glassbox.training.config import load_config
 
     with pytest.raises(ConfigError, match="jobs=0"):
@@ -310,11 +311,11 @@ def test_jobs_config_and_threads_per_job(monkeypatch):
     assert load_compare_config("configs/compare_long.yaml").jobs == 2
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     cpu = load_config("configs/dense.yaml", ["trainer.cpu_threads=0"])
-    assert _threads(cpu, 2) == 8 and _threads(cpu, 32) == 1  # the cores shared out
+    assert threads_per_job(cpu, 2) == 8 and threads_per_job(cpu, 32) == 1  # the cores shared out
     one = load_config("configs/dense.yaml")  # trainer.cpu_threads=1: never more
-    assert _threads(one, 2) == 1
+    assert threads_per_job(one, 2) == 1
     gpu = load_config("configs/dense.yaml", ["trainer.accelerator=gpu"])
-    assert _threads(gpu, 2) is None  # a GPU run keeps its own setting
+    assert threads_per_job(gpu, 2) is None  # a GPU run keeps its own setting
 
 
 @pytest.mark.slow
@@ -362,6 +363,33 @@ def test_a_failed_parallel_run_fails_the_compare_in_one_line(tmp_path):
     assert "max_seq_len" in msg  # the child's own one-line error, from its log
     dense, short = plan
     assert dense.is_current() and not short.is_current()
+
+
+def test_scoring_never_trains(tmp_path, monkeypatch):
+    """Scoring reads checkpoints: a run without one is one line naming the run, in this
+    process and in a scoring worker (its job gets the run, not a plan to redo), and
+    nothing is trained or written for it."""
+    import pickle
+
+    from glassbox.archs.errors import GlassboxError
+    from glassbox.scheduling import ScoreJob, _score_job
+    from glassbox.scoring import score_posthoc, score_run
+
+    def no_training(cfg):
+        raise AssertionError("scoring trained a run")
+
+    monkeypatch.setattr("glassbox.runs.train", no_training)
+    cc, (run,) = _tiny_plan(tmp_path, seeds="[0]")
+    with pytest.raises(GlassboxError) as e:
+        score_run(run, cc)
+    msg = str(e.value)
+    assert "\n" not in msg and "dense-seed0 has no checkpoint" in msg and str(run.export) in msg
+    with pytest.raises(GlassboxError, match="dense-seed0 has no checkpoint"):
+        score_posthoc(run, None, cc)
+    job = pickle.loads(pickle.dumps(ScoreJob(run)))  # what a worker process gets
+    error = _score_job(job, cc, threads=None)
+    assert error == f"GlassboxError: {msg}"
+    assert not run.run_dir.exists()
 
 
 def test_active_params_count_only_nonzero_weights():

@@ -1,0 +1,194 @@
+"""Where and when `glassbox compare`'s work runs: training in this process or in
+`glassbox train` subprocesses (threads wait on them), scoring in this process or in a
+pool of worker processes, each job with its share of the CPU cores.
+
+A scoring job carries its runs (runs.Run: arch, seed, config, run directory,
+checkpoint path), so a worker loads only what its job reads: no config is re-read
+there, a checkpoint is loaded once per run and worker, the data once per data config
+and worker (runs.load_suite).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from glassbox.archs.errors import GlassboxError, one_line
+from glassbox.compare_config import CompareConfig
+from glassbox.console import Jobs, quiet_third_party
+from glassbox.results import PostHocResult, RunResult, load_saved
+from glassbox.runs import Run
+from glassbox.scoring import posthoc_applies, posthoc_key, score_key, score_posthoc, score_run
+from glassbox.training.config import ExperimentConfig
+
+__all__ = ["ScoreJob", "score_in_workers", "scoring_todo", "threads_per_job", "train_runs"]
+
+
+def threads_per_job(cfg: ExperimentConfig, jobs: int) -> int | None:
+    """CPU threads of one of `jobs` runs at once on this machine's cores, no more than
+    the run asks for (trainer.cpu_threads, 0 = any); None for a run on a GPU."""
+    accelerator = cfg.trainer.accelerator
+    if accelerator != "cpu" and (accelerator != "auto" or torch.cuda.is_available()):
+        return None
+    share = max(1, (os.cpu_count() or 1) // jobs)
+    return min(share, cfg.trainer.cpu_threads) if cfg.trainer.cpu_threads > 0 else share
+
+
+def _last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return one_line(lines[-1])[:200] if lines else "(empty log)"
+
+
+def train_runs(plan: list[Run], jobs: int, progress: Jobs | None = None) -> None:
+    """Train every run of `plan` whose checkpoint is not current. jobs=1: one after
+    another in this process. jobs>1: up to `jobs` at once, each its own `glassbox
+    train` process (Run.train_in_subprocess) with its share of the CPU cores
+    (threads_per_job). After a failure no new run starts and the running ones finish
+    (their checkpoints are reused by the next compare); then a one-line GlassboxError
+    names the failed run and its log. `progress` (the compare's bar) counts each
+    trained run."""
+    todo = [run for run in plan if not run.is_current()]
+    progress = progress or Jobs(len(todo), "train")
+    if jobs == 1 or len(todo) <= 1:
+        for run in todo:
+            progress.say(f"compare: training {run.name}")
+            with progress.paused():  # the run's own progress bar, if it asks for one
+                run.ensure_trained()
+            progress.done(f"compare: trained {run.name} in {run.train_seconds:.0f} s")
+        return
+    progress.say(
+        f"compare: training {len(todo)} runs, {min(jobs, len(todo))} at a time "
+        "(logs: runs/<arch>-seed<s>/train.log)"
+    )
+    failed = threading.Event()
+
+    def one(run: Run) -> int | None:
+        if failed.is_set():
+            return None  # not started
+        code = run.train_in_subprocess(threads_per_job(run.cfg, jobs))
+        if code:
+            failed.set()
+        else:
+            progress.done(f"compare: trained {run.name} in {run.train_seconds:.0f} s")
+        return code
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        codes = list(pool.map(one, todo))
+    bad = [(run, code) for run, code in zip(todo, codes) if code]
+    if bad:
+        run, code = bad[0]
+        others = f" ({len(bad) - 1} more failed)" if len(bad) > 1 else ""
+        raise GlassboxError(
+            f"compare: training run {run.name} failed (exit {code}): {_last_line(run.log)}; "
+            f"its log: {run.log}{others}"
+        )
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One scoring job: the scores of `run`, or (posthoc=True) the post-hoc route on
+    the dense run `run`, timed against `transcoder` (the transcoder run of its seed,
+    if any). Picklable: it is all a worker process gets."""
+
+    run: Run
+    posthoc: bool = False
+    transcoder: Run | None = None
+
+    @property
+    def name(self) -> str:
+        if self.posthoc:
+            return f"post-hoc transcoders on dense seed {self.run.seed}"
+        return f"{self.run.arch} seed {self.run.seed}"
+
+    def is_saved(self, cc: CompareConfig) -> bool:
+        """Whether its result is saved under its current key (nothing to do)."""
+        if self.posthoc:
+            path, key = (
+                self.run.analysis_dir / "posthoc.json",
+                posthoc_key(self.run, self.transcoder, cc),
+            )
+        else:
+            path, key = self.run.analysis_dir / "row.json", score_key(self.run, cc)
+        return load_saved(path, key) is not None
+
+    def score(self, cc: CompareConfig) -> RunResult | PostHocResult:
+        """Score it in this process (its saved result where current)."""
+        if self.posthoc:
+            return score_posthoc(self.run, self.transcoder, cc)
+        return score_run(self.run, cc)
+
+
+def scoring_jobs(plan: list[Run], cc: CompareConfig) -> list[ScoreJob]:
+    """Every scoring job of `plan`: per seed, each run, then the post-hoc route on its
+    dense run (where it applies), timed against its transcoder run."""
+    jobs: list[ScoreJob] = []
+    for seed in cc.seeds:
+        of_seed = {r.arch: r for r in plan if r.seed == seed}
+        jobs += [ScoreJob(run) for run in of_seed.values()]
+        if posthoc_applies(of_seed["dense"], cc):
+            jobs.append(ScoreJob(of_seed["dense"], True, of_seed.get("transcoder")))
+    return jobs
+
+
+def scoring_todo(plan: list[Run], cc: CompareConfig) -> list[ScoreJob]:
+    """The scoring jobs whose saved results are not current: per seed, the post-hoc
+    route (where it applies), then each run."""
+    jobs = scoring_jobs(plan, cc)
+    todo: list[ScoreJob] = []
+    for seed in cc.seeds:
+        of_seed = sorted((j for j in jobs if j.run.seed == seed), key=lambda j: not j.posthoc)
+        todo += [job for job in of_seed if not job.is_saved(cc)]
+    return todo
+
+
+# the runs this worker process has loaded (their models), by run and checkpoint: a job
+# on a run this worker has seen (a dense run's scores, then its post-hoc route) reuses it
+_LOADED: dict[tuple[str, str], Run] = {}
+
+
+def _loaded(run: Run | None) -> Run | None:
+    if run is None:
+        return None
+    return _LOADED.setdefault((run.name, str(run.export)), run)
+
+
+def _score_job(job: ScoreJob, cc: CompareConfig, threads: int | None) -> str | None:
+    """One scoring job, in a worker process, saved under its key for compare() to read.
+    Returns the error's line instead of raising it: compare() redoes a failed job in
+    its own process, where the error is raised as it is."""
+    quiet_third_party()  # a spawned process: the CLI's filters are not inherited
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        ScoreJob(_loaded(job.run), job.posthoc, _loaded(job.transcoder)).score(cc)
+        return None
+    except Exception as e:  # noqa: BLE001 - reported, then redone in the main process
+        return one_line(f"{type(e).__name__}: {e}")
+
+
+def score_in_workers(todo: list[ScoreJob], cc: CompareConfig, progress: Jobs) -> list[ScoreJob]:
+    """Score `todo` (scoring_todo) `cc.jobs` at a time, each in a worker process with
+    its share of the cores (as training does); compare() then reads what they saved.
+    Returns the jobs that failed there (compare() redoes them in its own process)."""
+    progress.say(f"compare: scoring {len(todo)} jobs, {min(cc.jobs, len(todo))} at a time")
+    spawn = multiprocessing.get_context("spawn")
+    failed = []
+    with ProcessPoolExecutor(max_workers=cc.jobs, mp_context=spawn) as pool:
+        futures = {
+            pool.submit(_score_job, job, cc, threads_per_job(job.run.cfg, cc.jobs)): job
+            for job in todo
+        }
+        for future in as_completed(futures):
+            job = futures[future]
+            error = future.result()
+            if error:
+                failed.append(job)
+            said = f" (failed: {error}; redone here)" if error else ""
+            progress.done(f"compare: scored {job.name}{said}")
+    return failed

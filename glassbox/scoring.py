@@ -1,0 +1,146 @@
+"""What `glassbox compare` saves of a run's scores and of the post-hoc route, and when a
+saved one is reused: each is saved under the content key of what made it (the
+checkpoint, the compare keys that change it, results.ANALYSIS_VERSION) and reused only
+under the same key. The science is analysis/'s; nothing here trains.
+
+    runs/<arch>-seed<s>/analysis/row.json       score_run (a RunResult)
+    runs/dense-seed<s>/analysis/posthoc.json    score_posthoc (a PostHocResult)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+from glassbox.analysis.interp import interp_with_baselines
+from glassbox.analysis.jsonable import jsonable
+from glassbox.analysis.posthoc import posthoc_route
+from glassbox.analysis.text_analysis import text_with_baselines
+from glassbox.analysis.tools import tool_report
+from glassbox.compare_config import CompareConfig
+from glassbox.results import (
+    PostHocResult,
+    RunResult,
+    capability_values,
+    content_key,
+    load_saved,
+    save,
+)
+from glassbox.runs import Run
+
+__all__ = ["posthoc_applies", "posthoc_key", "score_key", "score_posthoc", "score_run"]
+
+
+def score_key(run: Run, cc: CompareConfig) -> str:
+    """What a run's scores depend on: its checkpoint and the compare keys they read."""
+    return content_key("scores", run.checkpoint_key, cc.analysis_examples, cc.microcircuits)
+
+
+def _analyse(run: Run, cc: CompareConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's analysis (written to its analysis dir) and the tool analysis's summary
+    ({} where it does not apply). Every score beside its untrained twin's (the run's
+    config at its training seed); text carries no ground truth: its scores are by domain."""
+    score = text_with_baselines if run.cfg.data.source == "text" else interp_with_baselines
+    skills = {} if run.cfg.data.source == "text" else {"microcircuits": cc.microcircuits}
+    analysis = score(
+        run.model,
+        run.suite,
+        run.analysis_dir,
+        n_examples=cc.analysis_examples,
+        seed=run.seed,
+        init_seed=run.cfg.run.seed,
+        **skills,
+    )
+    tool_summary: dict[str, Any] = {}
+    if run.uses_tool_skills():
+        report = tool_report(
+            run.model, run.suite, data_cfg=run.cfg.data, tools=run.cfg.tools, seed=run.seed
+        )
+        tool_summary = report["summary"]
+    return analysis, tool_summary
+
+
+def score_run(run: Run, cc: CompareConfig) -> RunResult:
+    """Score one run from its checkpoint; scores saved under the same key are reused.
+    A run without a current checkpoint is a GlassboxError (one line): scoring never trains."""
+    run.check_current()
+    key = score_key(run, cc)
+    saved_path = run.analysis_dir / "row.json"
+    saved = load_saved(saved_path, key)
+    if saved is not None:  # capability is re-read: it is metrics.json's (in the key)
+        return RunResult.from_json(
+            saved, trained_now=run.trained_now, capability=capability_values(run.metrics)
+        )
+    run.analysis_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    analysis, tool_summary = _analyse(run, cc)
+    analysis_seconds = time.perf_counter() - t0
+    (run.analysis_dir / "analysis.json").write_text(json.dumps(jsonable(analysis), indent=2))
+    interp = {**analysis["summary"]}  # interp.*, baselines.init.interp.*, baselines.token.interp.*
+    interp.update({k: v for k, v in tool_summary.items() if k.startswith("interp.")})
+    result = RunResult(
+        arch=run.arch,
+        seed=run.seed,
+        run_dir=str(run.run_dir),
+        capability=capability_values(run.metrics),
+        interp=interp,
+        tools={k: v for k, v in tool_summary.items() if k.startswith("tools.")} or None,
+        plots=tuple(analysis.get("moe", {}).get("plots", analysis.get("plots", []))),
+        trained_now=run.trained_now,
+        train_seconds=run.train_seconds,
+        analysis_seconds=analysis_seconds,
+        key=key,
+        not_applicable=tuple(analysis.get("not_applicable", ())),
+    )
+    save(saved_path, key, result)
+    return result
+
+
+def posthoc_key(dense: Run, tc: Run | None, cc: CompareConfig) -> str:
+    """What the post-hoc route depends on: the dense checkpoint, the transcoder
+    checkpoint it is timed against, the fit settings and the examples it scores."""
+    return content_key(
+        "posthoc",
+        dense.checkpoint_key,
+        tc.checkpoint_key if tc is not None else None,
+        asdict(cc.posthoc),
+        cc.analysis_examples,
+    )
+
+
+def posthoc_applies(dense: Run, cc: CompareConfig) -> bool:
+    """Whether the post-hoc route runs: enabled, and on data with ground truth (not text)."""
+    return cc.posthoc.enabled and dense.cfg.data.source != "text"
+
+
+def score_posthoc(dense: Run, tc: Run | None, cc: CompareConfig) -> PostHocResult:
+    """The post-hoc route (analysis.posthoc.posthoc_route) on one dense run, timed
+    against the transcoder run of the same seed where there is one; reused when saved
+    under the same key (posthoc_key). Neither run is trained here."""
+    for run in (dense, tc):
+        if run is not None:
+            run.check_current()
+    key = posthoc_key(dense, tc, cc)
+    saved_path = dense.analysis_dir / "posthoc.json"
+    saved = load_saved(saved_path, key)
+    if saved is not None:
+        return PostHocResult.from_json(saved)
+    scored = posthoc_route(
+        dense.model, dense.suite,
+        transcoder_model=tc.model if tc is not None else None,
+        steps=cc.posthoc.steps, d_latent=cc.posthoc.d_latent, k=cc.posthoc.k,
+        n_examples=cc.analysis_examples, batch_size=dense.cfg.data.batch_size, seed=dense.seed,
+    )  # fmt: skip
+    result = PostHocResult(
+        arch=dense.arch,
+        seed=dense.seed,
+        steps=cc.posthoc.steps,
+        scores=scored.scores,
+        coverage_by_layer=scored.coverage_by_layer,
+        cost=scored.cost,
+        key=key,
+    )
+    save(saved_path, key, result)
+    return result
