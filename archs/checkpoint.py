@@ -62,7 +62,7 @@ from glassbox.archs.checkpoint_checks import (
 )
 from glassbox.archs.config import ModelConfig
 from glassbox.archs.errors import CheckpointError, one_line
-from glassbox.archs.ffn import FFN_REGISTRY
+from glassbox.archs.ffn import FFN_KINDS
 from glassbox.archs.transformer import Transformer
 from glassbox.archs.writes import atomic_write_dir
 
@@ -84,7 +84,7 @@ def model_card(title: str, intro: str, code: str, sections: Sequence[tuple[str, 
 
 def _model_card(cfg: ModelConfig, n_params: int, n_active: int, metrics: dict[str, Any]) -> str:
     """save_pretrained's card: the model's shape and its metrics.json, flat."""
-    ffn = FFN_REGISTRY[cfg.ffn.kind].label(cfg.ffn)  # the kind's own words (archs/ffn.py)
+    ffn = FFN_KINDS[cfg.ffn.kind].label(cfg.ffn)  # the kind's own words (archs/ffn.py)
     rows = "\n".join(
         f"| `{k}` | {v:.4g} |" if isinstance(v, float) else f"| `{k}` | {v} |"
         for k, v in sorted(flatten(metrics).items())

@@ -45,23 +45,26 @@ of `FFN` decorated with `register_ffn(name, config=ItsConfig)`. What it provides
 Its constructor takes `(d_model, cfg)`, cfg the slot's `FFNConfig`. A kind with keys
 of its own passes their dataclass to `register_ffn(..., config=...)`: `FFNConfig` then
 has a section named like the kind (YAML `ffn.<kind>.<key>`, `cfg.<kind>.<key>` in
-code), checked by omegaconf like every other key. A new kind is thus one file (plus
-its YAML and its test) and one import line in archs/config.py, which registers the
-built-in kinds before any config is read; a kind defined elsewhere (a test, a user's
-module) is registered by importing its file. Nothing outside the kind's file names
-it: the analysis, the model cards and the hooks' shorthand read the contract above.
+code), checked by omegaconf like every other key. The kinds are the registry
+`FFN_KINDS` (archs/registry.py, the idiom routers, skills and metrics use too). A new
+kind is thus one file (plus its YAML and its test) and one import line in
+archs/config.py, which registers the built-in kinds before any config is read; a kind
+defined elsewhere (a test, a user's module) is registered by importing its file.
+Nothing outside the kind's file names it: the analysis, the model cards and the hooks'
+shorthand read the contract above.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, make_dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from glassbox.archs.errors import ConfigError
+from glassbox.archs.registry import Registry
 from glassbox.archs.units import UnitGroup
 
 AuxLosses = dict[str, tuple[float, Tensor]]
@@ -157,36 +160,18 @@ class FFN(nn.Module):
         return f"a {cls.kind} feed-forward slot"
 
 
-FFN_REGISTRY: dict[str, type[FFN]] = {}
-# kind -> its config dataclass, a section of FFNConfig under the kind's name
-FFN_SECTIONS: dict[str, type] = {}
-_BASE_FIELDS = tuple(fields(FFNConfig))
-_BASE_ANNOTATIONS = dict(FFNConfig.__annotations__)
+def _check_kind(kind: str, cls: Any, config: type | None) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, FFN)):
+        raise TypeError(f"register_ffn({kind!r}): {cls!r} is not a subclass of archs.ffn.FFN")
+    if kind in {f.name for f in _OWN_FIELDS}:
+        raise ValueError(f"register_ffn({kind!r}): {kind!r} is a key of FFNConfig already")
 
 
-def _rebuild_ffn_config() -> None:
-    """Give FFNConfig one field per registered section, in place.
-
-    A fresh dataclass is made with the base fields and the sections, and its
-    generated methods (__init__, __repr__, __eq__) and field table are moved onto
-    FFNConfig, so that every holder of the class (ModelConfig's field types, imports
-    elsewhere, isinstance checks) sees the same schema; omegaconf reads it from
-    `dataclasses.fields` and the annotations.
-    """
-    specs: list[tuple[str, Any, Any]] = []
-    for f in _BASE_FIELDS:
-        default = (
-            field(default=f.default)
-            if f.default is not MISSING
-            else field(default_factory=f.default_factory)
-        )
-        specs.append((f.name, f.type, default))
-    for name, schema in FFN_SECTIONS.items():
-        specs.append((name, schema, field(default_factory=schema)))
-    fresh = make_dataclass("FFNConfig", specs)
-    for attr in ("__init__", "__repr__", "__eq__", "__dataclass_fields__", "__match_args__"):
-        setattr(FFNConfig, attr, fresh.__dict__[attr])
-    FFNConfig.__annotations__ = {**_BASE_ANNOTATIONS, **FFN_SECTIONS}
+_OWN_FIELDS = dataclasses.fields(FFNConfig)
+# The FFN kinds (archs/registry.py), in registration order; each kind's section is a
+# field of FFNConfig named like it (YAML `ffn.<kind>.<key>`).
+FFN_KINDS: Registry[type[FFN]] = Registry("FFN kind", check=_check_kind)
+FFN_KINDS.hold_sections(FFNConfig)
 
 
 def register_ffn(kind: str, config: type | None = None):
@@ -196,29 +181,10 @@ def register_ffn(kind: str, config: type | None = None):
     `kind` of that type, default-constructed, so YAML `ffn.<kind>.<key>` is checked
     like any other key.
     """
-    if kind in _BASE_ANNOTATIONS:
-        raise ValueError(f"register_ffn: kind {kind!r} is a key of FFNConfig already")
-    if config is not None and not dataclasses.is_dataclass(config):
-        raise TypeError(f"register_ffn: config of {kind!r} must be a dataclass, not {config!r}")
 
     def deco(cls: type[FFN]) -> type[FFN]:
-        if not (isinstance(cls, type) and issubclass(cls, FFN)):
-            raise TypeError(f"register_ffn: {cls!r} is not a subclass of archs.ffn.FFN")
-        old = FFN_REGISTRY.get(kind)
-        if old is not None and (old.__module__, old.__qualname__) != (
-            cls.__module__,
-            cls.__qualname__,
-        ):
-            raise ValueError(
-                f"register_ffn: kind {kind!r} is taken by {old.__module__}.{old.__qualname__}"
-            )
-        FFN_REGISTRY[kind] = cls
+        FFN_KINDS.register(kind, cls, config=config)
         cls.kind = kind
-        if FFN_SECTIONS.get(kind) is not config:
-            FFN_SECTIONS.pop(kind, None)
-            if config is not None:
-                FFN_SECTIONS[kind] = config
-            _rebuild_ffn_config()
         return cls
 
     return deco
@@ -226,25 +192,23 @@ def register_ffn(kind: str, config: type | None = None):
 
 def unregister_ffn(kind: str) -> None:
     """Remove a kind and its config section (a kind registered for a test)."""
-    FFN_REGISTRY.pop(kind, None)
-    if FFN_SECTIONS.pop(kind, None) is not None:
-        _rebuild_ffn_config()
+    FFN_KINDS.unregister(kind)
 
 
 def ffn_kinds() -> tuple[str, ...]:
     """The registered kinds, in registration order."""
-    return tuple(FFN_REGISTRY)
+    return FFN_KINDS.names()
 
 
 def validate_ffn_config(cfg: FFNConfig, prefix: str) -> None:
     """Raise ConfigError for an unknown kind, or the kind's own check's error."""
-    if cfg.kind not in FFN_REGISTRY:
-        raise ConfigError(f"{prefix}.kind", cfg.kind, f"one of {', '.join(FFN_REGISTRY)}")
-    FFN_REGISTRY[cfg.kind].check_config(cfg, prefix)
+    if cfg.kind not in FFN_KINDS:
+        raise ConfigError(f"{prefix}.kind", cfg.kind, f"one of {', '.join(FFN_KINDS)}")
+    FFN_KINDS[cfg.kind].check_config(cfg, prefix)
 
 
 def build_ffn(d_model: int, cfg: FFNConfig) -> FFN:
     """The FFN module of `cfg.kind`, (batch, pos, d_model) -> (batch, pos, d_model)."""
-    if cfg.kind not in FFN_REGISTRY:
-        raise ConfigError("ffn.kind", cfg.kind, f"one of {', '.join(FFN_REGISTRY)}")
-    return FFN_REGISTRY[cfg.kind](d_model, cfg)
+    if cfg.kind not in FFN_KINDS:
+        raise ConfigError("ffn.kind", cfg.kind, f"one of {', '.join(FFN_KINDS)}")
+    return FFN_KINDS[cfg.kind](d_model, cfg)

@@ -71,7 +71,9 @@ EXPERT_ACTIVATIONS = ("swiglu", "gelu", "relu")
 
 @dataclass
 class MoEConfig:
-    """The `ffn.moe` section."""
+    """The `ffn.moe` section. Beside the keys below, each router's own keys (archs/
+    routing.py: `sparsity_weight` for relu, `pool_*` for pooled), put here by the
+    router registry, flat (`moe.pool_size`), after z_loss_weight."""
 
     n_experts: int = 16  # routed experts per layer (fine-grained: 16 to 128)
     k: int = 2  # experts per token (top-k); every token gets exactly k (dropless)
@@ -82,16 +84,9 @@ class MoEConfig:
     normalize_weights: bool = True  # renormalise the top-k gate weights to sum to 1
     load_balance_weight: float = 0.01  # Switch load-balancing loss weight (1.0 = balanced)
     z_loss_weight: float = 0.001  # router z-loss weight (ST-MoE)
-    sparsity_weight: float = 0.0  # relu router: weight of the L1 penalty on ReLU(router logits)
-    pool_size: int = 0  # pooled router: experts in each sequence's pool (k..n_experts)
-    pool_prefix: int = 0  # pooled router: the pool is read from a sequence's first pool_prefix tokens (0: every token so far)
-    pool_gate: float = 0.0  # pooled router: gates times the prefix mean probability to this power (0: off), so the loss reaches the prefix's routing
-    pool_balance_weight: float = (
-        0.0  # pooled router: weight of the pool-level load balance (1.0 = balanced)
-    )
-    pool_leak_weight: float = (
-        0.0  # pooled router: weight of the router probability outside the pool (concentration)
-    )
+
+
+ROUTERS.hold_sections(MoEConfig, flat=True)  # each router's keys: MoEConfig's, after these
 
 
 def expert_gates(indices: Tensor, weights: Tensor, n_experts: int) -> Tensor:
@@ -180,15 +175,16 @@ class MoE(FFN):
             raise ConfigError(f"{p}.d_expert", m.d_expert, "must be a positive integer")
         if m.n_shared_experts < 0:
             raise ConfigError(f"{p}.n_shared_experts", m.n_shared_experts, "must be >= 0")
-        for key in ("load_balance_weight", "z_loss_weight", "sparsity_weight"):
+        for key in ("load_balance_weight", "z_loss_weight"):
             check_non_negative(f"{p}.{key}", getattr(m, key), " (0 disables)")
         router = ROUTERS[m.router]
-        for other in ROUTERS.values():
-            for key in other.own_keys:
-                if key not in router.own_keys and getattr(m, key):
-                    users = "|".join(n for n, r in ROUTERS.items() if key in r.own_keys)
+        for other in ROUTERS.values():  # another router's keys are off
+            for key in other.own_keys if other is not router else ():
+                if getattr(m, key):
                     raise ConfigError(
-                        f"{p}.{key}", getattr(m, key), f"only applies to moe.router={users}; set 0"
+                        f"{p}.{key}",
+                        getattr(m, key),
+                        f"only applies to moe.router={other.name}; set 0",
                     )
         router.check_config(m, p)
 

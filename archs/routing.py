@@ -11,8 +11,12 @@ weights that make each expert's hidden pre-activations, `w_in` (E, d_model, d_ex
     scores  (..., E)  what top-k ranks to choose them
 
 and `aux_losses(logits)` the router's own auxiliary losses, beside the load-balancing
-and z-losses every MoE layer has. A router with keys of its own reads them from the
-MoEConfig it is built with (add them there, in archs/moe.py).
+and z-losses every MoE layer has. A router with keys of its own brings them as a
+dataclass, `register_router(name, config=ItsKeys)`: the router registry (`ROUTERS`,
+archs/registry.py) makes its fields keys of MoEConfig, beside the layer's own
+(`moe.pool_size`, flat, as the shipped configs have them), and the router reads them
+from the MoEConfig it is built with. Each key must default to off (0, False): set to
+anything else while another router is chosen, it is a config error naming the key.
 
 A router that reads a token's sequence (`reads_sequence = True`: the pooled router)
 also gets `seq`, a `Sequences`: which tokens of the pass form one sequence (packed
@@ -20,16 +24,17 @@ rows), which are real (left padding in generation), and the KV cache's carry of 
 layer, so that routing token t never reads a token after t and a pass with a cache
 routes as the full forward does.
 
-To add a router: a `Router` subclass here with `@register_router("name")` (its keys
-in MoEConfig, listed in `own_keys`, checked in `check_config`), a YAML that sets
-`moe.router: name`, a test.
+To add a router: a `Router` subclass here with `@register_router("name",
+config=NameKeys)` (its keys' dataclass beside it, every key commented and off by
+default, their values checked in `check_config`), a YAML that sets `moe.router: name`,
+a test.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -39,6 +44,7 @@ from torch import Tensor, nn
 from glassbox.archs.errors import ConfigError, check_non_negative
 from glassbox.archs.ffn import AuxLosses
 from glassbox.archs.hooks import HookPoint
+from glassbox.archs.registry import Registry
 
 
 @dataclass
@@ -52,27 +58,13 @@ class Sequences:
     state: dict[str, Tensor] | None = None  # this layer's KV-cache carry (the router fills it)
 
 
-ROUTERS: dict[str, type[Router]] = {}
-
-
-def register_router(name: str):
-    """Class decorator: make the Router subclass selectable as `moe.router: name`."""
-
-    def deco(cls: type[Router]) -> type[Router]:
-        ROUTERS[name] = cls
-        cls.name = name
-        return cls
-
-    return deco
-
-
 class Router(nn.Module, ABC):
     """Base class. A module (without parameters of its own for the built-in ones),
     so that a router may hold buffers or parameters, named `mlp.router.*`."""
 
     name: ClassVar[str] = ""
-    # MoEConfig keys that only this router reads (set to a non-zero value with another
-    # router, they are a config error)
+    # MoEConfig keys that only this router reads: its config's fields, set by
+    # register_router (set to a non-zero value with another router, a config error)
     own_keys: ClassVar[tuple[str, ...]] = ()
     # whether `route` reads the token's sequence (its `seq` argument)
     reads_sequence: ClassVar[bool] = False
@@ -97,6 +89,37 @@ class Router(nn.Module, ABC):
         return {}
 
 
+def _check_router(name: str, cls: Any, config: type | None) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Router)):
+        raise TypeError(f"register_router({name!r}): {cls!r} is not a subclass of Router")
+    for f in fields(config) if config is not None else ():
+        if f.default_factory is not MISSING or f.default:
+            raise ValueError(
+                f"register_router({name!r}): key {f.name!r} must default to off (0, False), "
+                "so that it means nothing with another router"
+            )
+
+
+# The MoE routers (archs/registry.py), in registration order; each router's keys are
+# keys of MoEConfig (flat: `moe.<key>`), which archs/moe.py makes hold them.
+ROUTERS: Registry[type[Router]] = Registry("MoE router", check=_check_router)
+
+
+def register_router(name: str, config: type | None = None):
+    """Class decorator: make the Router subclass selectable as `moe.router: name`.
+
+    config: the dataclass of the router's own keys (or None); each becomes a key of
+    MoEConfig (`moe.<key>`), off by default, and the router's `own_keys`."""
+
+    def deco(cls: type[Router]) -> type[Router]:
+        ROUTERS.register(name, cls, config=config)
+        cls.name = name
+        cls.own_keys = tuple(f.name for f in fields(config)) if config is not None else ()
+        return cls
+
+    return deco
+
+
 @register_router("softmax")
 class SoftmaxRouter(Router):
     """Switch / Mixtral: gates = scores = softmax(logits)."""
@@ -108,7 +131,14 @@ class SoftmaxRouter(Router):
         return gates, gates
 
 
-@register_router("relu")
+@dataclass
+class ReLURouterKeys:
+    """The relu router's keys of MoEConfig."""
+
+    sparsity_weight: float = 0.0  # relu router: weight of the L1 penalty on ReLU(router logits)
+
+
+@register_router("relu", config=ReLURouterKeys)
 class ReLURouter(Router):
     """Sparsity-aware, in the spirit of MoE-X (Yang et al. 2025).
 
@@ -120,11 +150,13 @@ class ReLURouter(Router):
     relu`), where rho is the expected fraction of non-zero hidden units.
     """
 
-    own_keys = ("sparsity_weight",)
-
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.sparsity_weight = float(cfg.sparsity_weight)
+
+    @classmethod
+    def check_config(cls, cfg: Any, prefix: str) -> None:
+        check_non_negative(f"{prefix}.sparsity_weight", cfg.sparsity_weight, " (0 disables)")
 
     @staticmethod
     def sparsity_estimate(x: Tensor, w_in: Tensor) -> Tensor:
@@ -150,7 +182,22 @@ class ReLURouter(Router):
         return {"router_l1": (self.sparsity_weight, F.relu(logits).sum(-1).mean())}
 
 
-@register_router("pooled")
+@dataclass
+class PooledRouterKeys:
+    """The pooled router's keys of MoEConfig."""
+
+    pool_size: int = 0  # pooled router: experts in each sequence's pool (k..n_experts)
+    pool_prefix: int = 0  # pooled router: the pool is read from a sequence's first pool_prefix tokens (0: every token so far)
+    pool_gate: float = 0.0  # pooled router: gates times the prefix mean probability to this power (0: off), so the loss reaches the prefix's routing
+    pool_balance_weight: float = (
+        0.0  # pooled router: weight of the pool-level load balance (1.0 = balanced)
+    )
+    pool_leak_weight: float = (
+        0.0  # pooled router: weight of the router probability outside the pool (concentration)
+    )
+
+
+@register_router("pooled", config=PooledRouterKeys)
 class PooledRouter(Router):
     """Pooled routing, in the spirit of EMO (Ai2 2026): the tokens of a sequence choose
     their k experts only among a pool of `moe.pool_size` experts, the pool read from
@@ -179,7 +226,6 @@ class PooledRouter(Router):
     first; a hook that returns a tensor forces the pool.
     """
 
-    own_keys = ("pool_size", "pool_prefix", "pool_gate", "pool_balance_weight", "pool_leak_weight")
     reads_sequence = True
 
     def __init__(self, cfg: Any) -> None:

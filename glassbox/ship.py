@@ -33,7 +33,7 @@ from glassbox.archs.checkpoint import CARD, CONFIG, FILES
 from glassbox.archs.checkpoint import model_card as checkpoint_card
 from glassbox.archs.config import model_config_from_dict
 from glassbox.archs.errors import ArgumentError, CheckpointError, one_line
-from glassbox.archs.ffn import FFN_REGISTRY
+from glassbox.archs.ffn import FFN_KINDS
 from glassbox.archs.writes import (
     OutputError,
     atomic_write_dir,
@@ -97,7 +97,7 @@ def describe(config: Mapping[str, Any]) -> str:
     """One sentence on what the model is, from its config.yaml."""
     model = config["model"]
     ffn = model_config_from_dict(model).ffn
-    slot = FFN_REGISTRY[ffn.kind].describe(ffn)  # the kind's own phrase (archs/ffn.py)
+    slot = FFN_KINDS[ffn.kind].describe(ffn)  # the kind's own phrase (archs/ffn.py)
     ws = model.get("weight_sparsity") or {}
     if ws.get("target_density", 1.0) < 1.0:
         slot += (

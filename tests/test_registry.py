@@ -15,8 +15,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 from tokenizers import Tokenizer
 
+from glassbox.archs.config import MoEConfig, model_config_from_dict
 from glassbox.archs.errors import ConfigError
+from glassbox.archs.ffn import FFN_KINDS, register_ffn
 from glassbox.archs.registry import Registry, UnknownName
+from glassbox.archs.routing import ROUTERS, SoftmaxRouter, register_router
 from glassbox.metrics import INTERPRETABILITY, METRICS, Metric, register_metric
 from glassbox.report import Report
 from glassbox.training.data import DataConfig, data_config_from_dict
@@ -222,3 +225,87 @@ def test_a_metric_is_checked_where_it_is_registered():
     )
     # the same key in two tables is two entries (the post-hoc route repeats a few scores)
     assert {"interpretability:interp.coverage", "posthoc:interp.coverage"} <= set(METRICS)
+
+
+# ------------------------------------------------------------------ FFN kinds, routers
+def test_an_unknown_kind_or_router_is_one_line_naming_the_known_ones():
+    with pytest.raises(
+        UnknownName, match=r"^unknown FFN kind 'mlp': one of dense, moe, transcoder"
+    ):
+        FFN_KINDS["mlp"]
+    with pytest.raises(
+        UnknownName, match=r"^unknown MoE router 'top1': one of softmax, relu, pooled"
+    ):
+        ROUTERS["top1"]
+
+
+def test_a_kind_named_like_an_ffn_key_is_refused():
+    with pytest.raises(ValueError, match="'d_ff' is a key of FFNConfig already"):
+        register_ffn("d_ff")(FFN_KINDS["dense"])
+    assert "d_ff" not in FFN_KINDS
+
+
+@dataclass
+class NoisyKeys:
+    noise_std: float = 0.0  # std of the noise added to the router logits in training
+
+
+class NoisyRouter(SoftmaxRouter):
+    @classmethod
+    def check_config(cls, cfg: Any, prefix: str) -> None:
+        if cfg.noise_std < 0:
+            raise ConfigError(f"{prefix}.noise_std", cfg.noise_std, "must be >= 0")
+
+
+def _moe(**keys: Any) -> dict:
+    moe = {"n_experts": 4, "k": 2, "d_expert": 8, **keys}
+    return {"vocab_size": 16, "d_model": 16, "n_heads": 2, "ffn": {"kind": "moe", "moe": moe}}
+
+
+@pytest.fixture
+def noisy():
+    register_router("noisy", config=NoisyKeys)(NoisyRouter)
+    yield
+    ROUTERS.unregister("noisy")
+
+
+def test_a_router_brings_its_keys_to_moe_config_and_checks_them(noisy):
+    names = [f.name for f in dataclasses.fields(MoEConfig)]
+    assert names[-1] == "noise_std" and NoisyRouter.own_keys == ("noise_std",)
+    cfg = model_config_from_dict(_moe(router="noisy", noise_std=0.5))
+    assert cfg.ffn.moe.noise_std == 0.5
+    with pytest.raises(ConfigError, match=r"^config error: model\.ffn\.moe\.noise_std=-1\.0: must"):
+        model_config_from_dict(_moe(router="noisy", noise_std=-1.0))
+    with pytest.raises(
+        ConfigError, match=r"noise_std=0\.5: only applies to moe\.router=noisy; set 0$"
+    ):
+        model_config_from_dict(_moe(router="softmax", noise_std=0.5))
+
+
+def test_router_keys_are_checked_where_the_router_is_registered():
+    @dataclass
+    class Clashing:
+        pool_size: int = 0  # the pooled router's key
+
+    @dataclass
+    class Own:
+        k: int = 0  # MoEConfig's own key
+
+    @dataclass
+    class On:
+        noise_std: float = 1.0  # on by default: would mean something with every router
+
+    with pytest.raises(ValueError, match=r"MoEConfig\.pool_size is 'pooled''s already"):
+        register_router("clash", config=Clashing)(NoisyRouter)
+    with pytest.raises(ValueError, match=r"MoEConfig has a key 'k' of its own"):
+        register_router("own", config=Own)(NoisyRouter)
+    with pytest.raises(ValueError, match="'noise_std' must default to off"):
+        register_router("on", config=On)(NoisyRouter)
+    assert ROUTERS.names() == ("softmax", "relu", "pooled")
+    assert "noise_std" not in [f.name for f in dataclasses.fields(MoEConfig)]
+
+
+def test_the_shipped_pooled_checkpoint_reads_its_router_keys():
+    d = OmegaConf.to_container(OmegaConf.load(ROOT / "checkpoints/moe_pooled/config.yaml"))
+    moe = model_config_from_dict(d["model"]).ffn.moe
+    assert moe.router == "pooled" and moe == MoEConfig(**d["model"]["ffn"]["moe"])
