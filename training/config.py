@@ -11,6 +11,15 @@ overrides on the command line come last:
     trainer:
       max_steps: 2000
 
+A part may itself start from other parts of its group, with a `defaults:` list of
+their names (Hydra's spelling); they are merged first, in order, then the part's own
+keys. Every configs/model/*.yaml starts from configs/model/base.yaml, the backbone:
+
+    defaults:
+      - base                # configs/model/base.yaml: d_model, n_layers, heads, ...
+    ffn:
+      kind: moe
+
 Any unknown key, wrong type or impossible combination raises `ConfigError` with one
 line naming the key, the value and what is allowed.
 """
@@ -22,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from glassbox.archs.config import ConfigError, ModelConfig, validate_model_config
@@ -164,17 +173,34 @@ def _resolve_defaults(raw: DictConfig, path: Path) -> DictConfig:
                 name,
                 f"unknown group {group!r}: a group is a section ({', '.join(SECTIONS)})",
             )
-        part = None
-        for root in (path.parent, CONFIG_DIR):
-            candidate = root / group / f"{name}.yaml"
-            if candidate.is_file():
-                part = load_yaml_file(candidate)
-                break
-        if part is None:
-            choices = sorted(p.stem for p in (CONFIG_DIR / str(group)).glob("*.yaml"))
-            raise ConfigError(f"defaults.{group}", name, f"one of {', '.join(choices) or '(none)'}")
-        composed = OmegaConf.merge(composed, {group: part})
+        composed = OmegaConf.merge(composed, {group: _load_part(str(group), name, path)})
     return OmegaConf.merge(composed, raw)  # type: ignore[return-value]
+
+
+def _load_part(group: str, name: Any, path: Path, chain: tuple[str, ...] = ()) -> DictConfig:
+    """configs/<group>/<name>.yaml (beside the run config `path` first, then the
+    package's), on top of the parts its own `defaults:` list names (same group)."""
+    if name in chain:
+        cycle = " -> ".join([*chain, str(name)])
+        raise ConfigError(f"defaults.{group}", name, f"a part that includes itself: {cycle}")
+    file = None
+    for root in (path.parent, CONFIG_DIR):
+        if (root / group / f"{name}.yaml").is_file():
+            file = root / group / f"{name}.yaml"
+            break
+    if file is None:
+        choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        raise ConfigError(f"defaults.{group}", name, f"one of {', '.join(choices) or '(none)'}")
+    part = load_yaml_file(file)
+    bases = part.pop("defaults", None) or []
+    if not isinstance(bases, (list, ListConfig)) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(
+            "defaults", bases, f"a part's defaults are names of parts of its group (in {file})"
+        )
+    composed = OmegaConf.create({})
+    for base in bases:
+        composed = _merge(composed, _load_part(group, base, path, (*chain, str(name))), str(file))
+    return _merge(composed, part, str(file))
 
 
 def load_config(
