@@ -341,9 +341,7 @@ def in_section(metrics: Iterable[Metric], section: str) -> list[Metric]:
 def expand(metrics: Iterable[Metric], keys: Iterable[str]) -> list[Metric]:
     """Each entry with a `{name}` placeholder becomes one entry per name whose key is
     among `keys` (sorted by name); the others stay as they are. Baselines follow
-    their metric. `metrics` may be the registry itself (its entries)."""
-    if isinstance(metrics, Registry):
-        metrics = metrics.values()
+    their metric."""
     keys = sorted(set(keys))
     out: list[Metric] = []
     for m in metrics:

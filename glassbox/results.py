@@ -189,10 +189,11 @@ def stat(values: Iterable[Any], intervals: Iterable[Any] = ()) -> Stat | None:
 
 
 def aggregate(
-    results: Sequence[Scored], metrics: Sequence[Metric] = METRICS
+    results: Sequence[Scored], metrics: Iterable[Metric] | None = None
 ) -> dict[str, dict[str, Stat | None]]:
     """Per architecture (in order of first appearance), per key of `metrics`
     (expanded per skill over the keys the results hold): the Stat over seeds."""
+    metrics = METRICS.values() if metrics is None else metrics  # None: every registered one
     by_arch: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_arch.setdefault(r.arch, []).append(r.values())
