@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from glassbox.training.data.cache import config_hash, load_entry, save_entry
+from glassbox.training.data.code import build_code_datasets
 from glassbox.training.data.config import DataConfig
 from glassbox.training.data.suite import (
     SuiteData,
@@ -24,12 +25,15 @@ def build_datasets(cfg: DataConfig | DictConfig | dict) -> SuiteData:
     build of the same config is there, else built (and cached).
 
     skills: DatasetDict train / val / test / ood of one example per row.
-    text: train / val / test of packed blocks (IterableDatasets when streaming)."""
+    text: train / val / test of packed blocks (IterableDatasets when streaming).
+    code: train / val / test of packed blocks of Python with ground truth (val, test)."""
     if not isinstance(cfg, DataConfig):
         cfg = data_config_from_dict(cfg)
     validate_data_config(cfg)
     if cfg.source == "text":
         return build_text_datasets(cfg)
+    if cfg.source == "code":
+        return build_code_datasets(cfg)
     # The key also covers what the code derives from the config: the vocabulary and
     # the registry's feature columns (a skill added to the registry changes both).
     skills = make_skills(cfg)

@@ -26,6 +26,7 @@ from tokenizers import Tokenizer
 DATA_VERSION = 2
 # Keys that do not change the data.
 NOT_HASHED = ("batch_size", "num_workers", "cache_dir", "pack_length")
+CORPORA = ("text", "code")  # sources read from a section of their own
 
 
 def config_hash(cfg: Any, extra: Any = None) -> str:
@@ -34,10 +35,11 @@ def config_hash(cfg: Any, extra: Any = None) -> str:
     (e.g. fingerprints of the input files)."""
     d = OmegaConf.to_container(OmegaConf.structured(cfg))
     assert isinstance(d, dict)
-    if d["source"] == "text":  # the skill sections do not touch a corpus
-        d = {k: d[k] for k in ("source", "seed", "text")}
+    if d["source"] in CORPORA:  # the skill sections do not touch a corpus
+        d = {k: d[k] for k in ("source", "seed", d["source"])}
     else:
-        d.pop("text")
+        for k in CORPORA:
+            d.pop(k)
     for k in NOT_HASHED:
         d.pop(k, None)
     blob = json.dumps({"v": DATA_VERSION, "cfg": d, "extra": extra}, sort_keys=True, default=str)

@@ -2,7 +2,8 @@
 
 Every field is a YAML key under `data:` in a run config (configs/data/*.yaml hold
 the values of that section only). `source: skills` generates the synthetic skill
-suite from `seed`; `source: text` reads a text corpus (see `TextConfig`).
+suite from `seed`; `source: text` reads a text corpus (see `TextConfig`); `source: code`
+reads Python source with ground truth on every token (see `CodeConfig`).
 
 Each skill reads the section named like it (`data.addition.max_digits`, ...): the
 skill brings that section's dataclass where it registers itself
@@ -49,8 +50,27 @@ class TextConfig:
 
 
 @dataclass
+class CodeConfig:
+    # What to read: "stdlib:" (the standard library), "stdlib:NAME", "site:" (the Python
+    # source of the running interpreter's installed packages), "site:NAME", or folders.
+    # A top-level package (or module) is a domain and is never split between train,
+    # val and test. See training/data/code.py.
+    paths: list[str] = field(default_factory=lambda: ["stdlib:"])
+    exclude: list[str] = field(default_factory=list)  # top-level package names left out
+    max_file_bytes: int = 1_000_000  # larger files (generated tables) are left out, counted
+    vocab_size: int = 2048  # byte-level BPE vocabulary (special tokens included), trained on train
+    tokenizer_path: str = ""  # a tokenizer.json to use instead of training one
+    tokenizer_train_chars: int = 50_000_000  # train characters (seeded sample of files) for the BPE
+    block_size: int = 256  # tokens per packed row, <bos> included
+    val_share: float = 0.05  # chance a package is held out for val (seeded hash of its name)
+    test_share: float = 0.05  # chance a package is held out for test
+    label_train: bool = False  # ground truth on train rows too (val and test always have it)
+
+
+@dataclass
 class DataConfig:
-    source: str = "skills"  # skills (the synthetic suite) | text (a corpus, see `text`)
+    # skills (the synthetic suite) | text (a corpus, see `text`) | code (Python, see `code`)
+    source: str = "skills"
     seed: int = 0  # everything generated (examples, knowledge graph, splits) follows this seed
     batch_size: int = 32  # examples (skills) or blocks (text) per batch; packed rows if pack_length
     # skills, train split: pack several examples into rows of this many tokens (attention
@@ -70,3 +90,4 @@ class DataConfig:
     n_ood: int = 2_000  # ood examples, over the skills that have an ood split
     # here, one section per registered skill that brings one (`copy:`, ..., `ioi:`)
     text: TextConfig = field(default_factory=TextConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)

@@ -222,13 +222,11 @@ def train_bpe(texts: Iterator[str], vocab_size: int) -> Tokenizer:
     return tok
 
 
-def check_specials(tok: Tokenizer, where: str) -> None:
+def check_specials(tok: Tokenizer, where: str, key: str = "data.text.tokenizer_path") -> None:
     vocab = tok.get_vocab()
     for i, s in enumerate((PAD, BOS, EOS)):
         if vocab.get(s) != i:
-            raise ConfigError(
-                "data.text.tokenizer_path", where, f"the tokenizer must map {s} to id {i}"
-            )
+            raise ConfigError(key, where, f"the tokenizer must map {s} to id {i}")
 
 
 class Packer:

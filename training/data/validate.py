@@ -11,6 +11,7 @@ import math
 from omegaconf import DictConfig, OmegaConf
 
 from glassbox.archs.config import ConfigError
+from glassbox.training.data.code import check_code_config
 from glassbox.training.data.config import DataConfig, TextConfig
 from glassbox.training.data.names import MAX_NAMES
 from glassbox.training.data.skills import SKILLS
@@ -21,8 +22,8 @@ from glassbox.training.data.vocab import SPECIAL_TOKENS
 
 def validate_data_config(cfg: DataConfig, prefix: str = "data") -> None:
     """Raise ConfigError (one line: key, value, what is allowed) for any impossible value."""
-    if cfg.source not in ("skills", "text"):
-        raise ConfigError(f"{prefix}.source", cfg.source, "one of skills, text")
+    if cfg.source not in ("skills", "text", "code"):
+        raise ConfigError(f"{prefix}.source", cfg.source, "one of skills, text, code")
     if cfg.loss_on not in ("answer", "all"):
         raise ConfigError(f"{prefix}.loss_on", cfg.loss_on, "one of answer, all")
     check_positive_ints(prefix, cfg, "batch_size")
@@ -42,6 +43,11 @@ def validate_data_config(cfg: DataConfig, prefix: str = "data") -> None:
                 f"0: text rows are already packed to {prefix}.text.block_size",
             )
         _validate_text(cfg.text, f"{prefix}.text")
+        return
+    if cfg.source == "code":
+        if cfg.pack_length:
+            raise ConfigError(f"{prefix}.pack_length", cfg.pack_length, "0: code rows are packed")
+        check_code_config(cfg.code, f"{prefix}.code")
         return
 
     for name, w in cfg.mix.items():
