@@ -42,8 +42,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from glassbox.analysis.activations import Collected, collect_activations
 from glassbox.analysis.beyond_token import info_with_control
-from glassbox.analysis.coverage import Collected, collect_activations, ground_truth_labels
+from glassbox.analysis.coverage import ground_truth_labels
 from glassbox.analysis.heldout import (
     MATCHED_UNITS,
     MIN_POSITIVES,

@@ -9,6 +9,7 @@ answer to "which ids, which tokens are real, which are scored".
 from __future__ import annotations
 
 import random
+import weakref
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -59,6 +60,15 @@ def to_device(batch: Mapping[str, Tensor], device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+class Sample(list):
+    """A list of collated batches that remembers, per model (weakly), the activations
+    collected over it (analysis.activations: one pass per model and sample)."""
+
+    def __init__(self, batches: Iterable = ()) -> None:
+        super().__init__(batches)
+        self.collected: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def sample_indices(
     suite: SuiteData, split: str, n_examples: int, seed: int = 0, keep=None
 ) -> list[int]:
@@ -86,7 +96,8 @@ def sample_indices(
 def suite_batches(
     suite: SuiteData, split: str, n_examples: int, batch_size: int = 64, seed: int = 0, device=None
 ) -> list[dict[str, Tensor]]:
-    """The rows of `sample_indices`, collated into batches (on `device` if given)."""
+    """The rows of `sample_indices`, collated into batches (on `device` if given): a
+    `Sample`, so that the sections reading it share one activation pass per model."""
     ds = suite.splits[split]
     rows = [ds[i] for i in sample_indices(suite, split, n_examples, seed)]
     batches = [
@@ -94,7 +105,7 @@ def suite_batches(
     ]
     if device is not None:
         batches = [to_device(b, device) for b in batches]
-    return batches
+    return Sample(batches)
 
 
 def _round_robin(order: list[int], domains: list[list[int]]) -> list[int]:
@@ -115,6 +126,7 @@ __all__ = [
     "count_real_tokens",
     "real_tokens",
     "scoring_mask",
+    "Sample",
     "sample_indices",
     "suite_batches",
     "to_device",

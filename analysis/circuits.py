@@ -80,9 +80,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from glassbox.analysis.activations import collect_activations
 from glassbox.analysis.batches import suite_batches
 from glassbox.analysis.jsonable import jsonable
-from glassbox.archs.units import HookUnits, UnitGroup, eval_mode, head_units, hook_means
+from glassbox.archs.units import HookUnits, UnitGroup, eval_mode, head_units
 from glassbox.training.data import SuiteData
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
@@ -114,16 +115,16 @@ def unit_groups(
 
 def unit_means(model, batches, groups: Sequence[UnitGroup]) -> dict[str, Tensor]:
     """{group name: its means}: (n_units,) for neurons and latents, (H, d_head) for
-    heads, (E, d_model) for experts, (E * d_expert,) for experts' hidden units. Hook-point groups share one pass over the
-    batches (a list, since it may be read more than once)."""
-    batches = list(batches)
+    heads, (E, d_model) for experts, (E * d_expert,) for experts' hidden units.
+    Hook-point groups read their means off one activation pass (analysis.activations,
+    shared with every other reader of a Sample); the others compute their own."""
+    batches = batches if isinstance(batches, Sequence) else list(batches)
     with eval_mode(model):
-        # groups that read their means off a hook point share one pass
         hooked = [g for g in groups if isinstance(g, HookUnits) and type(g).mean is HookUnits.mean]
         out: dict[str, Tensor] = {}
         if hooked:
-            means = hook_means(model, batches, [g.hook for g in hooked])
-            out.update({g.name: means[g.hook] for g in hooked})
+            col = collect_activations(model, batches, [g.hook for g in hooked])
+            out.update({g.name: col.acts[g.hook].mean(0).to(model.device) for g in hooked})
         for g in groups:
             if g.name not in out:
                 out[g.name] = g.mean(model, batches)

@@ -4,7 +4,7 @@ neuron, expert gate) thresholded at any of its quantile thresholds; the mean ove
 features. It works on any (N, units) activation matrix, so a dense model's neurons
 (`blocks.i.mlp.hook_post`) are scored the same way as transcoder latents.
 
-    col = collect_activations(model, batches, ["blocks.0.mlp.hook_latents"])
+    col = collect_activations(model, batches, ["blocks.0.mlp.hook_latents"])  # analysis.activations
     labels, names = ground_truth_labels(col.features, suite.feature_names,
                                         suite.feature_kinds, col.skill, suite.skill_names)
     res = coverage(col.acts["blocks.0.mlp.hook_latents"], labels, names)
@@ -17,85 +17,14 @@ threshold_counts -> f1_and_precision -> best_units.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from glassbox.analysis.batches import real_tokens, token_batch
-
 NOT_APPLICABLE = ("negative", "exclude")
-
-# ------------------------------------------------------------ collecting data
-
-
-@dataclass
-class Collected:
-    """Activations at hook points over the real tokens of a set of batches.
-
-    acts[name]: (N, units) float32, one row per real token; where (N, 2): the
-    (sequence, position) of each row in `sequences` (each a (T,) id tensor, as in
-    its batch, padding included); features (N, F) and skill (N,) when the batches
-    carry them (-1: not applicable)."""
-
-    acts: dict[str, Tensor]
-    where: Tensor
-    sequences: list[Tensor]
-    features: Tensor | None = None
-    skill: Tensor | None = None
-
-    @property
-    def n_tokens(self) -> int:
-        return self.where.shape[0]
-
-    @property
-    def token_ids(self) -> Tensor:
-        """(N,) the token id of each row."""
-        if not self.sequences:
-            return torch.empty(0, dtype=torch.long)
-        ids = torch.nn.utils.rnn.pad_sequence(self.sequences, batch_first=True)
-        return ids[self.where[:, 0], self.where[:, 1]]
-
-
-@torch.no_grad()
-def collect_activations(
-    model, batches: Iterable, names: Sequence[str], max_tokens: int | None = None
-) -> Collected:
-    """Run `model` over `batches` (dicts with input_ids, attention_mask, features,
-    skill, as training.data.collate makes them; or id tensors) and keep the
-    activations at hook points `names` (each (B, T, units)) on the real tokens,
-    on the CPU, stopping after `max_tokens` tokens."""
-    model.eval()
-    acts: dict[str, list[Tensor]] = {n: [] for n in names}
-    where, seqs, feats, skills = [], [], [], []
-    n = 0
-    for batch in batches:
-        ids, att = token_batch(batch)
-        _, cache = model.run_with_cache(ids, attention_mask=att, names_filter=list(names))
-        m = real_tokens(ids, att)
-        for name in names:
-            acts[name].append(cache[name][m].float().cpu())
-        s, p = m.nonzero(as_tuple=True)
-        where.append(torch.stack([s.cpu() + len(seqs), p.cpu()], 1))
-        seqs.extend(ids.cpu().unbind(0))
-        if isinstance(batch, dict) and "features" in batch:
-            feats.append(batch["features"][m].cpu())
-        if isinstance(batch, dict) and "skill" in batch:
-            skills.append(batch["skill"][m].cpu())
-        n += int(m.sum())
-        if max_tokens is not None and n >= max_tokens:
-            break
-    cut = slice(0, max_tokens)
-    return Collected(
-        acts={k: torch.cat(v)[cut] for k, v in acts.items()},
-        where=torch.cat(where)[cut],
-        sequences=seqs,
-        features=torch.cat(feats)[cut] if feats else None,
-        skill=torch.cat(skills)[cut] if skills else None,
-    )
-
 
 # ------------------------------------------------------------------ ground truth
 
@@ -408,10 +337,8 @@ def coverage(
 
 
 __all__ = [
-    "Collected",
     "CoverageResult",
     "best_units",
-    "collect_activations",
     "coverage",
     "f1_and_precision",
     "ground_truth_labels",

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from glassbox.analysis.coverage import Collected, CoverageResult
+from glassbox.analysis.activations import Collected
+from glassbox.analysis.coverage import CoverageResult
 
 
 @dataclass

@@ -28,6 +28,7 @@ from typing import Any
 
 from torch import Tensor
 
+from glassbox.analysis.activations import collect_activations, prefetch
 from glassbox.analysis.audit import audited_scores
 from glassbox.analysis.baselines import (
     feature_split,
@@ -37,7 +38,7 @@ from glassbox.analysis.baselines import (
 )
 from glassbox.analysis.batches import suite_batches
 from glassbox.analysis.circuits import circuit_report
-from glassbox.analysis.coverage import collect_activations, coverage, ground_truth_labels
+from glassbox.analysis.coverage import coverage, ground_truth_labels
 from glassbox.analysis.jsonable import is_defined, jsonable, mean_defined
 from glassbox.analysis.microcircuits import microcircuit_report
 from glassbox.analysis.modularity import modularity
@@ -64,9 +65,19 @@ def ffn_kinds(model) -> dict[int, str]:
     return {i: model.cfg.ffn_for_layer(i).kind for i in range(model.cfg.n_layers)}
 
 
+def reading_hooks(model) -> list[str]:
+    """Every hook point the FFN kinds' readings need (`unit_hooks`, `hooks_to_read`),
+    in layer order: what the interpretability sections read over one sample."""
+    return [
+        f"blocks.{i}.mlp.{h}"
+        for i, block in enumerate(model.blocks)
+        for h in dict.fromkeys([*block.mlp.unit_hooks, *block.mlp.hooks_to_read()])
+    ]
+
+
 def unit_activations(model, batches, max_tokens: int | None = 20_000):
     """Per layer, the (N, U) activations of the readable units, plus the collected
-    tokens' features and skills (analysis.coverage.Collected).
+    tokens' features and skills (analysis.activations.Collected).
 
     The units are what each layer's FFN kind says they are (archs.ffn.FFN:
     `unit_hooks` names the hook points that hold them, `read_units` makes the
@@ -175,6 +186,8 @@ def interp_report(
     device = model.device
     val = suite_batches(suite, "val", n_examples, seed=seed, device=device)
     test = suite_batches(suite, "test", n_examples, seed=seed + 1, device=device)
+    # one activation pass per sample for every hook the sections read (analysis.activations)
+    prefetch(model, val, reading_hooks(model))
     cov = coverage_scores(model, val, suite)
     summary = _scores(cov)
     report: dict[str, Any] = {"coverage": cov}

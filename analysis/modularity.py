@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glassbox.analysis.batches import token_batch
+from glassbox.analysis.activations import collect_activations
 from glassbox.analysis.routing_metrics import kmeans_centres
 from glassbox.analysis.specialisation import routed_and_clustered, skill_accuracy
 from glassbox.archs.moe_interventions import remove_experts
@@ -159,27 +159,17 @@ def _layers(model) -> tuple[dict[int, Any], dict[int, Any]]:
 @torch.no_grad()
 def _collect(model, batches, moes, dense) -> tuple[Tensor, dict[int, Tensor]]:
     """(N,) skill of each real token with a skill, and per layer (N, E) gate weights
-    (moe) or (N, d_ff) |hidden activations| (dense) at those tokens."""
+    (moe) or (N, d_ff) |hidden activations| (dense) at those tokens, read through
+    analysis.activations (one pass shared with the other sections of a Sample)."""
     layers = {**moes, **dense}
     names = [f"blocks.{i}.mlp.{h}" for i, mlp in layers.items() for h in mlp.unit_hooks]
-    skills, acts = [], {i: [] for i in (*moes, *dense)}
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in batches:
-            ids, mask = token_batch(batch, model.device)
-            _, cache = model.run_with_cache(ids, attention_mask=mask, names_filter=names)
-            keep = batch["skill"] >= 0
-            if mask is not None:
-                keep &= mask.bool().cpu()
-            skills.append(batch["skill"][keep].cpu())
-            k = keep.to(model.device)
-            for i, mlp in layers.items():  # a MoE's gates, (N, E); |units| of the others
-                units = mlp.read_units({h: cache[f"blocks.{i}.mlp.{h}"][k] for h in mlp.unit_hooks})
-                acts[i].append(units.float().cpu() if i in moes else units.float().abs().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(skills), {i: torch.cat(a) for i, a in acts.items()}
+    col = collect_activations(model, batches, names)
+    keep = col.skill >= 0
+    acts = {}
+    for i, mlp in layers.items():  # a MoE's gates, (N, E); |units| of the others
+        units = mlp.read_units({h: col.acts[f"blocks.{i}.mlp.{h}"][keep] for h in mlp.unit_hooks})
+        acts[i] = units.float() if i in moes else units.float().abs()
+    return col.skill[keep], acts
 
 
 def group_use(acts: Tensor, skill: Tensor, n_skills: int, partition: Tensor | None) -> Tensor:

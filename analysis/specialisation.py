@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from glassbox.analysis.activations import collect_activations
 from glassbox.analysis.baselines import routing_scores, token_routing
 from glassbox.analysis.batches import token_batch
 from glassbox.analysis.jsonable import jsonable, mean_defined
@@ -91,45 +92,34 @@ def collect_routing(
     max_tokens: int | None = None,
     label_key: str = "skill",
 ) -> Routing:
-    """Run the model over the batches, caching only the router hooks (MoE layers)
-    and `mlp.hook_post` (dense layers), for the tokens whose label (the batch's
-    `label_key` column: skill, or domain) is >= 0; `Routing.skill` holds it."""
+    """The router hooks (routed layers) and the units (clustered layers) at the tokens
+    whose label (the batch's `label_key` column: skill, or domain) is >= 0, read
+    through analysis.activations (one pass shared with the other sections of a
+    Sample); `Routing.skill` holds the label."""
     moe_layers, dense_layers = routed_and_clustered(model)
     names = [
         f"blocks.{i}.mlp.hook_{h}" for i in moe_layers for h in ("router_logits", "expert_indices")
     ]
     names += [f"blocks.{i}.mlp.{h}" for i in dense_layers for h in model.blocks[i].mlp.unit_hooks]
-    parts: dict[str, list[Tensor]] = {}
-    n = 0
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in batches:
-            keep = batch[label_key] >= 0  # (B, T)
-            ids, mask = token_batch(batch, model.device)
-            _, cache = model.run_with_cache(ids, attention_mask=mask, names_filter=names)
-            for name in names:
-                parts.setdefault(name, []).append(cache[name][keep.to(model.device)].cpu())
-            parts.setdefault("skill", []).append(batch[label_key][keep])
-            parts.setdefault("features", []).append(batch["features"][keep])
-            parts.setdefault("tokens", []).append(batch["input_ids"][keep])
-            n += int(keep.sum())
-            if max_tokens is not None and n >= max_tokens:
-                break
-    finally:
-        model.train(was_training)
-    if not parts:
+    batches = batches if isinstance(batches, Sequence) else list(batches)
+    if not batches:
         raise ValueError("collect_routing: no batches")
-    cat = {k: torch.cat(v)[:max_tokens] for k, v in parts.items()}
-    r = Routing(skill=cat["skill"], features=cat["features"], tokens=cat["tokens"])
+    col = collect_activations(model, batches, names)
+    keep = col.columns[label_key] >= 0
+    cut = slice(0, max_tokens)
+    features = col.features if col.features is not None else torch.empty(col.n_tokens, 0)
+    r = Routing(
+        skill=col.columns[label_key][keep][cut],
+        features=features[keep][cut].long(),
+        tokens=col.token_ids[keep][cut],
+    )
+    acts = {n: a[keep][cut] for n, a in col.acts.items()}
     for i in moe_layers:
-        r.indices[i] = cat[f"blocks.{i}.mlp.hook_expert_indices"]
-        r.logits[i] = cat[f"blocks.{i}.mlp.hook_router_logits"].float()
+        r.indices[i] = acts[f"blocks.{i}.mlp.hook_expert_indices"].long()
+        r.logits[i] = acts[f"blocks.{i}.mlp.hook_router_logits"]
     for i in dense_layers:
         mlp = model.blocks[i].mlp
-        r.hidden[i] = mlp.read_units(
-            {h: cat[f"blocks.{i}.mlp.{h}"] for h in mlp.unit_hooks}
-        ).float()
+        r.hidden[i] = mlp.read_units({h: acts[f"blocks.{i}.mlp.{h}"] for h in mlp.unit_hooks})
     return r
 
 

@@ -47,11 +47,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from glassbox.analysis.activations import Collected
 from glassbox.analysis.audit import N_GROUPS, Labelled, read_units, specialisation_section
 from glassbox.analysis.baselines import untrained_twin
 from glassbox.analysis.batches import real_tokens, token_batch
 from glassbox.analysis.circuits import circuit_report, unit_groups, unit_means
-from glassbox.analysis.coverage import Collected
 from glassbox.analysis.feature_pages import feature_contexts, render_html, render_text
 from glassbox.analysis.interp import ffn_kinds, suite_batches, unit_activations
 from glassbox.analysis.intervals import bootstrap_weights

@@ -151,13 +151,6 @@ class Run:
             self.config_key, (self.export / "metrics.json").read_text(), scoring=False
         )
 
-    def uses_tool_skills(self) -> bool:
-        """Whether the tool analysis applies: the data has addition or facts, plain
-        (the dense baseline answers from its weights) or through tools."""
-        data = self.cfg.data
-        names = ("addition", "facts", "addition_tool", "facts_tool")
-        return data.source == "skills" and any(data.mix.get(n, 0) > 0 for n in names)
-
 
 class CheckpointRun(Run):
     """An architecture scored from an existing checkpoint (CompareConfig.checkpoints):

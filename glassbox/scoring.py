@@ -9,16 +9,11 @@ under the same key. The science is analysis/'s; nothing here trains.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
-from typing import Any
 
-from glassbox.analysis.interp import interp_with_baselines
-from glassbox.analysis.jsonable import jsonable
+from glassbox.analysis.pipeline import Analysis, analyze
 from glassbox.analysis.posthoc import posthoc_route
-from glassbox.analysis.text_analysis import text_with_baselines
-from glassbox.analysis.tools import tool_report
 from glassbox.compare_config import CompareConfig
 from glassbox.results import (
     PostHocResult,
@@ -38,28 +33,23 @@ def score_key(run: Run, cc: CompareConfig) -> str:
     return content_key("scores", run.checkpoint_key, cc.analysis_examples, cc.microcircuits)
 
 
-def _analyse(run: Run, cc: CompareConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's analysis (written to its analysis dir) and the tool analysis's summary
-    ({} where it does not apply). Every score beside its untrained twin's (the run's
-    config at its training seed); text carries no ground truth: its scores are by domain."""
-    score = text_with_baselines if run.cfg.data.source == "text" else interp_with_baselines
-    skills = {} if run.cfg.data.source == "text" else {"microcircuits": cc.microcircuits}
-    analysis = score(
+def _analyse(run: Run, cc: CompareConfig) -> Analysis:
+    """The run's analysis (analysis.pipeline, the same call `glassbox analyze` makes):
+    every score beside its untrained twin's (the run's config at its training seed),
+    by domain on text, and the tool scores where the data has tool skills."""
+    return analyze(
         run.model,
         run.suite,
+        ("interp", "tools"),
         run.analysis_dir,
         n_examples=cc.analysis_examples,
         seed=run.seed,
         init_seed=run.cfg.run.seed,
-        **skills,
+        checkpoint=run.export,
+        microcircuits=cc.microcircuits,
+        data_cfg=run.cfg.data,
+        tools_cfg=run.cfg.tools,
     )
-    tool_summary: dict[str, Any] = {}
-    if run.uses_tool_skills():
-        report = tool_report(
-            run.model, run.suite, data_cfg=run.cfg.data, tools=run.cfg.tools, seed=run.seed
-        )
-        tool_summary = report["summary"]
-    return analysis, tool_summary
 
 
 def score_run(run: Run, cc: CompareConfig) -> RunResult:
@@ -75,24 +65,23 @@ def score_run(run: Run, cc: CompareConfig) -> RunResult:
         )
     run.analysis_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    analysis, tool_summary = _analyse(run, cc)
+    analysis = _analyse(run, cc)
     analysis_seconds = time.perf_counter() - t0
-    (run.analysis_dir / "analysis.json").write_text(json.dumps(jsonable(analysis), indent=2))
-    interp = {**analysis["summary"]}  # interp.*, baselines.init.interp.*, baselines.token.interp.*
-    interp.update({k: v for k, v in tool_summary.items() if k.startswith("interp.")})
+    analysis.write(run.analysis_dir / "analysis.json")
+    summary = analysis.summary  # interp.*, baselines.*, domains.* and tools.*
     result = RunResult(
         arch=run.arch,
         seed=run.seed,
         run_dir=str(run.run_dir),
         capability=capability_values(run.metrics),
-        interp=interp,
-        tools={k: v for k, v in tool_summary.items() if k.startswith("tools.")} or None,
-        plots=tuple(analysis.get("moe", {}).get("plots", analysis.get("plots", []))),
+        interp={k: v for k, v in summary.items() if not k.startswith("tools.")},
+        tools={k: v for k, v in summary.items() if k.startswith("tools.")} or None,
+        plots=tuple(analysis.plots),
         trained_now=run.trained_now,
         train_seconds=run.train_seconds,
         analysis_seconds=analysis_seconds,
         key=key,
-        not_applicable=tuple(analysis.get("not_applicable", ())),
+        not_applicable=analysis.not_applicable,
     )
     save(saved_path, key, result)
     return result

@@ -11,13 +11,8 @@ import time
 import pytest
 import torch
 
-from glassbox.analysis.coverage import (
-    Collected,
-    collect_activations,
-    coverage,
-    ground_truth_labels,
-    unit_thresholds,
-)
+from glassbox.analysis.activations import Collected, collect_activations
+from glassbox.analysis.coverage import coverage, ground_truth_labels, unit_thresholds
 from glassbox.analysis.feature_cost import compute_cost
 from glassbox.analysis.feature_pages import (
     feature_contexts,
