@@ -26,7 +26,8 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 # 3: baselines (untrained twin, token identity), contextual coverage, circuits
 # 4: the audited scores (held out, both signs, matched candidates, pooled, intervals)
 # 5: modularity (keep-25% cost, delta target, delta others: analysis.modularity)
-ANALYSIS_VERSION = 5
+# 6: one sampler (circuits read the coverage sample's examples), analysis.json of analysis.pipeline
+ANALYSIS_VERSION = 6
 
 Values = Mapping[str, Any]
 
