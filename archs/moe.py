@@ -242,6 +242,10 @@ class MoE(FFN):
         ]
 
     @classmethod
+    def label(cls, cfg: FFNConfig) -> str:
+        return f"moe ({cfg.moe.router} router)"
+
+    @classmethod
     def describe(cls, cfg: FFNConfig) -> str:
         m = cfg.moe
         slot = (

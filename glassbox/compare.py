@@ -37,6 +37,7 @@ from typing import Any
 
 from glassbox.archs.checkpoint import shipped_dir
 from glassbox.archs.config import ConfigError
+from glassbox.archs.ffn import FFN_KINDS
 from glassbox.archs.writes import Output, close_output_dir, open_output_dir
 from glassbox.compare_config import (
     CompareConfig,
@@ -68,14 +69,14 @@ __all__ = [
 
 
 def architecture_of(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What makes a run config the architecture it is, key by key: the FFN kind of
-    each layer, the MoE router, weight sparsity, tool use, and the data it learns."""
+    """What makes a run config the architecture it is, key by key: the FFN slot of
+    each layer in its kind's own words (`FFN.label`: the kind, a MoE's router), weight
+    sparsity, tool use, and the data it learns."""
     m = cfg.model
     ffns = [m.ffn_for_layer(i) for i in range(m.n_layers)]
-    kinds = sorted({f.kind for f in ffns})
+    kinds = sorted({FFN_KINDS[f.kind].label(f) for f in ffns})
     return {
         "model.ffn.kind": kinds[0] if len(kinds) == 1 else kinds,
-        "model.ffn.moe.router": sorted({f.moe.router for f in ffns if f.kind == "moe"}) or None,
         "model.weight_sparsity": "on" if m.weight_sparsity.target_density < 1 else "off",
         "tools.enabled": bool(cfg.tools.enabled),
         "data.source": cfg.data.source,
