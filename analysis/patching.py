@@ -462,14 +462,12 @@ def expert_contribution(
 
 
 def n_experts_of(model, layer: int) -> int:
+    """The number of groups a routed layer sends tokens to (`FFN.routes`: a MoE's
+    experts); ValueError for a layer that does not route."""
     mlp = model.blocks[layer].mlp
-    n = getattr(mlp, "n_experts", None)
-    if n is None:
-        ffn = model.cfg.ffn_for_layer(layer)
-        if ffn.kind != "moe":
-            raise ValueError(f"layer {layer} is not an MoE layer (ffn kind {ffn.kind!r})")
-        n = ffn.moe.n_experts
-    return int(n)
+    if not mlp.routes:
+        raise ValueError(f"layer {layer} is not an MoE layer (ffn kind {mlp.kind!r})")
+    return int(mlp.n_experts)
 
 
 @torch.no_grad()

@@ -14,6 +14,11 @@ from omegaconf.errors import OmegaConfBaseException
 from glassbox.archs.config import ConfigError
 from glassbox.training.config import load_config, load_yaml_file
 
+# the architecture every gap is measured against (a compare must have it), and the
+# by-construction architecture the post-hoc route on the baseline is timed against
+BASELINE = "dense"
+BY_CONSTRUCTION = "transcoder"
+
 __all__ = ["CompareConfig", "PostHocConfig", "check_runs", "load_compare_config", "run_overrides"]
 
 
@@ -78,7 +83,7 @@ def load_compare_config(path: str | Path, overrides: list[str] | None = None) ->
         raise ConfigError(
             getattr(e, "full_key", "?") or "?", None, f"{str(e).splitlines()[0]} (in {path})"
         ) from None
-    if "dense" not in out.architectures:
+    if BASELINE not in out.architectures:
         raise ConfigError(
             "architectures", list(out.architectures), "must include the dense baseline"
         )

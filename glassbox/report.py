@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from glassbox.analysis.intervals import decide
 from glassbox.archs.checkpoint import resolve_checkpoint
 from glassbox.archs.errors import CheckpointError
+from glassbox.compare_config import BASELINE
 from glassbox.metrics import (
     CAPABILITY,
     CIRCUITS,
@@ -251,7 +252,7 @@ class Report:
 
     @property
     def _dense(self) -> Mapping[str, Stat | None]:
-        return self.summary.get("dense", {})
+        return self.summary.get(BASELINE, {})
 
     # --- the tables
 
@@ -350,7 +351,7 @@ class Report:
                 others = [[0.0, 0.0]] + [
                     (s.get(m.baseline(b).key) or {}).get("ci") for b in m.baselines
                 ]
-                dense = None if arch == "dense" else (self._dense.get(m.key) or {}).get("ci")
+                dense = None if arch == BASELINE else (self._dense.get(m.key) or {}).get("ci")
                 cells += [decide(ci, o) or "–" for o in [*others, dense]]
             rows.append((arch, cells))
         note = (

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from glassbox.archs.errors import GlassboxError, one_line
-from glassbox.compare_config import CompareConfig
+from glassbox.compare_config import BASELINE, BY_CONSTRUCTION, CompareConfig
 from glassbox.console import Jobs, quiet_third_party
 from glassbox.results import PostHocResult, RunResult, load_saved
 from glassbox.runs import Run
@@ -131,8 +131,8 @@ def scoring_jobs(plan: list[Run], cc: CompareConfig) -> list[ScoreJob]:
     for seed in cc.seeds:
         of_seed = {r.arch: r for r in plan if r.seed == seed}
         jobs += [ScoreJob(run) for run in of_seed.values()]
-        if posthoc_applies(of_seed["dense"], cc):
-            jobs.append(ScoreJob(of_seed["dense"], True, of_seed.get("transcoder")))
+        if posthoc_applies(of_seed[BASELINE], cc):
+            jobs.append(ScoreJob(of_seed[BASELINE], True, of_seed.get(BY_CONSTRUCTION)))
     return jobs
 
 

@@ -41,6 +41,7 @@ from glassbox.archs.writes import (
     is_disk_full,
     replace_entries,
 )
+from glassbox.compare_config import BASELINE
 from glassbox.console import Jobs
 from glassbox.metrics import CAPABILITY, CIRCUITS, INTERPRETABILITY, SKILLS, TOOLS, Metric, Stat
 from glassbox.report import NOT_INFORMATIVE, Report, informative
@@ -129,7 +130,7 @@ CONTROLS = ("random", "shuffled")  # a score's control baselines, the card's "co
 def _card_rows(report: Report, arch: str, section: str) -> list[str]:
     """One row per score of `section`: this model, its untrained twin, the token
     alone, the dense baseline; a score the twin's seed spread holds is marked."""
-    mine, dense = report.summary[arch], report.summary.get("dense", {})
+    mine, dense = report.summary[arch], report.summary.get(BASELINE, {})
     rows = []
     for m in report.section(section):
         if m.key.startswith("baselines.") or mine.get(m.key) is None:
@@ -143,13 +144,13 @@ def _card_rows(report: Report, arch: str, section: str) -> list[str]:
             _value(m, mine, init) if init else "–",
             _value(m, mine, token) if token else "–",
             _value(m, mine, control) if control else "–",
-        ] + ([_value(m, dense)] if arch != "dense" else [])
+        ] + ([_value(m, dense)] if arch != BASELINE else [])
         rows.append(f"| {m.header} | " + " | ".join(cells) + " |")
     return rows
 
 
 def _capability_rows(report: Report, arch: str) -> list[str]:
-    mine, dense = report.summary[arch], report.summary.get("dense", {})
+    mine, dense = report.summary[arch], report.summary.get(BASELINE, {})
     rows = []
     for m in report.section(CAPABILITY) + report.section(SKILLS):
         if mine.get(m.key) is None:
@@ -187,9 +188,9 @@ def model_card(
     sizes = {p.name: p.stat().st_size for p in dest.iterdir() if p.is_file()}
     steps = (mine.get("train.steps") or {}).get("mean")
     tokens = (mine.get("train.tokens") or {}).get("mean")
-    dense_col = "" if arch == "dense" else " dense |"
+    dense_col = "" if arch == BASELINE else " dense |"
     score_head = f"| score | this model | untrained twin | token alone | control |{dense_col}"
-    score_rule = "|---|---|---|---|---|" + ("---|" if arch != "dense" else "")
+    score_rule = "|---|---|---|---|---|" + ("---|" if arch != BASELINE else "")
     circuits = _card_rows(report, arch, CIRCUITS)
     calls = _card_rows(report, arch, TOOLS) if mine.get("interp.call_recall") else []  # calls tools
     intro = (
