@@ -274,3 +274,81 @@ def test_pre_hook_on_a_model_hook_point_runs_and_reset_hooks_removes_it():
     model.reset_hooks()
     model(x)
     assert len(seen) == 1
+
+
+# ------------------------------------------- the toy kind through the whole analysis
+def test_a_new_kind_gets_every_score_circuit_dashboard_and_report_column(toy, tmp_path, capsys):
+    """The toy kind, defined in this file alone, trained beside dense by `compare`,
+    gets the kind-independent scores, circuits, report columns, `glassbox analyze`,
+    dashboards and the text analysis, with no edit anywhere else."""
+    import json
+
+    from glassbox.analysis.pipeline import Analysis
+    from glassbox.analysis.text_analysis import text_report
+    from glassbox.cli import main
+    from glassbox.compare import compare, load_compare_config
+    from glassbox.training.data import build_datasets, data_config_from_dict
+    from tests.test_text_analysis import TINY
+    from tests.test_training import FAST
+
+    args = [
+        f"out_dir={tmp_path / 'report'}", "seeds=[0]", "analysis_examples=32",
+        "architectures={dense: configs/dense.yaml, toy: configs/dense.yaml}",
+        "arch_overrides={toy: [model.ffn.kind=toy, model.ffn.toy.width=96]}",
+        "posthoc.enabled=false", "jobs=1", *FAST, f"data.cache_dir={tmp_path / 'data'}",
+        "trainer.max_steps=12", "optim.warmup_steps=2",
+    ]  # fmt: skip
+    report = compare(load_compare_config("configs/compare.yaml", args))
+    runs = {r.arch: r for r in report.runs}
+    # every score that does not belong to one kind, the toy's as the dense model's
+    every_kind = ("interp.coverage", "interp.lift_pooled", "interp.info_beyond_token",
+                  "interp.circuit_fraction.copy", "interp.microcircuit_tasks")  # fmt: skip
+    for key in every_kind:
+        assert runs["toy"].interp.get(key) is not None, key
+        assert f"baselines.init.{key}" in runs["toy"].interp
+
+    # what the dense run has and the toy lacks comes from clustering dense's neurons only
+    # (the older specialisation and modularity scores: `cluster_units`)
+    def name(key: str) -> str:
+        return key.split("interp.", 1)[1].split(".")[0]
+
+    dense_dir = tmp_path / "report" / "runs" / "dense-seed0" / "analysis"
+    clustered = Analysis.read(dense_dir / "analysis.json").sections["interp"]["moe"]["summary"]
+    clustered = {name(k) for k in clustered} | {"keep25_cost", "delta_target", "delta_others"}
+    only_dense = {name(k) for k in set(runs["dense"].interp) - set(runs["toy"].interp)}
+    assert only_dense <= clustered, only_dense - clustered
+    circuit = runs["toy"].interp["interp.circuit_size.copy"]
+    assert 0 < circuit <= 2 * 4 + 96 + 128  # heads, toy units, the dense layer's neurons
+    assert "| toy |" in report.path.read_text()
+    run_dir = tmp_path / "report" / "runs" / "toy-seed0"
+    saved = Analysis.read(run_dir / "analysis" / "analysis.json")  # compare's: the one schema
+    assert saved.summary["interp.coverage"] == runs["toy"].interp["interp.coverage"]
+
+    ckpt = run_dir / "checkpoint"
+    out = tmp_path / "analyze"
+    assert main(["analyze", str(ckpt), "--out", str(out), "--examples", "32"]) == 0
+    analysed = Analysis.read(out / "analysis.json")
+    assert set(analysed.sections) == {"interp", "mechanistic"} and analysed.data == "skills"
+    assert analysed.summary["interp.coverage"] == pytest.approx(
+        runs["toy"].interp["interp.coverage"]
+    )  # the same pipeline on the same examples
+
+    feats = tmp_path / "features"
+    assert main(["export", str(ckpt), "--to", "features", str(feats), "--examples", "16"]) == 0
+    layer0 = json.loads((feats / "layer0.json").read_text())
+    assert layer0["unitType"] == "toy unit" and layer0["n_units"] == 96
+    assert layer0["hook"] == "blocks.0.mlp.hook_hidden"
+
+    # text: a toy model read by domain, its units' write directions on the pages
+    cfg = data_config_from_dict(
+        {"source": "text", "cache_dir": str(tmp_path / "text"), "text": {
+            "paths": [p.split("=")[1] for p in TINY if p.startswith("data.text.paths")][0]
+            .strip("[]").split(","), "extensions": [".py"], "vocab_size": 320,
+            "block_size": 64}}
+    )  # fmt: skip
+    suite = build_datasets(cfg)
+    model = archs.Transformer(
+        model_config_from_dict({**toy_config(width=24), "vocab_size": suite.tokenizer.get_vocab_size(), "max_seq_len": 64})
+    ).eval()  # fmt: skip
+    text = text_report(model, suite, tmp_path / "text_out", n_examples=8)
+    assert {"0", "1"} <= set(text["pages"]) and text["summary"]["interp.n_domains_held_out"] > 0
