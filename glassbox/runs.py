@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from glassbox.archs import Transformer
-from glassbox.archs.checkpoint import load_pretrained, read_metrics, resolve_checkpoint
+from glassbox.archs.checkpoint import CONFIG, load_pretrained, read_metrics, resolve_checkpoint
 from glassbox.archs.errors import GlassboxError
 from glassbox.results import content_key
 from glassbox.training.config import ExperimentConfig, load_config, to_dict
@@ -159,7 +159,7 @@ class CheckpointRun(Run):
 
     def __init__(self, arch: str, checkpoint: str, out: Path) -> None:
         path = resolve_checkpoint(checkpoint)
-        cfg = load_config(path / "config.yaml")
+        cfg = load_config(path / CONFIG)
         seed = cfg.run.seed
         super().__init__(arch, seed, cfg, out / "runs" / f"{arch}-seed{seed}")
         self.source = checkpoint

@@ -20,6 +20,7 @@ from glassbox.archs import (
 )
 from glassbox.archs.dense import DenseMLP
 from glassbox.archs.experts import grouped_matmul
+from glassbox.archs.export.mixtral import mixtral_experts
 from glassbox.archs.moe import MoE, expert_means, moe_layers
 from glassbox.archs.moe_interventions import ablate_experts, force_routing
 from glassbox.archs.routing import ReLURouter
@@ -391,8 +392,8 @@ def test_parity_with_hf_mixtral_sparse_block(impl):
     hf = mixtral.MixtralSparseMoeBlock(cfg)
     with torch.no_grad():  # HF stores (E, out, in) with [gate; up] stacked
         hf.gate.weight.copy_(moe.W_router.weight)
-        gate_up = torch.cat([moe.W_gate.weight, moe.W_in.weight], dim=-1)
-        hf.experts.gate_up_proj.copy_(gate_up.transpose(1, 2))
-        hf.experts.down_proj.copy_(moe.W_out.weight.transpose(1, 2))
+        gate_up, down = mixtral_experts(moe.W_gate.weight, moe.W_in.weight, moe.W_out.weight)
+        hf.experts.gate_up_proj.copy_(gate_up)
+        hf.experts.down_proj.copy_(down)
     x = torch.randn(2, 9, 32)
     torch.testing.assert_close(moe(x), hf(x), atol=1e-6, rtol=1e-5)
