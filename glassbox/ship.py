@@ -44,7 +44,8 @@ from glassbox.archs.writes import (
 from glassbox.compare_config import BASELINE
 from glassbox.console import Jobs
 from glassbox.metrics import CAPABILITY, CIRCUITS, INTERPRETABILITY, SKILLS, TOOLS, Metric, Stat
-from glassbox.report import NOT_INFORMATIVE, Report, informative
+from glassbox.report import Report
+from glassbox.table import NOT_INFORMATIVE, informative
 
 CHECKPOINT_FILES = tuple(f for f in FILES if f != CARD)  # the card is written here
 CURVE = "training_curve.png"

@@ -10,7 +10,8 @@ import pytest
 
 from glassbox.archs.config import ConfigError
 from glassbox.compare import compare, gap_percent, load_compare_config
-from glassbox.report import Report, pareto_front
+from glassbox.frontier import pareto_front
+from glassbox.report import Report
 from glassbox.results import RunResult, aggregate, capability_values
 
 
@@ -242,7 +243,7 @@ def test_scores_that_did_not_move_with_learning_are_marked(tmp_path):
     """The trust rule: a score whose trained value lies within the seed spread
     (max(std, 0.02)) of the untrained twin's is marked not informative, in the table
     and in words; one that moved is not; the report.json lists the marked keys."""
-    from glassbox.report import NOT_INFORMATIVE
+    from glassbox.table import NOT_INFORMATIVE
 
     def interp(seed):
         return {

@@ -15,7 +15,8 @@ import pytest
 from matplotlib.image import imread
 
 from glassbox.metrics import METRICS, expand
-from glassbox.report import HEADLINE_MAX_COLUMNS, Report
+from glassbox.report import Report
+from glassbox.report_tables import HEADLINE_MAX_COLUMNS
 from glassbox.results import PostHocResult, RunResult
 
 ARCHS = ("dense", "moe", "moe_relu", "transcoder", "tool", "weight_sparse")

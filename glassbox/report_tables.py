@@ -1,0 +1,346 @@
+"""The gap report's tables, built from one compare's results.
+
+`ReportTables` holds the typed results of one compare and the metric registry
+(glassbox.metrics); every table is built from the registry's entries of its section:
+the headline (the registry's `headline` entries: per kind, the capability gap and the
+informative scores beside their untrained twin; at most HEADLINE_MAX_COLUMNS columns),
+what the intervals decide, capability, one table per topic (TOPICS) with a row per
+score and a column per architecture, circuits, tool calling, the post-hoc route and
+per-skill accuracy. glassbox.report.Report writes them out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from glassbox.analysis.intervals import decide
+from glassbox.compare_config import BASELINE
+from glassbox.metrics import (
+    CAPABILITY,
+    CIRCUITS,
+    DOMAINS,
+    INTERPRETABILITY,
+    METRICS,
+    PER_DOMAIN,
+    POSTHOC,
+    SKILLS,
+    TOOLS,
+    Metric,
+    Stat,
+    expand,
+    in_section,
+)
+from glassbox.results import PostHocResult, RunResult, aggregate
+from glassbox.table import (
+    NOT_INFORMATIVE,
+    Table,
+    format_gap,
+    informative,
+    metric_cells,
+    metric_headers,
+)
+
+Summary = dict[str, dict[str, Stat | None]]  # arch -> key -> Stat over seeds
+
+HEADLINE_MAX_COLUMNS = 8
+# The interpretability section's topics, one table each: an entry joins the first topic
+# whose pattern its key matches (re.search), one matching none the last table.
+TOPICS: tuple[tuple[str, str], ...] = (
+    ("Specialisation: what a unit says about the skill beyond the token",
+     r"nmi|purity|selectivity|speciali[sz]|info_beyond"),
+    ("Coverage: ground-truth features read off single units", r"coverage|lift"),
+    ("Circuits: the fewest units that keep a skill", r"circuit|nonsense"),
+    ("Sparsity of the latents", r"\.l0$|dead"),
+    ("Tool calls", r"tool|call_"),
+)  # fmt: skip
+OTHER_TOPIC = "Other scores"
+
+
+@dataclass(frozen=True)
+class ReportTables:
+    """One compare's results (its runs and post-hoc routes over seeds) and every table
+    of the report built from them; glassbox.report.Report adds the prose and writes the
+    files."""
+
+    out_dir: Path
+    seeds: tuple[int, ...]
+    config: Mapping[str, Any]  # the compare config, as report.json records it
+    runs: tuple[RunResult, ...]
+    posthoc: tuple[PostHocResult, ...] = ()
+    metrics: tuple[Metric, ...] = field(default_factory=lambda: tuple(METRICS.values()))
+
+    @cached_property
+    def summary(self) -> Summary:
+        """arch -> key -> Stat over seeds, for every registry key but the post-hoc table's."""
+        return aggregate(self.runs, [m for m in self.metrics if m.section != POSTHOC])
+
+    @cached_property
+    def posthoc_summary(self) -> Summary:
+        """The post-hoc route's scores over seeds, under the architecture it was fitted to."""
+        keep = [m for m in self.metrics if m.section in (INTERPRETABILITY, POSTHOC)]
+        return aggregate(self.posthoc, keep)
+
+    def section(self, name: str) -> list[Metric]:
+        """The registry's entries of one table, expanded per name over the runs' keys."""
+        keys = {k for r in self.runs for k in r.values()}
+        return expand(in_section(self.metrics, name), keys)
+
+    @property
+    def _dense(self) -> Mapping[str, Stat | None]:
+        return self.summary.get(BASELINE, {})
+
+    # --- the tables
+
+    def _flagged(self) -> dict[str, set[str]]:
+        return {a: {m.key for m in ms} for a, ms in self.not_informative().items()}
+
+    def _rows_by_arch(
+        self, ms: Sequence[Metric], archs: Sequence[str] | None = None
+    ) -> list[tuple[str, list[str]]]:
+        """A row per architecture, a column per entry (and its gap), † where flagged."""
+        flagged = self._flagged()
+        rows = []
+        for arch, s in self.summary.items():
+            if archs is not None and arch not in archs:
+                continue
+            cols = [m.key for m in ms for _ in ([0, 1] if m.gap else [0])]
+            cells = metric_cells(ms, s, self._dense)
+            bad = flagged.get(arch, set())
+            rows.append((arch, [f"{c} {NOT_INFORMATIVE}" if k in bad else c for k, c in zip(cols, cells)]))  # fmt: skip
+        return rows
+
+    def _columns_of_archs(self, ms: Sequence[Metric]) -> list[tuple[str, Mapping]]:
+        """The columns of a score-per-row table: each architecture, then the post-hoc
+        route beside the architecture it was fitted to where it has any of `ms`."""
+        out: list[tuple[str, Mapping]] = []
+        for arch, s in self.summary.items():
+            out.append((arch, s))
+            post = self.posthoc_summary.get(arch, {})
+            if any(post.get(m.key) for m in ms):
+                out.append((f"{arch} + post-hoc", post))
+        return out
+
+    def score_table(
+        self, ms: Sequence[Metric], title: str, note: str = "", first: str = "score"
+    ) -> Table | None:
+        """A row per entry (its baselines are entries of their own, after it), a column
+        per architecture; a cell the twin's spread holds is marked. None if empty."""
+        ms = [m for m in ms if any(s.get(m.key) for s in self.summary.values())
+              or any(s.get(m.key) for s in self.posthoc_summary.values())]  # fmt: skip
+        if not ms:
+            return None
+        columns = self._columns_of_archs(ms)
+        flagged = self._flagged()
+        rows = []
+        for m in ms:
+            cells = []
+            for name, s in columns:
+                cell = m.format(s.get(m.key))
+                cells.append(
+                    f"{cell} {NOT_INFORMATIVE}" if m.key in flagged.get(name, ()) else cell
+                )
+            rows.append((m.header, cells))
+        return Table(title, first, [name for name, _ in columns], rows, note)
+
+    def headline(self) -> Table:
+        """Per architecture: the registry's headline entries. A capability entry with
+        its gap to dense; a score as "value (twin x)", its untrained twin's value."""
+        keys = {k for r in self.runs for k in r.values()}
+        ms = [m for m in expand([m for m in self.metrics if m.headline], keys) if m.headline]
+        ms = [m for m in ms if any(s.get(m.key) for s in self.summary.values())]
+        headers = [h for m in ms for h in ([m.header, "gap"] if m.gap else [m.header])]
+        flagged = self._flagged()
+        rows = []
+        for arch, s in self.summary.items():
+            cells = []
+            for m in ms:
+                cell = m.format(s.get(m.key))
+                twin = s.get(m.baseline("init").key) if "init" in m.baselines else None
+                if twin and s.get(m.key):
+                    cell += f" (twin {m.format_value(twin['mean'])})"  # its interval: below
+                cells.append(
+                    f"{cell} {NOT_INFORMATIVE}" if m.key in flagged.get(arch, ()) else cell
+                )
+                if m.gap:
+                    cells.append(format_gap(s.get(m.key), self._dense.get(m.key)))
+            rows.append((arch, cells))
+        return Table("", "architecture", headers, rows)
+
+    def decisions(self) -> Table | None:
+        """What the 95% intervals decide, per architecture, for each headline score that
+        has one: against 0 (nothing beyond the token), its untrained twin, its control
+        (random directions, a within-token shuffle) and dense: "above" when the
+        intervals are apart with this one higher, "below", or "same". None without
+        intervals."""
+        ms = [m for m in self.metrics if m.headline and m.section == INTERPRETABILITY]
+        ms = [m for m in ms if any((s.get(m.key) or {}).get("ci") for s in self.summary.values())]
+        if not ms:
+            return None
+        headers, rows = [], []
+        for m in ms:
+            headers += [f"{m.header} vs 0"] + [f"vs {b}" for b in m.baselines] + ["vs dense"]
+        for arch, s in self.summary.items():
+            cells = []
+            for m in ms:
+                ci = (s.get(m.key) or {}).get("ci")
+                others = [[0.0, 0.0]] + [
+                    (s.get(m.baseline(b).key) or {}).get("ci") for b in m.baselines
+                ]
+                dense = None if arch == BASELINE else (self._dense.get(m.key) or {}).get("ci")
+                cells += [decide(ci, o) or "–" for o in [*others, dense]]
+            rows.append((arch, cells))
+        note = (
+            "Each cell compares the 95% intervals (bootstrap over the held-out examples; "
+            "the t interval over seeds where there are several): above / below when they "
+            "are apart, same when they overlap."
+        )
+        return Table("What the intervals decide", "architecture", headers, rows, note)
+
+    def capability_table(self) -> list[str]:
+        return self.capability().markdown()
+
+    def capability(self) -> Table:
+        ms = self.section(CAPABILITY)
+        return Table("Capability", "architecture", metric_headers(ms), self._rows_by_arch(ms),
+                     "Test split; gaps are to the dense baseline.")  # fmt: skip
+
+    def not_informative(self) -> dict[str, list[Metric]]:
+        """arch -> the interpretability scores (with an untrained baseline; the domain
+        scores of a text corpus too) whose trained value lies within the seed spread
+        of the untrained twin's."""
+        scored = self.section(INTERPRETABILITY) + self.section(DOMAINS)
+        ms = [m for m in scored if "init" in m.baselines]
+        return {
+            arch: [
+                m for m in ms if informative(s.get(m.key), s.get(m.baseline("init").key)) is False
+            ]
+            for arch, s in self.summary.items()
+        }
+
+    def topics(self) -> list[tuple[str, list[Metric]]]:
+        """The interpretability entries (each followed by its baselines) by topic, in
+        TOPICS' order; the entries no topic names under OTHER_TOPIC."""
+        groups: dict[str, list[Metric]] = {title: [] for title, _ in TOPICS}
+        groups[OTHER_TOPIC] = []
+        for m in self.section(INTERPRETABILITY):
+            base = re.sub(r"^baselines\.[^.]+\.", "", m.key)
+            title = next((t for t, pat in TOPICS if re.search(pat, base)), OTHER_TOPIC)
+            groups[title].append(m)
+        return [(t, ms) for t, ms in groups.items() if ms]
+
+    def topic_tables(self) -> list[Table]:
+        """One score-per-row table per topic; circuits per skill and tool calling join
+        their topic's table list after it."""
+        out = []
+        for title, ms in self.topics():
+            t = self.score_table(ms, title)
+            if t is not None:
+                out.append(t)
+            if title.startswith("Circuits"):
+                out += [t for t in [self.circuits()] if t is not None]
+            if title == "Tool calls":
+                out += [t for t in [self.tools()] if t is not None]
+        if not any(t.title.startswith("Circuits") for t in out):
+            out += [t for t in [self.circuits()] if t is not None]
+        if not any(t.title.startswith("Tool calling") for t in out):
+            out += [t for t in [self.tools()] if t is not None]
+        return out
+
+    def interpretability_table(self) -> list[str]:
+        """Every topic's table, in markdown (the interpretability scores)."""
+        return [line for t in self.topic_tables() for line in [*t.markdown(), ""]]
+
+    def circuits(self) -> Table | None:
+        ms = self.section(CIRCUITS)
+        if not ms:
+            return None
+        return self.score_table(
+            ms, "Circuit size per skill",
+            "The fewest readable units (attention heads plus the kind's units: neurons, "
+            "experts, latents) that, with every other unit of those layers mean-ablated, recover "
+            "90% of the skill's answer-loss gap between all-ablated and clean (analysis.circuits); "
+            "fraction of all units; AUC: area under faithfulness against fraction kept. A skill "
+            "whose loss rises by less than 0.1 nats with every unit ablated has no circuit (–).",
+        )  # fmt: skip
+
+    def circuits_table(self) -> list[str]:
+        t = self.circuits()
+        return [] if t is None else [*t.markdown(), ""]
+
+    def skills(self) -> Table | None:
+        return self.score_table(
+            self.section(SKILLS), "Per-skill answer accuracy (%)", first="skill"
+        )
+
+    def skills_table(self) -> list[str]:
+        t = self.skills()
+        return [] if t is None else t.markdown()
+
+    def tools(self) -> Table | None:
+        with_tools = {r.arch for r in self.runs if r.tools}
+        if not with_tools:
+            return None
+        ms = self.section(TOOLS)
+        return Table(
+            "Tool calling against answering from the weights (%)", "architecture", metric_headers(ms),
+            self._rows_by_arch(ms, sorted(with_tools)),
+            "Generated answers (greedy; tool calls executed for a tool model). Reliance: the share "
+            "of answers that follow a counterfactual result injected in place of the tool's (the "
+            "true sum plus a random nonzero offset; a different attribute).",
+        )  # fmt: skip
+
+    def tools_table(self) -> list[str]:
+        t = self.tools()
+        return [] if t is None else [*t.markdown(), ""]
+
+    def posthoc_route(self) -> Table | None:
+        if not self.posthoc:
+            return None
+        ms = self.section(POSTHOC)
+        rows = [
+            (str(p.seed), [m.format_value(p.values().get(m.key)) for m in ms]) for p in self.posthoc
+        ]
+        return Table(
+            "The post-hoc route on the dense baseline", "seed", metric_headers(ms), rows,
+            "The cost ratio is wall-clock time measured in one process: fitting the transcoders "
+            f"({self.posthoc[0].steps} steps) plus reading features through them, against one "
+            "cached forward pass of the transcoder model over the same held-out tokens "
+            "(analysis.feature_cost.measure_feature_cost).",
+        )  # fmt: skip
+
+    def posthoc_table(self) -> list[str]:
+        t = self.posthoc_route()
+        return [] if t is None else [*t.markdown(), ""]
+
+    def domain_tables(self) -> list[Table]:
+        keys = {k for r in self.runs for k in r.values()}
+        if not any(k.startswith("domains.") for k in keys):
+            return []
+        head = self.section(DOMAINS)
+        out = []
+        t = self.score_table(head, "Domains of the text corpus",
+                             " ".join(f"**{m.header}**: {m.doc}." for m in head if m.doc))  # fmt: skip
+        if t is not None:
+            out.append(t)
+        for entry in in_section(self.metrics, PER_DOMAIN):
+            ms = expand([entry], keys)
+            if ms:
+                rows = [(a, metric_cells(ms, s, self._dense)) for a, s in self.summary.items()]
+                out.append(
+                    Table(f"Per domain, {entry.doc}", "architecture", metric_headers(ms), rows)
+                )
+        return out
+
+    def tables(self) -> list[Table]:
+        """Every table of the report, in its order."""
+        out = [self.headline(), *[t for t in [self.decisions()] if t is not None]]
+        out.append(self.capability())
+        out += self.domain_tables()
+        out += self.topic_tables()
+        out += [t for t in [self.posthoc_route(), self.skills()] if t is not None]
+        return out
