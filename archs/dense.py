@@ -61,8 +61,15 @@ class DenseMLP(FFN):
                 params_per_unit=(reads + 1) * self.W_out.out_features + bias,
                 hook=f"blocks.{layer}.mlp.hook_post",
                 write=lambda: self.W_out.weight.T,
+                weights=self._unit_weights,
             )
         ]
+
+    def _unit_weights(self) -> list[Tensor]:
+        """Each neuron's W_gate and W_in rows (and biases) and W_out column."""
+        mats = [self.W_gate, self.W_in] if self.activation == "swiglu" else [self.W_in]
+        out = [m.weight for m in mats] + [self.W_out.weight.T]
+        return out + [m.bias[:, None] for m in mats if m.bias is not None]
 
     @classmethod
     def label(cls, cfg: FFNConfig) -> str:

@@ -463,6 +463,12 @@ class ExpertUnits(UnitGroup):
     def mean(self, model, batches) -> Tensor:
         return expert_means(model, batches, [self.layer])[self.layer].to(model.device)
 
+    def unit_weights(self, model) -> list[Tensor]:
+        """Each expert's W_gate, W_in and W_out."""
+        moe = model.blocks[self.layer].mlp
+        mats = [moe.W_gate, moe.W_in] if moe.activation == "swiglu" else [moe.W_in]
+        return [w.weight for w in [*mats, moe.W_out]]
+
     def directions(self, model, batches=()) -> Tensor:
         """(E, d_model): each expert's mean output over the tokens routed to it."""
         return self.mean(model, batches)
@@ -520,6 +526,13 @@ class ExpertHiddenUnits(UnitGroup):
             sums += cache[self.hook][real].float().sum(0)  # unrouted entries are 0
             counts += torch.bincount(cache[idx_hook][real].reshape(-1), minlength=n_experts)
         return sums / counts.clamp_min(1).repeat_interleave(self.d_expert)
+
+    def unit_weights(self, model) -> list[Tensor]:
+        """Each hidden unit's W_gate and W_in columns and W_out row in its expert."""
+        moe = model.blocks[self.layer].mlp
+        ins = [moe.W_gate, moe.W_in] if moe.activation == "swiglu" else [moe.W_in]
+        cols = [w.weight.transpose(1, 2).reshape(self.n_units, -1) for w in ins]
+        return cols + [moe.W_out.weight.reshape(self.n_units, -1)]
 
     def directions(self, model, batches=()) -> Tensor:
         """(E * d_expert, d_model): each hidden unit's row of its expert's W_out."""

@@ -227,6 +227,7 @@ class Transcoder(FFN):
                 params_per_unit=2 * self.d_model + 1 + extra,
                 hook=f"blocks.{layer}.mlp.hook_latents",
                 write=lambda: self.W_dec,
+                weights=lambda: [self.W_enc.T, self.W_dec, self.b_enc[:, None]],
             )
         ]
 

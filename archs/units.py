@@ -58,15 +58,32 @@ class UnitGroup(ABC):
         of its activation; None where a unit has no one direction (a head)."""
         return None
 
+    def unit_weights(self, model) -> list[Tensor]:
+        """The weights the units read and write, each (n_units, ...) with a unit's
+        slice on the first axis (a neuron's W_in row, W_out column, ...); [] where the
+        group does not say (then `nonzero_params` counts params_per_unit)."""
+        return []
+
+    @torch.no_grad()
+    def nonzero_params(self, model) -> Tensor:
+        """(n_units,) the non-zero weights each unit reads and writes: its edges to the
+        residual stream, what a weight-sparse model saves (Gao et al. 2025)."""
+        weights = self.unit_weights(model)
+        if not weights:
+            return torch.full((self.n_units,), self.params_per_unit, dtype=torch.long)
+        return sum((w != 0).reshape(self.n_units, -1).sum(1).cpu() for w in weights)
+
 
 @dataclass
 class HookUnits(UnitGroup):
     """Units on the third axis of a hook point's activation, (B, T, n_units, ...):
     neurons, latents, heads (hook_z's d_head axis goes with its head). `write`, if
-    given, returns the units' (n_units, d_model) write directions."""
+    given, returns the units' (n_units, d_model) write directions; `weights`, the
+    weights they read and write, each (n_units, ...) (`UnitGroup.unit_weights`)."""
 
     hook: str = ""
     write: Callable[[], Tensor] | None = field(default=None, repr=False, compare=False)
+    weights: Callable[[], list[Tensor]] | None = field(default=None, repr=False, compare=False)
 
     def mean(self, model, batches) -> Tensor:
         return hook_means(model, batches, [self.hook])[self.hook]
@@ -84,11 +101,23 @@ class HookUnits(UnitGroup):
     def directions(self, model, batches=()) -> Tensor | None:
         return None if self.write is None else self.write()
 
+    def unit_weights(self, model) -> list[Tensor]:
+        return [] if self.weights is None else self.weights()
+
 
 def head_units(model, layer: int) -> HookUnits:
     """The attention heads of a layer: one unit each, all d_head dims of hook_z
     together, reading W_Q, W_K, W_V and writing W_O (4 d_head d_model parameters)."""
     attn = model.blocks[layer].attn
+    H, n_kv, d_head = attn.n_heads, attn.n_kv, attn.d_head
+
+    def weights() -> list[Tensor]:
+        q = attn.W_Q.weight.view(H, d_head, -1)
+        k, v = (w.weight.view(n_kv, d_head, -1).repeat_interleave(H // n_kv, 0)
+                for w in (attn.W_K, attn.W_V))  # fmt: skip
+        o = attn.W_O.weight.view(-1, H, d_head).transpose(0, 1)
+        return [q, k, v, o]
+
     return HookUnits(
         name=f"blocks.{layer}.attn.heads",
         layer=layer,
@@ -96,6 +125,7 @@ def head_units(model, layer: int) -> HookUnits:
         n_units=attn.n_heads,
         params_per_unit=4 * attn.d_head * model.cfg.d_model,
         hook=f"blocks.{layer}.attn.hook_z",
+        weights=weights,
     )
 
 

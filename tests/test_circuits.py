@@ -27,7 +27,6 @@ from glassbox.analysis.circuits import (
     unit_means,
 )
 from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
-from glassbox.archs.hooks import HookPoint
 from glassbox.archs.moe import ExpertHiddenUnits, ExpertUnits, expert_means
 from glassbox.archs.moe_interventions import ablate_experts
 from glassbox.training.data import DataConfig, build_datasets, collate
@@ -472,3 +471,32 @@ def test_moe_unit_groups_and_report_in_hidden_units_and_in_experts():
     # a dense model has no expert-level report and no _expert keys
     dense = circuit_report(neuron_model({N1: (A1, T1), N2: (A2, T2)}), skill0_batches())
     assert dense.coarse is None and not any("_expert" in key for key in dense.to_dict())
+
+
+def test_nonzero_params_count_each_units_surviving_weights():
+    """A unit's edges to the residual stream: its non-zero read and write weights. With
+    every weight non-zero they are its parameters; zeroing weights by hand removes
+    exactly those from the units they belong to, for heads, neurons, experts' hidden
+    units and whole experts."""
+    cfg = ModelConfig(vocab_size=20, d_model=16, n_layers=1, n_heads=4, n_kv_heads=2,
+                      ffn=FFNConfig(d_ff=32))  # fmt: skip
+    model = Transformer(cfg)
+    heads, neurons = unit_groups(model)
+    assert heads.nonzero_params(model).tolist() == [4 * 4 * 16] * 4
+    assert neurons.nonzero_params(model).tolist() == [3 * 16] * 32
+    mlp, attn = model.blocks[0].mlp, model.blocks[0].attn
+    with torch.no_grad():
+        mlp.W_in.weight[5, :10] = 0  # neuron 5 reads 10 fewer weights
+        mlp.W_out.weight[:3, 7] = 0  # neuron 7 writes 3 fewer
+        attn.W_K.weight[4:8, :2] = 0  # key head 1 (shared by query heads 2, 3): 8 fewer
+        attn.W_O.weight[0, 0:4] = 0  # head 0's output: 4 fewer
+    n = neurons.nonzero_params(model)
+    assert (n[5], n[7], n[0]) == (48 - 10, 48 - 3, 48)
+    assert heads.nonzero_params(model).tolist() == [256 - 4, 256, 256 - 8, 256 - 8]
+    moe = Transformer(ModelConfig(vocab_size=20, d_model=16, n_layers=1, n_heads=4,
+                                  ffn=FFNConfig(kind="moe", moe=MoEConfig(n_experts=4, k=2, d_expert=8))))  # fmt: skip
+    hidden, experts = moe.blocks[0].mlp.unit_groups(0)
+    with torch.no_grad():
+        moe.blocks[0].mlp.W_out.weight[2, 3, :5] = 0  # expert 2, hidden unit 3 writes 5 fewer
+    assert hidden.nonzero_params(moe)[2 * 8 + 3] == 3 * 16 - 5
+    assert experts.nonzero_params(moe).tolist() == [384, 384, 384 - 5, 384]
