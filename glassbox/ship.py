@@ -161,22 +161,8 @@ def _capability_rows(report: Report, arch: str) -> list[str]:
     return rows
 
 
-def model_card(
-    report: Report,
-    arch: str,
-    dest: Path,
-    trained_by: str = TRAINED_BY,
-    train_command: str = "",
-    scored_by: str = SCORED_BY,
-) -> str:
-    """The README.md of the shipped checkpoint at `dest` (config.yaml and the
-    checkpoint's files already there), its numbers read from `report`."""
-    if arch not in report.summary:
-        raise ArgumentError(
-            "arch", arch, f"the report at {report.out_dir} has {list(report.summary)}"
-        )
-    config = OmegaConf.to_container(OmegaConf.load(dest / CONFIG))
-    mine = report.summary[arch]
+def _intro(config: Mapping, mine: Mapping[str, Stat | None], sizes: Mapping[str, int]) -> str:
+    """The card's first paragraph: the model in words, its parameters and size on disk."""
     params = ", ".join(
         f"{(mine.get(k) or {}).get('mean', 0):,.0f} {words}"
         for k, words in (
@@ -186,37 +172,36 @@ def model_card(
         )
         if mine.get(k)
     )
-    sizes = {p.name: p.stat().st_size for p in dest.iterdir() if p.is_file()}
-    steps = (mine.get("train.steps") or {}).get("mean")
-    tokens = (mine.get("train.tokens") or {}).get("mean")
-    dense_col = "" if arch == BASELINE else " dense |"
-    score_head = f"| score | this model | untrained twin | token alone | control |{dense_col}"
-    score_rule = "|---|---|---|---|---|" + ("---|" if arch != BASELINE else "")
-    circuits = _card_rows(report, arch, CIRCUITS)
-    calls = _card_rows(report, arch, TOOLS) if mine.get("interp.call_recall") else []  # calls tools
-    intro = (
+    return (
         describe(config) + f" Parameters: {params}. Size on disk: "
         f"{sum(sizes.values()) / 1e6:.1f} MB (model.safetensors "
         f"{sizes.get('model.safetensors', 0) / 1e6:.1f} MB)."
     )
-    code = (
-        "import glassbox as gb\n"
-        f'model = gb.load_pretrained("glassbox/{arch}")  # offline, from the package'
-    )
-    made = [
+
+
+def _how_made(mine: Mapping[str, Stat | None], trained_by: str, train_command: str) -> list[str]:
+    """The card's "How it was made": the training command, its steps and tokens, the curve."""
+    steps = (mine.get("train.steps") or {}).get("mean")
+    tokens = (mine.get("train.tokens") or {}).get("mean")
+    return [
         f"Trained at seed 0 by `{trained_by}`"
         + (f" ({steps:,.0f} optimiser steps, {tokens:,.0f} training tokens)" if steps else "")
         + " on the skill suite; the same run alone is\n",
         f"```\n{train_command}\n```\n" if train_command else "",
         f"![training curve]({CURVE})\n",
     ]
-    capability = [
-        "| metric | this model | dense baseline |",
-        "|---|---|---|",
-        *_capability_rows(report, arch),
-        "",
-    ]
-    scores = [
+
+
+def _interpretability(report: Report, arch: str, scored_by: str) -> list[str]:
+    """The card's interpretability section: how it was scored, then a table of the
+    scores, of the circuits per skill and, for a model that calls tools, of its calls."""
+    dense_col = "" if arch == BASELINE else " dense |"
+    score_head = f"| score | this model | untrained twin | token alone | control |{dense_col}"
+    score_rule = "|---|---|---|---|---|" + ("---|" if arch != BASELINE else "")
+    circuits = _card_rows(report, arch, CIRCUITS)
+    calls_tools = report.summary[arch].get("interp.call_recall")
+    calls = _card_rows(report, arch, TOOLS) if calls_tools else []
+    return [
         f"Scored by `{scored_by}` (`make report`), which recomputes every number here "
         "from this checkpoint: each score beside the same config's untrained twin (its "
         "initialisation at the training seed), what the current token alone predicts and "
@@ -259,20 +244,52 @@ def model_card(
             else []
         ),
     ]
+
+
+def model_card(
+    report: Report,
+    arch: str,
+    dest: Path,
+    trained_by: str = TRAINED_BY,
+    train_command: str = "",
+    scored_by: str = SCORED_BY,
+) -> str:
+    """The README.md of the shipped checkpoint at `dest` (config.yaml and the
+    checkpoint's files already there), its numbers read from `report`."""
+    if arch not in report.summary:
+        raise ArgumentError(
+            "arch", arch, f"the report at {report.out_dir} has {list(report.summary)}"
+        )
+    config = OmegaConf.to_container(OmegaConf.load(dest / CONFIG))
+    mine = report.summary[arch]
+    sizes = {p.name: p.stat().st_size for p in dest.iterdir() if p.is_file()}
+    code = (
+        "import glassbox as gb\n"
+        f'model = gb.load_pretrained("glassbox/{arch}")  # offline, from the package'
+    )
+    capability = [
+        "| metric | this model | dense baseline |",
+        "|---|---|---|",
+        *_capability_rows(report, arch),
+        "",
+    ]
     files = [
         *(f"- `{name}`: {size / 1e6:.2f} MB" for name, size in sorted(sizes.items())),
         "- `features/`: per-unit dashboards (JSON and HTML pages), "
         f"`glassbox export glassbox/{arch} --to features checkpoints/{arch}/features`\n",
     ]
     sections = [
-        ("How it was made", made),
+        ("How it was made", _how_made(mine, trained_by, train_command)),
         ("Capability (test split)", capability),
-        ("Interpretability, against what it would be anyway", scores),
+        (
+            "Interpretability, against what it would be anyway",
+            _interpretability(report, arch, scored_by),
+        ),
         ("Files", files),
     ]
     return checkpoint_card(
         f"glassbox/{arch}",
-        intro,
+        _intro(config, mine, sizes),
         code,
         [(heading, "\n".join(body).removesuffix("\n")) for heading, body in sections],
     )
