@@ -343,19 +343,16 @@ def _command(sub, name: str) -> argparse.ArgumentParser:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="glassbox",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_train(sub) -> None:
+    """The arguments of `glassbox train`: a run config and its overrides."""
     t = _command(sub, "train")
     t.add_argument("config", help="a run config, e.g. configs/dense.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=200")
     t.set_defaults(fn=_cmd_train)
 
+
+def _add_eval(sub) -> None:
+    """The arguments of `glassbox eval`: a checkpoint and how much of each split to read."""
     e = _command(sub, "eval")
     e.add_argument("checkpoint", help="checkpoint directory or hub id")
     e.add_argument(
@@ -367,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.set_defaults(fn=_cmd_eval)
 
+
+def _add_analyze(sub) -> None:
+    """The arguments of `glassbox analyze`: a checkpoint and where its analysis goes."""
     a = _command(sub, "analyze")
     a.add_argument("checkpoint")
     a.add_argument(
@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default=None)
     a.set_defaults(fn=_cmd_analyze)
 
+
+def _add_compare(sub) -> None:
+    """The arguments of `glassbox compare`: a compare config and its overrides."""
     c = _command(sub, "compare")
     c.add_argument("config", help="e.g. configs/compare.yaml")
     c.add_argument(
@@ -398,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(fn=_cmd_compare)
 
+
+def _add_generate(sub) -> None:
+    """The arguments of `glassbox generate`: a checkpoint, a prompt and how to sample."""
     g = _command(sub, "generate")
     g.add_argument("checkpoint")
     g.add_argument("prompt", help='space-separated tokens of the vocabulary, e.g. "3 4 + 5 8 ="')
@@ -409,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-tools", action="store_true", help="do not execute tool calls")
     g.set_defaults(fn=_cmd_generate)
 
+
+def _add_export(sub) -> None:
+    """The arguments of `glassbox export`: a checkpoint, a format and where it goes."""
     x = _command(sub, "export")
     x.add_argument("checkpoint")
     x.add_argument(
@@ -427,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.set_defaults(fn=_cmd_export)
 
+
+def _add_ship(sub) -> None:
+    """The arguments of `glassbox ship`: the runs to ship and where their cards read scores."""
     s = _command(sub, "ship")
     s.add_argument("runs_dir", help="the out_dir of the compare that trained them (report_long)")
     s.add_argument("--seed", type=int, default=0, help="the runs' seed to ship")
@@ -443,6 +455,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the command the cards say trained them (default: compare_long.yaml's)",
     )
     s.set_defaults(fn=_cmd_ship)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="glassbox",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_train,
+        _add_eval,
+        _add_analyze,
+        _add_compare,
+        _add_generate,
+        _add_export,
+        _add_ship,
+    ):
+        add(sub)
     return p
 
 
