@@ -113,12 +113,9 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def read_header(file: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
-    """Parse and check a safetensors header without reading the tensors.
-
-    Returns (entries {name: {dtype, shape, data_offsets}}, metadata, data_start): the
-    byte ranges are checked to be well-formed and to cover the data region exactly.
-    """
+def _header_bytes(file: Path) -> tuple[bytes, int]:
+    """The JSON header of a safetensors file and the file's size, after checking that
+    the file is there, is not another format and is long enough for its header."""
     if not file.is_file():
         raise CheckpointError(file, "is missing: a checkpoint needs its weights")
     size = file.stat().st_size
@@ -141,7 +138,11 @@ def read_header(file: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str], 
                 file,
                 f"header length {n} does not fit the file's {size} bytes: truncated, or not safetensors",
             )
-        raw = f.read(n)
+        return f.read(n), size
+
+
+def _parse_header(file: Path, raw: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    """(entries, metadata) of a header's JSON, each checked to be a JSON object."""
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -153,33 +154,40 @@ def read_header(file: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str], 
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict):
         raise CheckpointError(file, "header __metadata__ is not a JSON object")
-    data_len = size - 8 - n
-    spans = []
-    for name, e in header.items():
-        if not (isinstance(e, dict) and {"dtype", "shape", "data_offsets"} <= set(e)):
-            raise CheckpointError(
-                file, f"tensor {name}: header entry {e!r} lacks dtype, shape or data_offsets"
-            )
-        dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
-        if dtype not in DTYPE_BYTES:
-            raise CheckpointError(file, f"tensor {name}: unknown dtype {dtype!r}")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise CheckpointError(file, f"tensor {name}: shape {shape!r} is not a list of sizes")
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(isinstance(o, int) for o in offsets)
-            and 0 <= offsets[0] <= offsets[1]
-        ):
-            raise CheckpointError(file, f"tensor {name}: data_offsets {offsets!r} are malformed")
-        nbytes = math.prod(shape) * DTYPE_BYTES[dtype]
-        if offsets[1] - offsets[0] != nbytes:
-            raise CheckpointError(
-                file,
-                f"tensor {name}: {dtype} {shape} needs {nbytes} bytes, its byte range "
-                f"{offsets} holds {offsets[1] - offsets[0]}",
-            )
-        spans.append((offsets[0], offsets[1], name))
+    return header, metadata
+
+
+def _entry_span(file: Path, name: str, e: Any) -> tuple[int, int]:
+    """The byte range of one header entry, checked: its keys, dtype, shape, and a
+    range as long as the dtype and shape need."""
+    if not (isinstance(e, dict) and {"dtype", "shape", "data_offsets"} <= set(e)):
+        raise CheckpointError(
+            file, f"tensor {name}: header entry {e!r} lacks dtype, shape or data_offsets"
+        )
+    dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+    if dtype not in DTYPE_BYTES:
+        raise CheckpointError(file, f"tensor {name}: unknown dtype {dtype!r}")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise CheckpointError(file, f"tensor {name}: shape {shape!r} is not a list of sizes")
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(o, int) for o in offsets)
+        and 0 <= offsets[0] <= offsets[1]
+    ):
+        raise CheckpointError(file, f"tensor {name}: data_offsets {offsets!r} are malformed")
+    nbytes = math.prod(shape) * DTYPE_BYTES[dtype]
+    if offsets[1] - offsets[0] != nbytes:
+        raise CheckpointError(
+            file,
+            f"tensor {name}: {dtype} {shape} needs {nbytes} bytes, its byte range "
+            f"{offsets} holds {offsets[1] - offsets[0]}",
+        )
+    return offsets[0], offsets[1]
+
+
+def _check_spans(file: Path, spans: list[tuple[int, int, str]], data_len: int) -> None:
+    """That the tensors' byte ranges tile the data region: no gap, overlap or excess."""
     end = 0
     for begin, stop, name in sorted(spans):
         if begin != end:
@@ -197,7 +205,19 @@ def read_header(file: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str], 
         raise CheckpointError(
             file, f"{data_len - end} bytes after the last tensor: the file is corrupted"
         )
-    return header, metadata, 8 + n
+
+
+def read_header(file: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
+    """Parse and check a safetensors header without reading the tensors.
+
+    Returns (entries {name: {dtype, shape, data_offsets}}, metadata, data_start): the
+    byte ranges are checked to be well-formed and to cover the data region exactly.
+    """
+    raw, size = _header_bytes(file)
+    header, metadata = _parse_header(file, raw)
+    spans = [(*_entry_span(file, name, e), name) for name, e in header.items()]
+    _check_spans(file, spans, size - 8 - len(raw))
+    return header, metadata, 8 + len(raw)
 
 
 def expected_tensors(
