@@ -29,8 +29,9 @@ from omegaconf import OmegaConf
 from torch.utils.data import IterableDataset
 
 from glassbox.archs.checkpoint import CONFIG, save_pretrained, shipped_dir
-from glassbox.archs.config import ConfigError
+from glassbox.archs.config import ConfigError, ModelConfig
 from glassbox.archs.errors import one_line
+from glassbox.archs.transformer import Transformer
 from glassbox.archs.weight_sparsity import nonzero_params
 from glassbox.archs.writes import (
     Output,
@@ -246,6 +247,58 @@ def train(cfg: ExperimentConfig) -> Path:
         torch.set_num_threads(threads)
 
 
+def _fit_model_config(cfg: ExperimentConfig, suite, longest: int) -> ModelConfig:
+    """cfg.model with the tokenizer's vocabulary, the pad token and the run's name,
+    checked to hold the vocabulary and the data's longest example."""
+    vocab = suite.tokenizer.get_vocab_size()
+    if 0 < cfg.model.vocab_size < vocab:
+        raise ConfigError(
+            "model.vocab_size", cfg.model.vocab_size, f"0 or >= the tokenizer's {vocab}"
+        )
+    model_cfg = dataclasses.replace(
+        cfg.model,
+        vocab_size=cfg.model.vocab_size or vocab,
+        pad_token_id=suite.pad_id,
+        name=cfg.run.name,
+    )
+    if longest > model_cfg.max_seq_len:
+        raise ConfigError(
+            "model.max_seq_len",
+            model_cfg.max_seq_len,
+            f"must be >= {longest}, the longest example of the data",
+        )
+    return model_cfg
+
+
+def _run_metrics(
+    model: Transformer,
+    tokens: int,
+    suite,
+    cfg: ExperimentConfig,
+    trainer: L.Trainer,
+    throughput: Throughput,
+    seq_len: int,
+) -> dict:
+    """The metrics a trained checkpoint records: its evaluation, parameter counts and
+    what training took (steps, `tokens`, FLOPs, throughput)."""
+    metrics = evaluate_model(
+        model, suite, batch_size=cfg.data.batch_size, max_batches=cfg.run.eval_max_batches
+    )
+    metrics["params"] = {
+        "total": model.num_params(),
+        "active": model.num_params(active=True),
+        "nonzero": nonzero_params(model),  # what a weight-sparse model is matched on
+    }
+    metrics["train"] = {
+        "steps": trainer.global_step,
+        "tokens": tokens,  # non-padding tokens, all processes
+        "flops": model.flops_per_token(seq_len) * tokens,
+        # tokens_per_second, flops_per_second, mfu, peak_flops, peak_source
+        **throughput.summary(),
+    }
+    return metrics
+
+
 def _train(cfg: ExperimentConfig) -> Path:
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     out = Path(cfg.run.out_dir)
@@ -259,24 +312,8 @@ def _train(cfg: ExperimentConfig) -> Path:
     dm.setup()
     suite = dm.suite
     assert suite is not None
-    vocab = suite.tokenizer.get_vocab_size()
-    if 0 < cfg.model.vocab_size < vocab:
-        raise ConfigError(
-            "model.vocab_size", cfg.model.vocab_size, f"0 or >= the tokenizer's {vocab}"
-        )
-    model_cfg = dataclasses.replace(
-        cfg.model,
-        vocab_size=cfg.model.vocab_size or vocab,
-        pad_token_id=suite.pad_id,
-        name=cfg.run.name,
-    )
     longest = _longest(suite)
-    if longest > model_cfg.max_seq_len:
-        raise ConfigError(
-            "model.max_seq_len",
-            model_cfg.max_seq_len,
-            f"must be >= {longest}, the longest example of the data",
-        )
+    model_cfg = _fit_model_config(cfg, suite, longest)
     _check_pack_length(cfg, suite)
     cfg = dataclasses.replace(cfg, model=model_cfg)
 
@@ -302,21 +339,7 @@ def _train(cfg: ExperimentConfig) -> Path:
 
     model = getattr(module.model, "_orig_mod", module.model)  # unwrap torch.compile for export
     tokens = int(module.tokens_trained)
-    metrics = evaluate_model(
-        model, suite, batch_size=cfg.data.batch_size, max_batches=cfg.run.eval_max_batches
-    )
-    metrics["params"] = {
-        "total": model.num_params(),
-        "active": model.num_params(active=True),
-        "nonzero": nonzero_params(model),  # what a weight-sparse model is matched on
-    }
-    metrics["train"] = {
-        "steps": trainer.global_step,
-        "tokens": tokens,  # non-padding tokens, all processes
-        "flops": model.flops_per_token(seq_len) * tokens,
-        # tokens_per_second, flops_per_second, mfu, peak_flops, peak_source
-        **throughput.summary(),
-    }
+    metrics = _run_metrics(model, tokens, suite, cfg, trainer, throughput, seq_len)
     export = out / "checkpoint"
     if trainer.is_global_zero:
         model.tokenizer = suite.tokenizer
