@@ -324,6 +324,32 @@ class ToolGenerationOutput(GenerationOutput):
         return [c for c in self.trace if c.seq == seq]
 
 
+def _checked_codec(model, tokenizer: Any, registry: ToolRegistry | None, mode: str) -> TokenCodec:
+    """The codec of `tokenizer` (default model.tokenizer), once `mode` is checked
+    (ArgumentError) and there is a tokenizer and a registry (ValueError)."""
+    if mode not in MODES:
+        raise ArgumentError("mode", mode, f"one of {', '.join(MODES)}")
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("generate_with_tools needs a tokenizer (or a model with .tokenizer)")
+    if registry is None:
+        raise ValueError("generate_with_tools needs a ToolRegistry")
+    return TokenCodec(tokenizer)
+
+
+def _prompt_rows(
+    prompts: Tensor | Sequence[Sequence[int]] | Sequence[str] | str, codec: TokenCodec
+) -> tuple[Tensor | list[list[int]], list[list[int]]]:
+    """(the prompts as `generate` takes them, their token id rows): a tensor is kept
+    as it is, text is encoded with `codec`."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if isinstance(prompts, Tensor):
+        return prompts, (prompts[None] if prompts.dim() == 1 else prompts).tolist()
+    rows = [codec.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
+    return rows, rows
+
+
 def generate_with_tools(
     model,
     prompts: Tensor | Sequence[Sequence[int]] | Sequence[str] | str,
@@ -352,21 +378,8 @@ def generate_with_tools(
     are checked first, as by `generate` (ArgumentError, one line).
     """
     check_sampling_args(max_new_tokens, temperature, top_k)
-    if mode not in MODES:
-        raise ArgumentError("mode", mode, f"one of {', '.join(MODES)}")
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise ValueError("generate_with_tools needs a tokenizer (or a model with .tokenizer)")
-    if registry is None:
-        raise ValueError("generate_with_tools needs a ToolRegistry")
-    codec = TokenCodec(tokenizer)
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if isinstance(prompts, Tensor):
-        rows = (prompts[None] if prompts.dim() == 1 else prompts).tolist()
-    else:
-        rows = [codec.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
-        prompts = rows
+    codec = _checked_codec(model, tokenizer, registry, mode)
+    prompts, rows = _prompt_rows(prompts, codec)
     forcer = ToolForcer(
         registry,
         codec,
