@@ -64,7 +64,9 @@ means, and the hooks that mean-ablate the units a keep-mask leaves out).
     report["copy"].size, report["copy"].units, report["copy"].curve_faithfulness
     report.to_dict()                        # {"circuit_size.copy": ..., ...}: nest under interp.
 
-The ranking and the faithfulness are computed on the same examples (as Gao et al.
+The units, their means, a skill's examples and the loss under keep-masks are
+analysis.mean_ablation's (importable from here too). The ranking and the
+faithfulness are computed on the same examples (as Gao et al.
 and most circuit-discovery work do); pass held-out batches to `faithfulness` to
 check a circuit on other data.
 """
@@ -77,221 +79,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from glassbox.analysis.activations import collect_activations
 from glassbox.analysis.batches import suite_batches
 from glassbox.analysis.jsonable import jsonable
-from glassbox.archs.units import HookUnits, UnitGroup, eval_mode, head_units
+from glassbox.analysis.mean_ablation import (
+    SkillData,
+    answer_tokens,
+    attribution_scores,
+    keep_losses,
+    skill_data,
+    unit_groups,
+    unit_means,
+)
+from glassbox.archs.units import HookUnits, UnitGroup, eval_mode
 from glassbox.training.data import SuiteData
 
-Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
 Unit = tuple[str, int]  # (group name, unit index in the group)
-
-
-# --------------------------------------------------------------------- unit groups
-
-
-def unit_groups(
-    model, include_heads: bool = True, include_ffn: bool = True, level: int = 0
-) -> list[UnitGroup]:
-    """The readable units of every layer, in forward order: its heads
-    (archs.units.head_units), then the group its FFN kind lists at `level` of
-    `FFN.unit_groups` (0: its finest units, neurons, latents, a MoE's experts' hidden
-    units; 1: the next coarser where a kind has one, a MoE's whole experts; a kind
-    with fewer levels gives its coarsest)."""
-    if level < 0:
-        raise ValueError(f"unit_groups: level={level}: 0 (the finest units) or more")
-    groups: list[UnitGroup] = []
-    for i, block in enumerate(model.blocks):
-        if include_heads:
-            groups.append(head_units(model, i))
-        if include_ffn:
-            own = block.mlp.unit_groups(i)
-            groups.append(own[min(level, len(own) - 1)])
-    return groups
-
-
-def unit_means(model, batches, groups: Sequence[UnitGroup]) -> dict[str, Tensor]:
-    """{group name: its means}: (n_units,) for neurons and latents, (H, d_head) for
-    heads, (E, d_model) for experts, (E * d_expert,) for experts' hidden units.
-    Hook-point groups read their means off one activation pass (analysis.activations,
-    shared with every other reader of a Sample); the others compute their own."""
-    batches = batches if isinstance(batches, Sequence) else list(batches)
-    with eval_mode(model):
-        hooked = [g for g in groups if isinstance(g, HookUnits) and type(g).mean is HookUnits.mean]
-        out: dict[str, Tensor] = {}
-        if hooked:
-            col = collect_activations(model, batches, [g.hook for g in hooked])
-            out.update({g.name: col.acts[g.hook].mean(0).to(model.device) for g in hooked})
-        for g in groups:
-            if g.name not in out:
-                out[g.name] = g.mean(model, batches)
-    return out
-
-
-# --------------------------------------------------------------------- skill data
-
-
-@dataclass
-class SkillData:
-    """The examples of one skill: input_ids (N, T) right-padded, cut after the last
-    answer token; targets (N, T - 1) bool, True where input_ids[:, t + 1] is an
-    answer token of the skill (predicted from position t)."""
-
-    input_ids: Tensor
-    targets: Tensor
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.targets.sum())
-
-
-def _answers(batch: Mapping[str, Tensor], mask_key: str) -> Tensor:
-    """(B, T) bool: the answer tokens (mask_key, else loss_mask)."""
-    return (batch[mask_key] if mask_key in batch else batch["loss_mask"]).bool()
-
-
-def skill_data(
-    batches: Iterable[Mapping[str, Tensor]],
-    skill_id: int,
-    mask_key: str = "answer_mask",
-    pad_id: int = 0,
-    device=None,
-    label_key: str = "skill",
-) -> SkillData | None:
-    """The rows of `batches` (training.data.collate's format) with at least one
-    answer token of skill `skill_id` (mask_key and skill == skill_id), padded to one
-    length. None when there is none. label_key: the per-token label column read in
-    place of `skill` (a text corpus's `domain`; with mask_key="loss_mask" the
-    behaviour is the next-token loss on that domain's tokens)."""
-    ids_list, tgt_list = [], []
-    for b in batches:
-        tgt = _answers(b, mask_key)[:, 1:] & (b[label_key][:, 1:] == skill_id)
-        rows = tgt.any(1)
-        if bool(rows.any()):
-            ids_list.append(b["input_ids"][rows])
-            tgt_list.append(tgt[rows])
-    if not ids_list:
-        return None
-    T = max(x.shape[1] for x in ids_list)
-    N = sum(x.shape[0] for x in ids_list)
-    ids = torch.full((N, T), pad_id, dtype=torch.long)
-    tgt = torch.zeros(N, T - 1, dtype=torch.bool)
-    r = 0
-    for x, t in zip(ids_list, tgt_list):
-        ids[r : r + len(x), : x.shape[1]] = x
-        tgt[r : r + len(x), : t.shape[1]] = t
-        r += len(x)
-    last = int(tgt.any(0).nonzero().max())  # last target column: token last + 1
-    ids, tgt = ids[:, : last + 2], tgt[:, : last + 1]
-    if device is not None:
-        ids, tgt = ids.to(device), tgt.to(device)
-    return SkillData(ids, tgt)
-
-
-# ------------------------------------------------------------------ evaluation
-
-
-def _offsets(groups: Sequence[UnitGroup]) -> list[int]:
-    out, o = [], 0
-    for g in groups:
-        out.append(o)
-        o += g.n_units
-    return out
-
-
-def split_by_group(flat: Tensor, groups: Sequence[UnitGroup]) -> dict[str, Tensor]:
-    """(R, total) -> {group name: (R, n_units)}."""
-    parts = flat.split([g.n_units for g in groups], dim=-1)
-    return {g.name: p for g, p in zip(groups, parts)}
-
-
-def _chunk_nll(model, sd: SkillData, rows: slice, hooks: list[Hook], copies: int) -> Tensor:
-    """Summed answer NLL of each of `copies` stacked copies of sd's `rows`: (copies,)."""
-    ids = sd.input_ids[rows].repeat(copies, 1)
-    tgt = sd.targets[rows].repeat(copies, 1)
-    with model.hooks(hooks):
-        logits = model(ids)  # (copies * n, T, V)
-    sel = logits[:, :-1][tgt]  # (M, V)
-    nll = F.cross_entropy(sel.float(), ids[:, 1:][tgt], reduction="none")
-    n = ids.shape[0] // copies
-    copy = torch.arange(copies, device=ids.device).repeat_interleave(n)[:, None].expand_as(tgt)
-    return torch.zeros(copies, dtype=torch.float64, device=ids.device).index_add_(
-        0, copy[tgt], nll.double()
-    )
-
-
-def _row_chunks(n: int, max_rows: int) -> list[slice]:
-    step = max(1, min(n, max_rows))
-    return [slice(a, min(n, a + step)) for a in range(0, n, step)]
-
-
-@torch.no_grad()
-def keep_losses(
-    model,
-    sd: SkillData,
-    groups: Sequence[UnitGroup],
-    means: Mapping[str, Tensor],
-    keep: Tensor,
-    max_rows: int = 1024,
-) -> Tensor:
-    """The skill's answer loss under each keep-mask. keep: (R, total) bool over the
-    units of `groups` in order; returns (R,) float64. Copies of the batch are stacked
-    into forwards of at most `max_rows` rows (the model treats rows independently)."""
-    R = keep.shape[0]
-    sums = torch.zeros(R, dtype=torch.float64, device=sd.input_ids.device)
-    for rows in _row_chunks(sd.input_ids.shape[0], max_rows):
-        n = rows.stop - rows.start
-        per = max(1, max_rows // n)
-        for r0 in range(0, R, per):
-            r1 = min(R, r0 + per)
-            parts = split_by_group(keep[r0:r1], groups)
-            hooks = []
-            for g in groups:
-                hooks += g.hooks(means[g.name], parts[g.name].repeat_interleave(n, 0))
-            sums[r0:r1] += _chunk_nll(model, sd, rows, hooks, r1 - r0)
-    return sums / max(sd.n_tokens, 1)
-
-
-def attribution_scores(
-    model,
-    sd: SkillData,
-    groups: Sequence[UnitGroup],
-    means: Mapping[str, Tensor],
-    attribution: str = "both",
-    max_rows: int = 1024,
-) -> Tensor:
-    """(total,) signed attribution of every unit to the skill's answer loss: -dL/dm
-    for the unit's keep-mask m (= grad . (clean - mean) summed over positions),
-    at m = 1 ("clean"), m = 0 ("ablated"), or their mean ("both"). Positive: keeping
-    the unit lowers the loss."""
-    points = {"clean": [1.0], "ablated": [0.0], "both": [1.0, 0.0]}
-    if attribution not in points:
-        raise ValueError(f"attribution={attribution!r}: one of {', '.join(points)}")
-    total = sum(g.n_units for g in groups)
-    score = torch.zeros(total, dtype=torch.float64, device=sd.input_ids.device)
-    for alpha in points[attribution]:
-        masks = [
-            torch.full((1, g.n_units), alpha, device=sd.input_ids.device, requires_grad=True)
-            for g in groups
-        ]
-        for rows in _row_chunks(sd.input_ids.shape[0], max_rows):
-            hooks = []
-            for g, m in zip(groups, masks):
-                hooks += g.hooks(means[g.name], m)
-            with torch.enable_grad():
-                loss = _chunk_nll(model, sd, rows, hooks, 1).sum() / max(sd.n_tokens, 1)
-                grads = torch.autograd.grad(loss, masks, allow_unused=True)
-            flat = torch.cat(
-                [
-                    (gr if gr is not None else torch.zeros_like(m)).reshape(-1)
-                    for gr, m in zip(grads, masks)
-                ]
-            )
-            score -= flat.double() / len(points[attribution])
-    return score
 
 
 # --------------------------------------------------------------------- results
@@ -469,7 +273,6 @@ def search_circuit(
 ) -> CircuitResult:
     """The grid curve and the search of `circuit_for_skill`, for any ranking: score
     (total,) over the units of `groups` in order, higher first (ties: group order)."""
-    name = skill_name
     total = score.numel()
     # Stable sort on -score: ties keep the groups' order (layer, then unit index).
     order = torch.sort(-score, stable=True).indices
@@ -481,64 +284,34 @@ def search_circuit(
         return keep_losses(model, sd, groups, means, rank[None, :] < s[:, None], max_rows)
 
     grid = log_grid(total, n_grid)
-    grid_loss = losses(grid)
-    l_abl, l_clean = float(grid_loss[0]), float(grid_loss[-1])
-    gap_ok = l_abl - l_clean >= min_gap
-    nan = float("nan")
-    faith = _faith(grid_loss, l_abl, l_clean).tolist() if gap_ok else [nan] * len(grid)
-    if gap_ok:  # exact by definition; the division can be off by rounding
-        faith[0], faith[-1] = 0.0, 1.0
+    faith, l_abl, l_clean, gap_ok = _curve(losses(grid), min_gap)
     fractions = [k / total for k in grid]
-    searched: dict[int, float] = {}
-    hits = [j for j, f in enumerate(faith) if f >= target]
-    note = ""
+    found, searched = _bisect(
+        lambda sizes: _faith(losses(sizes), l_abl, l_clean).tolist(),
+        grid, faith, target, search_points,
+    )  # fmt: skip
+    nan, note = float("nan"), ""
     if not gap_ok:
         size, f_size, reached = total, nan, False
         note = f"no loss gap: L_ablated - L_clean = {l_abl - l_clean:.3g} < {min_gap}"
-    elif not hits:
+    elif found is None:
         size, f_size, reached = total, 1.0, False
         note = f"target {target} not reached (faithfulness of all units is 1)"
     else:
-        j = hits[0]
-        lo, hi, f_hi = grid[j - 1], grid[j], faith[j]  # j >= 1: faith[0] = 0 < target
-        while hi - lo > 1:
-            n = min(search_points, hi - lo - 1)
-            cand = sorted({lo + round((hi - lo) * (c + 1) / (n + 1)) for c in range(n)})
-            cand = [c for c in cand if lo < c < hi]
-            f = _faith(losses(cand), l_abl, l_clean).tolist()
-            searched.update(zip(cand, f))
-            above = [c for c, v in zip(cand, f) if v >= target]
-            if above:
-                new_hi = above[0]
-                f_hi = searched[new_hi]
-                below = [c for c in cand if c < new_hi]
-                lo, hi = (below[-1] if below else lo), new_hi
-            else:
-                lo = cand[-1]
-        size, f_size, reached = hi, f_hi, True
-    units_idx = order[:size].tolist()
-    flat_units = [(g.name, u) for g in groups for u in range(g.n_units)]
-    params = [g.params_per_unit for g in groups for _ in range(g.n_units)]
-    units = [flat_units[i] for i in units_idx]
-    by_group = {g.name: 0 for g in groups}
-    for gname, _ in units:
-        by_group[gname] += 1
+        (size, f_size), reached = found, True
     return CircuitResult(
-        skill=name,
+        skill=skill_name,
         size=size,
         total=total,
         fraction=size / total if total else nan,
         faithfulness=f_size,
         reached=reached,
         target=target,
-        params_read_written=sum(params[i] for i in units_idx),
-        params_total=sum(params),
         auc=_auc(fractions, faith) if gap_ok else nan,
         loss_clean=l_clean,
         loss_ablated=l_abl,
         n_tokens=sd.n_tokens,
-        units=units,
-        by_group=by_group,
+        **_circuit_units(groups, order[:size].tolist()),
         curve_sizes=grid,
         curve_fractions=fractions,
         curve_faithfulness=faith,
@@ -547,7 +320,80 @@ def search_circuit(
     )
 
 
+def _curve(grid_loss: Tensor, min_gap: float) -> tuple[list[float], float, float, bool]:
+    """Faithfulness on the grid from its losses (grid_loss[0]: every unit ablated,
+    [-1]: none; nan everywhere when the gap is below min_gap), L_ablated, L_clean,
+    and whether the gap reaches min_gap."""
+    l_abl, l_clean = float(grid_loss[0]), float(grid_loss[-1])
+    gap_ok = l_abl - l_clean >= min_gap
+    faith = (
+        _faith(grid_loss, l_abl, l_clean).tolist() if gap_ok else [float("nan")] * len(grid_loss)
+    )
+    if gap_ok:  # exact by definition; the division can be off by rounding
+        faith[0], faith[-1] = 0.0, 1.0
+    return faith, l_abl, l_clean, gap_ok
+
+
+def _bisect(
+    faith_of: Callable[[list[int]], list[float]],
+    grid: Sequence[int],
+    faith: Sequence[float],
+    target: float,
+    search_points: int,
+) -> tuple[tuple[int, float] | None, dict[int, float]]:
+    """The smallest size that reaches `target` and its faithfulness (None when no grid
+    size does), and {every size tried: its faithfulness}: a batched bisection between
+    the last grid size below the target and the first at or above it, `search_points`
+    sizes per call of `faith_of` (sizes -> their faithfulness)."""
+    searched: dict[int, float] = {}
+    hits = [j for j, f in enumerate(faith) if f >= target]
+    if not hits:
+        return None, searched
+    j = hits[0]
+    lo, hi, f_hi = grid[j - 1], grid[j], faith[j]  # j >= 1: faith[0] = 0 < target
+    while hi - lo > 1:
+        n = min(search_points, hi - lo - 1)
+        cand = sorted({lo + round((hi - lo) * (c + 1) / (n + 1)) for c in range(n)})
+        cand = [c for c in cand if lo < c < hi]
+        f = faith_of(cand)
+        searched.update(zip(cand, f))
+        above = [c for c, v in zip(cand, f) if v >= target]
+        if above:
+            new_hi = above[0]
+            f_hi = searched[new_hi]
+            below = [c for c in cand if c < new_hi]
+            lo, hi = (below[-1] if below else lo), new_hi
+        else:
+            lo = cand[-1]
+    return (hi, f_hi), searched
+
+
+def _circuit_units(groups: Sequence[UnitGroup], units_idx: list[int]) -> dict[str, Any]:
+    """CircuitResult's units (those at flat indices `units_idx`, as (group name, unit
+    index)), by_group (their count per group), params_read_written and params_total."""
+    flat_units = [(g.name, u) for g in groups for u in range(g.n_units)]
+    params = [g.params_per_unit for g in groups for _ in range(g.n_units)]
+    units = [flat_units[i] for i in units_idx]
+    by_group = {g.name: 0 for g in groups}
+    for gname, _ in units:
+        by_group[gname] += 1
+    return {
+        "params_read_written": sum(params[i] for i in units_idx),
+        "params_total": sum(params),
+        "units": units,
+        "by_group": by_group,
+    }
+
+
 # --------------------------------------------------------- faithfulness of sets
+
+
+def _offsets(groups: Sequence[UnitGroup]) -> list[int]:
+    out, o = [], 0
+    for g in groups:
+        out.append(o)
+        o += g.n_units
+    return out
 
 
 @dataclass
@@ -631,7 +477,7 @@ def circuit_report(
         batches = list(data)
     key, label_key = kw.get("mask_key", "answer_mask"), kw.get("label_key", "skill")
     present = sorted(
-        {int(s) for b in batches for s in b[label_key][_answers(b, key)].tolist() if s >= 0}
+        {int(s) for b in batches for s in b[label_key][answer_tokens(b, key)].tolist() if s >= 0}
     )
     names = (
         list(skill_names)

@@ -3,8 +3,8 @@ inside the scale and beside their controls (Gao et al. 2025; MIB, Mueller et al.
 2025; Drori 2026's controls).
 
 For a micro-task (analysis.microtasks: a prompt, the target token against one
-alternative) and a model's readable units (analysis.circuits.unit_groups: heads and
-the kind's units), every unit gets a keep-mask m in [0, 1]; m = 0 puts the unit's
+alternative) and a model's readable units (analysis.mean_ablation.unit_groups: heads
+and the kind's units), every unit gets a keep-mask m in [0, 1]; m = 0 puts the unit's
 mean (over the analysis tokens, all skills) in place of its activation, m = 1 keeps
 it. The task loss is the pair cross-entropy, so a uniform guess costs ln 2, and
 
@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from glassbox.analysis.batches import suite_batches
-from glassbox.analysis.circuits import split_by_group, unit_groups, unit_means
+from glassbox.analysis.mean_ablation import split_by_group, unit_groups, unit_means
 from glassbox.analysis.microtasks import (
     MICRO_TASKS,
     TaskData,
@@ -204,29 +204,7 @@ def circuit_for_task(
 
     k = size(fit, theta, means)
     k = total if k is None else k
-    order = theta.argsort(descending=True)
-    keep = torch.zeros(1, total, dtype=torch.bool, device=theta.device)
-    keep[0, order[:k]] = True
-    # held out
-    d_clean = mask_diffs(model, score, groups, means, ones, cfg.max_rows)[0]
-    d_circ = mask_diffs(model, score, groups, means, keep, cfg.max_rows)[0]
-    clean_s, circ_s = float(task_loss(d_clean).mean()), float(task_loss(d_circ).mean())
-    g = torch.Generator().manual_seed(seed)
-    rand = torch.zeros(cfg.n_random, total, dtype=torch.bool, device=theta.device)
-    for r in range(cfg.n_random):
-        rand[r, torch.randperm(total, generator=g)[:k].to(theta.device)] = True
-    rand_f = [
-        faith(v, clean_s) for v in _mean_losses(model, score, groups, means, rand, cfg).tolist()
-    ]
-    # MIB grid by the learned ranking, held out
-    ks = [max(1, round(f * total)) for f in MIB_GRID]
-    grid = torch.zeros(len(ks), total, dtype=torch.bool, device=theta.device)
-    for i, kk in enumerate(ks):
-        grid[i, order[:kk]] = True
-    grid_f = [
-        faith(v, clean_s) for v in _mean_losses(model, score, groups, means, grid, cfg).tolist()
-    ]
-    fr = [kk / total for kk in ks]
+    held_out = _held_out(model, score, groups, means, theta.argsort(descending=True), k, cfg, seed)
     # controls: the nonsense task (its own mask, learned beside the real one) and
     # zero- in place of mean-ablation (the real ranking, every left-out unit at 0)
     nonsense_k = size(nonsense, theta_nonsense, means)
@@ -237,6 +215,44 @@ def circuit_for_task(
         "target_loss": target,
         "nodes": k,
         "fraction": k / total,
+        **held_out,
+        "nonsense_nodes": nonsense_k,
+        "nonsense_reached": nonsense_k is not None,
+        "zero_ablation_nodes": zero_k,
+    }
+
+
+@torch.no_grad()
+def _held_out(
+    model, score: TaskData, groups: Sequence[UnitGroup], means: dict[str, Tensor],
+    order: Tensor, k: int, cfg: MaskConfig, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """On the held-out `score` examples: the faithfulness and accuracy of the circuit
+    (the first k units of `order`) beside the clean model's accuracy, the faithfulness
+    of cfg.n_random random sets of k units, and the MIB grid by the ranking (CPR, CMD)."""
+    total = order.numel()
+    ones = torch.ones(1, total, dtype=torch.bool, device=order.device)
+    keep = torch.zeros(1, total, dtype=torch.bool, device=order.device)
+    keep[0, order[:k]] = True
+    d_clean = mask_diffs(model, score, groups, means, ones, cfg.max_rows)[0]
+    d_circ = mask_diffs(model, score, groups, means, keep, cfg.max_rows)[0]
+    clean_s, circ_s = float(task_loss(d_clean).mean()), float(task_loss(d_circ).mean())
+    g = torch.Generator().manual_seed(seed)
+    rand = torch.zeros(cfg.n_random, total, dtype=torch.bool, device=order.device)
+    for r in range(cfg.n_random):
+        rand[r, torch.randperm(total, generator=g)[:k].to(order.device)] = True
+    rand_f = [
+        faith(v, clean_s) for v in _mean_losses(model, score, groups, means, rand, cfg).tolist()
+    ]
+    ks = [max(1, round(f * total)) for f in MIB_GRID]
+    grid = torch.zeros(len(ks), total, dtype=torch.bool, device=order.device)
+    for i, kk in enumerate(ks):
+        grid[i, order[:kk]] = True
+    grid_f = [
+        faith(v, clean_s) for v in _mean_losses(model, score, groups, means, grid, cfg).tolist()
+    ]
+    fr = [kk / total for kk in ks]
+    return {
         "faithfulness_heldout": faith(circ_s, clean_s),
         "accuracy_heldout": float((d_circ > 0).double().mean()),
         "accuracy_clean": float((d_clean > 0).double().mean()),
@@ -246,9 +262,6 @@ def circuit_for_task(
         "mib_faithfulness": grid_f,
         "cpr": _area(fr, [min(max(f, 0.0), 1.0) for f in grid_f]),
         "cmd": _area(fr, [abs(1 - f) for f in grid_f]),
-        "nonsense_nodes": nonsense_k,
-        "nonsense_reached": nonsense_k is not None,
-        "zero_ablation_nodes": zero_k,
     }
 
 
