@@ -36,9 +36,9 @@ import torch
 from torch import Tensor
 
 from glassbox.analysis.coverage import CoverageResult, coverage, ground_truth_labels
+from glassbox.analysis.domain_units import unit_directions
 from glassbox.analysis.feature_pages import Context, feature_contexts, render_html
 from glassbox.analysis.interp import suite_batches, unit_activations
-from glassbox.analysis.text_analysis import unit_directions
 from glassbox.archs.checkpoint import atomic_write_dir
 from glassbox.archs.errors import ArgumentError
 from glassbox.training.data import SuiteData
@@ -141,31 +141,42 @@ def layer_records(
             "maxActApprox": _r(max_act[u]),
             "frac_nonzero": _r(frac[u]),
         }
-        if logits is not None:
-            pos_i, pos_v, neg_i, neg_v = (t[u].tolist() for t in logits)
-            rec.update(
-                pos_str=[_token(tok, i) for i in pos_i],
-                pos_values=[_r(v) for v in pos_v],
-                neg_str=[_token(tok, i) for i in neg_i],
-                neg_values=[_r(v) for v in neg_v],
-            )
-        else:
-            rec.update(pos_str=[], pos_values=[], neg_str=[], neg_values=[])
+        rec.update(_logit_fields(logits, u, tok))
         rec["activations"] = [_context_json(c) for c in contexts.get(u, [])]
-        rec["featureMatch"] = (
-            {
-                "feature": cov.feature_names[int(cov.unit_feature[u])],
-                "f1": _r(cov.unit_f1[u]),
-                "precision": _r(cov.unit_precision[u]),
-            }
-            if cov is not None and cov.feature_names
-            else None
-        )
+        rec["featureMatch"] = _feature_match(cov, u)
         if share is not None and rate is not None:
             rec["skillProfile"] = {s: _r(share[u, j]) for j, s in enumerate(skill_names)}
             rec["skillRate"] = {s: _r(rate[u, j]) for j, s in enumerate(skill_names)}
         out.append(rec)
     return out
+
+
+def _logit_fields(
+    logits: tuple[Tensor, Tensor, Tensor, Tensor] | None, u: int, tok
+) -> dict[str, list]:
+    """A record's pos_str, pos_values, neg_str, neg_values: the tokens unit u
+    promotes and suppresses most (`top_logits`' tuple; empty lists without one)."""
+    if logits is None:
+        return {"pos_str": [], "pos_values": [], "neg_str": [], "neg_values": []}
+    pos_i, pos_v, neg_i, neg_v = (t[u].tolist() for t in logits)
+    return {
+        "pos_str": [_token(tok, i) for i in pos_i],
+        "pos_values": [_r(v) for v in pos_v],
+        "neg_str": [_token(tok, i) for i in neg_i],
+        "neg_values": [_r(v) for v in neg_v],
+    }
+
+
+def _feature_match(cov: CoverageResult | None, u: int) -> dict[str, Any] | None:
+    """A record's featureMatch: unit u's best ground-truth feature, its F1 and
+    precision there (None without coverage)."""
+    if cov is None or not cov.feature_names:
+        return None
+    return {
+        "feature": cov.feature_names[int(cov.unit_feature[u])],
+        "f1": _r(cov.unit_f1[u]),
+        "precision": _r(cov.unit_precision[u]),
+    }
 
 
 def page_units(acts: Tensor, cov: CoverageResult | None, n: int) -> list[int]:
@@ -305,6 +316,47 @@ def rebuild_index(out_dir: str | Path) -> Path:
     return path
 
 
+def _layer_dashboard(
+    model, suite: SuiteData, i: int, acts: Tensor, col, batches, labels, names: list[str],
+    model_id: str, top_contexts: int, top_k_logits: int, max_page_units: int,
+) -> tuple[dict[str, Any], str, dict[str, Any]]:  # fmt: skip
+    """The dashboard of layer i, whose units have activations acts (N, U) over `col`:
+    its layer{i}.json (records of every unit), its HTML page (the page_units) and its
+    entry in index.json. labels, names: the ground truth (coverage), or None, []."""
+    mlp = model.blocks[i].mlp
+    hook = f"blocks.{i}.mlp.{mlp.unit_hooks[-1]}"
+    cov = coverage(acts, labels, names) if names else None
+    layer_col = replace(col, acts={hook: acts})
+    contexts = feature_contexts(
+        layer_col, hook, list(range(acts.shape[1])), k=top_contexts, tokenizer=model.tokenizer,
+        feature_names=suite.feature_names, skill_names=suite.skill_names,
+    )  # fmt: skip
+    records = layer_records(
+        model, i, acts, contexts, unit_directions(model, i, batches), cov, col.skill,
+        suite.skill_names if col.skill is not None else [], model_id, hook, top_k_logits,
+    )  # fmt: skip
+    shown = page_units(acts, cov, max_page_units)
+    page = render_html(
+        {u: contexts[u] for u in shown},
+        {u: _summary(records[u]) for u in shown},
+        title=f"{model_id}: layer {i} {mlp.unit_name}s",
+    )
+    layer_json = {
+        "schemaVersion": SCHEMA_VERSION,
+        "modelId": model_id,
+        "layer": f"blocks.{i}.mlp",
+        "hook": hook,
+        "unitType": mlp.unit_name,
+        "n_units": acts.shape[1],
+        "n_tokens": acts.shape[0],
+        "features": records,
+    }
+    entry = {"layer": f"blocks.{i}.mlp", "hook": hook, "unitType": mlp.unit_name,
+             "n_units": acts.shape[1], "file": f"layer{i}.json", "page": f"layer{i}.html",
+             "page_units": shown}  # fmt: skip
+    return layer_json, page, entry
+
+
 def export_dashboards(
     model,
     suite: SuiteData,
@@ -340,42 +392,14 @@ def export_dashboards(
     layers: list[dict[str, Any]] = []
     records_by_file: dict[str, list[dict[str, Any]]] = {}
     for i, acts in units.items():
-        mlp = model.blocks[i].mlp
-        hook = f"blocks.{i}.mlp.{mlp.unit_hooks[-1]}"
-        cov = coverage(acts, labels, names) if names else None
-        layer_col = replace(col, acts={hook: acts})
-        contexts = feature_contexts(
-            layer_col, hook, list(range(acts.shape[1])), k=top_contexts, tokenizer=model.tokenizer,
-            feature_names=suite.feature_names, skill_names=suite.skill_names,
+        layer_json, page, entry = _layer_dashboard(
+            model, suite, i, acts, col, batches, labels, names, model_id, top_contexts,
+            top_k_logits, max_page_units,
         )  # fmt: skip
-        records = layer_records(
-            model, i, acts, contexts, unit_directions(model, i, batches), cov, col.skill,
-            suite.skill_names if col.skill is not None else [], model_id, hook, top_k_logits,
-        )  # fmt: skip
-        shown = page_units(acts, cov, max_page_units)
-        page = render_html(
-            {u: contexts[u] for u in shown},
-            {u: _summary(records[u]) for u in shown},
-            title=f"{model_id}: layer {i} {mlp.unit_name}s",
-        )
-        layer_json = {
-            "schemaVersion": SCHEMA_VERSION,
-            "modelId": model_id,
-            "layer": f"blocks.{i}.mlp",
-            "hook": hook,
-            "unitType": mlp.unit_name,
-            "n_units": acts.shape[1],
-            "n_tokens": acts.shape[0],
-            "features": records,
-        }
         files[f"layer{i}.json"] = json.dumps(layer_json, separators=(",", ":"))
-        records_by_file[f"layer{i}.json"] = records
+        records_by_file[f"layer{i}.json"] = layer_json["features"]
         files[f"layer{i}.html"] = page
-        layers.append(
-            {"layer": f"blocks.{i}.mlp", "hook": hook, "unitType": mlp.unit_name,
-             "n_units": acts.shape[1], "file": f"layer{i}.json", "page": f"layer{i}.html",
-             "page_units": shown}
-        )  # fmt: skip
+        layers.append(entry)
     index = {
         "schemaVersion": SCHEMA_VERSION,
         "modelId": model_id,

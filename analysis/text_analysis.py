@@ -14,11 +14,12 @@ What it measures, on held-out blocks (val picks, test scores the ablations):
   domain and vocabulary specialisation, NMI and purity of unit against domain,
   co-activation, the top tokens and domains of every expert, router saturation
   against a reference checkpoint of the same run (analysis.specialisation);
-- units (neurons, latents, expert gates: the FFN contract's readable units): L0,
-  dead and dense fraction per layer, and feature pages (`features_layer{i}.txt` /
-  `.html`): for the units most selective for each domain, their top-activating
-  contexts with the text around them, the domain there, and the tokens each unit
-  promotes through the unembedding (its output direction through ln_final and W_U);
+- units (neurons, latents, expert gates: the FFN contract's readable units;
+  analysis.domain_units): L0, dead and dense fraction per layer, and feature pages
+  (`features_layer{i}.txt` / `.html`): for the units most selective for each
+  domain, their top-activating contexts with the text around them, the domain
+  there, and the tokens each unit promotes through the unembedding (its output
+  direction through ln_final and W_U);
 - causal, selectivity by domain: ablate each domain's most-used experts (the
   experts it is routed to more than other domains are, `n_per_domain` of them per
   layer, mean-ablated) or, without MoE layers, its most-used neurons / latents (the
@@ -40,39 +41,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from glassbox.analysis.activations import Collected
 from glassbox.analysis.audit import N_GROUPS, Labelled, read_units, specialisation_section
 from glassbox.analysis.baselines import untrained_twin
 from glassbox.analysis.batches import real_tokens, token_batch
-from glassbox.analysis.circuits import circuit_report, unit_groups, unit_means
-from glassbox.analysis.feature_pages import feature_contexts, render_html, render_text
+from glassbox.analysis.circuits import circuit_report
+from glassbox.analysis.domain_units import (
+    LABEL,
+    feature_pages,
+    promoted_tokens,
+    token_text,
+    unit_directions,
+    unit_selectivity,
+    usage_contrast,
+)
 from glassbox.analysis.interp import ffn_kinds, suite_batches, unit_activations
 from glassbox.analysis.intervals import bootstrap_weights
 from glassbox.analysis.jsonable import jsonable, mean_defined
-from glassbox.analysis.logit_lens import unembed
-from glassbox.analysis.routing_metrics import router_saturation, selectivity, vocab_specialization
+from glassbox.analysis.routing_metrics import router_saturation, vocab_specialization
 from glassbox.analysis.sae_metrics import dead_fraction, dense_fraction, l0
 from glassbox.analysis.specialisation import (
+    Routing,
     causal_specialization,
     collect_routing,
-    label_loss,
     layer_table,
     routed_and_clustered,
     specialisation_summary,
 )
 from glassbox.analysis.specialisation_plots import plot_expert_skill
 from glassbox.archs.moe import expert_means
-from glassbox.archs.units import HookUnits
 from glassbox.training.data import SuiteData
 
-LABEL = "domain"  # the batches' per-token label column
 # Scores of the skill suite that a corpus without ground truth cannot give, and why.
 NOT_APPLICABLE = {
     "interp.coverage": "needs ground-truth features",
@@ -202,7 +206,7 @@ def expert_tokens(
         out.append(
             [
                 {
-                    "token": _tok(tokenizer, int(i)),
+                    "token": token_text(tokenizer, int(i)),
                     "id": int(i),
                     "share": float(v),
                     "count": int(occ[i]),
@@ -212,187 +216,6 @@ def expert_tokens(
             ]
         )
     return out
-
-
-def _tok(tokenizer, i: int) -> str:
-    """Token i as the text it stands for (line breaks and tabs shown as escapes)."""
-    if tokenizer is None:
-        return str(i)
-    text = tokenizer.decode([i], skip_special_tokens=False)
-    return text.replace("\n", "\\n").replace("\t", "\\t") if text else f"<{i}>"
-
-
-# ----------------------------------------------------------------- units
-
-
-def usage_contrast(acts: Tensor, labels: Tensor, n_labels: int) -> Tensor:
-    """(L, U) how much more each unit is used on a label's tokens than on the rest:
-    (mean |act| on the label - mean |act| elsewhere) / mean |act| overall (0 for a
-    unit never active). acts (N, U), labels (N,) (< 0 left out)."""
-    keep = labels >= 0
-    a, lab = acts[keep].abs().double(), labels[keep].long()
-    sums = torch.zeros(n_labels, a.shape[1], dtype=torch.float64).index_add_(0, lab, a)
-    n = torch.bincount(lab, minlength=n_labels).double()[:, None]
-    total, N = sums.sum(0, keepdim=True), n.sum()
-    on = sums / n.clamp_min(1)
-    off = (total - sums) / (N - n).clamp_min(1)
-    overall = total / max(float(N), 1.0)
-    return torch.where(overall > 0, (on - off) / overall.clamp_min(1e-30), 0.0)
-
-
-def unit_selectivity(
-    model,
-    acts: Mapping[int, Tensor],
-    labels: Tensor,
-    select_batches: Sequence[Mapping[str, Tensor]],
-    causal_batches: Sequence[Mapping[str, Tensor]],
-    label_names: Sequence[str],
-    unit_share: float = 1 / 16,
-    mode: str = "zero",
-) -> dict[str, Any]:
-    """Selectivity by label of neurons / latents: for each label, ablate in every
-    layer of `acts` ({layer: (N, U)} over the tokens `labels` (N,) names) the
-    ceil(unit_share * U) units with the largest `usage_contrast`, and measure the rise
-    of next-token loss on every label of `causal_batches` (`label_loss`). mode
-    "zero" sets them to 0, "mean" to their mean over `select_batches`
-    (analysis.circuits.unit_means). Returns units {label:
-    {layer: [u, ...]}}, base_loss (L,), drop (L, L) (row: whose units were ablated;
-    column: label measured), delta_target, delta_others, selectivity."""
-    L = len(label_names)
-    groups = {
-        g.layer: g
-        for g in unit_groups(model, include_heads=False)
-        if isinstance(g, HookUnits) and g.layer in acts
-    }
-    if mode == "mean":
-        means = unit_means(model, select_batches, list(groups.values()))
-    else:
-        means = {g.name: torch.zeros(g.n_units, device=model.device) for g in groups.values()}
-    contrast = {i: usage_contrast(acts[i], labels, L) for i in groups}
-    present = torch.bincount(labels[labels >= 0], minlength=L)[:L] > 0
-    base = label_loss(model, causal_batches, L, LABEL)
-    drop = torch.full((L, L), float("nan"), dtype=torch.float64)
-    chosen: dict[str, dict[int, list[int]]] = {}
-    for d, name in enumerate(label_names):
-        if not present[d]:
-            continue
-        hooks, chosen[name] = [], {}
-        for i, g in groups.items():
-            n = max(1, math.ceil(unit_share * g.n_units))
-            units = contrast[i][d].topk(min(n, g.n_units)).indices
-            keep = torch.ones(1, g.n_units, dtype=torch.bool, device=model.device)
-            keep[0, units.to(model.device)] = False
-            hooks += g.hooks(means[g.name], keep)
-            chosen[name][i] = units.tolist()
-        with model.hooks(hooks):
-            drop[d] = label_loss(model, causal_batches, L, LABEL) - base
-    sel = selectivity(drop)
-    return {
-        "mode": mode,
-        "measure": "loss",
-        "units": chosen,
-        "base_loss": base.tolist(),
-        "drop": drop.tolist(),
-        "delta_target": sel["delta_target"].tolist(),
-        "delta_others": sel["delta_others"].tolist(),
-        "selectivity": sel["score"],
-    }
-
-
-@torch.no_grad()
-def unit_directions(model, layer: int, batches: Sequence[Mapping[str, Tensor]]) -> Tensor | None:
-    """(U, d_model) what each readable unit of a layer (`FFN.read_units`'s units)
-    writes into the residual stream, as its kind's unit group says (archs.units: a
-    neuron's W_out column, a latent's W_dec row, an expert's mean output over
-    `batches`); None where the kind gives none."""
-    mlp = model.blocks[layer].mlp
-    for group in mlp.unit_groups(layer):
-        if group.kind == mlp.unit_name:
-            directions = group.directions(model, batches)
-            return None if directions is None else directions.to(model.device)
-    return None
-
-
-@torch.no_grad()
-def promoted_tokens(model, directions: Tensor, tokenizer=None, top: int = 8) -> list[list[str]]:
-    """Per row of directions (U, d_model), the `top` tokens its logits through
-    ln_final and W_U raise most (analysis.logit_lens.unembed)."""
-    logits = unembed(model, directions.to(model.device).float())
-    logits = logits - logits.mean(-1, keepdim=True)
-    ids = logits.topk(min(top, logits.shape[-1]), dim=-1).indices.tolist()
-    return [[_tok(tokenizer, i) for i in row] for row in ids]
-
-
-def feature_pages(
-    model,
-    layer: int,
-    acts: Tensor,
-    col: Collected,
-    labels: Tensor,
-    label_names: Sequence[str],
-    contrast: Tensor,
-    batches: Sequence[Mapping[str, Tensor]],
-    out_dir: Path,
-    per_label: int = 4,
-    k: int = 8,
-) -> dict[str, str]:
-    """features_layer{layer}.txt / .html: the `per_label` units most selective for
-    each domain (by `contrast`, (L, U)), their top-k contexts, and per unit a line
-    with its domain, its relative usage there and the tokens it promotes."""
-    name = f"blocks.{layer}.mlp.units"
-    units: list[int] = []
-    for d in range(len(label_names)):
-        units += [u for u in contrast[d].topk(min(per_label, acts.shape[1])).indices.tolist()]
-    units = list(dict.fromkeys(units))
-    page_col = replace(col, acts={name: acts}, skill=labels)
-    contexts = feature_contexts(
-        page_col,
-        name,
-        units,
-        k=k,
-        tokenizer=lambda i: _tok(model.tokenizer, i),
-        skill_names=list(label_names),
-    )
-    for ctxs in contexts.values():  # the label is a domain here, not a skill
-        for c in ctxs:
-            if "skill" in c.labels:
-                c.labels = {LABEL: c.labels.pop("skill"), **c.labels}
-    directions = unit_directions(model, layer, batches)
-    promoted = (
-        promoted_tokens(model, directions[units], model.tokenizer)
-        if directions is not None
-        else None
-    )
-    best = contrast[:, units].argmax(0).tolist()
-    # share of each unit's |activation| that falls on each label, and of the tokens
-    keep = labels >= 0
-    mass = torch.zeros(len(label_names), len(units), dtype=torch.float64).index_add_(
-        0, labels[keep].long(), acts[keep][:, units].abs().double()
-    )
-    mass = mass / mass.sum(0, keepdim=True).clamp_min(1e-30)
-    tokens = torch.bincount(labels[keep].long(), minlength=len(label_names)) / max(
-        int(keep.sum()), 1
-    )
-    summaries = {}
-    for j, u in enumerate(units):
-        d = best[j]
-        line = (
-            f"most used on {label_names[d]}: {float(mass[d, j]):.0%} of its activation, "
-            f"{float(tokens[d]):.0%} of the tokens"
-        )
-        if promoted is not None:
-            line += " | promotes: " + " ".join(f"'{t}'" for t in promoted[j])
-        summaries[u] = line
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "text": out_dir / f"features_layer{layer}.txt",
-        "html": out_dir / f"features_layer{layer}.html",
-    }
-    paths["text"].write_text(render_text(contexts, summaries))
-    paths["html"].write_text(
-        render_html(contexts, summaries, title=f"layer {layer}: units by domain")
-    )
-    return {k: str(v) for k, v in paths.items()}
 
 
 # ----------------------------------------------------------------- the report
@@ -425,17 +248,7 @@ def text_report(
     layer, "experts": top tokens and domains per expert, "units": per-layer health,
     "causal": {...} or None, "circuits": {...} or None, "pages": paths, "plots":
     paths}; JSON-safe (nan as None)."""
-    names = list(suite.domain_names or [])
-    if not names:
-        raise ValueError(
-            "text_report: the data has no domains (rebuild it with this version of "
-            "training.data.text, or give data.text.domain_field)"
-        )
-    D, device = len(names), model.device
-    val = suite_batches(suite, "val", n_examples, seed=seed, device=device)
-    if LABEL not in val[0]:
-        raise ValueError("text_report: the batches have no `domain` column")
-    test = suite_batches(suite, "test", n_examples, seed=seed + 1, device=device) if causal else []
+    names, val, test = _held_out_blocks(suite, n_examples, seed, causal, model.device)
     out = Path(out_dir) if out_dir is not None else None
     report: dict[str, Any] = {
         "domains": names,
@@ -445,123 +258,177 @@ def text_report(
     }
     summary: dict[str, Any] = {}
     per_domain: dict[str, dict[str, Any]] = {n: {} for n in names}
+    _held_out_section(model, val, test, names, causal, max_tokens, seed, report, summary)
+    moe_layers, dense_layers = routed_and_clustered(model)
+    routing = _routing_section(
+        model, val, names, moe_layers, dense_layers, reference_model, out, max_tokens, seed,
+        report, summary, per_domain,
+    )  # fmt: skip
+    units, labels = _units_section(model, val, names, out, max_tokens, report, summary)
+    report["causal"] = None
+    if causal:
+        report["causal"] = _causal_section(
+            model, val, test, names, routing, moe_layers, units, labels, unit_share, ablation,
+            summary, per_domain,
+        )  # fmt: skip
+    report["circuits"] = None
+    if circuits:
+        cb = suite_batches(suite, "val", circuit_examples, seed=seed, device=model.device)
+        report["circuits"] = _circuits_section(model, cb, names, summary, per_domain)
+    for n, vals in per_domain.items():
+        for k, v in vals.items():
+            summary[f"domains.{n}.{k}"] = v
+    report["summary"] = summary
+    return jsonable(report)
+
+
+def _held_out_blocks(suite, n_examples, seed, causal, device) -> tuple[list[str], list, list]:
+    """The domain names, n_examples held-out blocks of val and (with causal) of test;
+    a ValueError where the data has no domains."""
+    names = list(suite.domain_names or [])
+    if not names:
+        raise ValueError(
+            "text_report: the data has no domains (rebuild it with this version of "
+            "training.data.text, or give data.text.domain_field)"
+        )
+    val = suite_batches(suite, "val", n_examples, seed=seed, device=device)
+    if LABEL not in val[0]:
+        raise ValueError("text_report: the batches have no `domain` column")
+    test = suite_batches(suite, "test", n_examples, seed=seed + 1, device=device) if causal else []
+    return names, val, test
+
+
+def _held_out_section(model, val, test, names, causal, max_tokens, seed, report, summary) -> None:
+    """The blocks each domain score stands on (the report's held_out,
+    interp.n_domains_held_out) and, with causal, the information about the domain
+    beyond the token, fitted on val and scored on test (the report's information)."""
     report["held_out"] = held_out_domains(names, val, test)
     summary["interp.n_domains_held_out"] = sum(
         1 for c in report["held_out"]["blocks"]["val"].values() if c
     )
-    if causal:  # information beyond the token: fitted on val, scored on test
-        info, report["information"] = domain_information(model, val, test, D, max_tokens, seed)
+    if causal:
+        info, report["information"] = domain_information(
+            model, val, test, len(names), max_tokens, seed
+        )
         summary.update(info)
 
-    # routing and its specialisation by domain
-    moe_layers, dense_layers = routed_and_clustered(model)
-    routing = None
-    if moe_layers or dense_layers:
-        routing = collect_routing(model, val, max_tokens, label_key=LABEL)
-        n_clusters = model.blocks[moe_layers[0]].mlp.n_experts if moe_layers else 16
-        layers = layer_table(model, routing, D, (), n_clusters, seed)
-        if reference_model is not None and moe_layers:
-            ref = collect_routing(reference_model, val, max_tokens, label_key=LABEL)
-            for i in moe_layers:
-                layers[i]["router_saturation"] = router_saturation(
-                    ref.indices[i], routing.indices[i]
-                )
-        for k, v in specialisation_summary(layers, moe_layers, None).items():
-            if (key := _domain_key(k)) is not None:
-                summary[key] = v
-        for d, n in enumerate(names):
-            per_domain[n]["specialization"] = mean_defined(
-                max(col[d] for col in layers[i]["domain_specialization"]) for i in layers
-            )
-        report["layers"] = layers
-        report["experts"] = {
-            i: {
-                "top_tokens": expert_tokens(
-                    routing.indices[i], routing.tokens, model.blocks[i].mlp.n_experts,
-                    model.cfg.vocab_size, model.tokenizer,
-                ),
-                "domain_share": layers[i]["expert_skill_share"],
-            }
-            for i in moe_layers
-        }  # fmt: skip
-        if out is not None:
-            shares = {i: torch.tensor(layers[i]["expert_skill_share"]) for i in layers}
-            ylabel = "expert" if moe_layers else "k-means cluster of mlp.hook_post"
-            path = out / "expert_domain.png"
-            plot_expert_skill(
-                shares,
-                names,
-                path,
-                title="share of each unit's token-slots by domain",
-                ylabel=ylabel,
-            )
-            report["plots"].append(str(path))
 
-    # readable units: health, feature pages
+def _routing_section(
+    model, val, names, moe_layers, dense_layers, reference_model, out, max_tokens, seed,
+    report, summary, per_domain,
+) -> Routing | None:  # fmt: skip
+    """Routing and its specialisation by domain (MoE layers; dense layers through
+    k-means clusters of mlp.hook_post): the report's layers, experts and
+    expert_domain.png, their scores into summary and per_domain. Returns the routing
+    collected over val (None without MoE or dense layers)."""
+    if not (moe_layers or dense_layers):
+        return None
+    routing = collect_routing(model, val, max_tokens, label_key=LABEL)
+    n_clusters = model.blocks[moe_layers[0]].mlp.n_experts if moe_layers else 16
+    layers = layer_table(model, routing, len(names), (), n_clusters, seed)
+    if reference_model is not None and moe_layers:
+        ref = collect_routing(reference_model, val, max_tokens, label_key=LABEL)
+        for i in moe_layers:
+            layers[i]["router_saturation"] = router_saturation(ref.indices[i], routing.indices[i])
+    for k, v in specialisation_summary(layers, moe_layers, None).items():
+        if (key := _domain_key(k)) is not None:
+            summary[key] = v
+    for d, n in enumerate(names):
+        per_domain[n]["specialization"] = mean_defined(
+            max(col[d] for col in layers[i]["domain_specialization"]) for i in layers
+        )
+    report["layers"] = layers
+    report["experts"] = {
+        i: {
+            "top_tokens": expert_tokens(
+                routing.indices[i], routing.tokens, model.blocks[i].mlp.n_experts,
+                model.cfg.vocab_size, model.tokenizer,
+            ),
+            "domain_share": layers[i]["expert_skill_share"],
+        }
+        for i in moe_layers
+    }  # fmt: skip
+    if out is not None:
+        shares = {i: torch.tensor(layers[i]["expert_skill_share"]) for i in layers}
+        ylabel = "expert" if moe_layers else "k-means cluster of mlp.hook_post"
+        path = out / "expert_domain.png"
+        plot_expert_skill(
+            shares, names, path, title="share of each unit's token-slots by domain", ylabel=ylabel
+        )
+        report["plots"].append(str(path))
+    return routing
+
+
+def _units_section(
+    model, val, names, out, max_tokens, report, summary
+) -> tuple[dict[int, Tensor], Tensor]:
+    """The readable units' health per layer (the report's units; interp.l0,
+    dead_fraction, dense_fraction over the sparse kinds' layers into summary) and
+    their feature pages (with out). Returns the units {layer: (N, U)} over val and
+    the domain (N,) of each token."""
     units, col = unit_activations(model, val, max_tokens=max_tokens)
     labels = domain_labels(val, max_tokens)[: col.n_tokens]
     health: dict[str, Any] = {}
     kinds = ffn_kinds(model)
-    mlps = {i: model.blocks[i].mlp for i in units}
     for i, acts in units.items():
         health[str(i)] = {
             "kind": kinds[i], "n_units": acts.shape[1], "l0": l0(acts),
             "dead_fraction": dead_fraction(acts), "dense_fraction": dense_fraction(acts),
         }  # fmt: skip
         if out is not None:
-            contrast = usage_contrast(acts, labels, D)
+            contrast = usage_contrast(acts, labels, len(names))
             report["pages"][str(i)] = feature_pages(
                 model, i, acts, col, labels, names, contrast, val, out
             )
     report["units"] = health
-    latent = [health[str(i)] for i, mlp in mlps.items() if mlp.sparse_units]
+    latent = [health[str(i)] for i in units if model.blocks[i].mlp.sparse_units]
     for key in ("l0", "dead_fraction", "dense_fraction"):
         if latent:
             summary[f"interp.{key}"] = mean_defined(h[key] for h in latent)
+    return units, labels
 
-    # causal: ablate each domain's most-used experts (or units)
-    report["causal"] = None
-    if causal:
-        if moe_layers:
-            assert routing is not None
-            means = expert_means(model, val, moe_layers) if ablation == "mean" else None
-            res = causal_specialization(
-                model, routing, test, names, mode=ablation, means=means,
-                label_key=LABEL, measure="loss",
-            )  # fmt: skip
-            base = res["base_loss"]
-        else:
-            ablatable = {i: a for i, a in units.items() if not mlps[i].routes}
-            res = unit_selectivity(model, ablatable, labels, val, test, names, unit_share, ablation)
-            base = res["base_loss"]
-        report["causal"] = res
-        summary["interp.domain_selectivity"] = res["selectivity"]
-        summary["interp.domain_delta_target"] = mean_defined(res["delta_target"])
-        summary["interp.domain_delta_others"] = mean_defined(res["delta_others"])
-        for d, n in enumerate(names):
-            t, o = res["delta_target"][d], res["delta_others"][d]
-            per_domain[n]["selectivity"] = t - o if t is not None and o is not None else None
-            per_domain[n]["loss"] = base[d]
 
-    # circuits: the fewest units that keep a domain's next-token loss
-    report["circuits"] = None
-    if circuits:
-        cb = suite_batches(suite, "val", circuit_examples, seed=seed, device=device)
-        circ = circuit_report(model, cb, skill_names=names, label_key=LABEL, mask_key="loss_mask")
-        flat = circ.to_dict()
-        report["circuits"] = {"summary": flat, "details": circ.details()}
-        summary["interp.domain_circuit_fraction"] = flat.get("circuit_fraction")
-        summary["interp.domain_circuit_auc"] = flat.get("circuit_auc")
-        for n in names:
-            if n in circ:
-                r = circ[n]
-                per_domain[n]["circuit_fraction"] = r.fraction if math.isfinite(r.auc) else None
+def _causal_section(
+    model, val, test, names, routing, moe_layers, units, labels, unit_share, ablation,
+    summary, per_domain,
+) -> dict[str, Any]:  # fmt: skip
+    """Ablate each domain's most-used experts (MoE layers) or units (the others) and
+    measure the rise of next-token loss on every domain (test): the scores into
+    summary and per_domain; returns the ablation's report."""
+    if moe_layers:
+        assert routing is not None
+        means = expert_means(model, val, moe_layers) if ablation == "mean" else None
+        res = causal_specialization(
+            model, routing, test, names, mode=ablation, means=means,
+            label_key=LABEL, measure="loss",
+        )  # fmt: skip
+    else:
+        ablatable = {i: a for i, a in units.items() if not model.blocks[i].mlp.routes}
+        res = unit_selectivity(model, ablatable, labels, val, test, names, unit_share, ablation)
+    base = res["base_loss"]
+    summary["interp.domain_selectivity"] = res["selectivity"]
+    summary["interp.domain_delta_target"] = mean_defined(res["delta_target"])
+    summary["interp.domain_delta_others"] = mean_defined(res["delta_others"])
+    for d, n in enumerate(names):
+        t, o = res["delta_target"][d], res["delta_others"][d]
+        per_domain[n]["selectivity"] = t - o if t is not None and o is not None else None
+        per_domain[n]["loss"] = base[d]
+    return res
 
-    for n, vals in per_domain.items():
-        for k, v in vals.items():
-            summary[f"domains.{n}.{k}"] = v
-    report["summary"] = summary
-    return jsonable(report)
+
+def _circuits_section(model, batches, names, summary, per_domain) -> dict[str, Any]:
+    """The circuits of every domain over `batches`, a domain's next-token loss the
+    behaviour (analysis.circuits): their fraction and auc into summary and
+    per_domain; returns {"summary", "details"}."""
+    circ = circuit_report(model, batches, skill_names=names, label_key=LABEL, mask_key="loss_mask")
+    flat = circ.to_dict()
+    summary["interp.domain_circuit_fraction"] = flat.get("circuit_fraction")
+    summary["interp.domain_circuit_auc"] = flat.get("circuit_auc")
+    for n in names:
+        if n in circ:
+            r = circ[n]
+            per_domain[n]["circuit_fraction"] = r.fraction if math.isfinite(r.auc) else None
+    return {"summary": flat, "details": circ.details()}
 
 
 def text_with_baselines(
