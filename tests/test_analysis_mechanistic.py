@@ -12,7 +12,8 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from glassbox.analysis.heads import induction_scores, previous_token_scores
-from glassbox.analysis.mechanistic import MechanisticConfig, _sample_rows, run_mechanistic
+from glassbox.analysis.mechanistic import MechanisticConfig, run_mechanistic
+from glassbox.analysis.mechanistic_config import sample_rows
 from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
 from glassbox.training.data import DataConfig, SuiteData, build_datasets, collate
 from glassbox.training.data.skills.facts import FactsConfig
@@ -70,7 +71,7 @@ def test_runner_sections_agree_with_independent_computations(suite, kind, tmp_pa
 
     # the lens after the last layer is the model: its answer loss and accuracy per
     # skill are the training metrics' on the same examples
-    rows = _sample_rows(suite, "val", CFG.n_examples, CFG.seed)
+    rows = sample_rows(suite, "val", CFG.n_examples, CFG.seed)
     batch = collate(rows, suite.pad_id)
     metrics = SkillMetrics(suite.skill_names)
     with torch.no_grad():
@@ -97,7 +98,7 @@ def test_runner_sections_agree_with_independent_computations(suite, kind, tmp_pa
     # IOI logit difference: the training metric's, on the same prompts
     ioi = report["ioi"]
     sid = suite.skill_names.index("ioi")
-    ioi_rows = _sample_rows(suite, "val", 4 * CFG.n_ioi, CFG.seed, keep=lambda s: s == sid)
+    ioi_rows = sample_rows(suite, "val", 4 * CFG.n_ioi, CFG.seed, keep=lambda s: s == sid)
     ioi_batch = collate(ioi_rows[: ioi["n_prompts"]], suite.pad_id)
     f = suite.feature_names
     m = SkillMetrics(suite.skill_names, ioi=(sid, f.index("ioi.io_token"), f.index("ioi.s_token")))
