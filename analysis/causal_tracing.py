@@ -103,9 +103,7 @@ def causal_trace(
     tokens_n, ans_n, pos_n = rep(tokens), rep(answer_ids), rep(answer_pos)
     mask_n = None if attention_mask is None else rep(attention_mask.to(dev))
     std = (embedding_std(model) if noise_std is None else noise_std) * noise_scale
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(n_samples * B, T, model.cfg.d_model, generator=g) * std
-    noise = (noise.to(dev) * rep(subject_mask)[..., None]).to(model.W_E.weight.dtype)
+    noise = _subject_noise(model, subject_mask, n_samples, std, seed)
     corrupt = ("hook_embed", lambda act, hook: act + noise)
 
     def p_answer(extra: list) -> float:
@@ -123,6 +121,16 @@ def causal_trace(
             ]
             restored[layer, pos] = p_answer(hooks)
     return CausalTrace(restored - p_corrupted, restored, p_clean, p_corrupted, hook)
+
+
+def _subject_noise(model, subject_mask: Tensor, n_samples: int, std: float, seed: int) -> Tensor:
+    """(n_samples * B, T, d_model) Gaussian noise of standard deviation `std` on the
+    subject's tokens, 0 elsewhere; row s * B + b is sample s of prompt b."""
+    B, T = subject_mask.shape
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n_samples * B, T, model.cfg.d_model, generator=g) * std
+    mask = subject_mask.repeat(n_samples, 1)
+    return (noise.to(model.device) * mask[..., None]).to(model.W_E.weight.dtype)
 
 
 def _restore(clean: Tensor, pos: int):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -115,16 +115,7 @@ def measure_feature_cost(
     `flops_*` and `flops_ratio`, and the token counts. With
     return_transcoders=True, returns (that dict, the fitted {layer: Transcoder}).
     """
-    latents = [f"blocks.{i}.mlp.hook_latents" for i in layers]
-    ins = [f"blocks.{i}.hook_mlp_in" for i in layers]
     fitted: dict[str, Any] = {}
-
-    @torch.no_grad()
-    def by_construction() -> None:
-        tc_model.eval()
-        for batch in batches:
-            ids, att = token_batch(batch)
-            tc_model.run_with_cache(ids, attention_mask=att, names_filter=latents)
 
     def post_hoc_fit() -> None:
         fitted["tcs"], fitted["module"] = fit_transcoders(
@@ -136,16 +127,12 @@ def measure_feature_cost(
             **fit_kwargs,
         )
 
-    @torch.no_grad()
-    def post_hoc_run() -> None:
-        dense_model.eval()
-        for batch in batches:
-            ids, att = token_batch(batch)
-            _, cache = dense_model.run_with_cache(ids, attention_mask=att, names_filter=ins)
-            for i, name in zip(layers, ins):
-                fitted["tcs"][i].encode(cache[name])
-
-    out = compute_cost(by_construction, post_hoc_fit, post_hoc_run, repeats=repeats)
+    out = compute_cost(
+        lambda: _read_latents(tc_model, batches, layers),
+        post_hoc_fit,
+        lambda: _read_post_hoc(dense_model, fitted["tcs"], batches, layers),
+        repeats=repeats,
+    )
     out.update(
         _flop_estimates(
             tc_model,
@@ -158,6 +145,31 @@ def measure_feature_cost(
     if not math.isfinite(out["ratio"]):
         raise RuntimeError("measure_feature_cost: the by-construction pass took no time")
     return (out, fitted["tcs"]) if return_transcoders else out
+
+
+@torch.no_grad()
+def _read_latents(tc_model: Transformer, batches: Sequence, layers: Sequence[int]) -> None:
+    """Features by construction: `tc_model` over `batches` with its latents cached."""
+    latents = [f"blocks.{i}.mlp.hook_latents" for i in layers]
+    tc_model.eval()
+    for batch in batches:
+        ids, att = token_batch(batch)
+        tc_model.run_with_cache(ids, attention_mask=att, names_filter=latents)
+
+
+@torch.no_grad()
+def _read_post_hoc(
+    dense_model: Transformer, tcs: Mapping[int, Any], batches: Sequence, layers: Sequence[int]
+) -> None:
+    """Features post hoc: `dense_model` over `batches` with the MLP inputs cached,
+    through the fitted transcoders' encoders ({layer: Transcoder})."""
+    ins = [f"blocks.{i}.hook_mlp_in" for i in layers]
+    dense_model.eval()
+    for batch in batches:
+        ids, att = token_batch(batch)
+        _, cache = dense_model.run_with_cache(ids, attention_mask=att, names_filter=ins)
+        for i, name in zip(layers, ins):
+            tcs[i].encode(cache[name])
 
 
 __all__ = ["compute_cost", "measure_feature_cost"]

@@ -99,14 +99,7 @@ def feature_contexts(
                 lo += 1
             window_rows = row_of[s, lo:hi]
             wacts = [float(acts[i, u]) if i >= 0 else 0.0 for i in window_rows.tolist()]
-            labels: dict[str, int | str] = {}
-            if col.skill is not None and skill_names is not None and int(col.skill[r]) >= 0:
-                labels["skill"] = skill_names[int(col.skill[r])]
-            if col.features is not None:
-                for f, val in enumerate(col.features[r].tolist()):
-                    if val != -1:
-                        name = feature_names[f] if feature_names is not None else f"f{f}"
-                        labels[name] = val
+            labels = _labels(col, r, feature_names, skill_names)
             ctxs.append(
                 Context(
                     unit=int(u),
@@ -122,6 +115,25 @@ def feature_contexts(
             )
         out[int(u)] = ctxs
     return out
+
+
+def _labels(
+    col: Collected,
+    r: int,
+    feature_names: Sequence[str] | None,
+    skill_names: Sequence[str] | None,
+) -> dict[str, int | str]:
+    """The labels of row r of `col`: its skill, and the ground-truth variables
+    that apply (!= -1) there (named f{column} without feature_names)."""
+    labels: dict[str, int | str] = {}
+    if col.skill is not None and skill_names is not None and int(col.skill[r]) >= 0:
+        labels["skill"] = skill_names[int(col.skill[r])]
+    if col.features is not None:
+        for f, val in enumerate(col.features[r].tolist()):
+            if val != -1:
+                name = feature_names[f] if feature_names is not None else f"f{f}"
+                labels[name] = val
+    return labels
 
 
 def unit_summaries(result: CoverageResult, units: Sequence[int] | None = None) -> dict[int, str]:

@@ -273,10 +273,7 @@ def score_units(
     all_counts, (unit, sign, thr, f1_fit) = counts_for(torch.arange(U))
     draws = _candidate_draws(U, matched_units, n_subsets, seed)
     matched = [counts_for(c)[0] for c in draws]
-    B = p.weights.shape[0]
-    m_reps = torch.empty(B, len(p.names), dtype=torch.float64)
-    for r, c in enumerate(matched):  # replicate b uses draw b mod R
-        m_reps[r :: len(matched)] = f1_of(torch.tensordot(p.weights[r :: len(matched)], c, dims=1))
+    m_reps = _matched_replicates(p, matched)
     m_point = torch.stack([f1_of(c.sum(0)) for c in matched]).mean(0)
     a_point, a_reps = f1_of(all_counts.sum(0)), p.replicate_f1(all_counts)
     token_fit = p.token_fit_f1.float()
@@ -300,7 +297,27 @@ def score_units(
         "n_subsets": len(draws),
     }
     values.update({f"{k}_ci": interval(v) for k, v in reps.items()})
-    values["features"] = {
+    values["features"] = _feature_choices(p, unit, sign, thr, f1_fit, a_point, m_point)
+    return Scored(values, reps)
+
+
+def _matched_replicates(p: Protocol, matched: list[Tensor]) -> Tensor:
+    """(B, G) the F1 of each bootstrap replicate b over the counts of candidate draw
+    b mod R (matched: R per-example counts, one per draw)."""
+    B = p.weights.shape[0]
+    m_reps = torch.empty(B, len(p.names), dtype=torch.float64)
+    for r, c in enumerate(matched):  # replicate b uses draw b mod R
+        m_reps[r :: len(matched)] = f1_of(torch.tensordot(p.weights[r :: len(matched)], c, dims=1))
+    return m_reps
+
+
+def _feature_choices(
+    p: Protocol, unit: Tensor, sign: Tensor, thr: Tensor, f1_fit: Tensor, a_point: Tensor,
+    m_point: Tensor,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Per eligible feature: its chosen unit, sign and threshold, with the fit F1 and
+    the held-out F1 (every unit; matched candidates)."""
+    return {
         n: {
             "unit": int(unit[g]),
             "sign": int(sign[g]),
@@ -312,7 +329,6 @@ def score_units(
         for g, n in enumerate(p.names)
         if bool(p.eligible[g])
     }
-    return Scored(values, reps)
 
 
 def random_directions(n_units: int, n_directions: int, seed: int = 0) -> Tensor:

@@ -194,36 +194,10 @@ def interp_report(
     audit = audited_scores(model, suite, val, test, seed=seed)
     summary.update(audit["summary"])
     report["audit"] = {k: v for k, v in audit.items() if k != "summary"}
-    routed, clustered = routed_and_clustered(model)
-    if routed or clustered:
-        moe = specialisation_report(
-            model,
-            val,
-            suite.skill_names,
-            suite.feature_names,
-            causal_batches=test if causal and routed else None,
-            plot_dir=out_dir,
-            seed=seed,
-        )
-        report["moe"] = moe
-        for k, v in moe["summary"].items():
-            summary.setdefault(k, v)
-        if causal:  # keep 25% of a skill's experts (dense: neuron clusters), remove them
-            mod = modularity(model, val, test, suite.skill_names, seed=seed)
-            summary.update(mod.summary())
-            report["modularity"] = mod.details()
+    _routing_scores(model, suite, val, test, causal, out_dir, seed, summary, report)
     if circuits:
-        circ = circuit_report(
-            model,
-            suite,
-            n_examples=min(n_examples, circuit_examples),
-            seed=seed,
-            min_gap=circuit_min_gap,
-        )
-        summary.update({f"interp.{k}": v for k, v in circ.to_dict().items()})
-        report["circuits"] = circ.details()
-        if circ.coarse is not None:  # a MoE: also in whole experts (interp.circuit_*_expert)
-            report[f"circuits_{circ.coarse_kind}"] = circ.coarse.details()
+        n = min(n_examples, circuit_examples)
+        _circuit_scores(model, suite, n, seed, circuit_min_gap, summary, report)
     if circuits if microcircuits is None else microcircuits:
         # micro-task circuits by learned masks, held out, with controls (analysis.microcircuits)
         micro = microcircuit_report(model, suite, seed=seed)
@@ -231,6 +205,41 @@ def interp_report(
         report["microcircuits"] = micro["tasks"]
     report["summary"] = summary
     return report
+
+
+def _routing_scores(model, suite, val, test, causal, out_dir, seed, summary, report) -> None:
+    """For moe and dense models: expert specialisation (and its plots), with causal
+    the modularity too, into summary (the scores) and report ("moe", "modularity")."""
+    routed, clustered = routed_and_clustered(model)
+    if not (routed or clustered):
+        return
+    moe = specialisation_report(
+        model,
+        val,
+        suite.skill_names,
+        suite.feature_names,
+        causal_batches=test if causal and routed else None,
+        plot_dir=out_dir,
+        seed=seed,
+    )
+    report["moe"] = moe
+    for k, v in moe["summary"].items():
+        summary.setdefault(k, v)
+    if causal:  # keep 25% of a skill's experts (dense: neuron clusters), remove them
+        mod = modularity(model, val, test, suite.skill_names, seed=seed)
+        summary.update(mod.summary())
+        report["modularity"] = mod.details()
+
+
+def _circuit_scores(model, suite, n_examples, seed, min_gap, summary, report) -> None:
+    """The circuit size per skill on n_examples val rows (analysis.circuits): its
+    scores into summary as interp.circuit_*, its details into report ("circuits",
+    and for a MoE "circuits_expert": the same in whole experts)."""
+    circ = circuit_report(model, suite, n_examples=n_examples, seed=seed, min_gap=min_gap)
+    summary.update({f"interp.{k}": v for k, v in circ.to_dict().items()})
+    report["circuits"] = circ.details()
+    if circ.coarse is not None:  # a MoE: also in whole experts (interp.circuit_*_expert)
+        report[f"circuits_{circ.coarse_kind}"] = circ.coarse.details()
 
 
 def interp_with_baselines(

@@ -271,20 +271,26 @@ def run_cases(
             )
             traces = [sorted(gen.calls(b), key=lambda c: c.call_end) for b in range(len(idx))]
         for b, i in enumerate(idx):
-            cont = gen.continuations[b]
-            forced = gen.forced[b] if gen.forced else [False] * len(cont)
-            finished = gen.finished[b]
-            body = cont[:-1] if finished else cont  # the stop token is the last one
-            calls = [c for c in traces[b] if c.complete]
-            start = calls[-1].result_end + 1 if calls else 0
-            out[i] = Outcome(
-                called=any(t == call_id and not f for t, f in zip(cont, forced)),
-                call_text=calls[0].text if calls else None,
-                answer=list(body[start:]),
-                finished=finished,
-                calls=traces[b],
-            )
+            out[i] = _outcome(gen, b, traces[b], call_id)
     return out  # type: ignore[return-value]
+
+
+def _outcome(gen, b: int, trace: list[ToolCall], call_id: int) -> Outcome:
+    """Sequence b of a generation as an Outcome: whether the model itself wrote
+    <call>, its first call, the answer after the last call's result, and the trace."""
+    cont = gen.continuations[b]
+    forced = gen.forced[b] if gen.forced else [False] * len(cont)
+    finished = gen.finished[b]
+    body = cont[:-1] if finished else cont  # the stop token is the last one
+    calls = [c for c in trace if c.complete]
+    start = calls[-1].result_end + 1 if calls else 0
+    return Outcome(
+        called=any(t == call_id and not f for t, f in zip(cont, forced)),
+        call_text=calls[0].text if calls else None,
+        answer=list(body[start:]),
+        finished=finished,
+        calls=trace,
+    )
 
 
 def _budget(case: Case, tools: bool) -> int:
@@ -376,11 +382,14 @@ def skill_scores(cases: Sequence[Case], outs: Sequence[Outcome]) -> dict[str, di
 
 
 def _counterfactual_scores(
-    model, tok, needing: Sequence[Case], injector: Injector, run: dict
-) -> dict[str, Any]:
+    model, tok, needing: Sequence[Case], cfg: DataConfig, tools: ToolsConfig,
+    registry: ToolRegistry, seed: int, run: dict,
+) -> dict[str, Any]:  # fmt: skip
     """The cases needing a call, run with the result withheld and with a
-    counterfactual result injected: the summary keys those give, and the number of
-    cases whose result was replaced."""
+    counterfactual result injected (an Injector over the data's knowledge graph):
+    the summary keys those give, and the number of cases whose result was replaced."""
+    kg = knowledge_graph(cfg) if cfg.source == "skills" else None
+    injector = Injector(registry, kg, seed, tools.counterfactual_numbers)
     withheld = run_cases(model, tok, needing, mode="withhold", **run)
     cf = run_cases(model, tok, needing, mode="counterfactual", counterfactual=injector, **run)
     hit = [i for i in range(len(needing)) if i in injector.injected]
@@ -470,7 +479,35 @@ def tool_report(
     outs = run_cases(model, tok, cases, mode=mode, **run)
     skills = skill_scores(cases, outs)
     calls = call_scores(cases, outs) if use else {}
-    summary: dict[str, Any] = {
+    summary = _headline(cases, outs, calls)
+    counts: dict[str, Any] = {"cases": len(cases), **{k: v for k, v in calls.items() if "n_" in k}}
+
+    needing = [c for c in cases if c.needs_call]
+    if use and needing:
+        scores = _counterfactual_scores(model, tok, needing, cfg, tools, registry, seed, run)
+        counts["counterfactual"] = scores.pop("n_injected")
+        summary.update(scores)
+
+    lengths: dict[str, dict[str, Any]] = {}
+    if "addition" in {c.task for c in cases}:
+        lengths = length_scores(model, tok, cfg, tools, use=use, seed=seed, run=run)
+        summary.update({f"tools.addition_{k}": v["exact_match"] for k, v in lengths.items()})
+
+    summary.update(_train_facts(model, tok, suite, skills, n, mode, run))
+    return {
+        "summary": summary,
+        "uses_tools": use,
+        "skills": skills,
+        "lengths": lengths,
+        "counts": counts,
+        "traces": _traces(tok, cases, outs, n_traces),
+    }
+
+
+def _headline(cases: Sequence[Case], outs: Sequence[Outcome], calls: Mapping) -> dict[str, Any]:
+    """The summary's keys from the cases run in their mode: the call scores and
+    exact match; those of the counterfactual runs None until they are run."""
+    return {
         "interp.call_precision": calls.get("call_precision"),
         "interp.call_recall": calls.get("call_recall"),
         "interp.argument_accuracy": calls.get("argument_accuracy"),
@@ -481,31 +518,14 @@ def tool_report(
         "tools.addition_exact_match": _exact(cases, outs, lambda c: c.task == "addition"),
         "tools.facts_accuracy": _exact(cases, outs, lambda c: c.task == "facts"),
     }
-    counts: dict[str, Any] = {"cases": len(cases), **{k: v for k, v in calls.items() if "n_" in k}}
 
-    needing = [c for c in cases if c.needs_call]
-    if use and needing:
-        kg = knowledge_graph(cfg) if cfg.source == "skills" else None
-        injector = Injector(registry, kg, seed, tools.counterfactual_numbers)
-        scores = _counterfactual_scores(model, tok, needing, injector, run)
-        counts["counterfactual"] = scores.pop("n_injected")
-        summary.update(scores)
 
-    lengths: dict[str, dict[str, Any]] = {}
-    if "addition" in {c.task for c in cases}:
-        lengths = length_scores(model, tok, cfg, tools, use=use, seed=seed, run=run)
-        summary.update({f"tools.addition_{k}": v["exact_match"] for k, v in lengths.items()})
-
+def _train_facts(model, tok, suite, skills, n: int, mode: str, run: dict) -> dict[str, Any]:
+    """{"tools.facts_accuracy_train": exact match on n train cases of each facts
+    skill} ({} when the split has none): whether the facts were learnt at all."""
     facts = [s for s in skills if PLAIN_OF_SKILL.get(s, s) == "facts"]
     train_facts = cases_from_split(suite, "train", per_skill=n, skills=facts)
-    if train_facts:
-        to = run_cases(model, tok, train_facts, mode=mode, **run)
-        summary["tools.facts_accuracy_train"] = _exact(train_facts, to)
-    return {
-        "summary": summary,
-        "uses_tools": use,
-        "skills": skills,
-        "lengths": lengths,
-        "counts": counts,
-        "traces": _traces(tok, cases, outs, n_traces),
-    }
+    if not train_facts:
+        return {}
+    to = run_cases(model, tok, train_facts, mode=mode, **run)
+    return {"tools.facts_accuracy_train": _exact(train_facts, to)}
