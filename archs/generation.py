@@ -106,6 +106,45 @@ def sample_next(logits: Tensor, temperature: float, top_k: int | None, generator
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def _check_token_ids(tokens: Tensor, vocab_size: int) -> None:
+    """ArgumentError naming a prompt token id outside 0..vocab_size - 1."""
+    if tokens.numel() and not 0 <= int(tokens.min()) <= int(tokens.max()) < vocab_size:
+        bad = int(tokens.max()) if int(tokens.max()) >= vocab_size else int(tokens.min())
+        raise ArgumentError(
+            "prompt token id", bad, f"must be in 0..{vocab_size - 1} (model.vocab_size)"
+        )
+
+
+def _take_step(
+    nxt: Tensor,
+    pad_id: int,
+    stop: set[int],
+    forcer: TokenForcer | None,
+    conts: list[list[int]],
+    forced_flags: list[list[bool]],
+    queues: list[list[int]],
+    done: list[bool],
+) -> None:
+    """One step's token per sequence, in place: nxt (B,) becomes the pad id where a
+    sequence has stopped and the forcer's queued token where it has one; each token
+    is appended to its continuation, a sampled stop token ends its sequence, and the
+    forcer's tokens after it are queued."""
+    for b in range(len(done)):
+        if done[b]:
+            nxt[b] = pad_id
+            continue
+        was_forced = bool(queues[b])
+        if was_forced:
+            nxt[b] = queues[b].pop(0)
+        tok = int(nxt[b])
+        conts[b].append(tok)
+        forced_flags[b].append(was_forced)
+        if tok in stop and not was_forced:
+            done[b] = True
+        elif forcer is not None:
+            queues[b].extend(forcer.after_token(b, conts[b]))
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -131,11 +170,7 @@ def generate(
     tokens, mask = _pad_prompts(prompts, model.cfg.pad_token_id, device)
     B, T0 = tokens.shape
     check_prompt_fits(T0, max_new_tokens, model.cfg.max_seq_len)
-    if tokens.numel() and not 0 <= int(tokens.min()) <= int(tokens.max()) < model.cfg.vocab_size:
-        bad = int(tokens.max()) if int(tokens.max()) >= model.cfg.vocab_size else int(tokens.min())
-        raise ArgumentError(
-            "prompt token id", bad, f"must be in 0..{model.cfg.vocab_size - 1} (model.vocab_size)"
-        )
+    _check_token_ids(tokens, model.cfg.vocab_size)
     total = T0 + max_new_tokens
     was_training = model.training
     model.eval()
@@ -157,20 +192,7 @@ def generate(
             S = T0 + step
             logits = model(step_input, attention_mask=full_mask[:, :S], cache=cache)[:, -1]
             nxt = sample_next(logits, temperature, top_k, generator)
-            for b in range(B):
-                if done[b]:
-                    nxt[b] = model.cfg.pad_token_id
-                    continue
-                was_forced = bool(queues[b])
-                if was_forced:
-                    nxt[b] = queues[b].pop(0)
-                tok = int(nxt[b])
-                conts[b].append(tok)
-                forced_flags[b].append(was_forced)
-                if tok in stop and not was_forced:
-                    done[b] = True
-                elif forcer is not None:
-                    queues[b].extend(forcer.after_token(b, conts[b]))
+            _take_step(nxt, model.cfg.pad_token_id, stop, forcer, conts, forced_flags, queues, done)
             out.append(nxt[:, None])
             step_input = nxt[:, None]
             if all(done):
