@@ -267,17 +267,11 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:3]) + more
 
 
-def claim_output_dir(
-    target: str | Path,
-    output: Output,
-    inputs: Iterable[str | Path] = (),
-    protected: Iterable[str | Path] = (),
-    force: bool = False,
-) -> list[str]:
-    """Check that `output`'s command may write the folder `target` (module docstring);
-    OutputError (one line) if not. Returns the entries of the user's it must keep
-    (only with force)."""
-    target = Path(target)
+def _check_spares_checkpoints(
+    target: Path, output: Output, inputs: Iterable[str | Path], protected: Iterable[str | Path]
+) -> None:
+    """OutputError if `target` is or holds a checkpoint the command reads (`inputs`),
+    or lies inside the shipped checkpoints (`protected`)."""
     real = Path(os.path.realpath(target))
     for inp in inputs:
         source = Path(os.path.realpath(inp))
@@ -295,6 +289,20 @@ def claim_output_dir(
                 f"is inside {root}, the shipped checkpoints, which only `glassbox ship` "
                 f"writes; name a folder elsewhere, e.g. ./{target.name}",
             )
+
+
+def claim_output_dir(
+    target: str | Path,
+    output: Output,
+    inputs: Iterable[str | Path] = (),
+    protected: Iterable[str | Path] = (),
+    force: bool = False,
+) -> list[str]:
+    """Check that `output`'s command may write the folder `target` (module docstring);
+    OutputError (one line) if not. Returns the entries of the user's it must keep
+    (only with force)."""
+    target = Path(target)
+    _check_spares_checkpoints(target, output, inputs, protected)
     if target.is_symlink():
         raise OutputError(target, "is a link: name the folder itself, or a new one")
     parent = _existing(target.parent)
