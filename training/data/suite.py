@@ -158,7 +158,6 @@ class _Encoder:
         np.cumsum(lengths, out=offsets[1:])
         total = int(offsets[-1])
         ids = np.empty(total, np.int32)
-        loss = np.zeros(total, np.int32)
         answer = np.zeros(total, np.int32)
         trained = np.zeros(total, np.int32)  # the targets under loss_on=answer
         written = np.zeros(total, np.int32)  # written by a tool: never a target
@@ -181,6 +180,16 @@ class _Encoder:
             for j, (name, is_pos) in enumerate(names):
                 v = np.asarray(ex.features[name], np.int32)
                 feats[body, col + j] = np.where(v >= 0, v + p, -1) if is_pos else v
+        loss = self._loss_mask(offsets, trained, written)
+        example_skill = np.array([sid for sid, _ in rows], np.int32)
+        return _arrow_dataset(offsets, ids, loss, answer, skill, feats, example_skill)
+
+    def _loss_mask(
+        self, offsets: np.ndarray, trained: np.ndarray, written: np.ndarray
+    ) -> np.ndarray:
+        """1 where a position is a target: under loss_on=all every token but <bos> and
+        the given tag, else the trained ones and <eos>; never a token a tool wrote."""
+        loss = np.zeros(len(trained), np.int32)
         if self.loss_all:
             loss[:] = 1
             loss[offsets[:-1]] = 0  # <bos>
@@ -190,28 +199,44 @@ class _Encoder:
             loss[:] = trained
             loss[offsets[1:] - 1] = 1  # <eos>
         loss[written == 1] = 0
+        return loss
 
-        def lists(flat: np.ndarray) -> pa.Array:
-            return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))
 
-        f = self.n_features
-        inner = pa.ListArray.from_arrays(
-            pa.array(np.arange(total + 1, dtype=np.int32) * f), pa.array(feats.reshape(-1))
-        )
-        table = pa.table(
-            {
-                "input_ids": lists(ids),
-                "loss_mask": lists(loss),
-                "answer_mask": lists(answer),
-                "skill": lists(skill),
-                "features": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), inner),
-                "example_skill": pa.array(np.array([sid for sid, _ in rows], np.int32)),
-            }
-        )
-        # An explicit fingerprint (a hash of the columns): datasets would otherwise
-        # pickle the whole table with dill to make one, slow on large splits and
-        # failing on some pyarrow / Python pairs (MonthDayNano on Python 3.12.3).
-        digest = hashlib.sha256()
-        for column in (ids, loss, answer, skill, feats, offsets):
-            digest.update(column.tobytes())
-        return Dataset(InMemoryTable(table), fingerprint=digest.hexdigest()[:16])
+def _arrow_dataset(
+    offsets: np.ndarray,
+    ids: np.ndarray,
+    loss: np.ndarray,
+    answer: np.ndarray,
+    skill: np.ndarray,
+    feats: np.ndarray,
+    example_skill: np.ndarray,
+) -> Dataset:
+    """The rows as a Dataset of list columns (row i spans offsets[i]:offsets[i + 1] of
+    each flat per-token array; feats is (tokens, features)), fingerprinted by a hash
+    of the columns."""
+    total = len(ids)
+
+    def lists(flat: np.ndarray) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))
+
+    f = feats.shape[1]
+    inner = pa.ListArray.from_arrays(
+        pa.array(np.arange(total + 1, dtype=np.int32) * f), pa.array(feats.reshape(-1))
+    )
+    table = pa.table(
+        {
+            "input_ids": lists(ids),
+            "loss_mask": lists(loss),
+            "answer_mask": lists(answer),
+            "skill": lists(skill),
+            "features": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), inner),
+            "example_skill": pa.array(example_skill),
+        }
+    )
+    # An explicit fingerprint (a hash of the columns): datasets would otherwise
+    # pickle the whole table with dill to make one, slow on large splits and
+    # failing on some pyarrow / Python pairs (MonthDayNano on Python 3.12.3).
+    digest = hashlib.sha256()
+    for column in (ids, loss, answer, skill, feats, offsets):
+        digest.update(column.tobytes())
+    return Dataset(InMemoryTable(table), fingerprint=digest.hexdigest()[:16])
