@@ -76,6 +76,39 @@ def step(module: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:
     out.backward(grad)
 
 
+def check_same_function(contenders: dict, ours: MoE, x: torch.Tensor) -> None:
+    """Assert that every HF block computes what ours does on x (the 99th percentile
+    of the absolute error under a tolerance of x's dtype)."""
+    with torch.no_grad():  # the HF blocks compute the same function
+        ref = ours(x)
+        # low precision: a near-tie in the router may pick another expert for a token
+        tol = 1e-4 if x.dtype == torch.float32 else 0.1 * float(ref.abs().max())
+        for name, m in contenders.items():
+            if name.startswith("hf-"):
+                err = (m(x) - ref).abs().float().quantile(0.99).item()
+                assert err < tol, f"{name} differs from glassbox by {err}"
+
+
+def time_steps(
+    contenders: dict, x: torch.Tensor, grad: torch.Tensor, warmup: int, reps: int, device
+) -> dict[str, list[float]]:
+    """Seconds per forward and backward step of each contender, `reps` times after
+    `warmup` untimed steps, the order rotated every repetition."""
+    names = list(contenders)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(warmup):
+        for n in names:
+            step(contenders[n], x, grad)
+    for r in range(reps):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            sync(device)
+            t0 = time.perf_counter()
+            step(contenders[n], x, grad)
+            sync(device)
+            times[n].append(time.perf_counter() - t0)
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tokens", type=int, default=4096, help="tokens per batch (16 x 256)")
@@ -110,26 +143,9 @@ def main() -> None:
             1, args.tokens, args.d_model, device=device, dtype=dtype, requires_grad=True
         )
         grad = torch.randn(1, args.tokens, args.d_model, device=device, dtype=dtype)
-        with torch.no_grad():  # the HF blocks compute the same function
-            ref = ours(x)
-            # low precision: a near-tie in the router may pick another expert for a token
-            tol = 1e-4 if dtype == torch.float32 else 0.1 * float(ref.abs().max())
-            for name, m in contenders.items():
-                if name.startswith("hf-"):
-                    err = (m(x) - ref).abs().float().quantile(0.99).item()
-                    assert err < tol, f"{name} differs from glassbox by {err}"
+        check_same_function(contenders, ours, x)
         names = list(contenders)
-        times: dict[str, list[float]] = {n: [] for n in names}
-        for _ in range(args.warmup):
-            for n in names:
-                step(contenders[n], x, grad)
-        for r in range(args.reps):
-            for n in names[r % len(names) :] + names[: r % len(names)]:
-                sync(device)
-                t0 = time.perf_counter()
-                step(contenders[n], x, grad)
-                sync(device)
-                times[n].append(time.perf_counter() - t0)
+        times = time_steps(contenders, x, grad, args.warmup, args.reps, device)
         med = {n: statistics.median(v) for n, v in times.items()}
         print(f"\n{n_experts} experts x d_expert {d_expert}, k={k}  (dense d_ff {k * d_expert})")
         for n in names:
