@@ -90,7 +90,8 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(xs), q[2]
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line: the kind, the packing, repetitions, threads, compile."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--kind", default="dense", help="configs/<kind>.yaml: dense | moe | transcoder")
     ap.add_argument("--pack-length", type=int, default=128, help="tokens per packed row")
@@ -101,7 +102,30 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch threads (configs/trainer/cpu.yaml: 1)"
     )
     ap.add_argument("--compile", action="store_true", help="also time the packed step compiled")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def print_rows(
+    contenders: dict, times: dict[str, list[float]], flops_per_token: float, peak: float
+) -> dict[str, list[float]]:
+    """Print a row per contender (real tokens per batch, fill, ms per step, tokens/s,
+    GFLOP/s, MFU); returns each one's real tokens/s per repetition."""
+    tps = {}
+    for name, (_, _, bs) in contenders.items():
+        real = statistics.mean(float(b["attention_mask"].sum()) for b in bs)
+        fill = statistics.mean(float(b["attention_mask"].float().mean()) for b in bs)
+        per_rep = [real / t for t in times[name]]
+        tps[name] = per_rep
+        med = statistics.median(per_rep)
+        print(
+            f"{name:<16}{real:>15.0f}{fill:>7.2f}{1e3 * statistics.median(times[name]):>9.2f}"
+            f"{med:>9.0f}{med * flops_per_token / 1e9:>9.2f}{med * flops_per_token / peak:>7.3f}"
+        )
+    return tps
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
 
     cfg = load_config(f"configs/{args.kind}.yaml")
@@ -142,17 +166,7 @@ def main() -> None:
     print(
         f"{'contender':<16}{'real tok/batch':>15}{'fill':>7}{'ms/step':>9}{'tok/s':>9}{'GFLOP/s':>9}{'MFU':>7}"
     )
-    tps = {}
-    for name, (_, _, bs) in contenders.items():
-        real = statistics.mean(float(b["attention_mask"].sum()) for b in bs)
-        fill = statistics.mean(float(b["attention_mask"].float().mean()) for b in bs)
-        per_rep = [real / t for t in times[name]]
-        tps[name] = per_rep
-        med = statistics.median(per_rep)
-        print(
-            f"{name:<16}{real:>15.0f}{fill:>7.2f}{1e3 * statistics.median(times[name]):>9.2f}"
-            f"{med:>9.0f}{med * flops_per_token / 1e9:>9.2f}{med * flops_per_token / peak:>7.3f}"
-        )
+    tps = print_rows(contenders, times, flops_per_token, peak)
     ratios = [p / u for p, u in zip(tps["packed"], tps["unpadded"])]
     lo, med, hi = quartiles(ratios)
     print(f"tokens/s packed / unpadded: {med:.3f} (IQR {lo:.3f}-{hi:.3f})")
