@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[peers,test]"
+	# circuit-tracer's graph schema and viewer, for the graph tests (tests/test_graphs.py):
+	# without its dependencies, whose transformers<=4.57 pin the peers' 5.x would lose
+	$(BIN)/pip install -q --no-deps "circuit-tracer==0.5.0"
 	touch $(STAMP)
 
 setup: $(STAMP)

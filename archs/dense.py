@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassbox.archs.errors import ConfigError
 from glassbox.archs.ffn import FFN, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
+from glassbox.archs.linearised import FROZEN_WORDS, LinearFFN, frozen_factor
 from glassbox.archs.units import HookUnits, UnitGroup
 
 ACTIVATIONS = ("swiglu", "gelu")
@@ -70,6 +72,30 @@ class DenseMLP(FFN):
         mats = [self.W_gate, self.W_in] if self.activation == "swiglu" else [self.W_in]
         out = [m.weight for m in mats] + [self.W_out.weight.T]
         return out + [m.bias[:, None] for m in mats if m.bias is not None]
+
+    def linearise(self, x: Tensor, acts=None) -> LinearFFN:
+        """x (N, d_model) -> every nonzero neuron at each token, linearised with its
+        activation's factor frozen (archs.linearised): act = factor * (W_in x + b_in),
+        factor = silu(W_gate x + b_gate) for swiglu, gelu(a) / a for gelu."""
+        a = self.W_in(x)  # (N, d_ff)
+        gate = self.W_gate(x) if self.activation == "swiglu" else a
+        factor = frozen_factor(gate, self.activation)
+        post = factor * a
+        token, unit = post.nonzero(as_tuple=True)
+        f = factor[token, unit]
+        b_in = self.W_in.bias
+        b_out = self.W_out.bias
+        return LinearFFN(
+            token=token,
+            unit=unit,
+            act=post[token, unit],
+            write=self.W_out.weight.T[unit],
+            read=f[:, None] * self.W_in.weight[unit],
+            read_bias=f * b_in[unit] if b_in is not None else torch.zeros_like(f),
+            bias=(b_out if b_out is not None else x.new_zeros(x.shape[-1])).expand_as(x),
+            exact=False,
+            frozen=FROZEN_WORDS[self.activation],
+        )
 
     @classmethod
     def label(cls, cfg: FFNConfig) -> str:

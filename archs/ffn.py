@@ -35,6 +35,13 @@ of `FFN` decorated with `register_ffn(name, config=ItsConfig)`. What it provides
                             mean- (or zero-) ablate them, their write directions into
                             the residual stream. Circuits, dashboards, feature pages
                             and graphs read a kind only through these. Required.
+    linearise(x, acts)      the slot at N tokens as an `archs.linearised.LinearFFN`: its
+                            output a sum of its active units' writes (activation x
+                            direction) plus bias and a linear skip, each activation
+                            linear in the input x (N, d_model) with the factors the
+                            tokens fix frozen (gates, activation factors); acts: the
+                            hooks_to_read() activations at those tokens. What the
+                            attribution graphs (analysis.graphs) read. Optional.
     label(cfg), describe(cfg)
                             the slot in a few words (model card: "dense (swiglu)") and
                             in a phrase ("a dense swiglu MLP of width 512"). Default:
@@ -147,6 +154,14 @@ class FFN(nn.Module):
         raise NotImplementedError(
             f"FFN kind {self.kind!r} ({type(self).__name__}) does not list its readable "
             "units: define unit_groups(layer) (archs/ffn.py's contract)"
+        )
+
+    def linearise(self, x: Tensor, acts: Mapping[str, Tensor]):
+        """x (N, d_model), acts {hook in hooks_to_read(): (N, ...)} -> LinearFFN
+        (archs/linearised.py): the slot written linearly in x at these tokens."""
+        raise NotImplementedError(
+            f"FFN kind {self.kind!r} ({type(self).__name__}) cannot be traced: define "
+            "linearise(x, acts) (archs/ffn.py's contract)"
         )
 
     @classmethod

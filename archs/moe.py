@@ -63,6 +63,7 @@ from glassbox.archs.errors import ConfigError, check_non_negative
 from glassbox.archs.experts import ExpertLinear, SharedExpert, act, expert_dtype, grouped_matmul
 from glassbox.archs.ffn import FFN, AuxLosses, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
+from glassbox.archs.linearised import FROZEN_WORDS, LinearFFN, frozen_factor
 from glassbox.archs.routing import ROUTERS, Sequences
 from glassbox.archs.units import Hook, UnitGroup, real_tokens
 
@@ -240,6 +241,51 @@ class MoE(FFN):
                 params_per_unit=self.expert_params(),
             ),
         ]
+
+    def linearise(self, x: Tensor, acts: Mapping[str, Tensor]) -> LinearFFN:
+        """x (N, d_model), acts {"hook_expert_indices", "hook_expert_weights": (N, k)}
+        as the model routed the N tokens -> the routed experts' nonzero hidden units
+        (unit_groups' first group: e * d_expert + j), linearised with the routing, each
+        expert's gate weight and each unit's activation factor frozen
+        (archs.linearised): act = gate * factor * (x . W_in[e][:, j]), written along
+        W_out[e][j]. The shared experts, frozen the same way, are the skip (one
+        (d_model, d_model) map per token): not units, never ablated."""
+        idx = acts["hook_expert_indices"].reshape(-1).long()  # (S,) S = N * k
+        gate = acts["hook_expert_weights"].reshape(-1).to(x.dtype)
+        tok = torch.arange(x.shape[0], device=x.device).repeat_interleave(self.k)
+        w_in = self.W_in.weight[idx].to(x.dtype)  # (S, d_model, d_expert)
+        a = torch.einsum("sd,sdh->sh", x[tok], w_in)
+        pre = torch.einsum("sd,sdh->sh", x[tok], self.W_gate.weight[idx].to(x.dtype)) if (
+            self.activation == "swiglu"
+        ) else a  # fmt: skip
+        scale = gate[:, None] * frozen_factor(pre, self.activation)  # (S, d_expert)
+        slot, j = (scale * a).nonzero(as_tuple=True)
+        return LinearFFN(
+            token=tok[slot],
+            unit=idx[slot] * self.d_expert + j,
+            act=(scale * a)[slot, j],
+            write=self.W_out.weight[idx[slot], j].to(x.dtype),
+            read=scale[slot, j, None] * w_in[slot, :, j],
+            read_bias=x.new_zeros(len(slot)),
+            bias=x.new_zeros(x.shape),
+            skip=self._shared_skip(x),
+            exact=False,
+            frozen="the routing and gate weight of each token's experts; "
+            + FROZEN_WORDS[self.activation]
+            + (" (the shared experts' too, as the skip)" if self.shared is not None else ""),
+        )
+
+    def _shared_skip(self, x: Tensor) -> Tensor | None:
+        """(N, d_model, d_model): the shared experts at each token with their units'
+        activation factors frozen, x[n] @ skip[n] their output; None without them."""
+        s = self.shared
+        if s is None:
+            return None
+        a = s.W_in(x.to(s.W_in.weight.dtype))
+        pre = s.W_gate(x.to(a.dtype)) if s.activation == "swiglu" else a
+        f = frozen_factor(pre, s.activation).to(x.dtype)  # (N, d_hidden)
+        w_in, w_out = s.W_in.weight.to(x.dtype), s.W_out.weight.to(x.dtype)
+        return torch.einsum("hd,nh,eh->nde", w_in, f, w_out)
 
     @classmethod
     def label(cls, cfg: FFNConfig) -> str:

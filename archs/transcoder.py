@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from glassbox.archs.errors import ConfigError, check_non_negative, check_positive
 from glassbox.archs.ffn import FFN, FFNConfig, register_ffn
 from glassbox.archs.hooks import HookPoint
+from glassbox.archs.linearised import LinearFFN
 from glassbox.archs.units import HookUnits, UnitGroup
 
 ACTIVATIONS = ("topk", "batchtopk", "jumprelu")
@@ -230,6 +231,29 @@ class Transcoder(FFN):
                 weights=lambda: [self.W_enc.T, self.W_dec, self.b_enc[:, None]],
             )
         ]
+
+    def linearise(self, x: Tensor, acts=None, target: Tensor | None = None) -> LinearFFN:
+        """x (N, d_model) -> its active latents, exactly: a latent that fires equals its
+        encoder pre-activation x . W_enc[:, i] + b_enc[i] (topk, batchtopk, jumprelu
+        alike); b_dec is the bias and W_skip the skip. acts: {"hook_latents": (N,
+        d_latent)} as the model computed them (default: encode(x)). target: the output
+        the transcoder replaces (a post-hoc one), whose difference from its output is
+        the error."""
+        latents = acts["hook_latents"] if acts and "hook_latents" in acts else self.encode(x)
+        token, unit = latents.nonzero(as_tuple=True)
+        lin = LinearFFN(
+            token=token,
+            unit=unit,
+            act=latents[token, unit],
+            write=self.W_dec[unit],
+            read=self.W_enc.T[unit],
+            read_bias=self.b_enc[unit],
+            bias=self.b_dec.expand_as(x),
+            skip=self.W_skip,
+        )
+        if target is not None:
+            lin.error = target - lin.output(x)
+        return lin
 
     @classmethod
     def describe(cls, cfg: FFNConfig) -> str:

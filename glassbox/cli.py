@@ -194,6 +194,31 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_trace(args) -> int:
+    """The exact attribution graph of one prompt (analysis.graphs), as circuit-tracer's
+    graph file in --out with the checkpoint's dashboards linked."""
+    import time
+
+    from glassbox.analysis.graphs import trace
+    from glassbox.analysis.graphs.export import write_graph
+    from glassbox.archs.checkpoint import load_pretrained, resolve_checkpoint
+
+    path = resolve_checkpoint(args.checkpoint)
+    model = load_pretrained(path, device=args.device).eval()
+    start = time.perf_counter()
+    graph = trace(model, args.prompt, args.target, args.alternative, max_nodes=args.max_nodes)
+    seconds = time.perf_counter() - start
+    features = path / "features" if (path / "features" / "index.json").is_file() else None
+    slug = args.slug or f"{model.cfg.name}-{graph.target.id}"
+    out = write_graph(graph, args.out, slug, features_dir=features)
+    c = graph.completeness
+    print(
+        f"traced {graph.target.label} (logit {c['logit']:.4f}) in {seconds:.2f}s: "
+        f"{graph.n_units} unit nodes, completeness error {c['logit_rel_error']:.1e}; wrote {out}"
+    )
+    return 0
+
+
 def _tool_registry(checkpoint: str):
     """The tools a checkpoint was trained to call (None if it calls none): rebuilt from
     its data config, so `lookup` answers from the same knowledge graph."""
@@ -315,6 +340,14 @@ COMMANDS = {
         "tools calls them and the call trace is printed after the answer.",
         'glassbox generate glassbox/tool "3 4 + 5 8 ="',
     ),
+    "trace": (
+        "the exact attribution graph of a prompt's next-token logit",
+        "Trace a logit at a prompt's last position to the units that produced it, with "
+        "attention patterns and norm scales frozen: token embeddings, active units and "
+        "their direct effects, which add up to the logit (checked). Writes a graph file "
+        "circuit-tracer's viewer opens (circuit-tracer start-server --graph_file_dir OUT).",
+        'glassbox trace glassbox/transcoder "3 4 + 5 8 =" --out graphs',
+    ),
     "export": (
         "export a checkpoint to HF transformers, TransformerLens or feature dashboards",
         "hf: a dense model as LlamaForCausalLM, a softmax MoE as MixtralForCausalLM; "
@@ -418,6 +451,19 @@ def _add_generate(sub) -> None:
 
 def _add_export(sub) -> None:
     """The arguments of `glassbox export`: a checkpoint, a format and where it goes."""
+    r = _command(sub, "trace")
+    r.add_argument("checkpoint")
+    r.add_argument("prompt", help='space-separated tokens of the vocabulary, e.g. "3 4 + 5 8 ="')
+    r.add_argument(
+        "--target", default=None, help="the token whose logit is traced (default: the top one)"
+    )
+    r.add_argument("--alternative", default=None, help="trace target minus this token's logit")
+    r.add_argument("--out", default="graphs", help="folder of graph files (default: ./graphs)")
+    r.add_argument("--slug", default=None, help="the graph's name (default: MODEL-TARGETID)")
+    r.add_argument("--max-nodes", type=int, default=8192, help="unit nodes kept at most")
+    r.add_argument("--device", default=None)
+    r.set_defaults(fn=_cmd_trace)
+
     x = _command(sub, "export")
     x.add_argument("checkpoint")
     x.add_argument(
