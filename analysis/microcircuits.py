@@ -24,11 +24,17 @@ half of ln 2) gets no circuit.
    MIB grid (faithfulness at 0.1% .. 100% of units, by the learned ranking) with CPR
    (area under it) and CMD (area between it and 1).
 4. Controls: random sets of units of the circuit's size (held-out faithfulness), the
-   nonsense task (the same prompts, target and alternative swapped on a random half,
-   its own mask learned beside the real one: the smallest circuit that reaches the
-   real task's target loss on it, if any), and zero- in place of mean-ablation (the
-   smallest prefix of the same ranking that reaches the target with every left-out
-   unit at 0).
+   circuit's own heads with random other units in the same count (a ranking that only
+   finds heads does no better than these), the nonsense task (the same prompts, target
+   and alternative swapped on a random half, its own mask learned beside the real one:
+   the smallest circuit that reaches the real task's target loss on it, if any), zero-
+   in place of mean-ablation (the smallest prefix of the same ranking that reaches the
+   target with every left-out unit at 0), and the task's own means (over its fit
+   prompts) in place of the global ones.
+5. Edges: the non-zero weights the circuit's units read and write
+   (`UnitGroup.nonzero_params`), what a weight-sparse model saves; geometric mean over
+   tasks as Gao et al. report it (their residual channels are not units here: every
+   residual channel is kept).
 
     report = microcircuit_report(model, suite)
     report["summary"]["interp.microcircuit.dyck_first_closer.nodes"]
@@ -204,22 +210,36 @@ def circuit_for_task(
 
     k = size(fit, theta, means)
     k = total if k is None else k
-    held_out = _held_out(model, score, groups, means, theta.argsort(descending=True), k, cfg, seed)
-    # controls: the nonsense task (its own mask, learned beside the real one) and
-    # zero- in place of mean-ablation (the real ranking, every left-out unit at 0)
+    order = theta.argsort(descending=True)
+    held_out = _held_out(model, score, groups, means, order, k, cfg, seed)
+    # controls: the nonsense task (its own mask, learned beside the real one), zero- in
+    # place of mean-ablation (the real ranking, every left-out unit at 0) and the
+    # task's own means in place of the global ones (over its fit prompts)
     nonsense_k = size(nonsense, theta_nonsense, means)
     zero_k = size(fit, theta, {n: torch.zeros_like(m) for n, m in means.items()})
+    task_k = size(fit, theta, unit_means(model, [_as_batch(fit)], groups))
+    edges = torch.cat([g.nonzero_params(model) for g in groups])
     return {
         **out,
         "learned": True,
         "target_loss": target,
         "nodes": k,
         "fraction": k / total,
+        "edges": int(edges[order[:k].cpu()].sum()),
+        "edges_total": int(edges.sum()),
         **held_out,
         "nonsense_nodes": nonsense_k,
         "nonsense_reached": nonsense_k is not None,
         "zero_ablation_nodes": zero_k,
+        "task_means_nodes": task_k,
     }
+
+
+def _as_batch(data: TaskData) -> dict[str, Tensor]:
+    """The prompts of a task as a batch whose real tokens end before each target."""
+    T = data.input_ids.shape[1]
+    real = torch.arange(T, device=data.position.device)[None] < data.position[:, None]
+    return {"input_ids": data.input_ids, "attention_mask": real.long()}
 
 
 @torch.no_grad()
@@ -244,6 +264,10 @@ def _held_out(
     rand_f = [
         faith(v, clean_s) for v in _mean_losses(model, score, groups, means, rand, cfg).tolist()
     ]
+    heads = _same_heads(groups, keep[0], cfg.n_random, g)
+    heads_f = [
+        faith(v, clean_s) for v in _mean_losses(model, score, groups, means, heads, cfg).tolist()
+    ]
     ks = [max(1, round(f * total)) for f in MIB_GRID]
     grid = torch.zeros(len(ks), total, dtype=torch.bool, device=order.device)
     for i, kk in enumerate(ks):
@@ -258,11 +282,26 @@ def _held_out(
         "accuracy_clean": float((d_clean > 0).double().mean()),
         "random_faithfulness": sum(rand_f) / len(rand_f),
         "random_faithfulness_max": max(rand_f),
+        "same_heads_faithfulness": sum(heads_f) / len(heads_f),
+        "same_heads_faithfulness_max": max(heads_f),
         "mib_fractions": fr,
         "mib_faithfulness": grid_f,
         "cpr": _area(fr, [min(max(f, 0.0), 1.0) for f in grid_f]),
         "cmd": _area(fr, [abs(1 - f) for f in grid_f]),
     }
+
+
+def _same_heads(groups: Sequence[UnitGroup], keep: Tensor, n: int, g) -> Tensor:
+    """(n, total) masks that keep the circuit's heads and as many random other units as
+    it keeps (the control for a ranking that finds heads and no specific units)."""
+    is_head = torch.cat([torch.full((gr.n_units,), gr.kind == "head") for gr in groups])
+    is_head = is_head.to(keep.device)
+    others = (~is_head).nonzero().squeeze(1)
+    n_other = int((keep & ~is_head).sum())
+    out = (keep & is_head).repeat(n, 1)
+    for r in range(n):
+        out[r, others[torch.randperm(others.numel(), generator=g)[:n_other].to(keep.device)]] = True
+    return out
 
 
 def _gmean(xs: Sequence[float]) -> float | None:
@@ -275,12 +314,16 @@ def summarise(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     tasks interp.microcircuit_nodes_gmean, interp.microcircuit_fraction_median,
     interp.microcircuit_faithfulness_heldout (mean), interp.microcircuit_beats_random
     (share of tasks whose held-out faithfulness beats every random set of its size),
-    interp.nonsense_ratio (geometric mean of nonsense / real size, a nonsense task
-    no size reaches counted at all units: a lower bound), interp.zero_ablation_ratio,
-    interp.microcircuit_tasks (learned tasks)."""
+    interp.microcircuit_beats_same_heads (the same against the circuit's heads with
+    random other units), interp.microcircuit_edges_gmean, interp.microcircuit_accuracy_gap
+    (clean minus circuit held-out accuracy, mean), interp.nonsense_ratio (geometric mean
+    of nonsense / real size, a nonsense task no size reaches counted at all units: a
+    lower bound), interp.zero_ablation_ratio, interp.task_means_ratio (task-mean / global
+    size), interp.microcircuit_tasks (learned tasks)."""
     out: dict[str, Any] = {}
-    keys = ("nodes", "fraction", "faithfulness_heldout", "accuracy_heldout", "accuracy_clean",
-            "random_faithfulness", "cpr", "cmd", "nonsense_nodes", "zero_ablation_nodes")  # fmt: skip
+    keys = ("nodes", "fraction", "edges", "faithfulness_heldout", "accuracy_heldout",
+            "accuracy_clean", "random_faithfulness", "same_heads_faithfulness", "cpr", "cmd",
+            "nonsense_nodes", "zero_ablation_nodes", "task_means_nodes")  # fmt: skip
     learned = {n: t for n, t in tasks.items() if t.get("learned")}
     for name, t in learned.items():
         for k in keys:
@@ -291,6 +334,7 @@ def summarise(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     vals = list(learned.values())
     fr = sorted(t["fraction"] for t in vals)
     out["interp.microcircuit_nodes_gmean"] = _gmean([t["nodes"] for t in vals])
+    out["interp.microcircuit_edges_gmean"] = _gmean([t["edges"] for t in vals])
     out["interp.microcircuit_fraction_median"] = fr[len(fr) // 2] if len(fr) % 2 else (
         (fr[len(fr) // 2 - 1] + fr[len(fr) // 2]) / 2)  # fmt: skip
     out["interp.microcircuit_faithfulness_heldout"] = sum(
@@ -299,6 +343,15 @@ def summarise(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out["interp.microcircuit_beats_random"] = sum(
         t["faithfulness_heldout"] > t["random_faithfulness_max"] for t in vals
     ) / len(vals)
+    out["interp.microcircuit_beats_same_heads"] = sum(
+        t["faithfulness_heldout"] > t["same_heads_faithfulness_max"] for t in vals
+    ) / len(vals)
+    out["interp.microcircuit_accuracy_gap"] = sum(
+        t["accuracy_clean"] - t["accuracy_heldout"] for t in vals
+    ) / len(vals)
+    out["interp.task_means_ratio"] = _gmean(
+        [(t["task_means_nodes"] or t["total_units"]) / t["nodes"] for t in vals]
+    )
     out["interp.nonsense_ratio"] = _gmean(
         [(t["nonsense_nodes"] or t["total_units"]) / t["nodes"] for t in vals]
     )

@@ -236,6 +236,20 @@ _BUILT_IN: tuple[Metric, ...] = (
     Metric("interp.microcircuit_beats_random", "beats random units",
            "share of tasks whose circuit, held out, beats every one of 5 random unit sets of "
            "its size", section=INTERPRETABILITY),
+    Metric("interp.microcircuit_beats_same_heads", "beats its heads + random units",
+           "share of tasks whose circuit, held out, beats every one of 5 sets of its own heads "
+           "with random other units in the same count (a ranking that finds only heads does "
+           "not)", section=INTERPRETABILITY),
+    Metric("interp.microcircuit_edges_gmean", "micro-circuit edges",
+           "non-zero weights the circuit's units read and write (what a weight-sparse model "
+           "saves), geometric mean over tasks", section=INTERPRETABILITY, digits=0,
+           higher_is_better=False),
+    Metric("interp.microcircuit_accuracy_gap", "circuit accuracy gap",
+           "the model's held-out accuracy on a task minus its circuit's, mean over tasks",
+           section=INTERPRETABILITY, digits=1, percent=True, higher_is_better=False),
+    Metric("interp.task_means_ratio", "task-means / global size",
+           "circuit size with each unit ablated to its mean over the task's own prompts, "
+           "over the size with global means (geometric mean)", section=INTERPRETABILITY),
     Metric("interp.nonsense_ratio", "nonsense / real size",
            "the same prompts with target and alternative swapped on a random half: circuit "
            "size at the real task's target loss over the real one (geometric mean; a nonsense "

@@ -27,7 +27,8 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 # 4: the audited scores (held out, both signs, matched candidates, pooled, intervals)
 # 5: modularity (keep-25% cost, delta target, delta others: analysis.modularity)
 # 6: one sampler (circuits read the coverage sample's examples), analysis.json of analysis.pipeline
-ANALYSIS_VERSION = 6
+# 7: micro-circuit edges and the same-heads, task-means controls
+ANALYSIS_VERSION = 7
 
 Values = Mapping[str, Any]
 

@@ -15,14 +15,23 @@ from glassbox.analysis.circuits import unit_groups, unit_means
 from glassbox.analysis.microcircuits import (
     LN2,
     MaskConfig,
+    _as_batch,
+    _same_heads,
     learn_ranking,
     mask_diffs,
     microcircuit_report,
     smallest_reaching,
     summarise,
 )
-from glassbox.analysis.microtasks import MICRO_TASKS, task_data, task_logit_diff, task_loss
+from glassbox.analysis.microtasks import (
+    MICRO_TASKS,
+    TaskData,
+    task_data,
+    task_logit_diff,
+    task_loss,
+)
 from glassbox.archs import Transformer
+from glassbox.archs.units import HookUnits
 from glassbox.training.config import load_config
 from glassbox.training.data import DataConfig, build_datasets
 
@@ -145,7 +154,10 @@ def test_summary_geometric_means_and_the_nonsense_lower_bound():
         return {"learned": True, "nodes": nodes, "fraction": nodes / 100, "total_units": 100,
                 "faithfulness_heldout": 0.9, "accuracy_heldout": 1.0, "accuracy_clean": 1.0,
                 "random_faithfulness": 0.0, "random_faithfulness_max": 0.1, "cpr": 0.9,
-                "cmd": 0.1, "nonsense_nodes": nonsense, "zero_ablation_nodes": nodes}  # fmt: skip
+                "cmd": 0.1, "nonsense_nodes": nonsense, "zero_ablation_nodes": nodes,
+                "edges": 10 * nodes, "same_heads_faithfulness": 0.5,
+                "same_heads_faithfulness_max": 0.95 if nodes == 4 else 0.6,
+                "task_means_nodes": 2 * nodes}  # fmt: skip
 
     s = summarise({"a": task(4, None), "b": task(16, 32), "c": {"learned": False}})
     assert s["interp.microcircuit_tasks"] == 2
@@ -154,3 +166,28 @@ def test_summary_geometric_means_and_the_nonsense_lower_bound():
     # nonsense never reached counts as every unit: ratios 100/4 and 32/16
     assert s["interp.nonsense_ratio"] == pytest.approx(math.sqrt(25 * 2))
     assert s["interp.microcircuit_beats_random"] == 1.0
+    assert s["interp.microcircuit_edges_gmean"] == pytest.approx(80.0)
+    assert s["interp.microcircuit_beats_same_heads"] == 0.5  # a: 0.9 < 0.95; b: 0.9 > 0.6
+    assert s["interp.task_means_ratio"] == pytest.approx(2.0)
+    assert s["interp.microcircuit_accuracy_gap"] == 0.0
+
+
+def test_same_heads_control_keeps_the_circuits_heads_and_as_many_random_others():
+    groups = [
+        HookUnits("h", 0, "head", 4, 1, hook="a"),
+        HookUnits("n", 0, "neuron", 10, 1, hook="b"),
+    ]
+    keep = torch.zeros(14, dtype=torch.bool)
+    keep[[1, 4 + 2, 4 + 5]] = True  # head 1, neurons 2 and 5
+    masks = _same_heads(groups, keep, 50, torch.Generator().manual_seed(0))
+    assert masks.shape == (50, 14)
+    assert (masks[:, :4] == keep[:4]).all()  # exactly the circuit's heads
+    assert (masks[:, 4:].sum(1) == 2).all()  # as many other units, drawn at random
+    assert masks[:, 4:].float().mean(0).min() > 0  # every other unit drawn some time
+
+
+def test_task_prompts_as_a_batch_end_before_each_target():
+    data = TaskData("t", torch.tensor([[5, 6, 7, 0], [5, 6, 7, 8]]), torch.tensor([2, 3]),
+                    torch.tensor([7, 8]), torch.tensor([1, 1]))  # fmt: skip
+    batch = _as_batch(data)
+    assert batch["attention_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
