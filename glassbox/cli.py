@@ -449,8 +449,8 @@ def _add_generate(sub) -> None:
     g.set_defaults(fn=_cmd_generate)
 
 
-def _add_export(sub) -> None:
-    """The arguments of `glassbox export`: a checkpoint, a format and where it goes."""
+def _add_trace(sub) -> None:
+    """The arguments of `glassbox trace`: a checkpoint, a prompt, the logit to trace, the graph file."""
     r = _command(sub, "trace")
     r.add_argument("checkpoint")
     r.add_argument("prompt", help='space-separated tokens of the vocabulary, e.g. "3 4 + 5 8 ="')
@@ -464,6 +464,9 @@ def _add_export(sub) -> None:
     r.add_argument("--device", default=None)
     r.set_defaults(fn=_cmd_trace)
 
+
+def _add_export(sub) -> None:
+    """The arguments of `glassbox export`: a checkpoint, a format and where it goes."""
     x = _command(sub, "export")
     x.add_argument("checkpoint")
     x.add_argument(
@@ -516,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_analyze,
         _add_compare,
         _add_generate,
+        _add_trace,
         _add_export,
         _add_ship,
     ):
