@@ -19,7 +19,8 @@ half of ln 2) gets no circuit.
 2. Binarise: units ranked by theta; the task loss of the top-k is evaluated on a grid
    of k (log-spaced, then a linear grid in the bracket), and the circuit is the
    smallest evaluated k whose loss reaches the target (faithfulness `target` on the
-   fit half). No monotone curve is assumed: only evaluated points are read.
+   fit half) with an accuracy there at most `accuracy_gap` (5 points) below the
+   model's. No monotone curve is assumed: only evaluated points are read.
 3. Score (on the other half): held-out faithfulness and accuracy of the circuit; the
    MIB grid (faithfulness at 0.1% .. 100% of units, by the learned ranking) with CPR
    (area under it) and CMD (area between it and 1).
@@ -72,6 +73,7 @@ class MaskConfig:
     lr: float = 0.2
     sparsity: float = 1.0  # weight of mean(m) beside the task loss
     target: float = 0.9  # faithfulness the binarised circuit must reach on the fit half
+    accuracy_gap: float = 0.05  # and its accuracy there, at most this far below the model's
     n_random: int = 5  # random unit sets of the circuit's size
     max_rows: int = 2048  # rows per stacked forward
 
@@ -174,8 +176,14 @@ def _area(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 @torch.no_grad()
-def _mean_losses(model, data, groups, means, keep, cfg) -> Tensor:
-    return task_loss(mask_diffs(model, data, groups, means, keep, cfg.max_rows)).mean(1)
+def _mean_losses(model, data, groups, means, keep, cfg, floor: float | None = None) -> Tensor:
+    """(R,) mean task loss under each keep-mask; inf where the mask's accuracy is below
+    `floor` (a circuit must keep the task's answers, not only its loss)."""
+    d = mask_diffs(model, data, groups, means, keep, cfg.max_rows)
+    loss = task_loss(d).mean(1)
+    if floor is None:
+        return loss
+    return torch.where((d > 0).double().mean(1) >= floor - 1e-9, loss, torch.inf)
 
 
 @torch.no_grad()
@@ -188,6 +196,8 @@ def circuit_for_task(
     total = sum(g.n_units for g in groups)
     ones = torch.ones(1, total, dtype=torch.bool, device=fit.input_ids.device)
     clean_fit = float(_mean_losses(model, fit, groups, means, ones, cfg))
+    d = mask_diffs(model, fit, groups, means, ones, cfg.max_rows)[0]
+    floor = float((d > 0).double().mean()) - cfg.accuracy_gap
     out: dict[str, Any] = {"n_fit": len(fit), "n_score": len(score), "total_units": total,
                            "clean_loss": clean_fit}  # fmt: skip
     if clean_fit > LN2 / 2:
@@ -203,9 +213,9 @@ def circuit_for_task(
     with torch.enable_grad():
         theta, theta_nonsense = learn_ranking(fit_loss, (2, total), cfg, fit.input_ids.device)
 
-    def size(data: TaskData, ranking: Tensor, m: dict[str, Tensor]) -> int | None:
+    def size(data: TaskData, ranking: Tensor, m: dict[str, Tensor], acc=floor) -> int | None:
         return smallest_reaching(
-            lambda keep: _mean_losses(model, data, groups, m, keep, cfg), ranking, target
+            lambda keep: _mean_losses(model, data, groups, m, keep, cfg, acc), ranking, target
         )[0]
 
     k = size(fit, theta, means)
@@ -215,7 +225,7 @@ def circuit_for_task(
     # controls: the nonsense task (its own mask, learned beside the real one), zero- in
     # place of mean-ablation (the real ranking, every left-out unit at 0) and the
     # task's own means in place of the global ones (over its fit prompts)
-    nonsense_k = size(nonsense, theta_nonsense, means)
+    nonsense_k = size(nonsense, theta_nonsense, means, None)  # its loss only: no answers
     zero_k = size(fit, theta, {n: torch.zeros_like(m) for n, m in means.items()})
     task_k = size(fit, theta, unit_means(model, [_as_batch(fit)], groups))
     edges = torch.cat([g.nonzero_params(model) for g in groups])
