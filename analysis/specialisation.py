@@ -60,8 +60,8 @@ from glassbox.analysis.routing_metrics import (
     vocab_specialization,
 )
 from glassbox.analysis.specialisation_plots import plot_expert_skill, plot_selectivity
-from glassbox.archs.moe import expert_means
 from glassbox.archs.moe_interventions import ablate_experts
+from glassbox.archs.moe_units import expert_means
 
 
 @dataclass

@@ -74,7 +74,7 @@ from glassbox.analysis.specialisation import (
     specialisation_summary,
 )
 from glassbox.analysis.specialisation_plots import plot_expert_skill
-from glassbox.archs.moe import expert_means
+from glassbox.archs.moe_units import expert_means
 from glassbox.training.data import SuiteData
 
 # Scores of the skill suite that a corpus without ground truth cannot give, and why.

@@ -27,8 +27,8 @@ from glassbox.analysis.circuits import (
     unit_means,
 )
 from glassbox.archs import FFNConfig, ModelConfig, MoEConfig, TranscoderConfig, Transformer
-from glassbox.archs.moe import ExpertHiddenUnits, ExpertUnits, expert_means
 from glassbox.archs.moe_interventions import ablate_experts
+from glassbox.archs.moe_units import ExpertHiddenUnits, ExpertUnits, expert_means
 from glassbox.training.data import DataConfig, build_datasets, collate
 from glassbox.training.skill_scores import shifted_token_loss
 

@@ -21,8 +21,9 @@ from glassbox.archs import (
 from glassbox.archs.dense import DenseMLP
 from glassbox.archs.experts import grouped_matmul
 from glassbox.archs.export.mixtral import mixtral_experts
-from glassbox.archs.moe import MoE, expert_means, moe_layers
+from glassbox.archs.moe import MoE, moe_layers
 from glassbox.archs.moe_interventions import ablate_experts, force_routing
+from glassbox.archs.moe_units import expert_means
 from glassbox.archs.routing import ReLURouter
 
 
