@@ -8,10 +8,10 @@ routing of tokens, if any), so nothing here depends on the kind:
 
 - coverage (analysis.heldout): held-out pooled lift over the token at matched
   candidates, for every reading, beside a random-direction control;
-- specialisation (analysis.beyond_token): held-out information about the skill
-  beyond the token, of k-means clusters of the headline reading (`n_groups`
-  clusters for every kind: one scale), and of the kind's own routing (top-1 group
-  and each slot), each beside its within-token shuffle.
+- specialisation (analysis.beyond_token; on data with skills): held-out information
+  about the skill beyond the token, of k-means clusters of the headline reading
+  (`n_groups` clusters for every kind: one scale), and of the kind's own routing
+  (top-1 group and each slot), each beside its within-token shuffle.
 
 Summary keys (means over layers; every interval from the same bootstrap draws,
 averaged over layers replicate by replicate):
@@ -248,12 +248,14 @@ def audited_scores(
     report: dict[str, Any] = {"token": token}
     if fit.units:
         cov, cov_layers = coverage_section(p, fit, score, matched_units, n_subsets, seed)
+        summary.update(cov)
+        summary.update(_as_baselines(summary))
+        report.update(coverage=cov_layers)
+    if fit.units and suite.skill_names:  # about the skill: data without skills has none
         skills = Labelled(fit.col.skill, score.col.skill, len(suite.skill_names), p.weights)
         spec, spec_layers = specialisation_section(skills, fit, score, n_groups, seed)
-        summary.update(cov)
         summary.update(spec)
-        summary.update(_as_baselines(summary))
-        report.update(coverage=cov_layers, specialisation=spec_layers)
+        report.update(specialisation=spec_layers)
     report["summary"] = summary
     return report
 

@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 
 from glassbox.analysis.batches import suite_batches
+from glassbox.analysis.code_tasks import CODE_TASKS, code_task_data
 from glassbox.analysis.mean_ablation import split_by_group, unit_groups, unit_means
 from glassbox.analysis.microtasks import (
     MICRO_TASKS,
@@ -380,16 +381,18 @@ def microcircuit_report(
     seed: int = 0,
     cfg: MaskConfig | None = None,
 ) -> dict[str, Any]:
-    """Every micro-task's circuit (circuit_for_task): prompts from the val split,
+    """Every micro-task's circuit (circuit_for_task): prompts from the val split
+    (analysis.microtasks' on the skill suite, analysis.code_tasks' on code),
     the first half fitting and the second half scoring; means over n_mean_examples
     val examples (all skills). Returns {"summary": summarise(...), "tasks": {name:
     circuit_for_task's dict}}."""
     cfg = cfg or MaskConfig()
-    names = list(tasks) if tasks is not None else list(MICRO_TASKS)
+    skills = bool(suite.skill_names)  # else code: analysis.code_tasks
+    names = list(tasks) if tasks is not None else list(MICRO_TASKS if skills else CODE_TASKS)
     device = model.device
     groups = unit_groups(model)
     means = unit_means(model, suite_batches(suite, "val", n_mean_examples, seed=seed), groups)
-    data = task_data(suite, "val", names, n=n_prompts, seed=seed)
+    data = (task_data if skills else code_task_data)(suite, "val", names, n=n_prompts, seed=seed)
     out: dict[str, dict[str, Any]] = {}
     model.eval()
     for name, d in data.items():

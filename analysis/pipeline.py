@@ -17,7 +17,9 @@ Sections (`SECTIONS`), each run only where it applies:
                  suite analysis.interp.interp_with_baselines (coverage, audited scores,
                  specialisation, modularity, circuits, micro-task circuits); on a text
                  corpus, which has no ground truth, analysis.text_analysis's scores by
-                 domain (text_with_baselines)
+                 domain (text_with_baselines); on the code corpus, features and packages
+                 but no skills, both that apply (analysis.code_analysis: coverage, the
+                 audited scores, the scores by package, micro-task circuits on code)
     mechanistic  logit lens, heads, probes, causal tracing and patching
                  (analysis.mechanistic.run_mechanistic)
     tools        the tool-call scores of a model whose data has tool skills
@@ -30,10 +32,11 @@ analysis.json (`Analysis.to_json`, schema `SCHEMA`):
 
     schema       int, this layout's version
     checkpoint   the model's checkpoint (or null)
-    data         "skills" (the skill suite, with ground truth) | "text"
+    data         "skills" (the skill suite, with ground truth) | "text" | "code" (code
+                 ground truth, packages for domains)
     settings     the call's settings: n_examples, seed, init_seed, sections, ...
     summary      {flat key: number}: interp.*, baselines.{init,token,random,shuffled}.*,
-                 domains.* (text), tools.*, mechanistic.* (each section's summary)
+                 domains.* (text, code), tools.*, mechanistic.* (each section's summary)
     seconds      {section: wall seconds}
     interp | mechanistic | tools
                  each section's full report (absent when it did not run)
@@ -48,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glassbox.analysis.code_analysis import code_with_baselines, is_code
 from glassbox.analysis.interp import interp_with_baselines
 from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.mechanistic import MechanisticConfig, run_mechanistic
@@ -63,7 +67,7 @@ SECTIONS = ("interp", "mechanistic", "tools")
 class Analysis:
     """What `analyze` returns and `analysis.json` holds (the module docstring)."""
 
-    data: str  # "skills" | "text"
+    data: str  # "skills" | "text" | "code"
     settings: dict[str, Any]
     summary: dict[str, Any] = field(default_factory=dict)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -141,7 +145,7 @@ def analyze(
     settings = {"sections": list(sections), "n_examples": n_examples, "seed": seed,
                 "init_seed": init_seed, "microcircuits": microcircuits}  # fmt: skip
     result = Analysis(
-        data="text" if text else "skills",
+        data=("code" if is_code(suite) else "text") if text else "skills",
         settings=settings,
         checkpoint=None if checkpoint is None else str(checkpoint),
     )
@@ -162,6 +166,11 @@ def analyze(
 def _section(name, model, suite, out_dir, settings, reference_model, data_cfg, tools_cfg):
     """One section's report, or None where it does not apply."""
     n, seed, init_seed = settings["n_examples"], settings["seed"], settings["init_seed"]
+    if name == "interp" and is_code(suite):  # features and packages, no skills
+        return code_with_baselines(
+            model, suite, out_dir, n, seed=seed, init_seed=init_seed,
+            reference_model=reference_model, microcircuits=settings["microcircuits"] is not False,
+        )  # fmt: skip
     if name == "interp" and not suite.skill_names:  # text: scores by domain
         return text_with_baselines(
             model, suite, out_dir, n, seed=seed, init_seed=init_seed,
