@@ -86,7 +86,7 @@ def sample_indices(
     idx = list(range(len(ds)))
     random.Random(seed).shuffle(idx)
     if keep is not None:
-        skills = ds["example_skill"]
+        skills = ds["example_skill"][:]  # a list: datasets 5's lazy Column reads a row per index
         idx = [i for i in idx if keep(int(skills[i]))]
     if suite.domain_names and "domain" in ds.column_names and n_examples < len(idx):
         idx = _round_robin(idx, ds["domain"])

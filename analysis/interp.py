@@ -39,6 +39,7 @@ from glassbox.analysis.baselines import (
 from glassbox.analysis.batches import suite_batches
 from glassbox.analysis.circuits import circuit_report
 from glassbox.analysis.coverage import coverage, ground_truth_labels
+from glassbox.analysis.graphs.scores import graph_scores
 from glassbox.analysis.jsonable import is_defined, jsonable, mean_defined
 from glassbox.analysis.microcircuits import microcircuit_report
 from glassbox.analysis.modularity import modularity
@@ -162,6 +163,7 @@ def interp_report(
     circuit_examples: int = 256,
     circuit_min_gap: float = CIRCUIT_MIN_GAP,
     microcircuits: bool | None = None,
+    graphs: bool = True,
 ) -> dict[str, Any]:
     """Every applicable interpretability score of `model` on the suite's held-out
     data: coverage (all, lexical, contextual, contextual lift) for every kind; expert
@@ -181,7 +183,8 @@ def interp_report(
     float}, "coverage": {...}, "moe": {...}, "circuits": {skill: {...}}, "audit": the
     audited scores' details (analysis.audit), "microcircuits": {task: {...}}}: the
     micro-task circuits (analysis.microcircuits; run with the circuits unless
-    `microcircuits` says otherwise).
+    `microcircuits` says otherwise), "graphs": the attribution-graph statistics
+    (analysis.graphs.scores: interp.graph_*), with `graphs`.
     """
     device = model.device
     val = suite_batches(suite, "val", n_examples, seed=seed, device=device)
@@ -203,6 +206,9 @@ def interp_report(
         micro = microcircuit_report(model, suite, seed=seed)
         summary.update(micro["summary"])
         report["microcircuits"] = micro["tasks"]
+    if graphs:  # exact attribution graphs of a fixed prompt set (analysis.graphs.scores)
+        report["graphs"] = graph_scores(model, suite, seed=seed)
+        summary.update(report["graphs"].pop("summary"))
     report["summary"] = summary
     return report
 
@@ -252,6 +258,7 @@ def interp_with_baselines(
     causal: bool = True,
     circuits: bool = True,
     microcircuits: bool | None = None,
+    graphs: bool = True,
 ) -> dict[str, Any]:
     """interp_report of `model`, and of its untrained twin (analysis.baselines:
     the same config at init_seed, the run's training seed, at initialisation) with
@@ -259,6 +266,7 @@ def interp_with_baselines(
     interp.* scores join the summary as baselines.init.interp.*; its whole report is
     under "untrained_twin"."""
     kw: dict[str, Any] = {"causal": causal, "circuits": circuits, "microcircuits": microcircuits}
+    kw["graphs"] = graphs
     report = interp_report(model, suite, out_dir, n_examples, seed, **kw)
     twin = untrained_twin(model, init_seed)
     init = interp_report(twin, suite, None, n_examples, seed, **kw)

@@ -18,6 +18,7 @@ from typing import Any
 
 from glassbox.analysis.audit import audited_scores
 from glassbox.analysis.feature_cost import measure_feature_cost
+from glassbox.analysis.graphs.scores import graph_scores
 from glassbox.analysis.interp import coverage_scores, suite_batches
 from glassbox.analysis.splicing import splice_fidelity
 from glassbox.archs.config import TranscoderConfig
@@ -46,14 +47,18 @@ AUDIT_KEYS = (
     "interp.info_beyond_token",
     "interp.info_beyond_token_ci",
 )
+# analysis.graphs.scores' statistics kept: the error share and agreement it measures
+GRAPH_KEYS = ("interp.graph_nodes80", "interp.graph_error_share", "interp.graph_top1_agreement")
 
 
 @dataclass(frozen=True)
 class PostHocScores:
     """What the post-hoc route measured on one dense model.
 
-    scores: COVERAGE_KEYS, AUDIT_KEYS, interp.fvu, interp.ce_loss_recovered,
-    interp.kl_to_clean, fit_seconds, cost_ratio (None without a transcoder model).
+    scores: COVERAGE_KEYS, AUDIT_KEYS, GRAPH_KEYS (the dense model's attribution graphs
+    with the transcoders in its MLPs' place and their errors as nodes), interp.fvu,
+    interp.ce_loss_recovered, interp.kl_to_clean, fit_seconds, cost_ratio (None without
+    a transcoder model).
     coverage_by_layer: coverage_scores' per-layer coverage of the spliced model.
     cost: measure_feature_cost's dict (None without a transcoder model)."""
 
@@ -104,9 +109,11 @@ def posthoc_route(
     # the audited coverage too: chosen on val, scored on test, like every run's
     test = suite_batches(suite, "test", n_examples, seed=seed + 1)
     audit = audited_scores(spliced, suite, val, test, seed=seed)["summary"]
+    graphs = graph_scores(model, suite, seed=seed, replacements=transcoders)["summary"]
     scores = {
         **{key: cov.get(key) for key in COVERAGE_KEYS},
         **{key: audit.get(key) for key in AUDIT_KEYS},
+        **{key: graphs.get(key) for key in GRAPH_KEYS},
         **{f"interp.{key}": fid.get(key) for key in ("fvu", "ce_loss_recovered", "kl_to_clean")},
         "fit_seconds": fit_seconds,
         "cost_ratio": cost["ratio"] if cost else None,

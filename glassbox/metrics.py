@@ -264,6 +264,24 @@ _BUILT_IN: tuple[Metric, ...] = (
     Metric("interp.circuit_auc", "circuit AUC",
            "area under faithfulness against fraction of units kept, mean over skills",
            section=INTERPRETABILITY, baselines=("init",)),
+    # graphs: exact attribution graphs of a fixed prompt set, 2 val prompts per skill traced
+    # to their answer's first token (analysis.graphs.scores)
+    Metric("interp.graph_nodes80", "graph nodes (80%)",
+           "attribution graph of the answer's first token (attention and norms frozen at the "
+           "prompt, at most 2048 unit nodes): the units (and error nodes) that carry 80% of its "
+           "influence, circuit-tracer's pruning; median over 2 val prompts per skill",
+           section=INTERPRETABILITY, digits=1, higher_is_better=False, baselines=("init",)),
+    Metric("interp.graph_edges80", "graph edges (80%)", "the edges that carry 80% of it",
+           section=INTERPRETABILITY, digits=0, higher_is_better=False, baselines=("init",)),
+    Metric("interp.graph_error_share", "graph error share",
+           "share of the logit's absolute direct attribution on error nodes (what a post-hoc "
+           "transcoder misses); 0 by construction for every kind of glassbox's own",
+           section=INTERPRETABILITY, digits=1, percent=True, higher_is_better=False,
+           baselines=("init",)),
+    Metric("interp.graph_top1_agreement", "graph top-1 agreement",
+           "prompts on which the graph's model (post-hoc transcoders spliced in, no errors) "
+           "predicts the model's top token; 1 by construction for glassbox's own kinds",
+           section=INTERPRETABILITY, digits=1, percent=True, baselines=("init",)),
     Metric("interp.l0", "L0", "active latents per token", section=INTERPRETABILITY,
            higher_is_better=None),
     Metric("interp.dead_fraction", "dead", "share of latents that never fire",
@@ -283,6 +301,8 @@ _BUILT_IN: tuple[Metric, ...] = (
            section=CIRCUITS),
     Metric("interp.circuit_size_expert.{skill}", "{skill} size in experts", section=CIRCUITS,
            digits=0, higher_is_better=False),  # moe: whole experts in place of hidden units
+    Metric("interp.graph_nodes80.{skill}", "{skill} graph nodes (80%)", section=CIRCUITS,
+           digits=1, higher_is_better=False),  # attribution-graph nodes, median of the prompts
     # tool calling against answering from the weights
     Metric("tools.exact_match", "addition + facts exact match", section=TOOLS, digits=1, percent=True),
     Metric("tools.exact_match_withheld", "result withheld", section=TOOLS, digits=1, percent=True),
@@ -299,6 +319,12 @@ _BUILT_IN: tuple[Metric, ...] = (
     Metric("interp.fvu", "FVU", section=POSTHOC, higher_is_better=False),
     Metric("interp.ce_loss_recovered", "CE loss recovered", section=POSTHOC),
     Metric("interp.kl_to_clean", "KL to clean", section=POSTHOC, higher_is_better=False),
+    Metric("interp.graph_nodes80", "graph nodes (80%)", section=POSTHOC, digits=1,
+           higher_is_better=False),  # the dense model traced with its transcoders + errors
+    Metric("interp.graph_error_share", "graph error share", section=POSTHOC, digits=1,
+           percent=True, higher_is_better=False),
+    Metric("interp.graph_top1_agreement", "graph top-1 agreement", section=POSTHOC, digits=1,
+           percent=True),
     Metric("fit_seconds", "fit seconds", section=POSTHOC, digits=1, higher_is_better=False),
     Metric("cost_ratio", "cost ratio (post-hoc / by construction)", section=POSTHOC, digits=1,
            higher_is_better=False),

@@ -55,6 +55,7 @@ TOPICS: tuple[tuple[str, str], ...] = (
      r"nmi|purity|selectivity|speciali[sz]|info_beyond"),
     ("Coverage: ground-truth features read off single units", r"coverage|lift"),
     ("Circuits: the fewest units that keep a skill", r"circuit|nonsense"),
+    ("Attribution graphs: the units that carry an answer's logit", r"graph_"),
     ("Sparsity of the latents", r"\.l0$|dead"),
     ("Tool calls", r"tool|call_"),
 )  # fmt: skip

@@ -28,7 +28,8 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 # 5: modularity (keep-25% cost, delta target, delta others: analysis.modularity)
 # 6: one sampler (circuits read the coverage sample's examples), analysis.json of analysis.pipeline
 # 7: micro-circuit edges and the same-heads, task-means controls
-ANALYSIS_VERSION = 7
+# 8: attribution-graph statistics (analysis.graphs.scores), the post-hoc route's too
+ANALYSIS_VERSION = 8
 
 Values = Mapping[str, Any]
 

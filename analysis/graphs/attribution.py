@@ -30,39 +30,65 @@ ROW_BUDGET = 1 << 25  # floats of (targets x sources) effects held at once
 @dataclass
 class Sources:
     """Every source of a frozen prompt, in one column order: each layer's units (in
-    its LinearFFN's order), then each replaced layer's error per position, then the
-    token embeddings per position."""
+    its LinearFFN's order, or those of `members` in their order), then each replaced
+    layer's error per position, then the token embeddings per position, then (with
+    `members`) per layer and position the sum of the units left out."""
 
     unit_offset: list[int]  # per layer: the column of its first unit
     error_offset: dict[int, int]  # replaced layer -> the column of its position 0
     embed_offset: int
     n: int
     padded: list[tuple[Tensor, Tensor]]  # per layer: (T, K, d) act x write, (T, K) column
+    left_out: Tensor | None = None  # (L, T, d): the writes of the units left out, summed
+
+    @property
+    def left_out_offset(self) -> int:
+        """The column of layer 0's position 0 among the left-out sums."""
+        return self.embed_offset + (self.left_out.shape[1] if self.left_out is not None else 0)
 
 
-def sources(fz: Frozen) -> Sources:
-    """The column layout of fz's sources, with each layer's writes padded per token."""
+def _padded(lin, idx: Tensor, T: int, col: int) -> tuple[Tensor, Tensor]:
+    """Units idx of lin, written per token: (T, K, d) act x write, (T, K) their columns
+    (col + their place in idx; -1 where a token has fewer than K)."""
+    token = lin.token[idx]
+    counts = torch.bincount(token, minlength=T)
+    K = int(counts.max()) if len(token) else 0
+    order = torch.argsort(token, stable=True)
+    tok = token[order]
+    slot = torch.arange(len(tok), device=tok.device) - (counts.cumsum(0) - counts)[tok]
+    W = lin.write.new_zeros(T, K, lin.write.shape[-1])
+    W[tok, slot] = lin.act[idx[order], None] * lin.write[idx[order]]
+    C = torch.full((T, K), -1, dtype=torch.long, device=tok.device)
+    C[tok, slot] = col + order
+    return W, C
+
+
+def sources(fz: Frozen, members: list[Tensor] | None = None) -> Sources:
+    """The column layout of fz's sources, with each layer's writes padded per token.
+    members: per layer, the units (indices into its LinearFFN) that are columns of their
+    own; the others' writes are summed per (layer, position) into one column each, so
+    that effects on n targets cost n x (members + L x T) and not n x every unit."""
     T = len(fz.tokens)
-    unit_offset, col = [], 0
-    padded = []
-    for lin in fz.ffn:
+    unit_offset, col, padded = [], 0, []
+    for i, lin in enumerate(fz.ffn):
         unit_offset.append(col)
-        counts = torch.bincount(lin.token, minlength=T)
-        K = int(counts.max()) if len(lin.token) else 0
-        order = torch.argsort(lin.token, stable=True)
-        tok = lin.token[order]
-        slot = torch.arange(len(tok), device=tok.device) - (counts.cumsum(0) - counts)[tok]
-        W = lin.write.new_zeros(T, K, lin.write.shape[-1])
-        W[tok, slot] = lin.act[order, None] * lin.write[order]
-        C = torch.full((T, K), -1, dtype=torch.long, device=tok.device)
-        C[tok, slot] = col + order
-        padded.append((W, C))
-        col += len(lin.token)
+        idx = torch.arange(len(lin.token), device=fz.tokens.device)
+        padded.append(_padded(lin, idx if members is None else members[i], T, col))
+        col += len(idx) if members is None else len(members[i])
     error_offset = {}
     for layer in fz.replaced:
         error_offset[layer] = col
         col += T
-    return Sources(unit_offset, error_offset, col, col + T, padded)
+    if members is None:
+        return Sources(unit_offset, error_offset, col, col + T, padded)
+    d = fz.mlp_in[0].shape[-1]
+    left = fz.mlp_in[0].new_zeros(len(fz.ffn), T, d)
+    for i, (lin, idx) in enumerate(zip(fz.ffn, members, strict=True)):
+        out = torch.ones(len(lin.token), dtype=torch.bool, device=left.device)
+        out[idx] = False
+        w = lin.act[out, None].to(left.dtype) * lin.write[out].to(left.dtype)
+        left[i].index_add_(0, lin.token[out], w)
+    return Sources(unit_offset, error_offset, col, col + T + len(fz.ffn) * T, padded, left)
 
 
 def _collect_ffn(fz: Frozen, src: Sources, layer: int, G: Tensor, eff: Tensor) -> Tensor:
@@ -79,6 +105,9 @@ def _collect_ffn(fz: Frozen, src: Sources, layer: int, G: Tensor, eff: Tensor) -
     if layer in src.error_offset:
         o = src.error_offset[layer]
         eff[:, o : o + P] += (G * lin.error[:P].to(G.dtype)).sum(-1)
+    if src.left_out is not None:
+        o = src.left_out_offset + layer * src.left_out.shape[1]
+        eff[:, o : o + P] += (G * src.left_out[layer, :P].to(G.dtype)).sum(-1)
     return (G * lin.bias[:P].to(G.dtype)).sum((1, 2))
 
 
@@ -119,7 +148,7 @@ def total_effects(model, fz: Frozen, src: Sources, G: Tensor) -> Tensor:
         G = back_ffn(model, fz, layer, G).index_add(1, lin.token, cov[None].to(G.dtype))
         G = back_attention(model, fz, layer, G)
     emb = model.W_E.weight[fz.tokens].to(G.dtype)
-    eff[:, src.embed_offset :] = (G * emb).sum(-1)
+    eff[:, src.embed_offset : src.embed_offset + len(fz.tokens)] = (G * emb).sum(-1)
     return eff[0]
 
 

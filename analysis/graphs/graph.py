@@ -99,17 +99,24 @@ def _node_order(fz: Frozen, chosen: list[Tensor]) -> list[Tensor]:
     return out
 
 
-def _columns(fz: Frozen, src, chosen: list[Tensor], n_nodes: int) -> Tensor:
-    """(n_sources,) the node of each source column, -1 for a unit left out."""
-    col = torch.full((src.n,), -1, dtype=torch.long, device=fz.tokens.device)
+def _columns(fz: Frozen, src, chosen: list[Tensor], n_nodes: int) -> tuple[Any, Tensor]:
+    """The sources the rows are computed over (with units left out: chosen's as columns,
+    the others summed per (layer, position)) and (n_sources,) the node of each source
+    column, -1 for the units left out. chosen: per layer, the units in node order."""
+    T = len(fz.tokens)
+    reduced = sum(len(c) for c in chosen) < sum(len(lin.token) for lin in fz.ffn)
+    src = sources(fz, chosen) if reduced else src
+    col = torch.full((src.n,), -1, dtype=torch.long)
     node = 0
     for off, idx in zip(src.unit_offset, chosen, strict=True):
-        col[off + idx] = torch.arange(node, node + len(idx), device=col.device)
+        at = off + (torch.arange(len(idx)) if reduced else idx.cpu())
+        col[at] = torch.arange(node, node + len(idx))
         node += len(idx)
-    tail = src.n - src.unit_offset[-1] - len(fz.ffn[-1].token) if fz.ffn else src.n
-    col[src.n - tail :] = torch.arange(node, node + tail, device=col.device)
+    tail = (len(src.error_offset) + 1) * T  # the errors, then the embeddings, as the nodes
+    start = src.embed_offset + T - tail
+    col[start : start + tail] = torch.arange(node, node + tail)
     assert node + tail + 1 == n_nodes
-    return col
+    return src, col.to(fz.tokens.device)
 
 
 def _place(rows_eff: Tensor, col: Tensor, n_nodes: int) -> tuple[Tensor, Tensor]:
@@ -144,7 +151,7 @@ def trace(
     chosen = _node_order(fz, _select(model, fz, src, G, max_nodes))
     n_units = sum(len(c) for c in chosen)
     n_nodes = n_units + len(fz.replaced) * T + T + 1
-    col = _columns(fz, src, chosen, n_nodes)
+    src, col = _columns(fz, src, chosen, n_nodes)
     A = G.new_zeros(n_nodes, n_nodes)
     const, rest = G.new_zeros(n_nodes), G.new_zeros(n_nodes)
     value = torch.full((n_nodes,), float("nan"), dtype=G.dtype, device=G.device)

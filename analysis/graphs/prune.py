@@ -57,35 +57,50 @@ class Pruned:
     influence: Tensor
 
 
+def node_influence(graph: AttributionGraph) -> Tensor:
+    """(N,) each node's influence on the logit (the module docstring), on the whole
+    graph: the one pass over the (N, N) matrix that every pruning of it shares."""
+    A = graph.adjacency.float()
+    w = torch.zeros(A.shape[0], dtype=A.dtype, device=A.device)
+    w[-1] = 1.0
+    return influence(normalise(A), w)
+
+
 def prune(
-    graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: float = 0.98
+    graph: AttributionGraph,
+    node_threshold: float = 0.8,
+    edge_threshold: float = 0.98,
+    node_inf: Tensor | None = None,
 ) -> Pruned:
-    """circuit-tracer's pruning (the module docstring) of one graph."""
+    """circuit-tracer's pruning (the module docstring) of one graph. node_inf: its
+    node_influence, if already computed. The edges are pruned on the kept nodes'
+    submatrix (what the pruned graph is: the others' rows and columns are zero)."""
     if not (0 <= node_threshold <= 1 and 0 <= edge_threshold <= 1):
         raise ValueError("prune: thresholds must be in [0, 1]")
-    A = graph.adjacency.float()
+    A = graph.adjacency
     N, n_inner = A.shape[0], graph.n_units + graph.n_errors
-    w = torch.zeros(N, dtype=A.dtype, device=A.device)
-    w[-1] = 1.0
-    node_inf = influence(normalise(A), w)
+    node_inf = node_influence(graph) if node_inf is None else node_inf
     nodes = (node_inf >= _threshold(node_inf, node_threshold)) & (node_inf > 0)
     nodes[n_inner:] = True
-    pruned = A.clone()
-    pruned[~nodes] = 0
-    pruned[:, ~nodes] = 0
-    norm = normalise(pruned)
-    edge_scores = norm * (influence(norm, w) + w)[:, None]
-    edges = (edge_scores >= _threshold(edge_scores.flatten(), edge_threshold)) & (edge_scores > 0)
+    kept = nodes.nonzero()[:, 0]
+    sub = normalise(A[kept][:, kept].float())
+    w = torch.zeros(len(kept), dtype=sub.dtype, device=sub.device)
+    w[-1] = 1.0
+    edge_scores = sub * (influence(sub, w) + w)[:, None]
+    sub_edges = (edge_scores >= _threshold(edge_scores.flatten(), edge_threshold)) & (
+        edge_scores > 0
+    )
+    inner = kept < n_inner
+    units = kept < graph.n_units
     while True:
-        before = nodes.clone()
-        edges[~nodes] = False
-        edges[:, ~nodes] = False
-        nodes[:n_inner] &= edges[:, :n_inner].any(0)
-        nodes[: graph.n_units] &= edges[: graph.n_units].any(1)
-        if torch.equal(nodes, before):
+        before = sub_edges.clone()
+        alive = (~inner | sub_edges.any(0)) & (~units | sub_edges.any(1))
+        sub_edges &= alive[:, None] & alive[None, :]
+        if torch.equal(sub_edges, before):
             break
-    edges[~nodes] = False
-    edges[:, ~nodes] = False
+    nodes[kept] = alive
+    edges = torch.zeros(N, N, dtype=torch.bool, device=A.device)
+    edges[kept[:, None], kept[None, :]] = sub_edges
     return Pruned(nodes, edges, node_inf)
 
 
@@ -104,14 +119,12 @@ def graph_stats(graph: AttributionGraph) -> dict[str, float]:
         "active_units": float(graph.meta["active_units"]),
         "error_share": float(row[err].sum() / row.sum().clamp(min=1e-30)),
     }
+    inf = node_influence(graph)  # once: the (N, N) pass every pruning shares
     for frac in (0.8, 0.9):
-        p = prune(graph, frac, frac)
+        p = prune(graph, frac, frac, node_inf=inf)
         pct = round(frac * 100)
         out[f"nodes_{pct}"] = float(p.nodes[: graph.n_units + graph.n_errors].sum())
         out[f"edges_{pct}"] = float(p.edges.sum())
-    w = torch.zeros(graph.n_nodes, device=graph.adjacency.device)
-    w[-1] = 1.0
-    inf = influence(normalise(graph.adjacency.float()), w)
     out["error_influence"] = float(inf[err].sum() / inf[:-1].sum().clamp(min=1e-30))
     out["logit_rel_error"] = graph.completeness["logit_rel_error"]
     out["units_rel_error"] = graph.completeness["units_rel_error"]
