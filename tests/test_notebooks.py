@@ -32,8 +32,18 @@ from glassbox.archs.checkpoint import read_config, read_metrics, resolve_checkpo
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ("expert_specialisation", "transcoder_features", "auditing_tool_calls", "the_gap")
-PLOTTED = ("expert_specialisation", "the_gap")  # the notebooks that draw figures
+NAMES = (
+    "expert_specialisation",
+    "transcoder_features",
+    "auditing_tool_calls",
+    "the_gap",
+    "attribution_graphs",
+)
+PLOTTED = (
+    "expert_specialisation",
+    "the_gap",
+    "attribution_graphs",
+)  # the notebooks that draw figures
 
 
 def needs(*names: str) -> None:
@@ -218,3 +228,25 @@ def test_the_gap(tmp_path, monkeypatch):
     assert set(r["real_architectures"]) == kinds
     assert r["real_checkpoints"] == {a: f"glassbox/{a}" for a in r["real_architectures"]}
     assert r["real_seeds"] == [config("dense")["run"]["seed"]]
+
+
+@pytest.mark.slow
+def test_attribution_graphs(tmp_path, monkeypatch):
+    needs("transcoder", "tool")
+    r = execute("attribution_graphs", tmp_path, monkeypatch)
+    assert set(r["graphs"]) == {
+        f"{m}/{s}" for m in ("transcoder", "tool") for s in ("addition", "ioi")
+    }
+    for g in r["graphs"].values():
+        # the completeness identity, stored and recomputed from the adjacency matrix
+        assert g["completeness"]["logit_rel_error"] < 1e-4
+        assert g["by_hand"] == pytest.approx(g["logit"], rel=1e-4)
+        assert g["error_nodes"] == 0 and 0 <= g["nodes_80"] <= g["unit_nodes"]
+    for key, s in r["stats"].items():
+        assert s["completeness"] < 1e-4, key
+        assert s["summary"]["interp.graph_error_share"] == 0.0, key  # by construction
+        assert s["summary"]["interp.graph_top1_agreement"] == 1.0, key
+    assert len(r["files"]) == 4
+    written = tmp_path / "attribution_graphs" / "graphs"
+    listing = json.loads((written / "graph-metadata.json").read_text())
+    assert sorted(m["slug"] + ".json" for m in listing["graphs"]) == sorted(r["files"])
