@@ -8,16 +8,12 @@
 #   bash benchmarks/gpu_check.sh                  # from the repository root (or anywhere)
 #   OUT=/somewhere bash benchmarks/gpu_check.sh   # where the summary and the log tarball go
 #
-# It runs from a plain copy of the tree: glassbox is imported through a folder of
-# links made here (no install). It needs torch (CUDA), lightning, transformers,
-# tokenizers, torchmetrics, safetensors and matplotlib in the Python it finds
-# ($PYTHON, else python3); datasets and omegaconf, if missing, are installed from
-# wheels in .whl/ (gitignored). Fill .whl/ beforehand on a networked Linux x86_64
-# machine with the GPU machine's Python version (3.12 here):
-#   python3.12 -m pip download -d .whl datasets omegaconf
-#   python3.12 -m pip wheel -w .whl --no-deps .whl/*.tar.gz && rm .whl/*.tar.gz
-# (antlr4-python3-runtime, needed by omegaconf, ships only as a source archive; the
-# second line turns it into a wheel so that nothing is built on the GPU machine).
+# It runs from a plain copy of the tree (benchmarks/gpu_env.sh: glassbox through a
+# folder of links, no install). It needs torch (CUDA), lightning, transformers,
+# tokenizers, torchmetrics, safetensors and matplotlib in the Python it finds ($PYTHON,
+# else python3); datasets and omegaconf, if missing, are installed from wheels in .whl/
+# (gpu_env.sh's header says how to fill it). Its sibling scale_gpu.sh trains the size
+# ladder's L rung on code (benchmarks/README.md).
 #
 # Knobs (environment): STEPS (300) training steps per architecture; ACCEL (gpu) and
 # SMALL=1 (a tiny model, CPU benchmarks) only to try the script itself on a CPU.
@@ -36,32 +32,9 @@ SUMMARY="$OUT/gpu_check_summary.txt"
 START=$(date +%s)
 cd "$ROOT" || exit 1
 
-say() { echo "$*" | tee -a "$SUMMARY"; }
-left() { echo $((BUDGET_S - ($(date +%s) - START))); }
-
-# --- Python packages: datasets and omegaconf from .whl/ when missing --------------
-if ! "$PY" -c "import datasets, omegaconf" 2>/dev/null; then
-  if [ ! -d "$ROOT/.whl" ]; then
-    say "datasets/omegaconf missing and no .whl/ folder: fill it as the header of $0 says"
-    exit 2
-  fi
-  "$PY" -m pip install -q --no-index --find-links "$ROOT/.whl" datasets omegaconf \
-    || "$PY" -m pip install -q --no-index --find-links "$ROOT/.whl" --target "$WORK/site" \
-      datasets omegaconf \
-    || { say "installing datasets/omegaconf from .whl/ failed"; exit 2; }
-  [ -d "$WORK/site" ] && export PYTHONPATH="$WORK/site"
-fi
-
-# --- glassbox without an install: glassbox/ plus archs, training, analysis as its
-# subpackages (what pyproject's package-dir maps), linked into one folder ----------
-mkdir -p "$WORK/ns/glassbox"
-ln -s "$ROOT"/glassbox/*.py "$WORK/ns/glassbox/"
-for sub in archs training analysis; do ln -s "$ROOT/$sub" "$WORK/ns/glassbox/$sub"; done
-export PYTHONPATH="$WORK/ns${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONWARNINGS=ignore TOKENIZERS_PARALLELISM=false
-# A script run with glassbox imported first (the scripts put the checkout on sys.path).
-script() { "$PY" -c 'import glassbox.archs, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")' "$@"; }
-glassbox() { "$PY" -c 'import sys; from glassbox.cli import main; raise SystemExit(main(sys.argv[1:]))' "$@"; }
+# say, left, glassbox, script; datasets/omegaconf from .whl/; glassbox without an install
+# shellcheck source=benchmarks/gpu_env.sh
+source "$ROOT/benchmarks/gpu_env.sh"
 
 say "glassbox GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 "$PY" - <<'EOF' 2>&1 | tee -a "$SUMMARY"

@@ -334,6 +334,14 @@ COMMANDS = {
         "(trainer.max_steps=300).",
         "glassbox compare configs/compare.yaml seeds=[0] trainer.max_steps=200",
     ),
+    "ladder": (
+        "the gap against size: every kind at sizes S, M, L on code, one report",
+        "Run the compare of each rung of configs/ladder/ladder.yaml the machine allows (S "
+        "on a CPU, S, M and L where a GPU is found, or --rungs), then write ladder.md, "
+        "ladder.json and ladder.png: the capability gap and each informative score per "
+        "kind against size. --params prints every kind's parameters per rung.",
+        "glassbox ladder --rungs S seeds=[0]",
+    ),
     "generate": (
         "continue a prompt; a tool model's calls are executed and traced",
         "Generate from a checkpoint (greedy unless --temperature). A model trained with "
@@ -435,6 +443,15 @@ def _add_compare(sub) -> None:
     c.set_defaults(fn=_cmd_compare)
 
 
+def _add_ladder(sub) -> None:
+    """The arguments of `glassbox ladder` (glassbox.ladder.add_arguments)."""
+    from glassbox.ladder import add_arguments, main
+
+    p = _command(sub, "ladder")
+    add_arguments(p)
+    p.set_defaults(fn=main)
+
+
 def _add_generate(sub) -> None:
     """The arguments of `glassbox generate`: a checkpoint, a prompt and how to sample."""
     g = _command(sub, "generate")
@@ -518,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_eval,
         _add_analyze,
         _add_compare,
+        _add_ladder,
         _add_generate,
         _add_trace,
         _add_export,

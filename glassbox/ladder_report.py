@@ -1,0 +1,253 @@
+"""The size ladder's summary: the gap against size, read from the rungs' report.json.
+
+    report_ladder/
+      ladder.md, ladder.json, ladder.png     the summary (write_ladder_summary)
+      S/, M/, L/                              each rung's compare (report.json, runs/)
+
+Each rung's report.json is read back into the report's own tables (its `runs` become
+RunResults, aggregated by glassbox.report_tables.ReportTables over seeds, with the
+report's "not informative" test), so a cell here is the cell of that rung's report:
+no number is recomputed. Per score, a table with a row per kind and a column per rung;
+the scores are the capability (val loss and its gap to dense), the report's headline
+scores, and every other interpretability score of the registry that is informative
+(moves away from its untrained twin) for some kind at some rung; a cell that is not
+informative at its rung is marked † as in the report. ladder.png draws the gap and the informative
+scores with intervals against the dense model's active parameters, a line per kind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from glassbox.compare_config import BASELINE
+from glassbox.metrics import DOMAINS, INTERPRETABILITY, METRICS, Metric, Stat
+from glassbox.report_tables import ReportTables
+from glassbox.results import RunResult, gap_percent
+from glassbox.table import NOT_INFORMATIVE, Table
+
+__all__ = ["Rung", "ladder_tables", "read_rung", "write_ladder_summary"]
+
+VAL_LOSS = METRICS["capability:val_loss"]
+MAX_PANELS = 8  # ladder.png: the val-loss gap and at most 7 scores
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung's compare, as its report.json says: the report's tables and the corpus."""
+
+    name: str
+    tables: ReportTables
+    corpus: Mapping[str, Any]  # the code corpus the rung read (ladder.json's `corpus`)
+
+    def stat(self, arch: str, key: str) -> Stat | None:
+        return self.tables.summary.get(arch, {}).get(key)
+
+    def constant(self, arch: str, key: str) -> float | None:
+        s = self.stat(arch, key)
+        return None if s is None else s["mean"]
+
+
+def read_rung(name: str, report_json: Path, corpus: Mapping[str, Any] | None = None) -> Rung:
+    """A rung from its compare's report.json (the runs it scored, re-aggregated)."""
+    d = json.loads(Path(report_json).read_text())
+    runs = tuple(
+        RunResult.from_json({k: v for k, v in r.items() if k != "posthoc"}) for r in d["runs"]
+    )
+    seeds = tuple(sorted({r.seed for r in runs}))
+    tables = ReportTables(Path(report_json).parent, seeds, d.get("config", {}), runs)
+    return Rung(name, tables, dict(corpus or {}))
+
+
+def _kinds(rungs: Sequence[Rung]) -> list[str]:
+    """Every architecture of any rung, dense first, then in the rungs' order."""
+    out: list[str] = []
+    for r in rungs:
+        out += [a for a in r.tables.summary if a not in out]
+    return sorted(out, key=lambda a: a != BASELINE)
+
+
+def informative_scores(rungs: Sequence[Rung]) -> list[Metric]:
+    """The interpretability and domain entries (expanded per name) that have an
+    untrained twin and a value at some rung: the headline ones always (marked † where
+    not informative), the others where informative for some kind at some rung; in
+    the registry's order, headline first."""
+    out: list[Metric] = []
+    for r in rungs:
+        flagged = {a: {m.key for m in ms} for a, ms in r.tables.not_informative().items()}
+        for m in r.tables.section(INTERPRETABILITY) + r.tables.section(DOMAINS):
+            if "init" not in m.baselines or any(m.key == o.key for o in out):
+                continue
+            has = [a for a, s in r.tables.summary.items() if s.get(m.key)]
+            if has and (m.headline or any(m.key not in flagged.get(a, ()) for a in has)):
+                out.append(m)
+    order = [m.key for m in METRICS.values()]
+    return sorted(out, key=lambda m: (not m.headline, order.index(m.key) if m.key in order else len(order)))  # fmt: skip
+
+
+def _header(r: Rung) -> str:
+    n = r.constant(BASELINE, "params.active")
+    return f"{r.name} ({n / 1e6:.2f}M)" if n else r.name
+
+
+def _score_table(m: Metric, rungs: Sequence[Rung], kinds: Sequence[str]) -> Table:
+    """A row per kind, a column per rung: the rung report's cell (value, interval,
+    † where not informative there)."""
+    rows = []
+    for arch in kinds:
+        cells = []
+        for r in rungs:
+            cell = m.format(r.stat(arch, m.key))
+            flagged = {x.key for x in r.tables.not_informative().get(arch, [])}
+            twin = r.stat(arch, m.baseline("init").key)
+            if twin and r.stat(arch, m.key):
+                cell += f" (twin {m.format_value(twin['mean'])})"
+            cells.append(f"{cell} {NOT_INFORMATIVE}" if m.key in flagged else cell)
+        rows.append((arch, cells))
+    return Table(m.header, "kind", [_header(r) for r in rungs], rows, m.doc)
+
+
+def _capability_table(rungs: Sequence[Rung], kinds: Sequence[str]) -> Table:
+    """Val loss per kind and rung, with its gap to the rung's dense model."""
+    rows = []
+    for arch in kinds:
+        cells = []
+        for r in rungs:
+            s, d = r.stat(arch, VAL_LOSS.key), r.stat(BASELINE, VAL_LOSS.key)
+            g = gap_percent(s["mean"] if s else None, d["mean"] if d else None)
+            cells.append(VAL_LOSS.format(s) + ("" if g is None else f" ({g:+.1f}%)"))
+        rows.append((arch, cells))
+    note = "Test split, next-token loss on code; in brackets the gap to the rung's dense model."
+    return Table("Capability: val loss (gap to dense)", "kind", [_header(r) for r in rungs], rows, note)  # fmt: skip
+
+
+def _budget_table(rungs: Sequence[Rung], kinds: Sequence[str]) -> Table:
+    """What each rung held equal: training tokens, and each kind's active / total parameters."""
+    rows = []
+    for r in rungs:
+        tokens = r.constant(BASELINE, "train.tokens")
+        cells = [f"{tokens:,.0f}" if tokens else "–"]
+        for arch in kinds:
+            act, tot = r.constant(arch, "params.active"), r.constant(arch, "params.total")
+            cells.append(f"{act:,.0f} / {tot:,.0f}" if act and tot else "–")
+        rows.append((r.name, cells))
+    return Table(
+        "What each rung holds equal", "rung", ["training tokens", *kinds], rows,
+        "Active (non-zero, per token) / total parameters of each kind; every kind of a rung "
+        "trains on the same tokens.",
+    )  # fmt: skip
+
+
+def ladder_tables(rungs: Sequence[Rung]) -> list[Table]:
+    """The budget, the capability gap and one table per informative score."""
+    kinds = _kinds(rungs)
+    scores = [_score_table(m, rungs, kinds) for m in informative_scores(rungs)]
+    return [_budget_table(rungs, kinds), _capability_table(rungs, kinds), *scores]
+
+
+def _corpus_note(rungs: Sequence[Rung]) -> str:
+    """One line per rung on the corpus it read, and whether the rungs read the same one."""
+    lines = []
+    for r in rungs:
+        c = r.corpus
+        if c:
+            lines.append(f"- {r.name}: Python {c.get('python', '?')}, {c.get('packages', '?')} "
+                         f"packages, characters by split {c.get('chars', {})}")  # fmt: skip
+    fingerprints = {json.dumps(r.corpus.get("package_names"), sort_keys=True) for r in rungs if r.corpus}  # fmt: skip
+    if len(fingerprints) > 1:
+        lines.append("- **The rungs read different corpora** (different installed packages): "
+                     "the gap against size is confounded with the data.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _plot(rungs: Sequence[Rung], kinds: Sequence[str], path: Path) -> Path:
+    """ladder.png: the val-loss gap to dense and each informative score (95% interval
+    as error bars) against the dense model's active parameters, a line per kind."""
+    panels: list[Metric | None] = [None, *informative_scores(rungs)][:MAX_PANELS]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(4 * cols, 3.2 * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    xs = [r.constant(BASELINE, "params.active") or float(i + 1) for i, r in enumerate(rungs)]
+    for n, m in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, n + 1)
+        for c, arch in enumerate(kinds):
+            pts = [(x, *_point(r, arch, m)) for x, r in zip(xs, rungs)]
+            pts = [p for p in pts if p[1] is not None]
+            if not pts:
+                continue
+            x, y, lo, hi = zip(*pts)
+            ax.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]],
+                        marker="o", capsize=3, color=colours[c % len(colours)], label=arch)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [r.name for r in rungs])
+        ax.minorticks_off()
+        ax.set_title("val loss gap to dense (%)" if m is None else m.header, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=8)
+    fig.supxlabel("rung (x: the dense model's active parameters, log scale)")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _point(r: Rung, arch: str, m: Metric | None) -> tuple[float | None, float, float]:
+    """(value, low, high) of a panel's point; the interval is the value where there is none."""
+    if m is None:
+        s, d = r.stat(arch, VAL_LOSS.key), r.stat(BASELINE, VAL_LOSS.key)
+        g = gap_percent(s["mean"] if s else None, d["mean"] if d else None)
+        return (g, g or 0.0, g or 0.0)
+    s = r.stat(arch, m.key)
+    if not s:
+        return (None, 0.0, 0.0)
+    lo, hi = s.get("ci") or (s["mean"], s["mean"])
+    return (s["mean"], lo, hi)
+
+
+def write_ladder_summary(out_dir: Path, rungs: Sequence[Rung]) -> Path:
+    """ladder.md, ladder.json and ladder.png into out_dir; returns ladder.md's path."""
+    out_dir = Path(out_dir)
+    kinds = _kinds(rungs)
+    _plot(rungs, kinds, out_dir / "ladder.png")
+    lines = [
+        "# The gap against size",
+        "",
+        f"Rungs {', '.join(r.name for r in rungs)} of configs/ladder/ (each rung's own report: "
+        f"{', '.join(f'[{r.name}]({r.name}/report.md)' for r in rungs)}). Brackets are 95% "
+        f"intervals, (twin x) the untrained twin's value, {NOT_INFORMATIVE} a score that does "
+        "not tell the trained model from its twin at that rung.",
+        "",
+        _corpus_note(rungs),
+        "",
+        "![the gap against size](ladder.png)",
+        "",
+    ]
+    for t in ladder_tables(rungs):
+        lines += [f"## {t.title}", "", *t.markdown(), ""]
+    path = out_dir / "ladder.md"
+    path.write_text("\n".join(lines))
+    (out_dir / "ladder.json").write_text(json.dumps(_json(rungs, kinds), indent=2))
+    return path
+
+
+def _json(rungs: Sequence[Rung], kinds: Sequence[str]) -> dict[str, Any]:
+    """ladder.json: per rung, its corpus and per kind every score the tables show."""
+    keys = ["params.active", "params.total", "train.tokens", VAL_LOSS.key]
+    keys += [k for m in informative_scores(rungs) for k in (m.key, m.baseline("init").key)]
+    return {
+        r.name: {
+            "corpus": dict(r.corpus),
+            "kinds": {a: {k: r.stat(a, k) for k in keys} for a in kinds},
+            "not_informative": {
+                a: [m.key for m in ms] for a, ms in r.tables.not_informative().items()
+            },  # fmt: skip
+        }
+        for r in rungs
+    }

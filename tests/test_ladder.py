@@ -1,0 +1,198 @@
+"""The size ladder (glassbox.ladder, configs/ladder/) and its GPU script
+(benchmarks/scale_gpu.sh): every rung's kinds matched on active parameters with equal
+tokens, the rungs a machine runs, the steps a budget fits, the summary read from the
+rungs' reports, and the script end to end on a CPU with the tiny rung."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from glassbox.archs import Transformer
+from glassbox.archs.errors import ArgumentError
+from glassbox.archs.weight_sparsity import apply_weight_sparsity, nonzero_params
+from glassbox.ladder import (
+    add_arguments,
+    load_ladder_config,
+    pick_rungs,
+    run_configs,
+    rung_config,
+    rung_params,
+    steps_for_budget,
+    tokens_per_step,
+)
+from glassbox.ladder_report import read_rung, write_ladder_summary
+from glassbox.report import Report
+from glassbox.results import RunResult
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"S": (128, 2), "M": (256, 4), "L": (256, 8)}  # d_model x layers, as the issue names them
+
+
+@pytest.fixture(autouse=True)
+def _in_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the configs name each other from the repository root
+
+
+@pytest.mark.parametrize("rung", ["S", "M", "L"])
+def test_each_rung_matches_active_parameters_and_tokens(rung):
+    cc = rung_config(load_ladder_config(), rung, "gpu")
+    cfgs = run_configs(cc)
+    assert set(cfgs) == {"dense", "moe", "transcoder", "weight_sparse"}
+    d_model, layers = SIZES[rung]
+    assert (cfgs["dense"].model.d_model, cfgs["dense"].model.n_layers) == (d_model, layers)
+    assert all(c.data.source == "code" for c in cfgs.values())
+    # equal tokens: the same rows per step, the same steps, the same data
+    assert len({(tokens_per_step(c), c.trainer.max_steps) for c in cfgs.values()}) == 1
+    assert len({json.dumps(str(c.data), sort_keys=True) for c in cfgs.values()}) == 1
+    p = rung_params(cc)
+    dense = p["dense"]["active"]
+    assert p["dense"]["total"] == dense
+    # moe and weight_sparse within 1% of dense's active (non-zero) parameters; the
+    # transcoder below it (its k decoder rows), as configs/model/transcoder.yaml says
+    assert abs(p["moe"]["active"] / dense - 1) < 0.01 < p["moe"]["total"] / dense - 1
+    assert abs(p["weight_sparse"]["nonzero"] / dense - 1) < 0.001
+    assert p["weight_sparse"]["total"] > 2.5 * dense  # twice as wide, most of it zeros
+    assert 0.75 < p["transcoder"]["active"] / dense < 1
+
+
+def test_counted_nonzero_is_what_pruning_keeps():
+    """The tiny rung's weight_sparse model built for real and pruned to its target
+    density holds exactly the non-zero parameters --params counts on the meta device."""
+    lc = load_ladder_config("configs/ladder/tiny/ladder.yaml")
+    cc = rung_config(lc, "T", "cpu")
+    cfg = run_configs(cc)["weight_sparse"]
+    model = Transformer(cfg.model)
+    apply_weight_sparsity(model, cfg.model.weight_sparsity.target_density)
+    counted = rung_params(cc)["weight_sparse"]
+    assert nonzero_params(model) == counted["nonzero"] < counted["total"] == model.num_params()
+
+
+def test_rungs_grow_and_share_one_budget():
+    lc = load_ladder_config()
+    dense = [rung_params(rung_config(lc, r, "gpu"))["dense"]["active"] for r in lc.rungs]
+    assert dense == sorted(dense) and len(set(dense)) == 3
+    budgets = set()
+    for rung in lc.rungs:
+        cfg = run_configs(rung_config(lc, rung, "gpu"))["dense"]
+        budgets.add((tokens_per_step(cfg), cfg.trainer.max_steps, cfg.optim.lr))
+    assert len(budgets) == 1  # the same tokens and schedule at every size
+
+
+def test_the_machine_picks_its_rungs():
+    lc = load_ladder_config()
+    assert pick_rungs(lc, None, "cpu") == ["S"]
+    assert pick_rungs(lc, None, "gpu") == ["S", "M", "L"]
+    assert pick_rungs(lc, "L,S", "cpu") == ["S", "L"]  # asked: in the ladder's order
+    with pytest.raises(ArgumentError, match="--rungs='XL'"):
+        pick_rungs(lc, "XL", "gpu")
+
+
+def test_device_overrides_reach_every_run():
+    lc = load_ladder_config()
+    cpu = run_configs(rung_config(lc, "S", "cpu", ["trainer.max_steps=7"]))
+    gpu = run_configs(rung_config(lc, "S", "gpu"))
+    assert all(c.trainer.max_steps == 7 and not c.trainer.compile for c in cpu.values())
+    assert all(c.trainer.compile and c.trainer.max_steps == 4000 for c in gpu.values())
+    assert rung_config(lc, "S", "cpu").out_dir == str(Path(lc.out_dir) / "S")
+
+
+def test_steps_fit_the_budget_and_each_kind_has_its_share():
+    cc = rung_config(load_ladder_config(), "L", "gpu")
+    rate = 1e14  # FLOP/s
+    steps, share = steps_for_budget(cc, 300.0, rate)
+    per_step = tokens_per_step(run_configs(cc)["dense"])
+    flops = sum(p["flops_per_token"] for p in rung_params(cc).values()) * per_step
+    assert steps * flops <= 300 * rate < (steps + 1) * flops
+    assert math.isclose(sum(share.values()), steps * flops / rate)
+    assert share["weight_sparse"] > 3 * share["dense"]  # twice as wide: ~4x the FLOPs
+
+
+def _run(arch, seed, val_loss, lift, twin, params):
+    """A scored run as compare saves it: capability from metrics.json, audited scores
+    with their 95% intervals (key_ci) beside the untrained twin's."""
+    return RunResult(
+        arch=arch, seed=seed, run_dir=f"runs/{arch}-seed{seed}",
+        capability={"val_loss": val_loss, "params.active": params, "params.total": 2 * params,
+                    "params.nonzero": 2 * params, "train.tokens": 1000},
+        interp={"interp.lift_pooled": lift[0], "interp.lift_pooled_ci": lift[1:],
+                "baselines.init.interp.lift_pooled": twin[0],
+                "baselines.init.interp.lift_pooled_ci": twin[1:]},
+    )  # fmt: skip
+
+
+def test_summary_reads_the_rungs_reports(tmp_path):
+    """Two rungs' report.json as compare writes them -> one table per score with a
+    column per rung, the report's interval and † (not informative) kept, the gap to
+    the rung's dense model, the plot and the JSON."""
+    rungs = []
+    for name, n, moe_lift in (("S", 1000, (0.01, -0.01, 0.03)), ("M", 4000, (0.2, 0.15, 0.25))):
+        runs = (
+            _run("dense", 0, 2.0, (0.10, 0.08, 0.12), (0.0, -0.01, 0.01), n),
+            _run("moe", 0, 2.2, moe_lift, (0.0, -0.01, 0.01), n),
+        )
+        Report(out_dir=tmp_path / name, seeds=(0,), config={}, runs=runs).write()
+        rungs.append(read_rung(name, tmp_path / name / "report.json", {"python": "3.12"}))
+    md = write_ladder_summary(tmp_path, rungs).read_text()
+    assert "| kind | S (0.00M) | M (0.00M) |" in md
+    assert "| dense | 0.100 [0.080, 0.120] (twin 0.000) | 0.100 [0.080, 0.120] (twin 0.000) |" in md
+    # moe at S is within its twin's interval: marked, as its rung's report marks it
+    assert (
+        "| moe | 0.010 [-0.010, 0.030] (twin 0.000) † | 0.200 [0.150, 0.250] (twin 0.000) |" in md
+    )
+    assert "| moe | 2.200 (+10.0%) | 2.200 (+10.0%) |" in md  # val loss and its gap to dense
+    assert "| S | 1,000 | 1,000 / 2,000 | 1,000 / 2,000 |" in md
+    data = json.loads((tmp_path / "ladder.json").read_text())
+    assert data["M"]["kinds"]["moe"]["interp.lift_pooled"]["ci"] == [0.15, 0.25]
+    assert data["S"]["not_informative"]["moe"] == ["interp.lift_pooled"]
+    assert (tmp_path / "ladder.png").stat().st_size > 10_000
+
+
+def test_command_line_parses():
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    a = p.parse_args(["--rungs", "L", "--train-only", "--arch", "dense", "trainer.max_steps=3"])
+    assert (a.rungs, a.train_only, a.arch, a.overrides) == ("L", True, "dense", ["trainer.max_steps=3"])  # fmt: skip
+    with pytest.raises(SystemExit):  # one thing at a time
+        p.parse_args(["--params", "--train-only"])
+
+
+@pytest.mark.slow
+def test_gpu_script_end_to_end_on_cpu(tmp_path):
+    """benchmarks/scale_gpu.sh with the tiny rung on a CPU (ACCEL=cpu SMALL=1): corpus,
+    every kind trained 21 steps (one throughput window), tokens/s and MFU printed,
+    scored, and one archive holding each kind's checkpoint and log, the corpus
+    manifest and the ladder's report. About three minutes."""
+    env = {**os.environ, "PYTHON": sys.executable, "ACCEL": "cpu", "SMALL": "1", "STEPS": "21",
+           "OVERHEAD_S": "20", "SCORE_S": "10", "OUT": str(tmp_path / "out"),
+           "TMPDIR": str(tmp_path)}  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "scale_gpu.sh")], env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (tmp_path / "out" / "scale_gpu_summary.txt").read_text()
+    assert "21 steps x 256 tokens = 5376 tokens per kind" in summary
+    for arch in ("dense", "moe", "transcoder", "weight_sparse"):
+        line = next(x for x in summary.splitlines() if x.startswith(arch + " "))
+        assert "steady" in line and "MFU" in line and "nan" not in line, line
+    assert "scored in" in summary
+    with tarfile.open(tmp_path / "out" / "scale_gpu.tar.gz") as tar:
+        names = set(tar.getnames())
+        corpus = json.load(tar.extractfile("ladder/T.corpus.json"))
+    for arch in ("dense", "moe", "transcoder", "weight_sparse"):
+        run = f"ladder/T/runs/{arch}-seed0"
+        assert {f"{run}/checkpoint/model.safetensors", f"{run}/checkpoint/metrics.json",
+                f"{run}/logs/metrics.csv", f"logs/train_{arch}.log"} <= names  # fmt: skip
+    assert {"ladder/T/report.json", "ladder/ladder.md", "ladder/ladder.png"} <= names
+    assert not any(n.endswith(".ckpt") for n in names)
+    assert corpus["manifest"]["packages"]["json"]["split"] == "val"
+    assert corpus["rows"]["train"] > 0 and corpus["summary"]["packages"] == 6
