@@ -28,6 +28,7 @@ from glassbox.archs.config import (
 )
 from glassbox.archs.ffn import FFN, ffn_kinds, register_ffn, unregister_ffn
 from glassbox.archs.hooks import HookPoint
+from glassbox.archs.linearised import LinearFFN
 from glassbox.archs.routing import ROUTERS, PooledRouter, ReLURouter, SoftmaxRouter
 from glassbox.archs.units import HookUnits, UnitGroup
 from glassbox.training.config import OptimConfig, to_dict
@@ -71,6 +72,16 @@ class ToyFFN(FFN):
 
     def after_optimizer_step(self) -> None:
         self.steps += 1
+
+    def linearise(self, x: Tensor, acts=None) -> LinearFFN:
+        """Its active units at each token, exactly: relu is the identity where a unit fires."""
+        h = F.relu(self.W_in(x))
+        token, unit = h.nonzero(as_tuple=True)
+        return LinearFFN(
+            token=token, unit=unit, act=h[token, unit], write=self.W_out.weight.T[unit],
+            read=self.W_in.weight[unit], read_bias=h.new_zeros(unit.shape[0]),
+            bias=x.new_zeros(x.shape),
+        )  # fmt: skip
 
     def unit_groups(self, layer: int) -> list[UnitGroup]:
         """Its hidden units: each reads a W_in row and writes a W_out column."""
@@ -302,7 +313,7 @@ def test_a_new_kind_gets_every_score_circuit_dashboard_and_report_column(toy, tm
     runs = {r.arch: r for r in report.runs}
     # every score that does not belong to one kind, the toy's as the dense model's
     every_kind = ("interp.coverage", "interp.lift_pooled", "interp.info_beyond_token",
-                  "interp.circuit_fraction.copy", "interp.microcircuit_tasks")  # fmt: skip
+                  "interp.circuit_fraction.copy", "interp.microcircuit_tasks", "interp.graph_nodes80")  # fmt: skip
     for key in every_kind:
         assert runs["toy"].interp.get(key) is not None, key
         assert f"baselines.init.{key}" in runs["toy"].interp
