@@ -68,6 +68,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
+    from glassbox.analysis.code_analysis import not_applicable_line as code_not_applicable
     from glassbox.analysis.interp import format_scores
     from glassbox.analysis.pipeline import analyze
     from glassbox.analysis.text_analysis import not_applicable_line
@@ -99,11 +100,11 @@ def _cmd_analyze(args) -> int:
     print("\n".join(format_scores(summary)))
     print(f"untrained: the same config at run.seed={init_seed}, at initialisation; token: what")
     print("the current token alone predicts; the last two columns are the lifts over them.")
-    if result.data == "text":
+    if result.data in ("text", "code"):  # by domain (package); what does not apply, said
         rest = {k: v for k, v in summary.items() if k.startswith(("domains.", "mechanistic."))}
         for k, v in sorted(rest.items()):
             print(f"{k:<36} {v:9.4f}" if isinstance(v, float) else f"{k:<36} {v!s:>9}")
-        print(not_applicable_line())
+        print(not_applicable_line() if result.data == "text" else code_not_applicable())
     print(f"wrote {out / 'analysis.json'} (analysis.pipeline's schema) and plots in {out}")
     return 0
 
