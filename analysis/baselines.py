@@ -28,14 +28,16 @@ network's units are a noisy function of the token and usually score below it).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from glassbox.analysis.batches import real_tokens, suite_batches
 from glassbox.analysis.coverage import ground_truth_labels
+from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.routing_metrics import contingency, mean_purity, nmi
 from glassbox.archs.transformer import Transformer
 from glassbox.training.data import DataConfig, SuiteData, build_datasets
@@ -209,6 +211,26 @@ def untrained_twin(model: Transformer, seed: int) -> Transformer:
         twin = Transformer(model.cfg)
     twin.tokenizer = getattr(model, "tokenizer", None)
     return twin.to(model.device).eval()
+
+
+def with_untrained_twin(
+    report_of: Callable[[Any, Any], dict[str, Any]],
+    model: Transformer,
+    out_dir: Any,
+    init_seed: int,
+    prefixes: tuple[str, ...] = ("interp.",),
+) -> dict[str, Any]:
+    """report_of(model, out_dir) of `model` and of its untrained twin (`untrained_twin` at
+    init_seed, the run's training seed; its plots are not written: out_dir None), by the
+    same code on the same tokens: the twin's summary keys starting with `prefixes` join
+    the model's as baselines.init.<key>, its whole report is under "untrained_twin";
+    JSON-safe."""
+    report = report_of(model, out_dir)
+    init = report_of(untrained_twin(model, init_seed), None)
+    twin = {f"baselines.init.{k}": v for k, v in init["summary"].items() if k.startswith(prefixes)}
+    report["summary"].update(twin)
+    report["untrained_twin"] = {"init_seed": init_seed, **init}
+    return jsonable(report)
 
 
 # ------------------------------------------------------------ the suite's features

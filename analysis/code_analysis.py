@@ -42,7 +42,7 @@ from datasets import DatasetDict
 
 from glassbox.analysis.activations import prefetch
 from glassbox.analysis.audit import audited_scores
-from glassbox.analysis.baselines import untrained_twin
+from glassbox.analysis.baselines import with_untrained_twin
 from glassbox.analysis.interp import coverage_scores, reading_hooks, suite_batches
 from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.microcircuits import microcircuit_report
@@ -140,18 +140,12 @@ def code_with_baselines(
     init_seed, at initialisation) on the same tokens; the twin's interp.* and
     domains.* scores join the summary as baselines.init.<key>, its whole report is
     under "untrained_twin". kw: code_report's."""
-    report = code_report(model, suite, out_dir, n_examples, seed, **kw)
-    twin = untrained_twin(model, init_seed)
-    init = code_report(twin, suite, None, n_examples, seed, **{**kw, "reference_model": None})
-    report["summary"].update(
-        {
-            f"baselines.init.{k}": v
-            for k, v in init["summary"].items()
-            if k.startswith(("interp.", "domains."))
-        }
-    )
-    report["untrained_twin"] = {"init_seed": init_seed, **init}
-    return jsonable(report)
+
+    def report_of(m, out):  # the twin is compared with no reference model
+        ref = kw.get("reference_model") if m is model else None
+        return code_report(m, suite, out, n_examples, seed, **{**kw, "reference_model": ref})
+
+    return with_untrained_twin(report_of, model, out_dir, init_seed, ("interp.", "domains."))
 
 
 __all__ = [

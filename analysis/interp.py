@@ -34,13 +34,13 @@ from glassbox.analysis.baselines import (
     feature_split,
     split_coverage,
     token_coverage,
-    untrained_twin,
+    with_untrained_twin,
 )
 from glassbox.analysis.batches import suite_batches
 from glassbox.analysis.circuits import circuit_report
 from glassbox.analysis.coverage import coverage, ground_truth_labels
 from glassbox.analysis.graphs.scores import graph_scores
-from glassbox.analysis.jsonable import is_defined, jsonable, mean_defined
+from glassbox.analysis.jsonable import is_defined, mean_defined
 from glassbox.analysis.microcircuits import microcircuit_report
 from glassbox.analysis.modularity import modularity
 from glassbox.analysis.sae_metrics import dead_fraction, dense_fraction, l0
@@ -267,14 +267,11 @@ def interp_with_baselines(
     under "untrained_twin"."""
     kw: dict[str, Any] = {"causal": causal, "circuits": circuits, "microcircuits": microcircuits}
     kw["graphs"] = graphs
-    report = interp_report(model, suite, out_dir, n_examples, seed, **kw)
-    twin = untrained_twin(model, init_seed)
-    init = interp_report(twin, suite, None, n_examples, seed, **kw)
-    report["summary"].update(
-        {f"baselines.init.{k}": v for k, v in init["summary"].items() if k.startswith("interp.")}
-    )
-    report["untrained_twin"] = {"init_seed": init_seed, **init}
-    return jsonable(report)
+
+    def report_of(m, out):
+        return interp_report(m, suite, out, n_examples, seed, **kw)
+
+    return with_untrained_twin(report_of, model, out_dir, init_seed)
 
 
 def format_scores(summary: Mapping[str, Any]) -> list[str]:

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from glassbox.analysis.audit import N_GROUPS, Labelled, read_units, specialisation_section
-from glassbox.analysis.baselines import untrained_twin
+from glassbox.analysis.baselines import with_untrained_twin
 from glassbox.analysis.batches import real_tokens, token_batch
 from glassbox.analysis.circuits import circuit_report
 from glassbox.analysis.domain_units import (
@@ -444,18 +444,12 @@ def text_with_baselines(
     config at init_seed, the run's training seed, at initialisation) on the same
     tokens; the twin's interp.* and domains.* scores join the summary as
     baselines.init.<key>, its whole report is under "untrained_twin". kw: text_report's."""
-    report = text_report(model, suite, out_dir, n_examples, seed, **kw)
-    twin = untrained_twin(model, init_seed)
-    init = text_report(twin, suite, None, n_examples, seed, **{**kw, "reference_model": None})
-    report["summary"].update(
-        {
-            f"baselines.init.{k}": v
-            for k, v in init["summary"].items()
-            if k.startswith(("interp.", "domains."))
-        }
-    )
-    report["untrained_twin"] = {"init_seed": init_seed, **init}
-    return jsonable(report)
+
+    def report_of(m, out):  # the twin is compared with no reference model
+        ref = kw.get("reference_model") if m is model else None
+        return text_report(m, suite, out, n_examples, seed, **{**kw, "reference_model": ref})
+
+    return with_untrained_twin(report_of, model, out_dir, init_seed, ("interp.", "domains."))
 
 
 __all__ = [
