@@ -42,11 +42,10 @@ from datasets import DatasetDict
 
 from glassbox.analysis.activations import prefetch
 from glassbox.analysis.audit import audited_scores
-from glassbox.analysis.baselines import with_untrained_twin
 from glassbox.analysis.interp import coverage_scores, reading_hooks, suite_batches
 from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.microcircuits import microcircuit_report
-from glassbox.analysis.text_analysis import text_report
+from glassbox.analysis.text_analysis import by_domain_with_twin, text_report
 from glassbox.training.data import SuiteData
 
 # Scores of the skill suite that code, with features and packages but no skills,
@@ -140,12 +139,7 @@ def code_with_baselines(
     init_seed, at initialisation) on the same tokens; the twin's interp.* and
     domains.* scores join the summary as baselines.init.<key>, its whole report is
     under "untrained_twin". kw: code_report's."""
-
-    def report_of(m, out):  # the twin is compared with no reference model
-        ref = kw.get("reference_model") if m is model else None
-        return code_report(m, suite, out, n_examples, seed, **{**kw, "reference_model": ref})
-
-    return with_untrained_twin(report_of, model, out_dir, init_seed, ("interp.", "domains."))
+    return by_domain_with_twin(code_report, model, suite, out_dir, n_examples, seed, init_seed, kw)
 
 
 __all__ = [

@@ -196,8 +196,8 @@ def circuit_for_task(
     scores and controls. A task the model has not learned: {"learned": False, ...}."""
     total = sum(g.n_units for g in groups)
     ones = torch.ones(1, total, dtype=torch.bool, device=fit.input_ids.device)
-    clean_fit = float(_mean_losses(model, fit, groups, means, ones, cfg))
-    d = mask_diffs(model, fit, groups, means, ones, cfg.max_rows)[0]
+    d = mask_diffs(model, fit, groups, means, ones, cfg.max_rows)[0]  # the clean model
+    clean_fit = float(task_loss(d).mean())
     floor = float((d > 0).double().mean()) - cfg.accuracy_gap
     out: dict[str, Any] = {"n_fit": len(fit), "n_score": len(score), "total_units": total,
                            "clean_loss": clean_fit}  # fmt: skip

@@ -444,16 +444,26 @@ def text_with_baselines(
     config at init_seed, the run's training seed, at initialisation) on the same
     tokens; the twin's interp.* and domains.* scores join the summary as
     baselines.init.<key>, its whole report is under "untrained_twin". kw: text_report's."""
+    return by_domain_with_twin(text_report, model, suite, out_dir, n_examples, seed, init_seed, kw)
 
-    def report_of(m, out):  # the twin is compared with no reference model
+
+def by_domain_with_twin(
+    report, model, suite, out_dir, n_examples: int, seed: int, init_seed: int, kw
+) -> dict[str, Any]:
+    """`report` (text_report, or a report by domain with its signature) of `model` and
+    of its untrained twin (analysis.baselines.with_untrained_twin), the twin compared
+    with no reference model; interp.* and domains.* join as baselines.init.<key>."""
+
+    def report_of(m, out):
         ref = kw.get("reference_model") if m is model else None
-        return text_report(m, suite, out, n_examples, seed, **{**kw, "reference_model": ref})
+        return report(m, suite, out, n_examples, seed, **{**kw, "reference_model": ref})
 
     return with_untrained_twin(report_of, model, out_dir, init_seed, ("interp.", "domains."))
 
 
 __all__ = [
     "NOT_APPLICABLE",
+    "by_domain_with_twin",
     "domain_labels",
     "expert_tokens",
     "feature_pages",
