@@ -259,6 +259,38 @@ def test_stdlib_and_site_entries_find_their_files():
         find_files(["stdlib:no_such_module_here"])
 
 
+def test_split_depth_holds_out_subpackages(tmp_path):
+    """At depth 2 a package's subpackages are units of their own (held out, a domain),
+    its top-level files one more; exclude takes a top-level or a dotted name."""
+    big = tmp_path / "big"
+    for sub in ("nn", "linalg", "io"):
+        (big / sub / "deep").mkdir(parents=True)
+        (big / sub / "a.py").write_text(f"x = {sub!r}\n")  # unique: duplicates are read once
+        (big / sub / "deep" / "b.py").write_text(f"y = {sub!r}\n")
+    (big / "__init__.py").write_text("z = 3\n")
+    (tmp_path / "single.py").write_text("w = 4\n")
+    units = {
+        f.relative_to(tmp_path).as_posix(): p for f, p, _ in find_files([str(tmp_path)], depth=2)
+    }
+    assert units == {
+        "big/__init__.py": "big", "single.py": "single",
+        **{f"big/{s}/a.py": f"big.{s}" for s in ("nn", "linalg", "io")},
+        **{f"big/{s}/deep/b.py": f"big.{s}" for s in ("nn", "linalg", "io")},
+    }  # fmt: skip
+    assert {p for _, p, _ in find_files([str(tmp_path)])} == {"big", "single"}  # depth 1
+    kept = {p for _, p, _ in find_files([str(tmp_path)], ["big.io"], depth=2)}
+    assert kept == {"big", "big.nn", "big.linalg", "single"}
+    assert {p for _, p, _ in find_files([str(tmp_path)], ["big"], depth=2)} == {"single"}
+    # the corpus splits by the unit: one package's subpackages land on different sides
+    c = CodeConfig(paths=[str(tmp_path)], split_depth=2, val_share=0.3, test_share=0.3)
+    manifest = load_corpus(c, 0).manifest
+    assert set(manifest["packages"]) == {"big", "big.nn", "big.linalg", "big.io", "single"}
+    for unit, info in manifest["packages"].items():
+        assert info["split"] == package_split(unit, 0, 0.3, 0.3)
+    with pytest.raises(ConfigError, match="data.code.split_depth"):
+        check_code_config(CodeConfig(split_depth=0))
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [

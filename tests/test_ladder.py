@@ -191,7 +191,8 @@ def test_gpu_script_end_to_end_on_cpu(tmp_path):
     for arch in ("dense", "moe", "transcoder", "weight_sparse"):
         run = f"ladder/T/runs/{arch}-seed0"
         assert {f"{run}/checkpoint/model.safetensors", f"{run}/checkpoint/metrics.json",
-                f"{run}/logs/metrics.csv", f"logs/train_{arch}.log"} <= names  # fmt: skip
+                f"{run}/logs/metrics.csv", f"logs/train_{arch}.log",
+                f"{run}/checkpoint/corpus_manifest.json"} <= names  # fmt: skip
     assert {"ladder/T/report.json", "ladder/ladder.md", "ladder/ladder.png"} <= names
     assert not any(n.endswith(".ckpt") for n in names)
     assert corpus["manifest"]["packages"]["json"]["split"] == "val"

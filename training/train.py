@@ -4,7 +4,8 @@ Run directory (run.out_dir):
     config.yaml          the resolved config of the run
     logs/                CSV and TensorBoard logs (Lightning loggers)
     checkpoints/         resumable Lightning checkpoints: last.ckpt and periodic step=N.ckpt
-    checkpoint/          the exported checkpoint (docs/design.md's format), written at the end
+    checkpoint/          the exported checkpoint (docs/design.md's format), written at the end;
+                         on code, with corpus_manifest.json (packages, versions, splits)
 
 Everything that can be checked is checked before the run directory is touched (the
 resume checkpoint, the data against the model), so a refused run writes nothing.
@@ -15,6 +16,7 @@ checkpoint) is tidied when the next run starts in the same directory.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -50,6 +52,7 @@ from glassbox.training.callbacks import (
     notice,
 )
 from glassbox.training.config import ExperimentConfig, parse_devices, to_dict
+from glassbox.training.data.code import CODE_MANIFEST, code_manifest
 from glassbox.training.data.packing import example_lengths
 from glassbox.training.datamodule import SuiteDataModule
 from glassbox.training.evaluate import evaluate_model, ioi_spec
@@ -351,4 +354,6 @@ def _train(cfg: ExperimentConfig) -> Path:
                 k: to_dict(getattr(cfg, k)) for k in ("data", "optim", "trainer", "run", "tools")
             },
         )
+        if cfg.data.source == "code":  # which packages, versions and splits it read
+            (export / CODE_MANIFEST).write_text(json.dumps(code_manifest(cfg.data), indent=1))
     return export

@@ -56,7 +56,10 @@ class CodeConfig:
     # A top-level package (or module) is a domain and is never split between train,
     # val and test. See training/data/code.py.
     paths: list[str] = field(default_factory=lambda: ["stdlib:"])
-    exclude: list[str] = field(default_factory=list)  # top-level package names left out
+    exclude: list[str] = field(default_factory=list)  # package names (top-level or dotted) left out
+    # the unit held out for val / test and a domain: a file's first split_depth folders
+    # (1: top-level packages; 2: subpackages such as torch.nn)
+    split_depth: int = 1
     max_file_bytes: int = 1_000_000  # larger files (generated tables) are left out, counted
     vocab_size: int = 2048  # byte-level BPE vocabulary (special tokens included), trained on train
     tokenizer_path: str = ""  # a tokenizer.json to use instead of training one
