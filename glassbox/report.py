@@ -323,10 +323,11 @@ class Report(ReportTables):
         """This report rewritten into `dest` to be committed (docs/results): report.md,
         .html, .json, pareto.png, and every run's plots copied to
         plots/<arch>-seed<s>/ (the runs/ folders of out_dir are build output), each
-        link made relative to `dest`. Returns report.md's path there."""
+        link made relative to `dest`. Returns report.md's path there. Only what it
+        writes is replaced: other results documents committed in `dest` stay."""
         dest = Path(dest)
-        if dest.exists():
-            shutil.rmtree(dest)
+        if (dest / "plots").exists():
+            shutil.rmtree(dest / "plots")  # runs no longer in the report leave no plots
         runs = []
         for r in self.runs:
             plots = []
