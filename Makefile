@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.glassbox-installed
 
-.PHONY: setup report results notebooks report-long report-smoke ship test lint bench
+.PHONY: setup report results notebooks report-long report-smoke matched-loss ship test lint bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ notebooks: $(STAMP)
 # (configs/compare_long.yaml states its time); `make ship` then makes them the shipped ones.
 report-long: $(STAMP)
 	$(BIN)/glassbox compare configs/compare_long.yaml
+
+# Circuit size against pretraining loss along training, dense and weight_sparse at two
+# seeds, and their size ratio at matched loss (configs/compare_matched.yaml states its time).
+matched-loss: $(STAMP)
+	$(BIN)/glassbox matched-loss configs/compare_matched.yaml
 
 # report-long's seed-0 runs into checkpoints/, scored by the main job, their model cards
 # written from its report/report.json, and the dashboards of the readable units exported.

@@ -343,6 +343,14 @@ COMMANDS = {
         "kind against size. --params prints every kind's parameters per rung.",
         "glassbox ladder --rungs S seeds=[0]",
     ),
+    "matched-loss": (
+        "circuit size against pretraining loss, and the ratio to dense at equal loss",
+        "Train the runs of a compare config that keeps every periodic checkpoint, find "
+        "the micro-task circuits of each checkpoint, and write matched_loss.md, .json and "
+        ".png: circuit nodes and edges against loss, and each kind's size over dense's "
+        "where their losses are equal (Gao et al. 2025's comparison), per seed.",
+        "glassbox matched-loss configs/compare_matched.yaml",
+    ),
     "generate": (
         "continue a prompt; a tool model's calls are executed and traced",
         "Generate from a checkpoint (greedy unless --temperature). A model trained with "
@@ -453,6 +461,15 @@ def _add_ladder(sub) -> None:
     p.set_defaults(fn=main)
 
 
+def _add_matched_loss(sub) -> None:
+    """The arguments of `glassbox matched-loss` (glassbox.matched_loss)."""
+    from glassbox.matched_loss import add_arguments, main
+
+    p = _command(sub, "matched-loss")
+    add_arguments(p)
+    p.set_defaults(fn=main)
+
+
 def _add_generate(sub) -> None:
     """The arguments of `glassbox generate`: a checkpoint, a prompt and how to sample."""
     g = _command(sub, "generate")
@@ -537,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_analyze,
         _add_compare,
         _add_ladder,
+        _add_matched_loss,
         _add_generate,
         _add_trace,
         _add_export,

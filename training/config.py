@@ -69,7 +69,9 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 500  # resumable Lightning checkpoints (last + periodic)
-    keep_checkpoints: int = 2  # periodic checkpoints kept besides last.ckpt
+    # periodic checkpoints kept besides last.ckpt; -1 keeps every one (a run read along
+    # its training: glassbox matched-loss)
+    keep_checkpoints: int = 2
     progress_bar: bool = True
     loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])  # csv | tensorboard
     cpu_threads: int = 0  # torch CPU threads (0: torch's default); small models are fastest on 1
@@ -279,9 +281,10 @@ def validate(cfg: ExperimentConfig) -> None:
     ):
         if getattr(t, key) <= 0:
             raise ConfigError(f"trainer.{key}", getattr(t, key), "must be a positive integer")
-    for key in ("limit_val_batches", "keep_checkpoints"):
-        if getattr(t, key) < 0:
-            raise ConfigError(f"trainer.{key}", getattr(t, key), "must be >= 0")
+    if t.limit_val_batches < 0:
+        raise ConfigError("trainer.limit_val_batches", t.limit_val_batches, "must be >= 0")
+    if t.keep_checkpoints < -1:
+        raise ConfigError("trainer.keep_checkpoints", t.keep_checkpoints, ">= 0, or -1: all")
     check_non_negative("trainer.gradient_clip_val", t.gradient_clip_val, " (0 disables)")
     if t.precision not in PRECISIONS:
         raise ConfigError("trainer.precision", t.precision, f"one of {', '.join(PRECISIONS)}")
