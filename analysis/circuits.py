@@ -62,7 +62,7 @@ means, and the hooks that mean-ablate the units a keep-mask leaves out).
 
     report = circuit_report(model, suite)   # {skill name: CircuitResult}
     report["copy"].size, report["copy"].units, report["copy"].curve_faithfulness
-    report.to_dict()                        # {"circuit_size.copy": ..., ...}: nest under interp.
+    report.to_dict()                        # {"skill_circuit_size.copy": ..., ...}: nest under interp.
 
 The units, their means, a skill's examples and the loss under keep-masks are
 analysis.mean_ablation's (importable from here too). The ranking and the
@@ -149,24 +149,26 @@ class CircuitReport(dict):
     coarse_kind: str = ""
 
     def to_dict(self, suffix: str = "") -> dict[str, float | int | None]:
-        """{"circuit_size.<skill>", "circuit_fraction.<skill>", "circuit_auc.<skill>",
-        "circuit_faithfulness.<skill>", "circuit_params.<skill>",
-        "circuit_reached.<skill>"} per skill, plus
-        "circuit_fraction" and "circuit_auc": means over the skills whose loss gap
+        """{"skill_circuit_size.<skill>", "skill_circuit_fraction.<skill>", "skill_circuit_auc.<skill>",
+        "skill_circuit_faithfulness.<skill>", "skill_circuit_params.<skill>",
+        "skill_circuit_reached.<skill>"} per skill, plus
+        "skill_circuit_fraction" and "skill_circuit_auc": means over the skills whose loss gap
         was defined (None when none was). `suffix` goes after "circuit_<name>"; the
         coarse report's keys follow with suffix "_<coarse_kind>"
-        ("circuit_size_expert.<skill>", ..., "circuit_auc_expert")."""
+        ("skill_circuit_size_expert.<skill>", ..., "skill_circuit_auc_expert")."""
         out: dict[str, Any] = {}
         for name, r in self.items():
-            out[f"circuit_size{suffix}.{name}"] = r.size
-            out[f"circuit_fraction{suffix}.{name}"] = r.fraction
-            out[f"circuit_auc{suffix}.{name}"] = r.auc
-            out[f"circuit_faithfulness{suffix}.{name}"] = r.faithfulness
-            out[f"circuit_params{suffix}.{name}"] = r.params_read_written
-            out[f"circuit_reached{suffix}.{name}"] = r.reached
+            out[f"skill_circuit_size{suffix}.{name}"] = r.size
+            out[f"skill_circuit_fraction{suffix}.{name}"] = r.fraction
+            out[f"skill_circuit_auc{suffix}.{name}"] = r.auc
+            out[f"skill_circuit_faithfulness{suffix}.{name}"] = r.faithfulness
+            out[f"skill_circuit_params{suffix}.{name}"] = r.params_read_written
+            out[f"skill_circuit_reached{suffix}.{name}"] = r.reached
         ok = [r for r in self.values() if math.isfinite(r.auc)]
-        out[f"circuit_fraction{suffix}"] = sum(r.fraction for r in ok) / len(ok) if ok else None
-        out[f"circuit_auc{suffix}"] = sum(r.auc for r in ok) / len(ok) if ok else None
+        out[f"skill_circuit_fraction{suffix}"] = (
+            sum(r.fraction for r in ok) / len(ok) if ok else None
+        )
+        out[f"skill_circuit_auc{suffix}"] = sum(r.auc for r in ok) / len(ok) if ok else None
         if self.coarse is not None:
             out.update(self.coarse.to_dict(f"{suffix}_{self.coarse_kind}"))
         return jsonable(out)

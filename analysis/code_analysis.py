@@ -57,7 +57,7 @@ NOT_APPLICABLE = {
     "interp.purity": "needs skills (see interp.domain_purity)",
     "interp.selectivity": "needs skill answers (see interp.domain_selectivity)",
     "interp.keep25_cost": "needs skill answers (see interp.domain_selectivity)",
-    "interp.circuit_fraction": "needs skill answers (see interp.domain_circuit_fraction and "
+    "interp.skill_circuit_fraction": "needs skill answers (see interp.domain_circuit_fraction and "
     "the micro-task circuits, interp.microcircuit_*)",
     "interp.tool_reliance": "needs tool calls",
     "mean_accuracy": "needs skill answers",

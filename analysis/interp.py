@@ -171,9 +171,9 @@ def interp_report(
     and dense models (val split picks each skill's experts, test split scores their
     ablation); modularity for moe and dense (analysis.modularity: keep-25% cost, delta
     target, delta others); the circuit size per skill (analysis.circuits on
-    min(n_examples, circuit_examples) val rows: interp.circuit_size.<skill>,
-    interp.circuit_fraction.<skill>, interp.circuit_auc.<skill>, ... and their means
-    interp.circuit_fraction, interp.circuit_auc over the skills whose answer loss
+    min(n_examples, circuit_examples) val rows: interp.skill_circuit_size.<skill>,
+    interp.skill_circuit_fraction.<skill>, interp.skill_circuit_auc.<skill>, ... and their means
+    interp.skill_circuit_fraction, interp.skill_circuit_auc over the skills whose answer loss
     rises by at least circuit_min_gap nats when every unit is mean-ablated; an
     untrained model's rises by ~0.01 nats of noise, and 90% of noise is no circuit,
     so its circuit scores are undefined). The token-identity baselines come with the scores

@@ -422,8 +422,8 @@ def _circuits_section(model, batches, names, summary, per_domain) -> dict[str, A
     per_domain; returns {"summary", "details"}."""
     circ = circuit_report(model, batches, skill_names=names, label_key=LABEL, mask_key="loss_mask")
     flat = circ.to_dict()
-    summary["interp.domain_circuit_fraction"] = flat.get("circuit_fraction")
-    summary["interp.domain_circuit_auc"] = flat.get("circuit_auc")
+    summary["interp.domain_circuit_fraction"] = flat.get("skill_circuit_fraction")
+    summary["interp.domain_circuit_auc"] = flat.get("skill_circuit_auc")
     for n in names:
         if n in circ:
             r = circ[n]

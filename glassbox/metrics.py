@@ -257,12 +257,12 @@ _BUILT_IN: tuple[Metric, ...] = (
     Metric("interp.microcircuit_tasks", "micro-tasks learned",
            "micro-tasks whose clean loss is under half a uniform guess's (the others get no "
            "circuit)", section=INTERPRETABILITY, digits=0),
-    Metric("interp.circuit_fraction", "circuit fraction",
-           "fewest units (heads + the kind's units) keeping 90% of a skill's loss gap, as a share "
+    Metric("interp.skill_circuit_fraction", "whole-skill circuit fraction",
+           "(the older instrument: a whole skill, attribution-ranked, not held out) fewest units (heads + the kind's units) keeping 90% of a skill's loss gap, as a share "
            "of all, mean over skills", section=INTERPRETABILITY, higher_is_better=False,
            baselines=("init",)),
-    Metric("interp.circuit_auc", "circuit AUC",
-           "area under faithfulness against fraction of units kept, mean over skills",
+    Metric("interp.skill_circuit_auc", "whole-skill circuit AUC",
+           "(the older instrument) area under faithfulness against fraction of units kept, mean over skills",
            section=INTERPRETABILITY, baselines=("init",)),
     # graphs: exact attribution graphs of a fixed prompt set, 2 val prompts per skill traced
     # to their answer's first token (analysis.graphs.scores)
@@ -290,16 +290,16 @@ _BUILT_IN: tuple[Metric, ...] = (
            section=INTERPRETABILITY),
     # per skill
     Metric("skills.{skill}.accuracy", "{skill}", section=SKILLS, digits=1, percent=True),
-    Metric("interp.circuit_size.{skill}", "{skill} size", section=CIRCUITS, digits=0,
+    Metric("interp.skill_circuit_size.{skill}", "{skill} whole-skill size", section=CIRCUITS, digits=0,
            higher_is_better=False),
-    Metric("interp.circuit_fraction.{skill}", "{skill} fraction", section=CIRCUITS,
+    Metric("interp.skill_circuit_fraction.{skill}", "{skill} whole-skill fraction", section=CIRCUITS,
            higher_is_better=False),
-    Metric("interp.circuit_auc.{skill}", "{skill} AUC", section=CIRCUITS),
+    Metric("interp.skill_circuit_auc.{skill}", "{skill} whole-skill AUC", section=CIRCUITS),
     Metric("interp.microcircuit.{task}.nodes", "{task} nodes", section=CIRCUITS, digits=0,
            higher_is_better=False),
     Metric("interp.microcircuit.{task}.faithfulness_heldout", "{task} held-out faithfulness",
            section=CIRCUITS),
-    Metric("interp.circuit_size_expert.{skill}", "{skill} size in experts", section=CIRCUITS,
+    Metric("interp.skill_circuit_size_expert.{skill}", "{skill} whole-skill size in experts", section=CIRCUITS,
            digits=0, higher_is_better=False),  # moe: whole experts in place of hidden units
     Metric("interp.graph_nodes80.{skill}", "{skill} graph nodes (80%)", section=CIRCUITS,
            digits=1, higher_is_better=False),  # attribution-graph nodes, median of the prompts

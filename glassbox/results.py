@@ -29,7 +29,9 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 # 6: one sampler (circuits read the coverage sample's examples), analysis.json of analysis.pipeline
 # 7: micro-circuit edges and the same-heads, task-means controls
 # 8: attribution-graph statistics (analysis.graphs.scores), the post-hoc route's too
-ANALYSIS_VERSION = 8
+# 9: the older whole-skill circuits renamed interp.skill_circuit_* (micro-circuits are
+#    interp.microcircuit*)
+ANALYSIS_VERSION = 9
 
 Values = Mapping[str, Any]
 

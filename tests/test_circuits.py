@@ -131,9 +131,9 @@ def test_each_skill_gets_its_own_circuit():
     # the other skill's neuron, at its mean, costs a little: faithful, not exactly 1
     assert report["two"].faithfulness > 0.99
     flat = report.to_dict()
-    assert flat["circuit_size.two"] == 2 and flat["circuit_size.one"] == 1
-    assert flat["circuit_fraction.one"] == pytest.approx(0.1)
-    assert 0 < flat["circuit_auc.two"] <= 1 and flat["circuit_auc"] is not None
+    assert flat["skill_circuit_size.two"] == 2 and flat["skill_circuit_size.one"] == 1
+    assert flat["skill_circuit_fraction.one"] == pytest.approx(0.1)
+    assert 0 < flat["skill_circuit_auc.two"] <= 1 and flat["skill_circuit_auc"] is not None
 
 
 def test_two_latent_transcoder_circuit():
@@ -338,8 +338,8 @@ def test_untrained_and_briefly_trained_models_run_end_to_end(tmp_path, ffn):
         if trained and ffn.kind != "moe":  # (4 experts at k=1 learn less in 100 steps)
             assert any(r.loss_ablated > r.loss_clean + 0.2 for r in report.values()), report
         flat = report.to_dict()
-        assert {f"circuit_{k}.copy" for k in ("size", "fraction", "auc")} <= set(flat)
-        assert flat["circuit_reached.copy"] == report["copy"].reached
+        assert {f"skill_circuit_{k}.copy" for k in ("size", "fraction", "auc")} <= set(flat)
+        assert flat["skill_circuit_reached.copy"] == report["copy"].reached
         assert model.training is trained  # the mode is restored
 
 
@@ -463,9 +463,9 @@ def test_moe_unit_groups_and_report_in_hidden_units_and_in_experts():
     assert set(report) == set(report.coarse) == {"a", "b"} and report.coarse_kind == "expert"
     assert report["a"].total == 2 * (4 + 96) and report.coarse["a"].total == 2 * (4 + 6)
     flat = report.to_dict()
-    assert flat["circuit_size.a"] == report["a"].size
-    assert flat["circuit_size_expert.a"] == report.coarse["a"].size
-    assert {"circuit_auc_expert", "circuit_fraction_expert"} <= set(flat)
+    assert flat["skill_circuit_size.a"] == report["a"].size
+    assert flat["skill_circuit_size_expert.a"] == report.coarse["a"].size
+    assert {"skill_circuit_auc_expert", "skill_circuit_fraction_expert"} <= set(flat)
     fine = [u for u in report["a"].units if u[0].endswith("expert_hidden")]
     assert all(0 <= j < 96 for _, j in fine)
     # a dense model has no expert-level report and no _expert keys

@@ -56,14 +56,14 @@ def test_analyze_writes_json_and_plots(checkpoint, tmp_path, capsys):
     summary = report["interp"]["summary"]
     keys = ["interp.coverage", "interp.coverage_contextual", "interp.coverage_lift",
             "interp.coverage_lexical", "interp.nmi_lift", "interp.nmi_expert_skill_label",
-            "interp.circuit_size.copy", "interp.circuit_fraction.copy", "interp.circuit_auc.copy",
-            "interp.circuit_fraction", "interp.circuit_auc"]  # fmt: skip
+            "interp.skill_circuit_size.copy", "interp.skill_circuit_fraction.copy", "interp.skill_circuit_auc.copy",
+            "interp.skill_circuit_fraction", "interp.skill_circuit_auc"]  # fmt: skip
     assert set(keys) <= set(summary)
     assert {f"baselines.init.{k}" for k in keys} <= set(summary)
     token = ["interp.coverage", "interp.coverage_contextual", "interp.coverage_lexical",
              "interp.nmi_expert_skill_label", "interp.purity"]  # fmt: skip
     assert {f"baselines.token.{k}" for k in token} <= set(summary)
-    assert 0 < summary["interp.circuit_size.copy"] <= 4 * 2 + 128 * 2  # heads + neurons
+    assert 0 < summary["interp.skill_circuit_size.copy"] <= 4 * 2 + 128 * 2  # heads + neurons
     assert summary["interp.nmi_lift"] == pytest.approx(
         summary["interp.nmi_expert_skill_label"]
         - summary["baselines.token.interp.nmi_expert_skill_label"]

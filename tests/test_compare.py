@@ -251,8 +251,8 @@ def test_scores_that_did_not_move_with_learning_are_marked(tmp_path):
             "baselines.init.interp.coverage_lift": -0.50 - 0.01 * seed,
             "baselines.init.interp.coverage": 0.36 + 0.002 * seed,  # coverage: 0.36, 0.38
             "baselines.token.interp.coverage": 0.45,
-            "interp.circuit_size.copy": 12 + seed,
-            "interp.circuit_fraction.copy": 0.1,
+            "interp.skill_circuit_size.copy": 12 + seed,
+            "interp.skill_circuit_fraction.copy": 0.1,
         }
 
     runs = [_row("dense", s, 1.0, 0.5, 0.36 + 0.02 * s, interp=interp(s)) for s in (0, 1)]
@@ -279,7 +279,7 @@ def test_scores_that_did_not_move_with_learning_are_marked(tmp_path):
     data = json.loads((tmp_path / "report.json").read_text())["architectures"]["dense"]
     assert data["not_informative"] == ["interp.coverage"]
     assert data["baselines"]["baselines.init.interp.coverage_lift"]["mean"] == pytest.approx(-0.505)
-    assert data["interp"]["interp.circuit_size.copy"]["mean"] == pytest.approx(12.5)
+    assert data["interp"]["interp.skill_circuit_size.copy"]["mean"] == pytest.approx(12.5)
 
 
 def _tiny_plan(tmp_path, *extra: str, archs: str = "{dense: configs/dense.yaml}", seeds="[0, 1]"):

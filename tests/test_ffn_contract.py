@@ -313,7 +313,7 @@ def test_a_new_kind_gets_every_score_circuit_dashboard_and_report_column(toy, tm
     runs = {r.arch: r for r in report.runs}
     # every score that does not belong to one kind, the toy's as the dense model's
     every_kind = ("interp.coverage", "interp.lift_pooled", "interp.info_beyond_token",
-                  "interp.circuit_fraction.copy", "interp.microcircuit_tasks", "interp.graph_nodes80")  # fmt: skip
+                  "interp.skill_circuit_fraction.copy", "interp.microcircuit_tasks", "interp.graph_nodes80")  # fmt: skip
     for key in every_kind:
         assert runs["toy"].interp.get(key) is not None, key
         assert f"baselines.init.{key}" in runs["toy"].interp
@@ -328,7 +328,7 @@ def test_a_new_kind_gets_every_score_circuit_dashboard_and_report_column(toy, tm
     clustered = {name(k) for k in clustered} | {"keep25_cost", "delta_target", "delta_others"}
     only_dense = {name(k) for k in set(runs["dense"].interp) - set(runs["toy"].interp)}
     assert only_dense <= clustered, only_dense - clustered
-    circuit = runs["toy"].interp["interp.circuit_size.copy"]
+    circuit = runs["toy"].interp["interp.skill_circuit_size.copy"]
     assert 0 < circuit <= 2 * 4 + 96 + 128  # heads, toy units, the dense layer's neurons
     assert "| toy |" in report.path.read_text()
     run_dir = tmp_path / "report" / "runs" / "toy-seed0"

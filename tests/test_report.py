@@ -116,7 +116,7 @@ def test_one_seed_prints_no_spread_and_json_keeps_every_column(tmp_path):
         flat.update(group if isinstance(group, dict) else {})
     flat.update({k: v for k, v in arch["moe"].items() if not isinstance(v, dict)})
     for key in ("interp.coverage_lift", "baselines.init.interp.coverage_lift",
-                "interp.circuit_size.copy", "skills.copy.accuracy", "tools.exact_match"):  # fmt: skip
+                "interp.skill_circuit_size.copy", "skills.copy.accuracy", "tools.exact_match"):  # fmt: skip
         assert flat[key]["mean"] == pytest.approx(
             next(r for r in report.runs if r.arch == "moe").values()[key]
         ), key
@@ -169,3 +169,17 @@ def test_report_html_renders_in_a_headless_browser(tmp_path):
     pixels = imread(shot)[..., :3]
     drawn = (pixels < 0.9).any(-1).mean()  # share of the page that is not white
     assert drawn > 0.03, drawn
+
+
+def test_publish_replaces_its_own_files_and_keeps_other_results_documents(tmp_path):
+    """docs/results holds other results documents (circuit_tracer_side_by_side.md,
+    matched_loss/): publishing the report rewrites its files and its plots only."""
+    dest = tmp_path / "results"
+    (dest / "plots" / "gone-seed9").mkdir(parents=True)
+    (dest / "plots" / "gone-seed9" / "old.png").write_bytes(b"x")
+    (dest / "other.md").write_text("kept")
+    (dest / "report.md").write_text("stale")
+    path = _report(tmp_path / "out", (0,)).publish(dest)
+    assert path == dest / "report.md" and path.read_text() != "stale"
+    assert (dest / "other.md").read_text() == "kept"
+    assert not (dest / "plots" / "gone-seed9").exists()  # a run no longer reported
