@@ -30,7 +30,8 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 # 7: micro-circuit edges and the same-heads, task-means controls
 # 8: attribution-graph statistics (analysis.graphs.scores), the post-hoc route's too
 # 9: the older whole-skill circuits renamed interp.skill_circuit_* (micro-circuits are
-#    interp.microcircuit*)
+#    interp.microcircuit*); a micro-circuit's size chosen on a third of the prompts that
+#    neither fits the mask nor scores it
 ANALYSIS_VERSION = 9
 
 Values = Mapping[str, Any]
