@@ -244,7 +244,8 @@ def _shipped(name: str) -> Path:
     root = shipped_dir()
     _check_shipped_env(root)
     path = root / name
-    if name and "/" not in name and not name.startswith(".") and (path / CONFIG).is_file():
+    parts = name.split("/")  # a family may nest its checkpoints: glassbox/code/dense
+    if all(p and not p.startswith(".") for p in parts) and (path / CONFIG).is_file():
         return path
     names = shipped_checkpoints()
     listed = ", ".join(SHIPPED_PREFIX + n for n in names) if names else "none yet"

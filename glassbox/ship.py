@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from omegaconf import OmegaConf
 
-from glassbox.archs.checkpoint import CARD, CONFIG, FILES
+from glassbox.archs.checkpoint import CARD, CONFIG, FILES, shipped_dir
 from glassbox.archs.checkpoint import model_card as checkpoint_card
 from glassbox.archs.config import model_config_from_dict
 from glassbox.archs.errors import ArgumentError, CheckpointError, one_line
@@ -46,6 +46,7 @@ from glassbox.console import Jobs
 from glassbox.metrics import CAPABILITY, CIRCUITS, INTERPRETABILITY, SKILLS, TOOLS, Metric, Stat
 from glassbox.report import Report
 from glassbox.table import NOT_INFORMATIVE, informative
+from glassbox.training.data.code import CODE_MANIFEST
 
 CHECKPOINT_FILES = tuple(f for f in FILES if f != CARD)  # the card is written here
 CURVE = "training_curve.png"
@@ -179,14 +180,16 @@ def _intro(config: Mapping, mine: Mapping[str, Stat | None], sizes: Mapping[str,
     )
 
 
-def _how_made(mine: Mapping[str, Stat | None], trained_by: str, train_command: str) -> list[str]:
+def _how_made(
+    mine: Mapping[str, Stat | None], trained_by: str, train_command: str, data: str
+) -> list[str]:
     """The card's "How it was made": the training command, its steps and tokens, the curve."""
     steps = (mine.get("train.steps") or {}).get("mean")
     tokens = (mine.get("train.tokens") or {}).get("mean")
     return [
         f"Trained at seed 0 by `{trained_by}`"
         + (f" ({steps:,.0f} optimiser steps, {tokens:,.0f} training tokens)" if steps else "")
-        + " on the skill suite; the same run alone is\n",
+        + f" on {data}; the same run alone is\n",
         f"```\n{train_command}\n```\n" if train_command else "",
         f"![training curve]({CURVE})\n",
     ]
@@ -253,9 +256,12 @@ def model_card(
     trained_by: str = TRAINED_BY,
     train_command: str = "",
     scored_by: str = SCORED_BY,
+    name: str | None = None,
 ) -> str:
     """The README.md of the shipped checkpoint at `dest` (config.yaml and the
-    checkpoint's files already there), its numbers read from `report`."""
+    checkpoint's files already there), its numbers read from `report`; `name`: its
+    shipped name after "glassbox/" (default `arch`; "code/dense" for a nested one)."""
+    name = name or arch
     if arch not in report.summary:
         raise ArgumentError(
             "arch", arch, f"the report at {report.out_dir} has {list(report.summary)}"
@@ -265,7 +271,7 @@ def model_card(
     sizes = {p.name: p.stat().st_size for p in dest.iterdir() if p.is_file()}
     code = (
         "import glassbox as gb\n"
-        f'model = gb.load_pretrained("glassbox/{arch}")  # offline, from the package'
+        f'model = gb.load_pretrained("glassbox/{name}")  # offline, from the package'
     )
     capability = [
         "| metric | this model | dense baseline |",
@@ -276,10 +282,10 @@ def model_card(
     files = [
         *(f"- `{name}`: {size / 1e6:.2f} MB" for name, size in sorted(sizes.items())),
         "- `features/`: per-unit dashboards (JSON and HTML pages), "
-        f"`glassbox export glassbox/{arch} --to features checkpoints/{arch}/features`\n",
+        f"`glassbox export glassbox/{name} --to features checkpoints/{name}/features`\n",
     ]
     sections = [
-        ("How it was made", _how_made(mine, trained_by, train_command)),
+        ("How it was made", _how_made(mine, trained_by, train_command, _data(config))),
         ("Capability (test split)", capability),
         (
             "Interpretability, against what it would be anyway",
@@ -288,11 +294,29 @@ def model_card(
         ("Files", files),
     ]
     return checkpoint_card(
-        f"glassbox/{arch}",
+        f"glassbox/{name}",
         _intro(config, mine, sizes),
         code,
         [(heading, "\n".join(body).removesuffix("\n")) for heading, body in sections],
     )
+
+
+def _data(config: Mapping[str, Any]) -> str:
+    """What a checkpoint was trained on, for its card."""
+    data = config.get("data") or {}
+    if data.get("source") == "code":
+        paths = ", ".join((data.get("code") or {}).get("paths", []))
+        return f"Python source ({paths}; its packages and versions in {CODE_MANIFEST})"
+    return "a text corpus" if data.get("source") == "text" else "the skill suite"
+
+
+def _shipped_name(to: Path, arch: str) -> str:
+    """The name after "glassbox/" of a checkpoint shipped to `to`/<arch>."""
+    try:
+        rel = Path(to).resolve().relative_to(shipped_dir().resolve())
+    except ValueError:
+        return arch
+    return arch if str(rel) == "." else f"{rel.as_posix()}/{arch}"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -360,6 +384,8 @@ def ship_checkpoint(run_dir: Path, dest: Path) -> Path:
     def write(tmp: Path) -> None:
         for name in CHECKPOINT_FILES:
             shutil.copy2(src / name, tmp / name)
+        if (src / CODE_MANIFEST).is_file():  # a code run's corpus: packages, versions, splits
+            shutil.copy2(src / CODE_MANIFEST, tmp / CODE_MANIFEST)
         if (run_dir / "logs" / "metrics.csv").is_file():
             training_curve(run_dir / "logs" / "metrics.csv", tmp / CURVE)
 
@@ -398,8 +424,10 @@ def ship(
     progress: Jobs | None = None,
 ) -> list[Path]:
     """Ship every architecture of the compare at `runs_dir` (its runs at `seed`) into
-    `to`/<arch>/ and write its card from the report at `scores`; copy=False rewrites
-    the cards of checkpoints already there. progress: a bar advanced per checkpoint.
+    `to`/<arch>/ and write its card from the report at `scores` (default: the compare's
+    own report, scored by `trained_by`); copy=False rewrites the cards of checkpoints
+    already there. A `to` inside the shipped folder names them glassbox/<to>/<arch>
+    (checkpoints/code: glassbox/code/dense). progress: a bar advanced per checkpoint.
     Returns the shipped directories."""
     runs_dir, to = Path(runs_dir), Path(to)
     if to.exists() and not to.is_dir():
@@ -419,8 +447,9 @@ def ship(
         elif not (dest / CONFIG).is_file():
             raise CheckpointError(dest, "no shipped checkpoint to write a card for (ship it first)")
         card = model_card(
-            scored, arch, dest, trained_by, train_command=train_command(trained, arch, seed)
-        )
+            scored, arch, dest, trained_by, train_command=train_command(trained, arch, seed),
+            scored_by=SCORED_BY if scores else trained_by, name=_shipped_name(to, arch),
+        )  # fmt: skip
         _write_text(dest / CARD, card)
         out.append(dest)
         if progress is not None:
