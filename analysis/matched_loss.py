@@ -9,9 +9,10 @@ interpolating between the two evaluated points whose losses bracket it.
     points = [Point(step, loss, tasks) for each checkpoint]      (score_checkpoint)
     ratio_at_matched_loss(sparse_points, dense_points, "edges")
 
-Which tasks: a geometric mean over tasks is only comparable over the same tasks, so a
-comparison uses the tasks learned at every point it reads (`common_tasks`), and a
-point where one of them is not learned is left out of the curve.
+Which tasks: the tasks both final checkpoints learned (`common_tasks`); each task's
+size is read at the matched loss on its own curve (the checkpoints where that task is
+learned), and the ratio is the geometric mean of the per-task ratios over the tasks
+whose curve reaches that loss (`tasks_read`): the same tasks on both sides.
 
 Reading the curve: size is interpolated linearly in log(size) against loss between
 consecutive checkpoints (by step) whose losses bracket the loss asked for; where
@@ -35,6 +36,7 @@ __all__ = [
     "curve",
     "ratio_at_matched_loss",
     "size_at_loss",
+    "task_curve",
 ]
 
 
@@ -97,40 +99,57 @@ def size_at_loss(points: Sequence[tuple[int, float, float]], loss: float) -> flo
     return exact[-1] if exact else None
 
 
+def task_curve(points: Sequence[Point], task: str, size: str) -> list[tuple[int, float, float]]:
+    """(step, loss, size) of one task's circuit at the points where it is learned, by step."""
+    return curve(points, [task], size)
+
+
 def ratio_at_matched_loss(
     kind: Sequence[Point], baseline: Sequence[Point], size: str = "edges"
 ) -> dict[str, Any]:
-    """`kind`'s circuit size over the baseline's at matched loss, over the tasks both
-    final checkpoints learned. The loss matched is the higher of the two final losses
-    (the one both runs pass through): the run that ends lower is read along its
-    checkpoints at the other's final loss. Also: the ratio of the final checkpoints (at
-    their own losses), and where each side was read. {"ratio": None, "why": ...} when
-    the curve read does not reach that loss."""
+    """`kind`'s circuit size over the baseline's at matched loss: per task both final
+    checkpoints learned, the size of each run at the matched loss, and their ratio's
+    geometric mean over the tasks where both sizes are defined. The loss matched is the
+    higher of the two final losses (the one both runs pass through): the run that ends
+    lower is read along its checkpoints (where it had learned the task) at the other's
+    final loss. Also the ratio of the final checkpoints at their own losses. "ratio" is
+    None, with "why", when no task can be read at that loss."""
     tasks = common_tasks(kind, baseline)
     out: dict[str, Any] = {"size": size, "tasks": tasks, "ratio": None}
     if not tasks:
         out["why"] = "no micro-task learned by both final checkpoints"
         return out
-    ck, cb = curve(kind, tasks, size), curve(baseline, tasks, size)
-    if (
-        not ck
-        or not cb
-        or ck[-1][0] != max(p.step for p in kind)
-        or cb[-1][0] != max(p.step for p in baseline)
-    ):
-        out["why"] = "a final checkpoint lacks one of the common tasks"
+    last_k, last_b = max(kind, key=lambda p: p.step), max(baseline, key=lambda p: p.step)
+    loss = max(last_k.loss, last_b.loss)
+    read_kind = last_k.loss < last_b.loss  # the kind ends lower: its own curve is read
+    out.update(loss=loss, kind_final_loss=last_k.loss, baseline_final_loss=last_b.loss,
+               read="kind" if read_kind else "baseline",
+               final_ratio=last_k.gmean(tasks, size) / last_b.gmean(tasks, size))  # fmt: skip
+    per_task: dict[str, dict[str, float | None]] = {}
+    for t in tasks:
+        if read_kind:
+            k_size, b_size = size_at_loss(task_curve(kind, t, size), loss), last_b.tasks[t][size]
+        else:
+            k_size, b_size = (
+                last_k.tasks[t][size],
+                size_at_loss(task_curve(baseline, t, size), loss),
+            )
+        per_task[t] = {"kind": k_size, "baseline": b_size,
+                       "ratio": k_size / b_size if k_size and b_size else None}  # fmt: skip
+    out["per_task"] = per_task
+    read = [t for t, r in per_task.items() if r["ratio"]]
+    out["tasks_read"] = read
+    if not read:
+        runs = kind if read_kind else baseline
+        lo, hi = min(p.loss for p in runs), max(p.loss for p in runs)
+        out["why"] = (
+            f"no common task's curve reaches loss {loss:.4f} (the checkpoints read span "
+            f"{lo:.4f}-{hi:.4f}, each task counted where it is learned)"
+        )
         return out
-    loss = max(ck[-1][1], cb[-1][1])
-    read, ends = (cb, ck) if ck[-1][1] >= cb[-1][1] else (ck, cb)
-    at = size_at_loss(read, loss)
-    out.update(
-        loss=loss, kind_final_loss=ck[-1][1], baseline_final_loss=cb[-1][1],
-        final_ratio=ck[-1][2] / cb[-1][2], read="baseline" if read is cb else "kind",
-    )  # fmt: skip
-    if at is None:
-        lo, hi = min(p[1] for p in read), max(p[1] for p in read)
-        out["why"] = f"the checkpoints read span loss {lo:.4f}-{hi:.4f}, not {loss:.4f}"
-        return out
-    kind_size, base_size = (ends[-1][2], at) if read is cb else (at, ends[-1][2])
-    out.update(kind_size=kind_size, baseline_size=base_size, ratio=kind_size / base_size)
+    out["ratio"] = math.exp(sum(math.log(per_task[t]["ratio"]) for t in read) / len(read))
+    out["kind_size"] = math.exp(sum(math.log(per_task[t]["kind"]) for t in read) / len(read))
+    out["baseline_size"] = math.exp(
+        sum(math.log(per_task[t]["baseline"]) for t in read) / len(read)
+    )
     return out

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from glassbox.analysis.matched_loss import SIZES, Point, common_tasks, curve, ratio_at_matched_loss
+from glassbox.analysis.matched_loss import SIZES, Point, common_tasks, ratio_at_matched_loss
 from glassbox.analysis.microcircuits import microcircuit_report
 from glassbox.archs.checkpoint import load_pretrained, shipped_dir
 from glassbox.archs.writes import Output, close_output_dir, open_output_dir
@@ -149,8 +149,10 @@ def _plot(points: dict[str, list[Point]], path: Path) -> None:
     tasks = common_tasks(*runs)
     fig, ax = plt.subplots(figsize=(6, 4))
     colours: dict[str, str] = {}
-    for name, ps in points.items():
-        c = curve(ps, tasks, "edges")
+    for name, ps in points.items():  # each point: the comparison's tasks learned there
+        c = [(p.step, p.loss, p.gmean(sorted(set(tasks) & p.learned()), "edges"))
+             for p in sorted(ps, key=lambda p: p.step)]  # fmt: skip
+        c = [x for x in c if x[2]]
         if not c:
             continue
         kind, seed = name.rsplit("-seed", 1)
@@ -159,7 +161,9 @@ def _plot(points: dict[str, list[Point]], path: Path) -> None:
                 ls="-" if seed == "0" else "--", label=name, ms=3)  # fmt: skip
     ax.set_yscale("log")
     ax.set_xlabel("pretraining loss (answer tokens, test split)")
-    ax.set_ylabel(f"circuit edges, geometric mean over {len(tasks)} micro-tasks")
+    ax.set_ylabel(
+        f"circuit edges (geometric mean over the\n{len(tasks)} micro-tasks learned there)"
+    )
     ax.invert_xaxis()  # training goes left to right
     if colours:
         ax.legend(fontsize=7)
@@ -182,7 +186,7 @@ def write_markdown(result: dict[str, Any], path: Path, command: str) -> None:
         "micro-tasks both final checkpoints learned. Gao et al. 2025 report dense circuits "
         "about 16x a weight-sparse model's at matched loss (a ratio here of about 0.06).",
         "",
-        "| kind | seed | size | tasks | matched loss | kind size | dense size | ratio at "
+        "| kind | seed | size | tasks read | matched loss | kind size | dense size | ratio at "
         "matched loss | ratio of final checkpoints | note |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -190,7 +194,7 @@ def write_markdown(result: dict[str, Any], path: Path, command: str) -> None:
         for seed, sizes in by_seed.items():
             for size, r in sizes.items():
                 lines.append(
-                    f"| {kind} | {seed} | {size} | {len(r['tasks'])} | {_fmt(r.get('loss'), '.4f')}"
+                    f"| {kind} | {seed} | {size} | {len(r.get('tasks_read', []))} of {len(r['tasks'])} | {_fmt(r.get('loss'), '.4f')}"
                     f" | {_fmt(r.get('kind_size'), ',.1f')} | {_fmt(r.get('baseline_size'), ',.1f')}"
                     f" | {_fmt(r['ratio'])} | {_fmt(r.get('final_ratio'))} | {r.get('why', '')} |"
                 )

@@ -74,9 +74,10 @@ def test_the_run_that_ends_lower_is_the_one_read():
     assert r["kind_size"] == pytest.approx(at) and r["ratio"] == pytest.approx(at / 200)
 
 
-def test_only_tasks_both_finals_learned_and_only_points_that_have_them():
+def test_only_tasks_both_finals_learned_each_on_the_points_that_learned_it():
     """Task c is learned by dense alone: not compared. Dense's middle checkpoint has
-    not learned b: that point leaves the curve, so loss 0.5 falls between 1.0 and 0.25."""
+    not learned b: b's curve skips it, so loss 0.5 falls between 1.0 and 0.25 for b,
+    while a is read at that checkpoint; the ratio is the per-task ratios' geometric mean."""
     dense = _dense()
     dense[1] = _point(2000, 0.5, a=(20, 200), b=None)
     for p in dense:
@@ -84,14 +85,17 @@ def test_only_tasks_both_finals_learned_and_only_points_that_have_them():
     sparse = [_point(3000, 0.5, a=(4, 50), b=(4, 50), c=None)]
     assert common_tasks(sparse, dense) == ["a", "b"]
     r = ratio_at_matched_loss(sparse, dense, "edges")
-    # two thirds of the way from loss 1.0 (100 edges) to 0.25 (400), in log size
-    assert r["baseline_size"] == pytest.approx(100 ** (1 / 3) * 400 ** (2 / 3))
+    b = 100 ** (1 / 3) * 400 ** (2 / 3)  # two thirds of the way from loss 1.0 to 0.25, in log size
+    assert r["per_task"]["a"]["baseline"] == pytest.approx(200)
+    assert r["per_task"]["b"]["baseline"] == pytest.approx(b)
+    assert r["tasks_read"] == ["a", "b"] and r["baseline_size"] == pytest.approx(math.sqrt(200 * b))
+    assert r["ratio"] == pytest.approx(math.sqrt(50 / 200 * 50 / b))
 
 
 def test_what_cannot_be_compared_says_why():
     sparse = [_point(3000, 2.0, a=(4, 50))]
     r = ratio_at_matched_loss(sparse, _dense(), "edges")
-    assert r["ratio"] is None and "not 2.0000" in r["why"]  # dense never had a loss of 2
+    assert r["ratio"] is None and "reaches loss 2.0000" in r["why"]  # dense never had loss 2
     nothing = [_point(3000, 0.5, a=None)]
     assert "no micro-task" in ratio_at_matched_loss(nothing, _dense())["why"]
 
@@ -131,5 +135,5 @@ def test_matched_loss_command_on_a_tiny_compare(tmp_path):
     saved = sorted((out / "runs/dense-seed0/analysis/along").glob("step=*.json"))
     assert len(saved) == 3
     before = [f.stat().st_mtime_ns for f in saved]
-    assert main(["matched-loss", *args, "jobs=2"]) == 0  # the points read in worker processes
+    assert main(["matched-loss", *args[:-2], "jobs=2", *args[-2:]]) == 0  # the points read in worker processes
     assert [f.stat().st_mtime_ns for f in saved] == before  # read, not scored again
