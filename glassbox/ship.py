@@ -204,14 +204,16 @@ def _interpretability(report: Report, arch: str, scored_by: str) -> list[str]:
     circuits = _card_rows(report, arch, CIRCUITS)
     calls_tools = report.summary[arch].get("interp.call_recall")
     calls = _card_rows(report, arch, TOOLS) if calls_tools else []
+    n = report.config.get("analysis_examples", 512)
+    made = " (`make report`)" if scored_by == SCORED_BY else ""
     return [
-        f"Scored by `{scored_by}` (`make report`), which recomputes every number here "
+        f"Scored by `{scored_by}`{made}, which recomputes every number here "
         "from this checkpoint: each score beside the same config's untrained twin (its "
         "initialisation at the training seed), what the current token alone predicts and "
         "its control (random directions in the units' span; the groups shuffled within "
         "each token). The first scores are audited: whatever they fit (a unit, its sign "
-        "and threshold; cluster centres; token tables) is fitted on 512 validation "
-        "examples and scored on 512 test examples, units are read with both signs and "
+        f"and threshold; cluster centres; token tables) is fitted on {n} validation "
+        f"examples and scored on {n} test examples, units are read with both signs and "
         "compared at 512 candidates per layer, and the brackets are 95% intervals "
         "(bootstrap over the test examples). The scores after them are the older, "
         f"in-sample ones, kept for one release. {NOT_INFORMATIVE} marks a score its twin "

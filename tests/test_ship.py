@@ -99,6 +99,30 @@ def test_ship_copies_the_runs_with_cards_of_their_seed(tmp_path, runs_dir, capsy
     assert _row(dense_card, "coverage") == ["0.300 †", "0.290", "0.350", "–"]  # no dense column
 
 
+def test_a_family_ships_nested_and_loads_by_its_nested_name(tmp_path, runs_dir, monkeypatch):
+    """--to a folder inside the shipped one (checkpoints/code): the cards name
+    glassbox/code/<arch>, which loads; a code run's corpus manifest travels with it; the
+    compare that trained them scored them, and the card says so."""
+    (runs_dir / "runs" / "dense-seed0" / "checkpoint" / "corpus_manifest.json").write_text("{}")
+    shipped = tmp_path / "shipped"
+    monkeypatch.setenv("GLASSBOX_CHECKPOINTS", str(shipped))
+    args = ["ship", str(runs_dir), "--to", str(shipped / "code"), "--trained-by", "glassbox ladder"]
+    assert main(args) == 0
+    card = (shipped / "code" / "dense" / "README.md").read_text()
+    assert (
+        card.startswith("# glassbox/code/dense\n")
+        and 'load_pretrained("glassbox/code/dense")' in card
+    )
+    assert "Scored by `glassbox ladder`, which" in card  # not make report
+    assert (shipped / "code" / "dense" / "corpus_manifest.json").read_text() == "{}"
+    assert not (shipped / "code" / "transcoder" / "corpus_manifest.json").exists()
+    model = load_pretrained("glassbox/code/dense")
+    assert model.num_params() > 0
+    assert shipped_checkpoints() == []  # a family's folder is not itself a checkpoint
+    with pytest.raises(CheckpointError, match="not a shipped checkpoint"):
+        load_pretrained("glassbox/code/../code/dense/.")
+
+
 def test_cards_only_rewrites_the_cards_from_another_report(tmp_path, runs_dir):
     out = tmp_path / "checkpoints"
     main(["ship", str(runs_dir), "--to", str(out)])
