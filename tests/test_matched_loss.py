@@ -135,5 +135,6 @@ def test_matched_loss_command_on_a_tiny_compare(tmp_path):
     saved = sorted((out / "runs/dense-seed0/analysis/along").glob("step=*.json"))
     assert len(saved) == 3
     before = [f.stat().st_mtime_ns for f in saved]
-    assert main(["matched-loss", *args[:-2], "jobs=2", *args[-2:]]) == 0  # the points read in worker processes
+    # the points read in worker processes
+    assert main(["matched-loss", *args[:-2], "jobs=2", *args[-2:]]) == 0
     assert [f.stat().st_mtime_ns for f in saved] == before  # read, not scored again
