@@ -239,12 +239,12 @@ def _routing_scores(model, suite, val, test, causal, out_dir, seed, summary, rep
 
 def _circuit_scores(model, suite, n_examples, seed, min_gap, summary, report) -> None:
     """The circuit size per skill on n_examples val rows (analysis.circuits): its
-    scores into summary as interp.circuit_*, its details into report ("circuits",
+    scores into summary as interp.skill_circuit_*, its details into report ("circuits",
     and for a MoE "circuits_expert": the same in whole experts)."""
     circ = circuit_report(model, suite, n_examples=n_examples, seed=seed, min_gap=min_gap)
     summary.update({f"interp.{k}": v for k, v in circ.to_dict().items()})
     report["circuits"] = circ.details()
-    if circ.coarse is not None:  # a MoE: also in whole experts (interp.circuit_*_expert)
+    if circ.coarse is not None:  # a MoE: also in whole experts (interp.skill_circuit_*_expert)
         report[f"circuits_{circ.coarse_kind}"] = circ.coarse.details()
 
 
@@ -277,7 +277,7 @@ def interp_with_baselines(
 def format_scores(summary: Mapping[str, Any]) -> list[str]:
     """Lines for a terminal: each interp.* score beside its baselines, its lift over
     them (trained - baseline) and its 95% interval where it has one; "–" where a
-    baseline is not defined. Per-skill circuit entries (interp.circuit_*.<skill>)
+    baseline is not defined. Per-skill circuit entries (interp.skill_circuit_*.<skill>)
     and the random control (interp.random_control.*) are left to the JSON."""
 
     def cell(x: Any) -> str:

@@ -274,8 +274,10 @@ def test_scores_that_did_not_move_with_learning_are_marked(tmp_path):
     assert headline.headers == ["answer accuracy", "gap", "contextual lift"]
     assert headline.rows[0][1][2] == "0.205 ± 0.007 (twin -0.505)"
     assert "Not informative at this budget" in text and "dense: coverage." in text
-    assert _cells(text, "copy size") == ["12 ± 1"]
-    assert _cells(text, "copy fraction") == ["0.100 ± 0.000"]  # the per-skill circuit table
+    assert _cells(text, "copy whole-skill size") == ["12 ± 1"]
+    assert _cells(text, "copy whole-skill fraction") == [
+        "0.100 ± 0.000"
+    ]  # the per-skill circuit table
     data = json.loads((tmp_path / "report.json").read_text())["architectures"]["dense"]
     assert data["not_informative"] == ["interp.coverage"]
     assert data["baselines"]["baselines.init.interp.coverage_lift"]["mean"] == pytest.approx(-0.505)
