@@ -378,7 +378,7 @@ def build_code_datasets(cfg: DataConfig) -> SuiteData:
     cache_dir/code-<hash of the config and the files' paths, sizes and times>; the
     manifest is in that entry's meta.json (`code_manifest`)."""
     c = cfg.code
-    path = Path(cfg.cache_dir) / f"code-{config_hash(cfg, extra=_fingerprint(c))}"
+    path = _entry(cfg)
     hit = load_entry(path)
     if hit is not None:
         return _suite(hit[0], hit[1], hit[2]["domain_names"])
@@ -412,13 +412,18 @@ def build_code_datasets(cfg: DataConfig) -> SuiteData:
     return _suite(hit[0], tok, domains)
 
 
+def _entry(cfg: DataConfig) -> Path:
+    """The cache entry of the corpus `cfg` names (its config and its files' fingerprint)."""
+    return Path(cfg.cache_dir) / f"code-{config_hash(cfg, extra=_fingerprint(cfg.code))}"
+
+
 def code_manifest(cfg: DataConfig) -> dict:
-    """The manifest of the corpus `cfg.code` names (built, or read from the cache)."""
-    build_code_datasets(cfg)
-    path = Path(cfg.cache_dir) / f"code-{config_hash(cfg, extra=_fingerprint(cfg.code))}"
-    meta = load_entry(path)
-    assert meta is not None
-    return meta[2]["manifest"]
+    """The manifest of the corpus `cfg.code` names: its cache entry's meta.json alone
+    (the corpus is built first where it is not cached)."""
+    meta = _entry(cfg) / "meta.json"
+    if not meta.is_file():
+        build_code_datasets(cfg)
+    return json.loads(meta.read_text())["manifest"]
 
 
 # ------------------------------------------------------------------ counting
