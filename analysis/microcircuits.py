@@ -67,7 +67,7 @@ from glassbox.analysis.microtasks import (
     task_logit_diff,
     task_loss,
 )
-from glassbox.archs.units import UnitGroup
+from glassbox.archs.units import UnitGroup, frozen
 from glassbox.training.data import SuiteData
 
 LN2 = math.log(2)
@@ -118,22 +118,26 @@ def mask_diffs(
     return torch.cat(out)
 
 
-def learn_ranking(loss_fn, shape: int | tuple[int, ...], cfg: MaskConfig, device=None) -> Tensor:
+def learn_ranking(
+    loss_fn, shape: int | tuple[int, ...], cfg: MaskConfig, device=None, model=None
+) -> Tensor:
     """Mask logits theta of `shape` ((total,), or (R, total): R masks learned side by
     side, each with its own loss) after cfg.steps Adam steps on loss_fn(m) +
     cfg.sparsity x (mean of each mask), m = sigmoid(theta), from theta = 3 (every unit
     kept). loss_fn: m -> scalar (the sum of the masks' task losses; Adam moves each
     entry on its own gradient, so masks learned side by side are masks learned
-    apart). Higher theta: kept longer."""
+    apart). model: the model loss_fn runs, whose weights are held fixed meanwhile (no
+    gradient is computed for them). Higher theta: kept longer."""
     theta = torch.full(shape if isinstance(shape, tuple) else (shape,), 3.0, device=device,
                        requires_grad=True)  # fmt: skip
     opt = torch.optim.Adam([theta], lr=cfg.lr)
-    for _ in range(cfg.steps):
-        m = torch.sigmoid(theta)
-        loss = loss_fn(m) + cfg.sparsity * m.mean(-1).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with frozen(model):  # the backward pass computes the masks' gradients, not the weights'
+        for _ in range(cfg.steps):
+            m = torch.sigmoid(theta)
+            loss = loss_fn(m) + cfg.sparsity * m.mean(-1).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return theta.detach()
 
 
@@ -146,11 +150,16 @@ def _grid(total: int) -> list[int]:
     return sorted(pts)
 
 
-def smallest_reaching(losses_of, ranking: Tensor, target: float) -> tuple[int | None, dict]:
+def smallest_reaching(
+    losses_of, ranking: Tensor, target: float, chunk: int = 8
+) -> tuple[int | None, dict]:
     """The smallest evaluated k whose top-k (by ranking) loss is <= target: a
     log-spaced grid, then a linear grid between the last k above and the first at
     or below (losses_of: (R, total) bool -> (R,) losses). None if no evaluated k
-    reaches it. Also returns {k: loss} of every evaluated point."""
+    reaches it. Also returns {k: loss} of every evaluated point. The log grid is
+    evaluated `chunk` points at a time from the smallest k, and stops at the first
+    chunk with a k that reaches the target: the points above it cannot change the
+    answer."""
     total = ranking.numel()
     order = ranking.argsort(descending=True)
 
@@ -162,11 +171,15 @@ def smallest_reaching(losses_of, ranking: Tensor, target: float) -> tuple[int | 
 
     seen: dict[int, float] = {}
     ks = _grid(total)
-    seen.update(zip(ks, losses_of(masks(ks)).tolist()))
-    ok = [k for k in ks if seen[k] <= target]
-    if not ok:
+    hi = None
+    for i in range(0, len(ks), chunk):  # ascending: no k above the first one reaching is read
+        part = ks[i : i + chunk]
+        seen.update(zip(part, losses_of(masks(part)).tolist()))
+        hi = next((k for k in part if seen[k] <= target), None)
+        if hi is not None:
+            break
+    if hi is None:
         return None, seen
-    hi = ok[0]
     lo = max([k for k in ks if k < hi], default=0)
     fine = sorted({int(x) for x in torch.linspace(lo, hi, 18).round().tolist()} - set(seen))
     if fine:
@@ -222,7 +235,9 @@ def circuit_for_task(
         return task_loss(d).mean(1).sum()
 
     with torch.enable_grad():
-        theta, theta_nonsense = learn_ranking(fit_loss, (2, total), cfg, fit.input_ids.device)
+        theta, theta_nonsense = learn_ranking(
+            fit_loss, (2, total), cfg, fit.input_ids.device, model
+        )
 
     def size(data: TaskData, ranking: Tensor, m: dict[str, Tensor], acc=floor, tgt=target):
         return smallest_reaching(

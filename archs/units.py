@@ -178,3 +178,21 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was)
+
+
+@contextmanager
+def frozen(model: nn.Module | None) -> Iterator[None]:
+    """The body runs with no gradient computed for the model's weights (a backward
+    pass reaches only what else requires one: masks, ablation coefficients); each
+    weight's requires_grad is restored on exit. None: the body runs as it is."""
+    if model is None:
+        yield
+        return
+    was = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in was:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, r in was:
+            p.requires_grad_(r)

@@ -321,6 +321,25 @@ def test_jobs_config_and_threads_per_job(monkeypatch):
     assert threads_per_job(gpu, 2) is None  # a GPU run keeps its own setting
 
 
+def test_scoring_starts_with_the_longest_jobs(tmp_path):
+    """The shipped compare's jobs are ordered by the weights their checkpoints store,
+    largest first (the weight-sparse model, then the MoEs, the dense-sized ones last,
+    the post-hoc route at half of dense's), so two workers end close together; a job
+    whose result is saved is not in the list."""
+    from glassbox.compare import plan_runs
+    from glassbox.scheduling import expected_cost, scoring_todo
+
+    cc = load_compare_config("configs/compare_shipped.yaml")
+    plan = plan_runs(cc, tmp_path / "report")
+    todo = scoring_todo(plan, cc)
+    costs = [expected_cost(job) for job in todo]
+    assert costs == sorted(costs, reverse=True) and len(todo) == len(plan) + 1
+    assert todo[0].run.arch == "weight_sparse" and todo[-1].posthoc
+    assert {todo[1].run.arch, todo[2].run.arch} == {"moe", "moe_relu"}
+    dense = next(job for job in todo if job.run.arch == "dense")
+    assert expected_cost(todo[-1]) * 2 == expected_cost(dense)
+
+
 @pytest.mark.slow
 def test_parallel_training_equals_training_in_process(tmp_path):
     """jobs=2 trains both seeds as separate processes, each logging to its run
