@@ -57,7 +57,7 @@ from glassbox.analysis.heldout import (
 )
 from glassbox.analysis.intervals import interval
 from glassbox.analysis.jsonable import mean_defined
-from glassbox.analysis.routing_metrics import kmeans_centres
+from glassbox.analysis.routing_metrics import kmeans_centres, nearest_centre
 from glassbox.training.data import SuiteData
 
 N_GROUPS = 32  # k-means clusters of every kind's units (the shipped MoE's expert count)
@@ -170,8 +170,7 @@ def specialisation_section(
         acts_fit = next(iter(fit.units[i].values()))
         acts_score = next(iter(score.units[i].values()))
         centres = kmeans_centres(acts_fit, n_groups, iters=30, seed=seed)
-        fg = torch.cdist(acts_fit, centres).argmin(1)
-        sg = torch.cdist(acts_score, centres).argmin(1)
+        fg, sg = nearest_centre(acts_fit, centres), nearest_centre(acts_score, centres)
         v, r = labels.info(fit, score, fg, sg, seed)
         layer: dict[str, Any] = {"clusters": v}
         clusters.append((v, r))

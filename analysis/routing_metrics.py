@@ -227,6 +227,13 @@ def selectivity(drop: Tensor) -> dict[str, Tensor | float]:
 # --- dense baseline ------------------------------------------------------------------
 
 
+def nearest_centre(x: Tensor, centres: Tensor) -> Tensor:
+    """(N,) the index of the centre (k, d) nearest each row of x (N, d) in Euclidean
+    distance: the argmin of |c|^2 - 2 x.c, one matrix product (|x|^2 is the same for
+    every centre of a row, and no square root changes an order)."""
+    return ((centres * centres).sum(1)[None] - 2 * x @ centres.T).argmin(1)
+
+
 def kmeans_centres(
     x: Tensor, n_clusters: int, iters: int = 50, seed: int = 0, max_fit: int = 20000
 ) -> Tensor:
@@ -235,15 +242,16 @@ def kmeans_centres(
     g = torch.Generator().manual_seed(seed)
     fit = x[torch.randperm(x.shape[0], generator=g)[:max_fit]] if x.shape[0] > max_fit else x
     centers = fit[torch.randint(fit.shape[0], (1,), generator=g)]
+    d2 = (fit - centers).square().sum(1).double()  # squared distance to the nearest centre
     for _ in range(1, n_clusters):  # k-means++: next centre with prob ~ squared distance
-        d2 = torch.cdist(fit, centers).square().min(1).values.double()
         if d2.sum() <= 0:
             nxt = torch.randint(fit.shape[0], (1,), generator=g)
         else:
             nxt = torch.multinomial(d2 / d2.sum(), 1, generator=g)
         centers = torch.cat([centers, fit[nxt]])
+        d2 = torch.minimum(d2, (fit - fit[nxt]).square().sum(1).double())
     for _ in range(iters):
-        assign = torch.cdist(fit, centers).argmin(1)
+        assign = nearest_centre(fit, centers)
         sums = torch.zeros_like(centers).index_add_(0, assign, fit)
         n = torch.bincount(assign, minlength=n_clusters).to(fit.dtype)
         new = torch.where(n[:, None] > 0, sums / n.clamp_min(1)[:, None], centers)
@@ -259,4 +267,4 @@ def kmeans(
     """Cluster the rows of x (N, d) with k-means (k-means++ seeding, Lloyd steps) and
     return (N,) labels. Fits on at most `max_fit` random rows, assigns all."""
     x = x.double()
-    return torch.cdist(x, kmeans_centres(x, n_clusters, iters, seed, max_fit)).argmin(1)
+    return nearest_centre(x, kmeans_centres(x, n_clusters, iters, seed, max_fit))
