@@ -64,8 +64,14 @@ class DenseMLP(FFN):
                 hook=f"blocks.{layer}.mlp.hook_post",
                 write=lambda: self.W_out.weight.T,
                 weights=self._unit_weights,
+                channels=self._channel_weights,
             )
         ]
+
+    def _channel_weights(self) -> tuple[list[Tensor], list[Tensor]]:
+        """Each neuron's W_gate and W_in rows (what it reads), its W_out column (writes)."""
+        mats = [self.W_gate, self.W_in] if self.activation == "swiglu" else [self.W_in]
+        return [m.weight for m in mats], [self.W_out.weight.T]
 
     def _unit_weights(self) -> list[Tensor]:
         """Each neuron's W_gate and W_in rows (and biases) and W_out column."""

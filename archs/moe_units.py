@@ -86,6 +86,12 @@ class ExpertUnits(UnitGroup):
         mats = [moe.W_gate, moe.W_in] if moe.activation == "swiglu" else [moe.W_in]
         return [w.weight for w in [*mats, moe.W_out]]
 
+    def channel_weights(self, model) -> tuple[list[Tensor], list[Tensor]]:
+        """Each expert's W_gate and W_in (E, d_expert, d_model) read, its W_out writes."""
+        moe = model.blocks[self.layer].mlp
+        mats = [moe.W_gate, moe.W_in] if moe.activation == "swiglu" else [moe.W_in]
+        return [w.weight.transpose(1, 2) for w in mats], [moe.W_out.weight]
+
     def directions(self, model, batches=()) -> Tensor:
         """(E, d_model): each expert's mean output over the tokens routed to it."""
         return self.mean(model, batches)
@@ -150,6 +156,11 @@ class ExpertHiddenUnits(UnitGroup):
         ins = [moe.W_gate, moe.W_in] if moe.activation == "swiglu" else [moe.W_in]
         cols = [w.weight.transpose(1, 2).reshape(self.n_units, -1) for w in ins]
         return cols + [moe.W_out.weight.reshape(self.n_units, -1)]
+
+    def channel_weights(self, model) -> tuple[list[Tensor], list[Tensor]]:
+        """Each hidden unit's W_gate and W_in columns (read), its W_out row (written)."""
+        reads = self.unit_weights(model)
+        return reads[:-1], [reads[-1]]
 
     def directions(self, model, batches=()) -> Tensor:
         """(E * d_expert, d_model): each hidden unit's row of its expert's W_out."""

@@ -229,6 +229,7 @@ class Transcoder(FFN):
                 hook=f"blocks.{layer}.mlp.hook_latents",
                 write=lambda: self.W_dec,
                 weights=lambda: [self.W_enc.T, self.W_dec, self.b_enc[:, None]],
+                channels=lambda: ([self.W_enc.T], [self.W_dec]),
             )
         ]
 

@@ -37,9 +37,10 @@ class UnitGroup(ABC):
 
     name: str  # unique in the model, e.g. "blocks.0.mlp.neurons"
     layer: int
-    kind: str  # neuron | latent | head | expert | expert_hidden | a new kind's unit
+    kind: str  # neuron | latent | head | expert | expert_hidden | residual | a new kind's
     n_units: int
     params_per_unit: int
+    reads: str = "mlp"  # the residual read its units take in: "attn" (heads) or "mlp"
 
     @abstractmethod
     def mean(self, model, batches: Iterable[Mapping[str, Tensor]]) -> Tensor:
@@ -64,6 +65,14 @@ class UnitGroup(ABC):
         group does not say (then `nonzero_params` counts params_per_unit)."""
         return []
 
+    def channel_weights(self, model) -> tuple[list[Tensor], list[Tensor]]:
+        """(reads, writes): the weights joining each unit to the residual stream's
+        channels, each (n_units, ..., d_model) with the channel on the last axis: what
+        it reads from its layer's `reads` input and writes into the stream (a neuron's
+        W_in row, its W_out column). ([], []) where the group does not say (then its
+        edges do not depend on which channels are kept)."""
+        return [], []
+
     @torch.no_grad()
     def nonzero_params(self, model) -> Tensor:
         """(n_units,) the non-zero weights each unit reads and writes: its edges to the
@@ -84,6 +93,9 @@ class HookUnits(UnitGroup):
     hook: str = ""
     write: Callable[[], Tensor] | None = field(default=None, repr=False, compare=False)
     weights: Callable[[], list[Tensor]] | None = field(default=None, repr=False, compare=False)
+    channels: Callable[[], tuple[list[Tensor], list[Tensor]]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def mean(self, model, batches) -> Tensor:
         return hook_means(model, batches, [self.hook])[self.hook]
@@ -104,6 +116,9 @@ class HookUnits(UnitGroup):
     def unit_weights(self, model) -> list[Tensor]:
         return [] if self.weights is None else self.weights()
 
+    def channel_weights(self, model) -> tuple[list[Tensor], list[Tensor]]:
+        return ([], []) if self.channels is None else self.channels()
+
 
 def head_units(model, layer: int) -> HookUnits:
     """The attention heads of a layer: one unit each, all d_head dims of hook_z
@@ -118,15 +133,54 @@ def head_units(model, layer: int) -> HookUnits:
         o = attn.W_O.weight.view(-1, H, d_head).transpose(0, 1)
         return [q, k, v, o]
 
+    def channels() -> tuple[list[Tensor], list[Tensor]]:
+        q, k, v, o = weights()
+        return [q, k, v], [o.transpose(1, 2)]  # o: (H, d_model, d_head) -> channel last
+
     return HookUnits(
         name=f"blocks.{layer}.attn.heads",
         layer=layer,
         kind="head",
         n_units=attn.n_heads,
         params_per_unit=4 * attn.d_head * model.cfg.d_model,
+        reads="attn",
         hook=f"blocks.{layer}.attn.hook_z",
         weights=weights,
+        channels=channels,
     )
+
+
+# the residual reads of a block, in forward order: what attention reads (after ln1),
+# then what the FFN reads (after ln2); the unembedding's read (after ln_final) is last
+RESIDUAL_READS = {"attn": "blocks.{i}.ln1.hook_normalized", "mlp": "blocks.{i}.hook_mlp_in"}
+FINAL_READ = "ln_final.hook_normalized"
+
+
+def residual_reads(model) -> list[HookUnits]:
+    """The residual stream's channels as each layer reads them (Gao et al. 2025's
+    residual nodes): for every block, the d_model channels of attention's normalised
+    input, then of the FFN's, and last those the unembedding reads. A channel unit
+    mean-ablated changes what that one read sees, not the stream itself. A channel
+    owns no weights (params_per_unit 0): the weights that read and write it are the
+    units' (`UnitGroup.channel_weights`), and they join it in a circuit's edges."""
+    d = model.cfg.d_model
+    out = []
+    for i in range(len(model.blocks)):
+        for site, hook in RESIDUAL_READS.items():
+            out.append(HookUnits(name=f"blocks.{i}.resid_read.{site}", layer=i, kind="residual",
+                                 n_units=d, params_per_unit=0, reads=site,
+                                 hook=hook.format(i=i)))  # fmt: skip
+    out.append(HookUnits(name="ln_final.resid_read", layer=len(model.blocks), kind="residual",
+                         n_units=d, params_per_unit=0, reads="unembed", hook=FINAL_READ))  # fmt: skip
+    return out
+
+
+def read_site(group: UnitGroup) -> int:
+    """Where a group sits among the residual reads, in forward order: 2 layer for
+    attention's read (heads, and its channel units), 2 layer + 1 for the FFN's, and
+    2 n_layers for the unembedding's. A unit reads at its site and writes into the
+    stream that every later site reads."""
+    return 2 * group.layer + {"attn": 0, "mlp": 1, "unembed": 0}[group.reads]
 
 
 def real_tokens(batch: Mapping[str, Tensor] | Tensor, device) -> tuple[Tensor, Tensor]:

@@ -32,7 +32,9 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 # 9: the older whole-skill circuits renamed interp.skill_circuit_* (micro-circuits are
 #    interp.microcircuit*); a micro-circuit's size chosen on a third of the prompts that
 #    neither fits the mask nor scores it
-ANALYSIS_VERSION = 9
+# 10: k-means assigns by one matrix product (its near-ties can fall the other way); each
+#    micro-circuit records its residual-channel nodes (0 while the channels stay whole)
+ANALYSIS_VERSION = 10
 
 Values = Mapping[str, Any]
 

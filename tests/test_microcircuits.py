@@ -14,9 +14,11 @@ from glassbox.analysis.batches import suite_batches
 from glassbox.analysis.circuits import unit_groups, unit_means
 from glassbox.analysis.microcircuits import (
     LN2,
+    Edges,
     MaskConfig,
     _as_batch,
     _same_heads,
+    circuit_for_task,
     learn_ranking,
     mask_diffs,
     microcircuit_report,
@@ -31,7 +33,7 @@ from glassbox.analysis.microtasks import (
     task_loss,
 )
 from glassbox.archs import Transformer
-from glassbox.archs.units import HookUnits
+from glassbox.archs.units import HookUnits, residual_reads
 from glassbox.training.config import load_config
 from glassbox.training.data import DataConfig, build_datasets
 
@@ -191,3 +193,84 @@ def test_task_prompts_as_a_batch_end_before_each_target():
                     torch.tensor([7, 8]), torch.tensor([1, 1]))  # fmt: skip
     batch = _as_batch(data)
     assert batch["attention_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
+
+
+def _blank(vocab: int = 16):
+    """A 2-layer model whose heads and neurons write nothing (W_O = W_out = 0): the
+    unembedding reads the embedding through the residual stream alone."""
+    cfg = load_config("configs/dense.yaml", ["model.d_model=8", "model.n_heads=2",
+                                             "model.max_seq_len=16", "model.ffn.d_ff=8"])  # fmt: skip
+    torch.manual_seed(0)
+    model = Transformer(dataclasses.replace(cfg.model, vocab_size=vocab, pad_token_id=0)).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.W_O.weight.zero_()
+            block.mlp.W_out.weight.zero_()
+    return model
+
+
+def test_edges_join_kept_units_to_kept_residual_channels():
+    """A head reading only channel 3 and writing only channel 5: its read weights count
+    while channel 3 of its read is kept, its writes while a later read keeps channel 5;
+    with every channel kept a unit's edges are all its non-zero weights."""
+    model = _blank()
+    attn = model.blocks[0].attn
+    dh = attn.d_head
+    with torch.no_grad():
+        for w in (attn.W_Q, attn.W_K, attn.W_V):
+            w.weight.zero_()
+            w.weight[:dh, 3] = 1.0  # head 0 reads channel 3
+        attn.W_O.weight[5, :dh] = 1.0  # head 0 writes channel 5
+    channels = residual_reads(model)
+    groups = unit_groups(model) + channels
+    edges = Edges(model, groups)
+    total = sum(g.n_units for g in groups)
+    offset = {g.name: sum(h.n_units for h in groups[:i]) for i, g in enumerate(groups)}
+
+    def keep(*units):  # (group name, index) pairs kept
+        k = torch.zeros(total, dtype=torch.bool)
+        for name, i in units:
+            k[offset[name] + i] = True
+        return k
+
+    head = ("blocks.0.attn.heads", 0)
+    assert edges.total == sum(int(g.nonzero_params(model).sum()) for g in groups)
+    every = torch.ones(total, dtype=torch.bool)
+    assert edges.count(every) == edges.total
+    read3, mlp5 = ("blocks.0.resid_read.attn", 3), ("blocks.0.resid_read.mlp", 5)
+    assert edges.count(keep(head, read3, mlp5)) == 4 * dh  # 3 d_head reads, d_head writes
+    assert edges.count(keep(head, read3, ("ln_final.resid_read", 5))) == 4 * dh
+    assert edges.count(keep(head, read3, ("blocks.1.resid_read.attn", 4))) == 3 * dh
+    assert edges.count(keep(head, mlp5)) == dh  # its read channel left out
+    assert edges.count(keep(read3, mlp5)) == 0  # channels own no weights
+    # without channel units every channel is kept: a unit's edges are its weights
+    plain = Edges(model, unit_groups(model))
+    assert plain.count(keep(head)[: plain.own.numel()]) == 4 * dh
+
+
+def test_learned_masks_find_the_one_residual_channel_that_carries_the_answer():
+    """The answer is the sign of the last token's embedding at channel 0, read by the
+    unembedding; heads and neurons write nothing: the circuit is that one channel at
+    the unembedding's read, and its nonsense twin has none."""
+    model = _blank()
+    vocab, a, b = 16, 1, 2
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        sign = torch.where(torch.arange(vocab) % 2 == 0, 1.0, -1.0)
+        model.W_E.weight[:, 0] = 2 * sign
+        model.W_U.weight.zero_()
+        model.W_U.weight[a, 0], model.W_U.weight[b, 0] = 4.0, -4.0
+    ids = torch.randint(3, vocab, (72, 4), generator=g)
+    target = torch.where(sign[ids[:, 2]] > 0, a, b)
+    ids[:, 3] = target
+    data = TaskData("sign", ids, torch.full((72,), 3), target, a + b - target)
+    channels = residual_reads(model)
+    groups = unit_groups(model) + channels
+    batches = [{"input_ids": torch.randint(3, vocab, (64, 4), generator=g)}]
+    means = unit_means(model, batches, groups)
+    fit, select, score = (data.subset(torch.arange(i, i + 24)) for i in (0, 24, 48))
+    cfg = MaskConfig(steps=60, residual=True)
+    c = circuit_for_task(model, fit, score, groups, means, cfg, 0, select)
+    assert c["learned"] and c["nodes"] == 1 and c["residual_nodes"] == 1
+    assert c["faithfulness_heldout"] > 0.99 and c["edges"] == 0  # a channel owns no weight
+    assert c["nonsense_nodes"] is None
