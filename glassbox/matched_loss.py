@@ -2,7 +2,7 @@
 each kind's size ratio to dense at matched loss (Gao et al. 2025's comparison;
 analysis.matched_loss has the science).
 
-    glassbox matched-loss configs/compare_matched.yaml [key=value ...] [--from-step N]
+    glassbox matched-loss configs/compare_matched.yaml [key=value ...] [--from-step N] [--residual]
 
 1. Trains the compare config's runs that are not current (as `glassbox compare` does;
    the config keeps every periodic checkpoint: trainer.keep_checkpoints=-1).
@@ -14,6 +14,11 @@ analysis.matched_loss has the science).
 3. Writes into out_dir: matched_loss.json (every point; per seed and kind the ratio to
    dense at matched loss, nodes and edges), matched_loss.md (the table, with the
    spread over seeds) and matched_loss.png (edges against loss, a line per run).
+
+--residual counts the residual channels each layer reads as units too
+(MaskConfig(residual=True): Gao et al.'s residual nodes, and edges only between kept
+ends); its points are saved as step=N.residual.json and its files are
+matched_loss_residual.{json,md,png}, beside the default ones.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 import torch
 
 from glassbox.analysis.matched_loss import SIZES, Point, common_tasks, ratio_at_matched_loss
-from glassbox.analysis.microcircuits import microcircuit_report
+from glassbox.analysis.microcircuits import MaskConfig, microcircuit_report
 from glassbox.archs.checkpoint import load_pretrained, shipped_dir
 from glassbox.archs.writes import Output, close_output_dir, open_output_dir
 from glassbox.compare import plan_runs
@@ -42,12 +47,15 @@ from glassbox.training.evaluate import evaluate_model
 MATCHED = Output(
     "glassbox matched-loss",
     legacy=lambda d: (d / "matched_loss.json").is_file() or (d / "runs").is_dir(),
-    owns=("runs", "matched_loss.md", "matched_loss.json", "matched_loss.png"),
+    owns=(
+        "runs",
+        *(f"matched_loss{s}.{x}" for s in ("", "_residual") for x in ("md", "json", "png")),
+    ),
     marker=False,
     force=False,
 )
 KEPT = ("learned", "nodes", "edges", "fraction", "faithfulness_heldout", "accuracy_heldout",
-        "accuracy_clean", "total_units")  # fmt: skip
+        "accuracy_clean", "total_units", "residual_nodes")  # fmt: skip
 
 __all__ = ["checkpoints_along", "main", "matched_loss", "score_checkpoint"]
 
@@ -70,20 +78,24 @@ def load_at(run: Run, ckpt: Path):
     return model.eval()
 
 
-def score_checkpoint(run: Run, step: int, ckpt: Path, threads: int | None = None) -> Point:
-    """One checkpoint's loss and micro-task circuits, saved beside the run and reused
-    under the same key (the checkpoint file, results.ANALYSIS_VERSION)."""
+def score_checkpoint(
+    run: Run, step: int, ckpt: Path, threads: int | None = None, residual: bool = False
+) -> Point:
+    """One checkpoint's loss and micro-task circuits (residual: with the residual
+    channels as units), saved beside the run and reused under the same key (the
+    checkpoint file, residual, results.ANALYSIS_VERSION)."""
     if threads:
         torch.set_num_threads(threads)
-    path = run.run_dir / "analysis" / "along" / f"step={step}.json"
+    name = f"step={step}.residual.json" if residual else f"step={step}.json"
+    path = run.run_dir / "analysis" / "along" / name
     stat = ckpt.stat()
-    key = content_key("along", run.config_key, step, stat.st_size, stat.st_mtime_ns)
+    key = content_key("along", run.config_key, step, stat.st_size, stat.st_mtime_ns, residual)
     saved = load_saved(path, key)
     if saved is not None:
         return Point.from_json(saved)
     model, suite = load_at(run, ckpt), run.suite
     loss = evaluate_model(model, suite, batch_size=run.cfg.data.batch_size)["val_loss"]
-    report = microcircuit_report(model, suite, seed=run.seed)
+    report = microcircuit_report(model, suite, seed=run.seed, cfg=MaskConfig(residual=residual))
     tasks = {n: {k: t.get(k) for k in KEPT} for n, t in report["tasks"].items()}
     point = Point(step, float(loss), tasks)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,20 +103,24 @@ def score_checkpoint(run: Run, step: int, ckpt: Path, threads: int | None = None
     return point
 
 
-def _score(args: tuple[Run, int, Path]) -> Point:
-    return score_checkpoint(*args, threads=1)
+def _score(args: tuple[Run, int, Path, bool]) -> Point:
+    run, step, ckpt, residual = args
+    return score_checkpoint(run, step, ckpt, threads=1, residual=residual)
 
 
-def score_runs(plan: list[Run], jobs: int, from_step: int) -> dict[str, list[Point]]:
+def score_runs(
+    plan: list[Run], jobs: int, from_step: int, residual: bool = False
+) -> dict[str, list[Point]]:
     """Every run's points, by run name; checkpoints scored `jobs` at a time."""
-    todo = [(run, step, f) for run in plan for step, f in checkpoints_along(run, from_step)]
+    todo = [(run, step, f, residual) for run in plan
+            for step, f in checkpoints_along(run, from_step)]  # fmt: skip
     if jobs > 1:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             points = list(pool.map(_score, todo))
     else:
-        points = [score_checkpoint(*t) for t in todo]
+        points = [score_checkpoint(run, step, f, residual=r) for run, step, f, r in todo]
     out: dict[str, list[Point]] = {run.name: [] for run in plan}
-    for (run, _, _), p in zip(todo, points):
+    for (run, _, _, _), p in zip(todo, points):
         out[run.name].append(p)
     return out
 
@@ -176,15 +192,25 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def write_markdown(result: dict[str, Any], path: Path, command: str) -> None:
+def write_markdown(
+    result: dict[str, Any], path: Path, command: str, residual: bool = False
+) -> None:
+    channels = (
+        " The residual channels each layer reads are units too (--residual): nodes count "
+        "them, and an edge is a non-zero weight whose two ends are kept."
+        if residual
+        else ""
+    )
     lines = [
-        "# Circuit size at matched pretraining loss",
+        "# Circuit size at matched pretraining loss"
+        + (", residual channels as units" if residual else ""),
         "",
         f"`{command}`. Each run's checkpoints along training give (loss, circuit size); "
         f"a kind's size over {result['baseline']}'s is read where their losses are equal "
         "(the higher final loss; the other run's curve interpolated in log size), over the "
         "micro-tasks both final checkpoints learned. Gao et al. 2025 report dense circuits "
-        "about 16x a weight-sparse model's at matched loss (a ratio here of about 0.06).",
+        "about 16x a weight-sparse model's at matched loss (a ratio here of about 0.06)."
+        + channels,
         "",
         "| kind | seed | size | tasks read | matched loss | kind size | dense size | ratio at "
         "matched loss | ratio of final checkpoints | note |",
@@ -209,22 +235,26 @@ def write_markdown(result: dict[str, Any], path: Path, command: str) -> None:
     path.write_text("\n".join(lines))
 
 
-def run_matched_loss(config: str, overrides: list[str], from_step: int) -> Path:
-    """Train what is missing, score every checkpoint, write the three files; returns
-    matched_loss.md's path."""
+def run_matched_loss(
+    config: str, overrides: list[str], from_step: int, residual: bool = False
+) -> Path:
+    """Train what is missing, score every checkpoint, write the three files
+    (matched_loss_residual.* with residual); returns the markdown's path."""
     cc = load_compare_config(config, overrides)
     out = Path(cc.out_dir)
     plan = plan_runs(cc, out)
     keep = open_output_dir(out, MATCHED, protected=[shipped_dir()])
     train_runs(plan, cc.jobs)
-    points = score_runs(plan, cc.jobs, from_step)
+    points = score_runs(plan, cc.jobs, from_step, residual)
     result = matched_loss(plan, points)
-    (out / "matched_loss.json").write_text(json.dumps(result, indent=1))
-    _plot(points, out / "matched_loss.png")
-    command = " ".join(["glassbox matched-loss", config, *overrides])
-    write_markdown(result, out / "matched_loss.md", command)
+    stem = "matched_loss_residual" if residual else "matched_loss"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    _plot(points, out / f"{stem}.png")
+    command = " ".join(["glassbox matched-loss", config, *overrides,
+                        *(["--residual"] if residual else [])])  # fmt: skip
+    write_markdown(result, out / f"{stem}.md", command, residual)
     close_output_dir(out, MATCHED, keep)
-    return out / "matched_loss.md"
+    return out / f"{stem}.md"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -232,9 +262,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key=value, as glassbox compare takes")
     p.add_argument("--from-step", type=int, default=1000,
                    help="the first checkpoint read (earlier ones learn few tasks)")  # fmt: skip
+    p.add_argument("--residual", action="store_true",
+                   help="the residual channels each layer reads are units too "
+                        "(writes matched_loss_residual.*)")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
-    path = run_matched_loss(args.config, list(args.overrides), args.from_step)
+    path = run_matched_loss(args.config, list(args.overrides), args.from_step, args.residual)
     print(f"wrote {path} (results version {ANALYSIS_VERSION})")
     return 0

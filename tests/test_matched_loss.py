@@ -138,3 +138,12 @@ def test_matched_loss_command_on_a_tiny_compare(tmp_path):
     # the points read in worker processes
     assert main(["matched-loss", *args[:-2], "jobs=2", *args[-2:]]) == 0
     assert [f.stat().st_mtime_ns for f in saved] == before  # read, not scored again
+    # with the residual channels as units: points of their own, files of their own
+    assert main(["matched-loss", *args, "--residual"]) == 0
+    assert len(sorted((out / "runs/dense-seed0/analysis/along").glob("step=*.residual.json"))) == 3
+    assert [f.stat().st_mtime_ns for f in saved] == before  # the default points untouched
+    residual = json.loads((out / "matched_loss_residual.json").read_text())
+    assert [p["step"] for p in residual["points"]["dense-seed0"]] == [2, 4, 6]
+    md = (out / "matched_loss_residual.md").read_text()
+    assert "residual channels as units" in md and "--residual" in md
+    assert (out / "matched_loss.md").is_file()  # beside the default files
