@@ -173,7 +173,7 @@ def _plot(points: dict[str, list[Point]], path: Path) -> None:
             continue
         kind, seed = name.rsplit("-seed", 1)
         colour = colours.setdefault(kind, f"C{len(colours)}")
-        ax.plot([x[1] for x in c], [x[2] for x in c], "o-", color=colour,
+        ax.plot([x[1] for x in c], [x[2] for x in c], marker="o", color=colour,
                 ls="-" if seed == "0" else "--", label=name, ms=3)  # fmt: skip
     ax.set_yscale("log")
     ax.set_xlabel("pretraining loss (answer tokens, test split)")
@@ -231,7 +231,8 @@ def write_markdown(
                 f"- {kind} / {result['baseline']}, {size}: mean {s['mean']:.3f} "
                 f"(min {s['min']:.3f}, max {s['max']:.3f}; {s['seeds']} seeds)"
             )
-    lines += ["", "![circuit edges against loss](matched_loss.png)", ""]
+    plot = "matched_loss_residual.png" if residual else "matched_loss.png"
+    lines += ["", f"![circuit edges against loss]({plot})", ""]
     path.write_text("\n".join(lines))
 
 

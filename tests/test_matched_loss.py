@@ -146,4 +146,5 @@ def test_matched_loss_command_on_a_tiny_compare(tmp_path):
     assert [p["step"] for p in residual["points"]["dense-seed0"]] == [2, 4, 6]
     md = (out / "matched_loss_residual.md").read_text()
     assert "residual channels as units" in md and "--residual" in md
+    assert "(matched_loss_residual.png)" in md
     assert (out / "matched_loss.md").is_file()  # beside the default files
