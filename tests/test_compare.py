@@ -144,8 +144,10 @@ def test_report_tables_from_constructed_rows(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "path", ["configs/compare.yaml", "configs/compare_gpu.yaml", "configs/compare_long.yaml"]
-)
+    "path",
+    ["configs/compare.yaml", "configs/compare_gpu.yaml", "configs/compare_long.yaml",
+     "configs/compare_matched_kinds.yaml"],
+)  # fmt: skip
 def test_shipped_compare_configs_load_every_run(path):
     """Every architecture's run config with the compare's overrides is valid, and the
     configs keep active parameters matched to dense within 2% (the routers are the
