@@ -274,3 +274,6 @@ def test_learned_masks_find_the_one_residual_channel_that_carries_the_answer():
     assert c["learned"] and c["nodes"] == 1 and c["residual_nodes"] == 1
     assert c["faithfulness_heldout"] > 0.99 and c["edges"] == 0  # a channel owns no weight
     assert c["nonsense_nodes"] is None
+    # the masks were learned with the weights held fixed: no gradient reached them,
+    # and each weight requires one again afterwards
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
