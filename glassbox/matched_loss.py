@@ -229,7 +229,8 @@ def write_markdown(
         for size, s in sizes.items():
             lines.append(
                 f"- {kind} / {result['baseline']}, {size}: mean {s['mean']:.3f} "
-                f"(min {s['min']:.3f}, max {s['max']:.3f}; {s['seeds']} seeds)"
+                f"(min {s['min']:.3f}, max {s['max']:.3f}; "
+                f"{s['seeds']} seed{'s' if s['seeds'] != 1 else ''})"
             )
     plot = "matched_loss_residual.png" if residual else "matched_loss.png"
     lines += ["", f"![circuit edges against loss]({plot})", ""]
