@@ -120,9 +120,9 @@ class Edges:
         self.groups = list(groups)
         self.own = torch.cat([g.nonzero_params(model) for g in groups]).long()
         self.channel: dict[str, tuple[Tensor, Tensor]] = {}  # name: (reads, writes) counts
-        for g in groups:
+        for g in groups:  # channel units own no weights: they list none
             reads, writes = g.channel_weights(model)
-            if g.kind != "residual" and (reads or writes):
+            if reads or writes:
                 self.channel[g.name] = (_per_channel(reads, g.n_units, model.cfg.d_model),
                                         _per_channel(writes, g.n_units, model.cfg.d_model))  # fmt: skip
 
@@ -147,7 +147,8 @@ class Edges:
                 edges += int(self.own[start : start + g.n_units][kept].sum())
                 if g.name in self.channel and sites:
                     reads, writes = self.channel[g.name]
-                    site, after = read_site(g), read_after(read_site(g))
+                    site = read_site(g)
+                    after = read_after(site)
                     if site in sites:
                         edges -= int(reads[kept][:, ~sites[site]].sum())
                     if after is not None:
@@ -337,7 +338,7 @@ def circuit_for_task(
     edges = edges or Edges(model, groups)
     kept = torch.zeros(total, dtype=torch.bool)
     kept[order[:k].cpu()] = True
-    is_channel = torch.cat([torch.full((g.n_units,), g.kind == "residual") for g in groups])
+    is_channel = _of_kind(groups, "residual")
     return {
         **out,
         "learned": True,
@@ -413,11 +414,15 @@ def _held_out(
     }
 
 
+def _of_kind(groups: Sequence[UnitGroup], kind: str) -> Tensor:
+    """(total,) bool: which units belong to a group of `kind`."""
+    return torch.cat([torch.full((g.n_units,), g.kind == kind) for g in groups])
+
+
 def _same_heads(groups: Sequence[UnitGroup], keep: Tensor, n: int, g) -> Tensor:
     """(n, total) masks that keep the circuit's heads and as many random other units as
     it keeps (the control for a ranking that finds heads and no specific units)."""
-    is_head = torch.cat([torch.full((gr.n_units,), gr.kind == "head") for gr in groups])
-    is_head = is_head.to(keep.device)
+    is_head = _of_kind(groups, "head").to(keep.device)
     others = (~is_head).nonzero().squeeze(1)
     n_other = int((keep & ~is_head).sum())
     out = (keep & is_head).repeat(n, 1)

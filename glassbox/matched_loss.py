@@ -232,8 +232,7 @@ def write_markdown(
                 f"(min {s['min']:.3f}, max {s['max']:.3f}; "
                 f"{s['seeds']} seed{'s' if s['seeds'] != 1 else ''})"
             )
-    plot = "matched_loss_residual.png" if residual else "matched_loss.png"
-    lines += ["", f"![circuit edges against loss]({plot})", ""]
+    lines += ["", f"![circuit edges against loss]({path.with_suffix('.png').name})", ""]
     path.write_text("\n".join(lines))
 
 
