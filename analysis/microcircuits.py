@@ -51,6 +51,13 @@ circuits that lost 9 points of accuracy on new prompts (dense, 32 prompts a half
    weight_sparse's 33% of 3,344 (dense: 66% with 120 mask steps, 51-82% with hard
    masks through a straight-through estimator); so the report keeps every channel,
    and `glassbox matched-loss --residual` compares the kinds with them.
+6. An empty circuit: where every unit mean-ablated already reaches the target, the
+   task is done by the token's direct path (embedding to unembedding) and the units'
+   means, and its circuit has 0 nodes and 0 edges. It is counted
+   (interp.microcircuit_empty) and its sizes stay in the per-task results, but the
+   geometric means, the size ratios and the random-units controls are over the
+   non-empty circuits: a ratio to an empty circuit is undefined, its logarithm is
+   -inf, and random sets of no unit are the circuit itself.
 
     report = microcircuit_report(model, suite)
     report["summary"]["interp.microcircuit.dyck_first_closer.nodes"]
@@ -431,22 +438,26 @@ def _same_heads(groups: Sequence[UnitGroup], keep: Tensor, n: int, g) -> Tensor:
     return out
 
 
-def _gmean(xs: Sequence[float]) -> float | None:
+def _gmean(xs: Sequence[float | None]) -> float | None:
+    """Geometric mean of the positive values (None and 0 have no logarithm)."""
     xs = [x for x in xs if x and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
 
 
 def summarise(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Summary keys: per task interp.microcircuit.<task>.<key>, and over the learned
-    tasks interp.microcircuit_nodes_gmean, interp.microcircuit_fraction_median,
-    interp.microcircuit_faithfulness_heldout (mean), interp.microcircuit_beats_random
-    (share of tasks whose held-out faithfulness beats every random set of its size),
-    interp.microcircuit_beats_same_heads (the same against the circuit's heads with
-    random other units), interp.microcircuit_edges_gmean, interp.microcircuit_accuracy_gap
-    (clean minus circuit held-out accuracy, mean), interp.nonsense_ratio (geometric mean
-    of nonsense / real size, a nonsense task no size reaches counted at all units: a
-    lower bound), interp.zero_ablation_ratio, interp.task_means_ratio (task-mean / global
-    size), interp.microcircuit_tasks (learned tasks)."""
+    """Summary keys: per task interp.microcircuit.<task>.<key>; over the learned tasks
+    interp.microcircuit_tasks, interp.microcircuit_empty (those whose circuit is
+    empty: the module docstring), interp.microcircuit_fraction_median,
+    interp.microcircuit_faithfulness_heldout (mean) and interp.microcircuit_accuracy_gap
+    (clean minus circuit held-out accuracy, mean); over the learned tasks with a
+    non-empty circuit interp.microcircuit_nodes_gmean, interp.microcircuit_edges_gmean,
+    interp.microcircuit_beats_random (share of tasks whose held-out faithfulness beats
+    every random set of its size), interp.microcircuit_beats_same_heads (the same
+    against the circuit's heads with random other units), interp.nonsense_ratio
+    (geometric mean of nonsense / real size, a nonsense task no size reaches counted at
+    all units: a lower bound), interp.zero_ablation_ratio and interp.task_means_ratio
+    (task-mean / global size), each ratio over the tasks whose fitted size (nodes_fit)
+    is not 0."""
     out: dict[str, Any] = {}
     keys = ("nodes", "fraction", "edges", "faithfulness_heldout", "accuracy_heldout",
             "accuracy_clean", "random_faithfulness", "same_heads_faithfulness", "cpr", "cmd",
@@ -459,36 +470,40 @@ def summarise(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if not learned:
         return out
     vals = list(learned.values())
+    sized = [t for t in vals if t["nodes"]]  # a non-empty circuit
+    out["interp.microcircuit_empty"] = len(vals) - len(sized)
     fr = sorted(t["fraction"] for t in vals)
-    out["interp.microcircuit_nodes_gmean"] = _gmean([t["nodes"] for t in vals])
-    out["interp.microcircuit_edges_gmean"] = _gmean([t["edges"] for t in vals])
     out["interp.microcircuit_fraction_median"] = fr[len(fr) // 2] if len(fr) % 2 else (
         (fr[len(fr) // 2 - 1] + fr[len(fr) // 2]) / 2)  # fmt: skip
     out["interp.microcircuit_faithfulness_heldout"] = sum(
         t["faithfulness_heldout"] for t in vals
     ) / len(vals)
-    out["interp.microcircuit_beats_random"] = sum(
-        t["faithfulness_heldout"] > t["random_faithfulness_max"] for t in vals
-    ) / len(vals)
-    out["interp.microcircuit_beats_same_heads"] = sum(
-        t["faithfulness_heldout"] > t["same_heads_faithfulness_max"] for t in vals
-    ) / len(vals)
     out["interp.microcircuit_accuracy_gap"] = sum(
         t["accuracy_clean"] - t["accuracy_heldout"] for t in vals
     ) / len(vals)
-    out["interp.task_means_ratio"] = _gmean(
-        [(t["task_means_nodes"] or t["total_units"]) / t.get("nodes_fit", t["nodes"]) for t in vals]
-    )
-    out["interp.nonsense_ratio"] = _gmean(
-        [(t["nonsense_nodes"] or t["total_units"]) / t.get("nodes_fit", t["nodes"]) for t in vals]
-    )
-    out["interp.zero_ablation_ratio"] = _gmean(
-        [
-            (t["zero_ablation_nodes"] or t["total_units"]) / t.get("nodes_fit", t["nodes"])
-            for t in vals
-        ]
-    )
+    if not sized:
+        return out
+    out["interp.microcircuit_nodes_gmean"] = _gmean([t["nodes"] for t in sized])
+    out["interp.microcircuit_edges_gmean"] = _gmean([t["edges"] for t in sized])
+    out["interp.microcircuit_beats_random"] = sum(
+        t["faithfulness_heldout"] > t["random_faithfulness_max"] for t in sized
+    ) / len(sized)
+    out["interp.microcircuit_beats_same_heads"] = sum(
+        t["faithfulness_heldout"] > t["same_heads_faithfulness_max"] for t in sized
+    ) / len(sized)
+    for key, control in (("task_means_ratio", "task_means_nodes"),
+                         ("nonsense_ratio", "nonsense_nodes"),
+                         ("zero_ablation_ratio", "zero_ablation_nodes")):  # fmt: skip
+        out[f"interp.{key}"] = _gmean([_size_ratio(t, control) for t in sized])
     return out
+
+
+def _size_ratio(task: dict[str, Any], control: str) -> float | None:
+    """A control's circuit size over the real task's on the fit third (a control no
+    size reaches counts as every unit); None where the real one is empty there."""
+    real = task.get("nodes_fit", task["nodes"])
+    size = task[control]
+    return (task["total_units"] if size is None else size) / real if real else None
 
 
 def microcircuit_report(

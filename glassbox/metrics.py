@@ -257,6 +257,11 @@ _BUILT_IN: tuple[Metric, ...] = (
     Metric("interp.microcircuit_tasks", "micro-tasks learned",
            "micro-tasks whose clean loss is under half a uniform guess's (the others get no "
            "circuit)", section=INTERPRETABILITY, digits=0),
+    Metric("interp.microcircuit_empty", "micro-tasks with an empty circuit",
+           "learned micro-tasks that every unit mean-ablated still performs (the token's "
+           "direct path and the units' means): their circuit has 0 units, and the sizes, "
+           "their ratios and the random-units controls are over the other tasks",
+           section=INTERPRETABILITY, digits=0),
     Metric("interp.skill_circuit_fraction", "whole-skill circuit fraction",
            "(the older instrument: a whole skill, attribution-ranked, not held out) fewest units (heads + the kind's units) keeping 90% of a skill's loss gap, as a share "
            "of all, mean over skills", section=INTERPRETABILITY, higher_is_better=False,

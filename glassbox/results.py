@@ -34,7 +34,9 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 #    neither fits the mask nor scores it
 # 10: k-means assigns by one matrix product (its near-ties can fall the other way); each
 #    micro-circuit records its residual-channel nodes (0 while the channels stay whole)
-ANALYSIS_VERSION = 10
+# 11: an empty micro-circuit (a task the direct path performs) is counted
+#    (interp.microcircuit_empty) and left out of the size means, ratios and random controls
+ANALYSIS_VERSION = 11
 
 Values = Mapping[str, Any]
 

@@ -277,3 +277,48 @@ def test_learned_masks_find_the_one_residual_channel_that_carries_the_answer():
     # the masks were learned with the weights held fixed: no gradient reached them,
     # and each weight requires one again afterwards
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+def test_a_task_the_direct_path_performs_has_an_empty_circuit_the_means_leave_out():
+    """Heads and neurons write nothing and the embedding's channel 0 carries the
+    answer to the unembedding: with every unit mean-ablated the model still performs
+    the task, so its circuit is empty (0 nodes, 0 edges). The summary counts it as
+    such and keeps it out of the sizes, their ratios and the random-units control
+    (which it cannot beat: random sets of no unit are itself), where a ratio to 0
+    would have no value."""
+    model = _blank()
+    vocab, a, b = 16, 1, 2
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        sign = torch.where(torch.arange(vocab) % 2 == 0, 1.0, -1.0)
+        model.W_E.weight[:, 0] = 2 * sign
+        model.W_U.weight.zero_()
+        model.W_U.weight[a, 0], model.W_U.weight[b, 0] = 4.0, -4.0
+    ids = torch.randint(3, vocab, (72, 4), generator=g)
+    target = torch.where(sign[ids[:, 2]] > 0, a, b)
+    ids[:, 3] = target
+    data = TaskData("sign", ids, torch.full((72,), 3), target, a + b - target)
+    groups = unit_groups(model)
+    means = unit_means(
+        model, [{"input_ids": torch.randint(3, vocab, (64, 4), generator=g)}], groups
+    )
+    fit, select, score = (data.subset(torch.arange(i, i + 24)) for i in (0, 24, 48))
+    empty = circuit_for_task(model, fit, score, groups, means, MaskConfig(steps=10), 0, select)
+    assert empty["learned"] and empty["nodes"] == 0 and empty["nodes_fit"] == 0
+    assert empty["edges"] == 0 and empty["faithfulness_heldout"] > 0.99
+    total = empty["total_units"]
+    sized = {**empty, "nodes": 8, "nodes_fit": 8, "fraction": 8 / total, "edges": 80,
+             "nonsense_nodes": 16, "zero_ablation_nodes": 8, "task_means_nodes": 4,
+             "random_faithfulness_max": 0.5, "same_heads_faithfulness_max": 0.5}  # fmt: skip
+    s = summarise({"empty": empty, "sized": sized})
+    assert s["interp.microcircuit_tasks"] == 2 and s["interp.microcircuit_empty"] == 1
+    assert s["interp.microcircuit_nodes_gmean"] == pytest.approx(8.0)  # not 0, not sqrt(0 x 8)
+    assert s["interp.microcircuit_edges_gmean"] == pytest.approx(80.0)
+    assert s["interp.nonsense_ratio"] == pytest.approx(2.0)
+    assert s["interp.task_means_ratio"] == pytest.approx(0.5)
+    assert s["interp.microcircuit_beats_random"] == 1.0  # the sized one's, alone
+    assert s["interp.microcircuit_fraction_median"] == pytest.approx(8 / 2 / total)
+    alone = summarise({"empty": empty})
+    assert (
+        alone["interp.microcircuit_empty"] == 1 and "interp.microcircuit_nodes_gmean" not in alone
+    )
