@@ -7,35 +7,56 @@
 Each rung's report.json is read back into the report's own tables (its `runs` become
 RunResults, aggregated by glassbox.report_tables.ReportTables over seeds, with the
 report's "not informative" test), so a cell here is the cell of that rung's report:
-no number is recomputed. Per score, a table with a row per kind and a column per rung;
-the scores are the capability (val loss and its gap to dense), the report's headline
-scores, and every other interpretability score of the registry that is informative
-(moves away from its untrained twin) for some kind at some rung; a cell that is not
-informative at its rung is marked † as in the report. ladder.png draws the gap and the informative
+no number is recomputed but one: each kind's micro-circuit edges over dense's (per
+task from the rung's runs, the geometric mean over the tasks both learned, with a
+bootstrap interval over those tasks). Per score, a table with a row per kind and a
+column per rung; the scores are the capability (val loss and its gap to dense), the
+report's headline scores, every other interpretability score of the registry that is
+informative (moves away from its untrained twin) for some kind at some rung, a cell
+not informative at its rung marked † as in the report, and where a rung scored
+micro-task circuits, their edges against dense's and their own controls (held-out
+faithfulness, beating random units). ladder.png draws the gap and the informative
 scores with intervals against the dense model's active parameters, a line per kind.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from glassbox.analysis.intervals import bootstrap_weights, interval
 from glassbox.compare_config import BASELINE
 from glassbox.metrics import DOMAINS, INTERPRETABILITY, METRICS, Metric, Stat
 from glassbox.report_tables import ReportTables
 from glassbox.results import RunResult, gap_percent
 from glassbox.table import NOT_INFORMATIVE, Table
 
-__all__ = ["Rung", "ladder_tables", "read_rung", "write_ladder_summary"]
+__all__ = [
+    "Rung",
+    "edges_ratio",
+    "ladder_tables",
+    "read_rung",
+    "task_edges",
+    "write_ladder_summary",
+]
 
 VAL_LOSS = METRICS["capability:val_loss"]
+# the micro-task circuits' own controls (random units of the circuit's size, held-out
+# prompts), shown where a rung scored circuits: an untrained twin learns no task, so
+# these have no twin to be informative against
+CIRCUIT_SCORES = tuple(
+    METRICS[f"interpretability:interp.microcircuit_{k}"]
+    for k in ("tasks", "faithfulness_heldout", "beats_random")
+)
 MAX_PANELS = 8  # ladder.png: the val-loss gap and at most 7 scores
 
 
@@ -114,6 +135,52 @@ def _score_table(m: Metric, rungs: Sequence[Rung], kinds: Sequence[str]) -> Tabl
     return Table(m.header, "kind", [_header(r) for r in rungs], rows, m.doc)
 
 
+def task_edges(r: Rung, arch: str) -> dict[str, float]:
+    """{micro-task: its circuit's edges} for the tasks `arch` learned at rung r (the
+    mean over its seeds that learned the task), from the runs' per-task results."""
+    prefix, per_task = "interp.microcircuit.", {}
+    for run in r.tables.runs:
+        if run.arch != arch:
+            continue
+        for key, v in run.values().items():
+            if key.startswith(prefix) and key.endswith(".edges") and v:
+                per_task.setdefault(key[len(prefix) : -len(".edges")], []).append(float(v))
+    return {t: sum(vs) / len(vs) for t, vs in per_task.items()}
+
+
+def edges_ratio(kind: Mapping[str, float], dense: Mapping[str, float]) -> dict[str, Any] | None:
+    """kind's micro-circuit edges over dense's, geometric mean over the tasks both
+    learned, with a 95% interval by bootstrap over those tasks; None if they share none."""
+    tasks = sorted(set(kind) & set(dense))
+    if not tasks:
+        return None
+    logs = torch.tensor([math.log(kind[t] / dense[t]) for t in tasks], dtype=torch.float64)
+    reps = (bootstrap_weights(len(tasks)) @ logs / len(tasks)).exp()
+    return {"ratio": float(logs.mean().exp()), "ci": interval(reps), "tasks": tasks}
+
+
+def _circuit_table(rungs: Sequence[Rung], kinds: Sequence[str]) -> Table | None:
+    """Each kind's micro-circuit edges over its rung's dense model's, on the tasks both
+    learned; None where no rung scored circuits."""
+    if not any(task_edges(r, a) for r in rungs for a in kinds):
+        return None
+    rows = []
+    for arch in kinds:
+        cells = []
+        for r in rungs:
+            e = edges_ratio(task_edges(r, arch), task_edges(r, BASELINE))
+            cells.append("–" if e is None else f"{e['ratio']:.2f}x [{e['ci'][0]:.2f}, "
+                         f"{e['ci'][1]:.2f}] ({len(e['tasks'])} tasks)")  # fmt: skip
+        rows.append((arch, cells))
+    note = ("Non-zero weights of each micro-task's circuit (the fewest units keeping 90% of "
+            "the way from a uniform guess to the model, fitted, sized and scored on separate "
+            "prompts) over the rung's dense model's on the same task; geometric mean over the "
+            "tasks both learned, [95% interval by bootstrap over those tasks]. Each model at "
+            "its own loss (the capability table): `glassbox matched-loss` holds the loss "
+            "equal along training.")  # fmt: skip
+    return Table("Micro-task circuits: edges / dense's", "kind", [_header(r) for r in rungs], rows, note)  # fmt: skip
+
+
 def _capability_table(rungs: Sequence[Rung], kinds: Sequence[str]) -> Table:
     """Val loss per kind and rung, with its gap to the rung's dense model."""
     rows = []
@@ -146,9 +213,14 @@ def _budget_table(rungs: Sequence[Rung], kinds: Sequence[str]) -> Table:
 
 
 def ladder_tables(rungs: Sequence[Rung]) -> list[Table]:
-    """The budget, the capability gap and one table per informative score."""
+    """The budget, the capability gap, one table per informative score, and the
+    micro-task circuits (their edges against dense's, and their own controls) where a
+    rung scored them."""
     kinds = _kinds(rungs)
     scores = [_score_table(m, rungs, kinds) for m in informative_scores(rungs)]
+    circuits = _circuit_table(rungs, kinds)
+    if circuits is not None:
+        scores += [circuits, *(_score_table(m, rungs, kinds) for m in CIRCUIT_SCORES)]
     return [_budget_table(rungs, kinds), _capability_table(rungs, kinds), *scores]
 
 
@@ -241,10 +313,14 @@ def _json(rungs: Sequence[Rung], kinds: Sequence[str]) -> dict[str, Any]:
     """ladder.json: per rung, its corpus and per kind every score the tables show."""
     keys = ["params.active", "params.total", "train.tokens", VAL_LOSS.key]
     keys += [k for m in informative_scores(rungs) for k in (m.key, m.baseline("init").key)]
+    keys += [m.key for m in CIRCUIT_SCORES]
     return {
         r.name: {
             "corpus": dict(r.corpus),
             "kinds": {a: {k: r.stat(a, k) for k in keys} for a in kinds},
+            "microcircuit_edges_to_dense": {
+                a: edges_ratio(task_edges(r, a), task_edges(r, BASELINE)) for a in kinds
+            },
             "not_informative": {
                 a: [m.key for m in ms] for a, ms in r.tables.not_informative().items()
             },  # fmt: skip

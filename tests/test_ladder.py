@@ -29,7 +29,7 @@ from glassbox.ladder import (
     steps_for_budget,
     tokens_per_step,
 )
-from glassbox.ladder_report import read_rung, write_ladder_summary
+from glassbox.ladder_report import edges_ratio, read_rung, write_ladder_summary
 from glassbox.report import Report
 from glassbox.results import RunResult
 
@@ -116,16 +116,22 @@ def test_steps_fit_the_budget_and_each_kind_has_its_share():
     assert share["weight_sparse"] > 3 * share["dense"]  # twice as wide: ~4x the FLOPs
 
 
-def _run(arch, seed, val_loss, lift, twin, params):
+def _run(arch, seed, val_loss, lift, twin, params, edges=None):
     """A scored run as compare saves it: capability from metrics.json, audited scores
-    with their 95% intervals (key_ci) beside the untrained twin's."""
+    with their 95% intervals (key_ci) beside the untrained twin's, and where `edges`
+    ({task: edges}) says so, the micro-task circuits of those tasks."""
+    micro = {f"interp.microcircuit.{t}.edges": e for t, e in (edges or {}).items()}
+    if edges:
+        micro.update({"interp.microcircuit_tasks": len(edges),
+                      "interp.microcircuit_faithfulness_heldout": 0.9,
+                      "interp.microcircuit_beats_random": 1.0})  # fmt: skip
     return RunResult(
         arch=arch, seed=seed, run_dir=f"runs/{arch}-seed{seed}",
         capability={"val_loss": val_loss, "params.active": params, "params.total": 2 * params,
                     "params.nonzero": 2 * params, "train.tokens": 1000},
         interp={"interp.lift_pooled": lift[0], "interp.lift_pooled_ci": lift[1:],
                 "baselines.init.interp.lift_pooled": twin[0],
-                "baselines.init.interp.lift_pooled_ci": twin[1:]},
+                "baselines.init.interp.lift_pooled_ci": twin[1:], **micro},
     )  # fmt: skip
 
 
@@ -154,6 +160,49 @@ def test_summary_reads_the_rungs_reports(tmp_path):
     assert data["M"]["kinds"]["moe"]["interp.lift_pooled"]["ci"] == [0.15, 0.25]
     assert data["S"]["not_informative"]["moe"] == ["interp.lift_pooled"]
     assert (tmp_path / "ladder.png").stat().st_size > 10_000
+
+
+def test_edges_ratio_is_the_geometric_mean_over_shared_tasks():
+    """Known answers: half of dense's edges on every shared task is 0.5 with no spread
+    (a task dense did not learn does not count); 2x on one task and 0.05x on the other
+    is sqrt(0.1), its interval spanning the two; no shared task is no ratio."""
+    dense = {"a": 100.0, "b": 1000.0}
+    half = edges_ratio({"a": 50.0, "b": 500.0, "only_here": 1.0}, dense)
+    assert half["tasks"] == ["a", "b"]
+    assert math.isclose(half["ratio"], 0.5) and all(math.isclose(x, 0.5) for x in half["ci"])
+    mixed = edges_ratio({"a": 200.0, "b": 50.0}, dense)
+    assert math.isclose(mixed["ratio"], math.sqrt(0.1))
+    assert math.isclose(mixed["ci"][0], 0.05) and math.isclose(mixed["ci"][1], 2.0)
+    assert edges_ratio({"c": 10.0}, dense) is None
+
+
+def test_summary_shows_circuits_where_a_rung_scored_them(tmp_path):
+    """A rung with micro-task circuits gets the edges-to-dense table and the circuits'
+    controls; a kind sharing no learned task with dense gets no ratio; a ladder whose
+    rungs scored no circuits shows none of it."""
+    lift, twin = (0.1, 0.08, 0.12), (0.0, -0.01, 0.01)
+    runs = (
+        _run("dense", 0, 2.0, lift, twin, 1000, {"a": 100, "b": 1000}),
+        _run("moe", 0, 2.0, lift, twin, 1000, {"a": 50, "b": 500}),
+        _run("transcoder", 0, 2.0, lift, twin, 1000, {"c": 7}),
+    )
+    Report(out_dir=tmp_path / "S", seeds=(0,), config={}, runs=runs).write()
+    rung = read_rung("S", tmp_path / "S" / "report.json")
+    md = write_ladder_summary(tmp_path, [rung]).read_text()
+    assert "## Micro-task circuits: edges / dense's" in md
+    assert "| moe | 0.50x [0.50, 0.50] (2 tasks) |" in md
+    assert "| dense | 1.00x [1.00, 1.00] (2 tasks) |" in md
+    assert "| transcoder | – |" in md
+    assert "## micro-tasks learned" in md
+    data = json.loads((tmp_path / "ladder.json").read_text())
+    assert math.isclose(data["S"]["microcircuit_edges_to_dense"]["moe"]["ratio"], 0.5)
+    assert data["S"]["microcircuit_edges_to_dense"]["transcoder"] is None
+    bare = (_run("dense", 0, 2.0, lift, twin, 1000), _run("moe", 0, 2.0, lift, twin, 1000))
+    Report(out_dir=tmp_path / "T", seeds=(0,), config={}, runs=bare).write()
+    md = write_ladder_summary(
+        tmp_path, [read_rung("T", tmp_path / "T" / "report.json")]
+    ).read_text()
+    assert "Micro-task circuits" not in md and "micro-tasks learned" not in md
 
 
 def test_command_line_parses():
