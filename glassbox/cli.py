@@ -27,7 +27,7 @@ from glassbox.archs.writes import (
     open_output_dir,
     write_output_dir,
 )
-from glassbox.console import Jobs, quiet_third_party
+from glassbox.console import PARENT_ENV, Jobs, exit_with, quiet_third_party
 from glassbox.training.evaluate import load_suite_for
 
 
@@ -569,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     a diverged run; a missing file; a value the library refuses) is one line on
     stderr and exit code 2 (config or argument) or 1 (the rest), no traceback."""
     args = build_parser().parse_args(argv)
+    parent = os.environ.pop(PARENT_ENV, "")
+    if parent.isdigit():  # a run a compare started: it ends with the compare
+        exit_with(int(parent))
     quiet_third_party(fits=args.command != "train")  # train keeps Lightning's set-up lines
     try:
         return args.fn(args)

@@ -11,13 +11,19 @@ inside our own calls.
 terminal; where the output is not one (a log file, CI) each finished job is one line
 that says the same. Messages are filtered one by one, by their exact text (NOISE_LOGS,
 NOISE_WARNINGS): any other warning still shows.
+
+The processes a compare starts (`glassbox train` runs, scoring workers) end with it,
+killed or not (exit_with): none goes on using the cores for a compare that is gone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,3 +155,25 @@ class Jobs:
 def _clock(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 60}:{s % 60:02d}"
+
+
+# set in the environment of each `glassbox train` process a compare starts: the pid of
+# the compare, which the process ends with (exit_with)
+PARENT_ENV = "GLASSBOX_EXIT_WITH"
+
+
+def exit_with(parent: int) -> None:
+    """End this process (exit status 1) once process `parent`, its parent, is gone: for
+    the processes a compare starts (its `glassbox train` runs, its scoring workers). A
+    compare killed by a signal would otherwise leave them training or scoring on its
+    cores for the rest of their jobs and saving results nobody reads. A daemon thread
+    checks once a second that this process's parent is still `parent`."""
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

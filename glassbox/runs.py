@@ -9,6 +9,7 @@ loaded (the model, the data) stays in the process that loaded it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from omegaconf import OmegaConf
 from glassbox.archs import Transformer
 from glassbox.archs.checkpoint import CONFIG, load_pretrained, read_metrics, resolve_checkpoint
 from glassbox.archs.errors import GlassboxError
+from glassbox.console import PARENT_ENV
 from glassbox.results import content_key
 from glassbox.training.config import ExperimentConfig, load_config, to_dict
 from glassbox.training.data import DataConfig, SuiteData, build_datasets
@@ -125,8 +127,9 @@ class Run:
             cmd.append(f"trainer.cpu_threads={threads}")
         t0 = time.perf_counter()
         with self.log.open("w") as log:
+            env = {**os.environ, PARENT_ENV: str(os.getpid())}
             code = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
             ).returncode
         if code == 0:
             self._trained(time.perf_counter() - t0)

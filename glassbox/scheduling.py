@@ -21,7 +21,7 @@ import torch
 
 from glassbox.archs.errors import GlassboxError, one_line
 from glassbox.compare_config import BASELINE, BY_CONSTRUCTION, CompareConfig
-from glassbox.console import Jobs, quiet_third_party
+from glassbox.console import Jobs, exit_with, quiet_third_party
 from glassbox.results import PostHocResult, RunResult, load_saved
 from glassbox.runs import Run
 from glassbox.scoring import posthoc_applies, posthoc_key, score_key, score_posthoc, score_run
@@ -194,7 +194,9 @@ def score_in_workers(todo: list[ScoreJob], cc: CompareConfig, progress: Jobs) ->
     progress.say(f"compare: scoring {len(todo)} jobs, {min(cc.jobs, len(todo))} at a time")
     spawn = multiprocessing.get_context("spawn")
     failed = []
-    with ProcessPoolExecutor(max_workers=cc.jobs, mp_context=spawn) as pool:
+    with ProcessPoolExecutor(  # each worker ends with this process (runs.exit_with)
+        max_workers=cc.jobs, mp_context=spawn, initializer=exit_with, initargs=(os.getpid(),)
+    ) as pool:
         futures = {
             pool.submit(_score_job, job, cc, threads_per_job(job.run.cfg, cc.jobs)): job
             for job in todo

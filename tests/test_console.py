@@ -1,18 +1,24 @@
 """The console of the long commands: Lightning's known messages are dropped one by
-one (others still show), the overall progress line counts jobs, and every command's
-help says what it does with an example."""
+one (others still show), the overall progress line counts jobs, every command's help
+says what it does with an example, and the processes a compare starts end with it."""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from glassbox.cli import COMMANDS, build_parser
-from glassbox.console import Jobs, quiet_third_party
+from glassbox.console import PARENT_ENV, Jobs, quiet_third_party
 
 
 def test_known_lightning_messages_are_dropped_and_others_are_not(caplog):
@@ -104,3 +110,82 @@ def test_the_last_call_decides_which_messages_are_dropped(caplog):
             log.info("GPU available: False, used: False")
         assert [r.getMessage() for r in caplog.records] == shown
     quiet_third_party()
+
+
+# a parent that starts one spawned child (which calls exit_with on it where told) and
+# sleeps: the child writes its pid, then sleeps as long
+PARENT = """
+import multiprocessing, os, sys, time
+from glassbox.console import exit_with
+
+def child(path, watch):
+    if watch:
+        exit_with(os.getppid())
+    open(path, "w").write(str(os.getpid()))
+    time.sleep(120)
+
+if __name__ == "__main__":
+    multiprocessing.get_context("spawn").Process(
+        target=child, args=(sys.argv[1], sys.argv[2] == "1")).start()
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (an exited child no one has reaped yet is a zombie: not alive)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _until(condition, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("watch", [True, False])
+def test_a_process_a_compare_starts_ends_when_the_compare_is_killed(tmp_path, watch):
+    """A child that called exit_with(its parent) runs while the parent does and is gone
+    within seconds of the parent's SIGKILL; one that did not (the case exit_with must
+    make the difference in) is still running then."""
+    script, pid_file = tmp_path / "parent.py", tmp_path / "child.pid"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file), "1" if watch else "0"])
+    child = None
+    try:
+        assert _until(lambda: pid_file.is_file() and pid_file.read_text(), 60)
+        child = int(pid_file.read_text())
+        time.sleep(2.5)  # two of the watcher's checks: the parent is there, the child stays
+        assert _alive(child)
+        parent.kill()
+        parent.wait()
+        assert _until(lambda: not _alive(child), 10) == watch
+    finally:
+        parent.kill()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("parent_is_there", [True, False])
+def test_a_command_a_compare_started_runs_while_it_is_there(tmp_path, parent_is_there):
+    """`glassbox` with PARENT_ENV naming its parent runs the command (here: one line on
+    a missing checkpoint); naming a process that is not its parent (the compare is
+    gone), it exits at once, saying and doing nothing."""
+    parent = os.getpid() if parent_is_there else os.getpid() + 999_999
+    env = {**os.environ, PARENT_ENV: str(parent)}
+    missing = tmp_path / "no-such-checkpoint"
+    done = subprocess.run(
+        [sys.executable, "-m", "glassbox.cli", "eval", str(missing)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert (str(missing) in done.stderr) == parent_is_there
