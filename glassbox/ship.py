@@ -225,9 +225,7 @@ def _interpretability(report: Report, arch: str, scored_by: str) -> list[str]:
         "",
         *(
             [
-                "Circuits per skill: the fewest readable units (attention heads plus the "
-                "kind's units) that keep 90% of the skill's answer-loss gap with the rest "
-                "mean-ablated (analysis.circuits).\n",
+                _circuits_intro(report, arch),
                 score_head,
                 score_rule,
                 *circuits,
@@ -249,6 +247,27 @@ def _interpretability(report: Report, arch: str, scored_by: str) -> list[str]:
             else []
         ),
     ]
+
+
+def _circuits_intro(report: Report, arch: str) -> str:
+    """What the card's circuit rows are: per skill (the skill suite's checkpoints, which
+    list their micro-tasks' after), or per micro-task only (code's)."""
+    if any(
+        k.startswith("interp.skill_circuit_") and v is not None
+        for k, v in report.summary[arch].items()
+    ):
+        return (
+            "Circuits per skill: the fewest readable units (attention heads plus the "
+            "kind's units) that keep 90% of the skill's answer-loss gap with the rest "
+            "mean-ablated (analysis.circuits).\n"
+        )
+    return (
+        "Circuits per micro-task (target against one alternative): the fewest readable "
+        "units (attention heads plus the kind's units) a mask learned on half the prompts "
+        "keeps for 90% of the way from a uniform guess to the model, the rest "
+        "mean-ablated, and its faithfulness on the other half (analysis.microcircuits); "
+        "a task the model has not learned has none.\n"
+    )
 
 
 def model_card(

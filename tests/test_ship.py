@@ -180,3 +180,23 @@ def test_the_main_job_reproduces_the_shipped_dense_card(tmp_path):
     again = model_card(report, "dense", shipped)
     assert _row(card, "contextual lift")[0] == _row(again, "contextual lift")[0]
     assert _from(again, "## Capability") == _from(card, "## Capability")
+
+
+@pytest.mark.parametrize("skills", [True, False])
+def test_a_card_says_what_its_circuits_are_per(tmp_path, skills):
+    """The circuit rows are introduced as per skill where the run has whole-skill
+    circuits (the skill suite), as per micro-task where it has only micro-tasks' (code):
+    a code card must not describe skills it never had."""
+    interp = {
+        "interp.microcircuit.close_bracket.nodes": 86,
+        "interp.skill_circuit_size.dyck": 223 if skills else None,
+    }
+    base = _result("dense", 0, 1.25, 0.30, 0.29)
+    run = RunResult("dense", 0, base.run_dir, dict(base.capability), {**base.interp, **interp})
+    dest = tmp_path / "dense"
+    shutil.copytree(tiny_checkpoint("dense").parent / "checkpoint", dest)
+    report = Report(out_dir=tmp_path / "r", seeds=(0,), config={"seeds": [0]}, runs=(run,))
+    card = model_card(report, "dense", dest)
+    assert _row(card, "close_bracket nodes")[0] == "86"
+    assert ("Circuits per skill:" in card) == skills
+    assert ("Circuits per micro-task" in card) == (not skills)
