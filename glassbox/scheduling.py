@@ -194,7 +194,7 @@ def score_in_workers(todo: list[ScoreJob], cc: CompareConfig, progress: Jobs) ->
     progress.say(f"compare: scoring {len(todo)} jobs, {min(cc.jobs, len(todo))} at a time")
     spawn = multiprocessing.get_context("spawn")
     failed = []
-    with ProcessPoolExecutor(  # each worker ends with this process (runs.exit_with)
+    with ProcessPoolExecutor(  # each worker ends with this process (console.exit_with)
         max_workers=cc.jobs, mp_context=spawn, initializer=exit_with, initargs=(os.getpid(),)
     ) as pool:
         futures = {
