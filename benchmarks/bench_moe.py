@@ -45,7 +45,7 @@ def build(d_model: int, n_experts: int, k: int, d_expert: int):
         from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
     except ImportError:
         print("transformers not installed: HF contenders skipped")
-        return contenders, None
+        return contenders, ours
     for impl in ("eager", "grouped_mm"):
         cfg = MixtralConfig(
             hidden_size=d_model,

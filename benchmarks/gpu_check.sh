@@ -12,7 +12,7 @@
 # folder of links, no install). It needs torch (CUDA), lightning, transformers,
 # tokenizers, torchmetrics, safetensors and matplotlib in the Python it finds ($PYTHON,
 # else python3); datasets and omegaconf, if missing, are installed from wheels in .whl/
-# (gpu_env.sh's header says how to fill it). Its sibling scale_gpu.sh trains the size
+# (benchmarks/gpu_wheels.sh fills it). Its sibling scale_gpu.sh trains the size
 # ladder's L rung on code (benchmarks/README.md).
 #
 # Knobs (environment): STEPS (300) training steps per architecture; ACCEL (gpu) and

@@ -7,29 +7,42 @@
 # budget left), glassbox (the CLI) and script (a benchmark script with glassbox
 # importable); exits 2 when datasets/omegaconf are missing and .whl/ cannot supply them.
 #
-# datasets and omegaconf, if missing, are installed from wheels in .whl/ (gitignored).
-# Fill .whl/ beforehand on a networked Linux x86_64 machine with the GPU machine's
-# Python version (3.12 here):
-#   python3.12 -m pip download -d .whl datasets omegaconf
-#   python3.12 -m pip wheel -w .whl --no-deps .whl/*.tar.gz && rm .whl/*.tar.gz
-# (antlr4-python3-runtime, needed by omegaconf, ships only as a source archive; the
-# second line turns it into a wheel so that nothing is built on the GPU machine).
+# datasets and omegaconf, if missing, are installed from the wheels in .whl/ (gitignored)
+# without their needs, which the GPU machine's image has (pyarrow, pandas, fsspec,
+# huggingface_hub). Fill .whl/ beforehand, where pip reaches PyPI:
+#   bash benchmarks/gpu_wheels.sh
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
 left() { echo $((BUDGET_S - ($(date +%s) - START))); }
 
 # --- Python packages: datasets and omegaconf from .whl/ when missing --------------
 if ! "$PY" -c "import datasets, omegaconf" 2>/dev/null; then
-  if [ ! -d "$ROOT/.whl" ]; then
-    say "datasets/omegaconf missing and no .whl/ folder: fill it as benchmarks/gpu_env.sh says"
+  if ! compgen -G "$ROOT/.whl/*.whl" > /dev/null; then
+    say "datasets/omegaconf missing and no wheels in .whl/: fill it with benchmarks/gpu_wheels.sh"
     exit 2
   fi
-  "$PY" -m pip install -q --no-index --find-links "$ROOT/.whl" datasets omegaconf \
-    || "$PY" -m pip install -q --no-index --find-links "$ROOT/.whl" --target "$WORK/site" \
-      datasets omegaconf \
-    || { say "installing datasets/omegaconf from .whl/ failed"; exit 2; }
-  [ -d "$WORK/site" ] && export PYTHONPATH="$WORK/site"
+  # --no-deps: a resolving install refuses an image whose fsspec or huggingface_hub lies
+  # outside datasets' pins, though datasets runs with them
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --target "$WORK/site" "$ROOT"/.whl/*.whl \
+    || { say "installing the wheels of .whl/ into $WORK/site failed"; exit 2; }
+  export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+  if ! err=$("$PY" -c "import datasets, omegaconf" 2>&1); then
+    say "datasets/omegaconf from .whl/ do not import: $(echo "$err" | tail -1)"
+    exit 2
+  fi
 fi
+# the versions the run relies on, some of them the image's own
+"$PY" - <<'EOF' | tee -a "$SUMMARY"
+import importlib.metadata as md
+names = ("datasets", "omegaconf", "pyarrow", "pandas", "fsspec", "huggingface_hub", "tokenizers", "lightning")
+def version(name):
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return "missing"
+print("packages: " + ", ".join(f"{n} {version(n)}" for n in names))
+EOF
 
 # --- glassbox without an install: glassbox/ plus archs, training, analysis as its
 # subpackages (what pyproject's package-dir maps), linked into one folder ----------
@@ -37,6 +50,9 @@ mkdir -p "$WORK/ns/glassbox"
 ln -s "$ROOT"/glassbox/*.py "$WORK/ns/glassbox/"
 for sub in archs training analysis; do ln -s "$ROOT/$sub" "$WORK/ns/glassbox/$sub"; done
 export PYTHONPATH="$WORK/ns${PYTHONPATH:+:$PYTHONPATH}"
+# Python >= 3.11: the working directory (the checkout, whose own glassbox/ folder lacks
+# archs, training and analysis) is not put before that folder on sys.path
+export PYTHONSAFEPATH=1
 export PYTHONWARNINGS=ignore TOKENIZERS_PARALLELISM=false
 # A script run with glassbox imported first (the scripts put the checkout on sys.path).
 script() { "$PY" -c 'import glassbox.archs, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")' "$@"; }

@@ -215,14 +215,39 @@ def test_command_line_parses():
 
 
 @pytest.mark.slow
+def _python_without_glassbox(tmp_path: Path) -> tuple[Path, str]:
+    """A Python that has this environment's packages but not glassbox, as on a GPU
+    machine that was sent the tree and installs nothing: -S skips site's .pth files,
+    among them the editable install's, and PYTHONPATH names site-packages instead."""
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    wrapper.chmod(0o755)
+    import site
+
+    return wrapper, os.pathsep.join(site.getsitepackages())
+
+
+def test_the_gpu_scripts_python_cannot_import_an_installed_glassbox(tmp_path):
+    """The premise of the end-to-end test below: its Python finds no glassbox, so the
+    script runs on the tree alone (benchmarks/gpu_env.sh's namespace)."""
+    python, path = _python_without_glassbox(tmp_path)
+    done = subprocess.run(
+        [str(python), "-c", "import torch, datasets, omegaconf; import glassbox"],
+        env={**os.environ, "PYTHONPATH": path}, cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode != 0 and "No module named 'glassbox'" in done.stderr, done.stderr
+
+
 def test_gpu_script_end_to_end_on_cpu(tmp_path):
-    """benchmarks/scale_gpu.sh with the tiny rung on a CPU (ACCEL=cpu SMALL=1): corpus,
-    every kind trained 21 steps (one throughput window), tokens/s and MFU printed,
-    scored, and one archive holding each kind's checkpoint and log, the corpus
-    manifest and the ladder's report. About three minutes."""
-    env = {**os.environ, "PYTHON": sys.executable, "ACCEL": "cpu", "SMALL": "1", "STEPS": "21",
-           "OVERHEAD_S": "20", "SCORE_S": "10", "OUT": str(tmp_path / "out"),
-           "TMPDIR": str(tmp_path)}  # fmt: skip
+    """benchmarks/scale_gpu.sh with the tiny rung on a CPU (ACCEL=cpu SMALL=1), run by a
+    Python without glassbox installed (as on the GPU machine): corpus, every kind trained
+    21 steps (one throughput window), tokens/s and MFU printed, scored, and one archive
+    holding each kind's checkpoint and log, the corpus manifest and the ladder's report.
+    About three minutes."""
+    python, path = _python_without_glassbox(tmp_path)
+    env = {**os.environ, "PYTHON": str(python), "PYTHONPATH": path, "ACCEL": "cpu",
+           "SMALL": "1", "STEPS": "21", "OVERHEAD_S": "20", "SCORE_S": "10",
+           "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path)}  # fmt: skip
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "scale_gpu.sh")], env=env, capture_output=True,
         text=True, timeout=600,
