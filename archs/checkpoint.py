@@ -45,7 +45,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from omegaconf import OmegaConf
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from glassbox.archs.checkpoint_checks import (
     TOKENIZER_DIGEST_KEY,
@@ -55,6 +55,7 @@ from glassbox.archs.checkpoint_checks import (
     check_tensors,
     checked_model_config,
     checked_tokenizer,
+    expected_tensors,
     file_digest,
     read_header,
     read_json,
@@ -63,7 +64,14 @@ from glassbox.archs.checkpoint_checks import (
 from glassbox.archs.config import ModelConfig
 from glassbox.archs.errors import CheckpointError, one_line
 from glassbox.archs.ffn import FFN_KINDS
+from glassbox.archs.packed_masks import (
+    pack_masked,
+    packed_entry_shapes,
+    packed_shapes,
+    unpack_masked,
+)
 from glassbox.archs.transformer import Transformer
+from glassbox.archs.weight_sparsity import MASK_SUFFIX
 from glassbox.archs.writes import atomic_write_dir
 
 CONFIG = "config.yaml"  # a checkpoint's config (a training run directory's too: training.train)
@@ -142,7 +150,7 @@ def save_pretrained(
 
     def write(tmp: Path) -> None:
         OmegaConf.save(OmegaConf.create(config), tmp / CONFIG)
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        _save_weights(model, tmp / "model.safetensors")
         extra = {}
         if tokenizer is not None:
             tokenizer.save(str(tmp / "tokenizer.json"))
@@ -157,6 +165,28 @@ def save_pretrained(
     if push_to_hub is not None:
         push_checkpoint(out, push_to_hub, private, commit_message, hub_api)
     return out
+
+
+def _save_weights(model: Transformer, file: Path) -> None:
+    """model.safetensors: the model's state dict, each tied tensor once; a
+    weight-sparse model's pruned matrices packed (archs/packed_masks.py)."""
+    state, packed = pack_masked(model.state_dict())
+    if not packed:  # safetensors' own writer, as every dense checkpoint was written
+        save_model(model, str(file), metadata={"format": "pt"})
+        return
+    metadata = {"format": "pt", **packed}
+    for group in expected_tensors(model)[1]:  # tied: one name holds the tensor, the packed one
+        keep = next((n for n in group if n in packed_shapes(packed, file)), group[0])
+        for name in group:
+            if name != keep:
+                metadata[name] = keep
+                del state[name]
+    save_file({k: v.contiguous() for k, v in state.items()}, str(file), metadata=metadata)
+
+
+def _tied_names(model: Transformer) -> set[str]:
+    """Every name of a tensor the model shares under several names."""
+    return {n for group in expected_tensors(model)[1] for n in group}
 
 
 def push_checkpoint(
@@ -348,10 +378,21 @@ def load_pretrained(
     tok_digest = metadata.get(TOKENIZER_DIGEST_KEY)
     tokenizer = checked_tokenizer(tok_file, cfg, tok_digest) if tok_file.is_file() else None
     model = Transformer(cfg)
-    check_tensors(weights, entries, model, config_file)
+    packed = packed_shapes(metadata, weights)
+    for name in packed:
+        if name not in entries or name + MASK_SUFFIX not in entries:
+            raise CheckpointError(weights, f"tensor {name} is listed as packed but not stored")
+    check_tensors(weights, entries, model, config_file, packed_entry_shapes(packed))
     check_digest(weights, metadata, data_start)
     try:
-        missing, unexpected = load_model(model, str(weights), strict=False)
+        if packed:
+            state = unpack_masked(load_file(str(weights)), packed, weights)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            missing = [n for n in missing if n not in _tied_names(model)]
+        else:
+            missing, unexpected = load_model(model, str(weights), strict=False)
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - the header was checked; anything left is corruption
         raise CheckpointError(weights, f"cannot be read: {one_line(str(e))[:200]}") from None
     if missing or unexpected:

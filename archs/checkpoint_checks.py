@@ -238,9 +238,13 @@ def check_tensors(
     entries: dict[str, dict[str, Any]],
     model: Transformer,
     config_file: Path,
+    packed: dict[str, tuple[int, int]] | None = None,
 ) -> None:
     """Each tensor's name, shape and dtype in the header `entries` against `model`
-    (freshly built from config.yaml, before any weight is read into it)."""
+    (freshly built from config.yaml, before any weight is read into it). `packed`
+    ({name: (length, rule)}, archs/packed_masks.py): the tensors stored packed, 1-D,
+    a weight's values (rule 0: at most `length` floats) or a mask's bits (rule 1:
+    exactly `length` bytes)."""
     cfg = model.cfg
     expected, tied = expected_tensors(model)
     dims = f"d_model={cfg.d_model}, n_layers={cfg.n_layers}, vocab_size={cfg.vocab_size}"
@@ -262,6 +266,9 @@ def check_tensors(
         )
     for name, e in entries.items():
         shape, dtype = expected[name]
+        if packed and name in packed:
+            _check_packed(file, name, e, *packed[name])
+            continue
         if e["shape"] != shape:
             raise CheckpointError(
                 file,
@@ -278,6 +285,24 @@ def check_tensors(
             raise CheckpointError(
                 file, f"tensor {name} is {e['dtype']}, expected {INT_DTYPES[dtype]}"
             )
+
+
+def _check_packed(file: Path, name: str, e: dict[str, Any], length: int, rule: int) -> None:
+    """One packed tensor's header entry: a weight's values (rule 0), 1-D floats, at
+    most `length` of them, or a mask's bits (rule 1), 1-D uint8 of `length` bytes."""
+    shape, dtype = e["shape"], e["dtype"]
+    if rule == 0 and not (len(shape) == 1 and shape[0] <= length and dtype in FLOAT_DTYPES):
+        raise CheckpointError(
+            file,
+            f"tensor {name} is stored packed: expected at most {length} float values in "
+            f"one dimension, the header says {dtype} {shape}",
+        )
+    if rule == 1 and not (shape == [length] and dtype == "U8"):
+        raise CheckpointError(
+            file,
+            f"tensor {name} is a packed mask: expected U8 [{length}] (one bit per entry), "
+            f"the header says {dtype} {shape}",
+        )
 
 
 def data_digest(file: Path, data_start: int) -> str:
