@@ -150,12 +150,11 @@ def save_pretrained(
 
     def write(tmp: Path) -> None:
         OmegaConf.save(OmegaConf.create(config), tmp / CONFIG)
-        _save_weights(model, tmp / "model.safetensors")
-        extra = {}
+        digest = None
         if tokenizer is not None:
             tokenizer.save(str(tmp / "tokenizer.json"))
-            extra[TOKENIZER_DIGEST_KEY] = file_digest(tmp / "tokenizer.json")
-        add_digest(tmp / "model.safetensors", extra)
+            digest = file_digest(tmp / "tokenizer.json")
+        write_weights(model, tmp / "model.safetensors", digest)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         (tmp / CARD).write_text(
             _model_card(cfg, model.num_params(), model.num_params(active=True), metrics)
@@ -167,9 +166,16 @@ def save_pretrained(
     return out
 
 
+def write_weights(model: Transformer, file: Path, tokenizer_digest: str | None = None) -> None:
+    """A checkpoint's model.safetensors: the model's state dict in its dtypes, each
+    tied tensor once, a weight-sparse model's pruned matrices packed
+    (archs/packed_masks.py), and in the header the SHA-256 of the tensor bytes (and
+    `tokenizer_digest`, the tokenizer.json saved beside them)."""
+    _save_weights(model, file)
+    add_digest(file, {TOKENIZER_DIGEST_KEY: tokenizer_digest} if tokenizer_digest else {})
+
+
 def _save_weights(model: Transformer, file: Path) -> None:
-    """model.safetensors: the model's state dict, each tied tensor once; a
-    weight-sparse model's pruned matrices packed (archs/packed_masks.py)."""
     state, packed = pack_masked(model.state_dict())
     if not packed:  # safetensors' own writer, as every dense checkpoint was written
         save_model(model, str(file), metadata={"format": "pt"})

@@ -11,10 +11,11 @@
 #   bash benchmarks/scale_gpu.sh                  # from the repository root (or anywhere)
 #   OUT=/somewhere bash benchmarks/scale_gpu.sh   # where the summary and the archive go
 #
-# Out: $OUT/scale_gpu_summary.txt, $OUT/scale_gpu.tar.gz (ladder/L/: each run's
-# checkpoint/, logs/metrics.csv, train.log; L.corpus.json; report.* and ladder.* if
-# scored; logs/), or its parts scale_gpu.tar.gz.part-aa, -ab, ... with PART_MB (join
-# them with cat).
+# Out: $OUT/scale_gpu_summary.txt, $OUT/scale_gpu.tar.gz (bf16/<kind>/: each kind's
+# checkpoint with bf16 weights; ladder/L/: each run's checkpoint/ less its fp32
+# weights, logs/metrics.csv, train.log; L.corpus.json; report.* and ladder.* if scored;
+# logs/), or its parts scale_gpu.tar.gz.part-aa, -ab, ... with PART_MB (join them with
+# cat). The scratch folder (its path in the summary) keeps everything, fp32 included.
 #
 # Knobs (environment):
 #   BUDGET_S (540)  the whole script's wall-clock seconds: no step starts past it
@@ -24,7 +25,10 @@
 #   OVERHEAD_S (60) seconds each kind spends outside its training steps (start-up,
 #                   compilation, evaluation, export), set aside before the steps are fitted
 #   SCORE_S (120)   seconds left after training needed to start scoring
-#   CKPT (1)        0: the archive holds the logs and metrics, not the checkpoints
+#   CKPT (bf16)     the archive's weights: bf16 (`glassbox export --to bf16`: half the
+#                   bytes), fp32 (as trained), or 0 (none: the logs and metrics only)
+#   CKPT_KINDS ()   the kinds whose weights go in (dense,weight_sparse); empty: all. At L
+#                   the four in bf16 are about 122 MB (moe 57, weight_sparse 23 packed)
 #   PART_MB (0)     split the archive into parts of this many MB (0: one file)
 #   ACCEL (gpu), SMALL=1 (the tiny rung, configs/ladder/tiny/) only to try the script
 #   itself on a CPU: ACCEL=cpu SMALL=1 STEPS=3 bash benchmarks/scale_gpu.sh
@@ -37,7 +41,8 @@ MFU=${MFU:-0.1}
 STEPS=${STEPS:-}
 OVERHEAD_S=${OVERHEAD_S:-60}
 SCORE_S=${SCORE_S:-120}
-CKPT=${CKPT:-1}
+CKPT=${CKPT:-bf16}
+CKPT_KINDS=${CKPT_KINDS:-}
 PART_MB=${PART_MB:-0}
 ACCEL=${ACCEL:-gpu}
 SMALL=${SMALL:-0}
@@ -156,13 +161,31 @@ else
   say "scoring: skipped, $(left) s left (SCORE_S=$SCORE_S)"
 fi
 
-# --- one archive: checkpoints (CKPT=1), logs, metrics, manifest, reports ---------------
+# --- one archive: the weights CKPT names, logs, metrics, manifest, reports -------------
 say ""
 say "total $(($(date +%s) - START)) s"
-cp "$SUMMARY" "$WORK/logs/"
+say "scratch: $WORK"
 EXCLUDE=(--exclude='*.ckpt')
-[ "$CKPT" = 1 ] || EXCLUDE+=(--exclude='model.safetensors')
-tar -czf "$OUT/scale_gpu.tar.gz" -C "$WORK" "${EXCLUDE[@]}" logs fit.txt ladder
+PARTS=(logs fit.txt ladder)
+wanted() { [ -z "$CKPT_KINDS" ] || [[ ",$CKPT_KINDS," == *",$1,"* ]]; }
+if [ "$CKPT" = bf16 ]; then
+  EXCLUDE+=(--exclude='ladder/*/runs/*/checkpoint/model.safetensors')
+  for arch in "${ARCHS[@]}"; do
+    ckpt="$WORK/ladder/$RUNG/runs/$arch-seed0/checkpoint"
+    wanted "$arch" && [ -f "$ckpt/model.safetensors" ] || continue
+    glassbox export "$ckpt" --to bf16 "$WORK/bf16/$arch" > /dev/null 2>> "$WORK/logs/export.log" \
+      || say "$arch: bf16 export FAILED (logs/export.log)"
+  done
+  [ -d "$WORK/bf16" ] && PARTS+=(bf16)
+elif [ "$CKPT" = fp32 ]; then
+  for arch in "${ARCHS[@]}"; do
+    wanted "$arch" || EXCLUDE+=(--exclude="ladder/*/runs/$arch-seed0/checkpoint/model.safetensors")
+  done
+else
+  EXCLUDE+=(--exclude='model.safetensors')
+fi
+cp "$SUMMARY" "$WORK/logs/"
+tar -czf "$OUT/scale_gpu.tar.gz" -C "$WORK" "${EXCLUDE[@]}" "${PARTS[@]}"
 if [ "$PART_MB" -gt 0 ]; then
   split -b "${PART_MB}M" "$OUT/scale_gpu.tar.gz" "$OUT/scale_gpu.tar.gz.part-" && rm "$OUT/scale_gpu.tar.gz"
 fi

@@ -249,6 +249,10 @@ def _cmd_export(args) -> int:
         from glassbox.archs.export.hf import export_hf
 
         export_hf(args.checkpoint, args.dir, force=args.force)
+    elif args.to == "bf16":
+        from glassbox.archs.export.bf16 import export_bf16
+
+        export_bf16(args.checkpoint, args.dir, force=args.force)
     else:
         from glassbox.archs.export.transformer_lens import export_transformer_lens
 
@@ -507,8 +511,9 @@ def _add_export(sub) -> None:
     x.add_argument(
         "--to",
         required=True,
-        choices=["hf", "transformer-lens", "features"],
-        help="hf: Llama (dense) or Mixtral (moe); features: dashboard JSON and HTML pages",
+        choices=["hf", "transformer-lens", "features", "bf16"],
+        help="hf: Llama (dense) or Mixtral (moe); features: dashboard JSON and HTML pages; "
+        "bf16: the checkpoint with its weights in bfloat16 (half the size)",
     )
     x.add_argument("dir", help="output directory")
     x.add_argument("--examples", type=int, default=256, help="features: examples to read")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from glassbox.archs import Transformer
+from glassbox.archs import Transformer, load_pretrained
 from glassbox.archs.errors import ArgumentError
 from glassbox.archs.weight_sparsity import apply_weight_sparsity, nonzero_params
 from glassbox.ladder import (
@@ -247,7 +247,8 @@ def test_gpu_script_end_to_end_on_cpu(tmp_path):
     python, path = _python_without_glassbox(tmp_path)
     env = {**os.environ, "PYTHON": str(python), "PYTHONPATH": path, "ACCEL": "cpu",
            "SMALL": "1", "STEPS": "21", "OVERHEAD_S": "20", "SCORE_S": "10",
-           "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path)}  # fmt: skip
+           "CKPT_KINDS": "dense,weight_sparse", "OUT": str(tmp_path / "out"),
+           "TMPDIR": str(tmp_path)}  # fmt: skip
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "scale_gpu.sh")], env=env, capture_output=True,
         text=True, timeout=600,
@@ -262,11 +263,17 @@ def test_gpu_script_end_to_end_on_cpu(tmp_path):
     with tarfile.open(tmp_path / "out" / "scale_gpu.tar.gz") as tar:
         names = set(tar.getnames())
         corpus = json.load(tar.extractfile("ladder/T.corpus.json"))
+        tar.extractall(tmp_path / "back", filter="data")
+    sparse = load_pretrained(tmp_path / "back" / "bf16" / "weight_sparse")  # as it came back
+    assert sparse.cfg.weight_sparsity.enabled and sparse.tokenizer is not None
     for arch in ("dense", "moe", "transcoder", "weight_sparse"):
         run = f"ladder/T/runs/{arch}-seed0"
-        assert {f"{run}/checkpoint/model.safetensors", f"{run}/checkpoint/metrics.json",
-                f"{run}/logs/metrics.csv", f"logs/train_{arch}.log",
-                f"{run}/checkpoint/corpus_manifest.json"} <= names  # fmt: skip
+        assert {f"{run}/checkpoint/metrics.json", f"{run}/logs/metrics.csv",
+                f"logs/train_{arch}.log", f"{run}/checkpoint/corpus_manifest.json"} <= names  # fmt: skip
+        # the weights: bf16 copies of the kinds CKPT_KINDS names, no fp32 ones
+        assert f"{run}/checkpoint/model.safetensors" not in names
+        bf16 = {f"bf16/{arch}/model.safetensors", f"bf16/{arch}/tokenizer.json"}
+        assert bf16 <= names if arch in ("dense", "weight_sparse") else not bf16 & names
     assert {"ladder/T/report.json", "ladder/ladder.md", "ladder/ladder.png"} <= names
     assert not any(n.endswith(".ckpt") for n in names)
     assert corpus["manifest"]["packages"]["json"]["split"] == "val"
