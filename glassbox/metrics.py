@@ -57,7 +57,8 @@ SECTIONS = (
 class Stat(TypedDict):
     """A number over seeds: mean, sample standard deviation (0 for one seed), count,
     and where the runs carry intervals, `ci`: the 95% interval (one seed: the
-    bootstrap over examples; several: the t interval of the mean over seeds)."""
+    bootstrap over examples; several: the t interval of the mean over seeds, at least
+    as wide as the seeds' own intervals allow)."""
 
     mean: float
     std: float

@@ -197,8 +197,8 @@ class ReportTables:
             rows.append((arch, cells))
         note = (
             "Each cell compares the 95% intervals (bootstrap over the held-out examples; "
-            "the t interval over seeds where there are several): above / below when they "
-            "are apart, same when they overlap."
+            "the t interval over seeds where there are several, no narrower than the seeds' "
+            "own): above / below when they are apart, same when they overlap."
         )
         return Table("What the intervals decide", "architecture", headers, rows, note)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -180,7 +181,11 @@ def stat(values: Iterable[Any], intervals: Iterable[Any] = ()) -> Stat | None:
 
     With the runs' 95% intervals (`intervals`, one [lo, hi] or None per value), the
     Stat carries `ci`: for one seed its interval (the bootstrap over examples), for
-    several the t interval of the mean over seeds."""
+    several the t interval of the mean over seeds, never narrower than the seeds' own
+    intervals allow: each seed samples its examples with its seed, so the mean of n
+    carries at least sqrt(sum of their squared half-widths) / n of sampling error. Two
+    seeds that happen to agree would otherwise give an interval far inside either
+    seed's (t's spread estimate from one degree of freedom can be near zero)."""
     vals = [v for v in values if is_defined(v)]
     if not vals:
         return None
@@ -193,7 +198,9 @@ def stat(values: Iterable[Any], intervals: Iterable[Any] = ()) -> Stat | None:
     if len(vals) == 1 and len(cis) == 1:
         out["ci"] = [float(cis[0][0]), float(cis[0][1])]
     elif len(vals) > 1 and cis:
-        half = _T975.get(len(vals) - 1, 1.96) * out["std"] / len(vals) ** 0.5
+        between = _T975.get(len(vals) - 1, 1.96) * out["std"] / len(vals) ** 0.5
+        within = math.sqrt(sum(((hi - lo) / 2) ** 2 for lo, hi in cis)) / len(cis)
+        half = max(between, within)
         out["ci"] = [out["mean"] - half, out["mean"] + half]
     return out
 

@@ -297,3 +297,17 @@ def test_intervals_over_seeds_are_t_intervals_of_the_mean():
     half = 12.706 * two["std"] / math.sqrt(2)  # t(0.975, 1 df) x the standard error
     assert two["ci"] == pytest.approx([0.5 - half, 0.5 + half])
     assert "ci" not in stat([0.4, 0.6])  # no interval where the runs carry none
+
+
+def test_seeds_that_agree_do_not_make_the_interval_narrower_than_their_own():
+    """Two seeds at 0.50 and 0.502, each known to +-0.1 from its examples: the t
+    interval (std 0.0014) would be +-0.0127, far inside either seed's; the mean of two
+    independent +-0.1 estimates is known to sqrt(0.1^2 + 0.1^2) / 2 = +-0.0707."""
+    from glassbox.results import stat
+
+    two = stat([0.5, 0.502], [[0.4, 0.6], [0.402, 0.602]])
+    assert two["ci"] == pytest.approx([0.501 - 0.1 / math.sqrt(2), 0.501 + 0.1 / math.sqrt(2)])
+    # and where the seeds disagree beyond their own intervals, t's spread decides
+    apart = stat([0.2, 0.8], [[0.19, 0.21], [0.79, 0.81]])
+    half = 12.706 * apart["std"] / math.sqrt(2)
+    assert apart["ci"] == pytest.approx([0.5 - half, 0.5 + half])
