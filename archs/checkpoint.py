@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from glassbox.archs.checkpoint_checks import (
+    DTYPE_BYTES,
     TOKENIZER_DIGEST_KEY,
     add_digest,
     check_digest,
@@ -188,6 +190,27 @@ def _save_weights(model: Transformer, file: Path) -> None:
                 metadata[name] = keep
                 del state[name]
     save_file({k: v.contiguous() for k, v in state.items()}, str(file), metadata=metadata)
+
+
+def weights_bytes(file: str | Path) -> int:
+    """The bytes a model.safetensors' tensors take in memory, each at its full shape
+    (a packed matrix as its dense values and its mask as bools): what the file would
+    hold unpacked. Read from the header alone; 0 for a missing file."""
+    file = Path(file)
+    if not file.is_file():
+        return 0
+    entries, metadata, _ = read_header(file)
+    packed = packed_shapes(metadata, file)
+    total = 0
+    for name, e in entries.items():
+        begin, end = e["data_offsets"]
+        if name in packed:  # the values' dtype, at the matrix's shape
+            total += math.prod(packed[name]) * DTYPE_BYTES[e["dtype"]]
+        elif name.endswith(MASK_SUFFIX) and name[: -len(MASK_SUFFIX)] in packed:
+            total += math.prod(packed[name[: -len(MASK_SUFFIX)]])  # one bool an entry
+        else:
+            total += end - begin
+    return total
 
 
 def _tied_names(model: Transformer) -> set[str]:

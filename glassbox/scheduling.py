@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from glassbox.archs.checkpoint import weights_bytes
 from glassbox.archs.errors import GlassboxError, one_line
 from glassbox.compare_config import BASELINE, BY_CONSTRUCTION, CompareConfig
 from glassbox.console import Jobs, exit_with, quiet_third_party
@@ -144,13 +145,13 @@ def scoring_jobs(plan: list[Run], cc: CompareConfig) -> list[ScoreJob]:
 
 
 def expected_cost(job: ScoreJob) -> int:
-    """What orders the scoring jobs: the bytes of the weights the job's model stores
-    (its checkpoint's model.safetensors; 0 where there is none yet). On the six shipped
-    checkpoints each run's scoring time is 1.1-1.8 s per 10k stored weights, so the
-    larger checkpoint is the longer job. The post-hoc route reads the dense checkpoint
-    and costs about half its scoring."""
-    weights = job.run.export / "model.safetensors"
-    size = weights.stat().st_size if weights.is_file() else 0
+    """What orders the scoring jobs: the bytes of the weights the job's model holds in
+    memory (its checkpoint's model.safetensors at full shape, a weight-sparse model's
+    packed matrices unpacked: archs.checkpoint.weights_bytes; 0 where there is none
+    yet). On the six shipped checkpoints each run's scoring time is 1.1-1.8 s per 10k
+    weights, so the larger model is the longer job. The post-hoc route reads the
+    dense checkpoint and costs about half its scoring."""
+    size = weights_bytes(job.run.export / "model.safetensors")
     return size // 2 if job.posthoc else size
 
 

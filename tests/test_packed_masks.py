@@ -143,3 +143,19 @@ def test_a_damaged_packed_file_is_one_line_naming_it(packed_ckpt, edit, meta_edi
         archs.load_pretrained(packed_ckpt)
     msg = str(e.value)
     assert "model.safetensors" in msg and fragment in msg and "\n" not in msg, msg
+
+
+def test_weights_bytes_counts_a_packed_file_at_its_full_shape(tmp_path):
+    """What scoring's order reads (glassbox.scheduling.expected_cost): a packed file
+    counts the bytes its tensors take unpacked, as the same model saved dense does."""
+    from safetensors.torch import save_model
+
+    from glassbox.archs.checkpoint import weights_bytes
+
+    model = make_model("moe")
+    apply_weight_sparsity(model, 0.2)
+    packed = archs.save_pretrained(model, tmp_path / "ckpt") / "model.safetensors"
+    save_model(model, str(tmp_path / "dense.safetensors"))
+    want = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert weights_bytes(packed) == weights_bytes(tmp_path / "dense.safetensors") == want
+    assert packed.stat().st_size < want / 2 and weights_bytes(tmp_path / "none") == 0
