@@ -39,6 +39,7 @@ from glassbox.results import PostHocResult, RunResult, aggregate
 from glassbox.table import (
     NOT_INFORMATIVE,
     Table,
+    decide_paired,
     format_gap,
     informative,
     metric_cells,
@@ -189,16 +190,20 @@ class ReportTables:
             cells = []
             for m in ms:
                 ci = (s.get(m.key) or {}).get("ci")
-                others = [[0.0, 0.0]] + [
-                    (s.get(m.baseline(b).key) or {}).get("ci") for b in m.baselines
-                ]
                 dense = None if arch == BASELINE else (self._dense.get(m.key) or {}).get("ci")
-                cells += [decide(ci, o) or "–" for o in [*others, dense]]
+                cells.append(decide(ci, [0.0, 0.0]) or "–")
+                for b in m.baselines:  # measured on each run itself: seed by seed
+                    base = m.baseline(b).key
+                    paired = self.paired(arch, m.key, base)
+                    cells.append(paired or decide(ci, (s.get(base) or {}).get("ci")) or "–")
+                cells.append(decide(ci, dense) or "–")
             rows.append((arch, cells))
         note = (
             "Each cell compares the 95% intervals (bootstrap over the held-out examples; "
             "the t interval over seeds where there are several, no narrower than the seeds' "
-            "own): above / below when they are apart, same when they overlap."
+            "own): above / below when they are apart, same when they overlap. Against the "
+            "twin and the control, which each run measures on itself, seed by seed: above "
+            "/ below when every seed's intervals are apart that way."
         )
         return Table("What the intervals decide", "architecture", headers, rows, note)
 
@@ -210,18 +215,38 @@ class ReportTables:
         return Table("Capability", "architecture", metric_headers(ms), self._rows_by_arch(ms),
                      "Test split; gaps are to the dense baseline.")  # fmt: skip
 
+    def paired(self, arch: str, key: str, base_key: str) -> str | None:
+        """The seed-by-seed decision (table.decide_paired) of `key` against `base_key`,
+        a baseline each run measures on itself (its twin, its control), over `arch`'s
+        runs; None where a run lacks either interval."""
+        runs = [v for a, v in self._values if a == arch]
+        return decide_paired([(v.get(f"{key}_ci"), v.get(f"{base_key}_ci")) for v in runs])
+
+    @cached_property
+    def _values(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(r.arch, r.values()) for r in self.runs]
+
     def not_informative(self) -> dict[str, list[Metric]]:
         """arch -> the interpretability scores (with an untrained baseline; the domain
-        scores of a text corpus too) whose trained value lies within the seed spread
-        of the untrained twin's."""
+        scores of a text corpus too) that do not tell the trained model from its
+        untrained twin: with intervals, where some seed's overlaps its own twin's (or
+        two seeds disagree); without, where the trained value lies within the seed
+        spread of the twin's."""
+        return self._not_informative
+
+    @cached_property
+    def _not_informative(self) -> dict[str, list[Metric]]:  # read by every table's cells
         scored = self.section(INTERPRETABILITY) + self.section(DOMAINS)
         ms = [m for m in scored if "init" in m.baselines]
-        return {
-            arch: [
-                m for m in ms if informative(s.get(m.key), s.get(m.baseline("init").key)) is False
-            ]
-            for arch, s in self.summary.items()
-        }
+
+        def flat(arch: str, s: Mapping[str, Stat | None], m: Metric) -> bool:
+            twin = m.baseline("init").key
+            paired = self.paired(arch, m.key, twin)
+            if paired is not None:
+                return paired == "same"
+            return informative(s.get(m.key), s.get(twin)) is False
+
+        return {arch: [m for m in ms if flat(arch, s, m)] for arch, s in self.summary.items()}
 
     def topics(self) -> list[tuple[str, list[Metric]]]:
         """The interpretability entries (each followed by its baselines) by topic, in

@@ -91,6 +91,24 @@ def metric_cells(
     return out
 
 
+def decide_paired(
+    pairs: Sequence[tuple[Sequence[float] | None, Sequence[float] | None]],
+) -> str | None:
+    """A score against a baseline measured on the same run (its untrained twin, its
+    random control), seed by seed: `pairs` holds each seed's (score interval, its own
+    baseline's interval). The decision every seed makes ("above", "below"), or "same"
+    where any seed's intervals overlap or two seeds disagree; None where a seed lacks an
+    interval. One seed: its own decision. Several: each seed's twin is its own, so the
+    twins' spread over seeds does not enter (the t interval of the twins' mean would
+    carry it, at one degree of freedom for two seeds 12.7 standard errors wide)."""
+    if not pairs:
+        return None
+    made = [decide(a, b) for a, b in pairs]
+    if any(d is None for d in made):
+        return None
+    return made[0] if all(d == made[0] for d in made) else "same"
+
+
 def informative(trained: Stat | None, untrained: Stat | None) -> bool | None:
     """Whether a score moved with learning. Where both carry 95% intervals (the
     audited scores): whether the intervals are apart (analysis.intervals.decide).

@@ -311,3 +311,30 @@ def test_seeds_that_agree_do_not_make_the_interval_narrower_than_their_own():
     apart = stat([0.2, 0.8], [[0.19, 0.21], [0.79, 0.81]])
     half = 12.706 * apart["std"] / math.sqrt(2)
     assert apart["ci"] == pytest.approx([0.5 - half, 0.5 + half])
+
+
+def test_twins_are_compared_seed_by_seed(tmp_path):
+    """Two seeds, each well above its own twin, whose twins lie far apart (-0.30 and
+    -0.10): the t interval of the twins' mean (one degree of freedom) would overlap the
+    trained interval; seed by seed the decision is above and nothing is marked †. A
+    kind whose second seed overlaps its own twin is marked, and so is one whose seeds
+    go opposite ways; one seed decides as before."""
+    runs = (
+        _audited_run("dense", (0.10, 0.08, 0.12), (-0.30, -0.32, -0.28), (0.0, -0.01, 0.01), 0),
+        _audited_run("dense", (0.10, 0.08, 0.12), (-0.10, -0.12, -0.08), (0.0, -0.01, 0.01), 1),
+        # seed 1 does not tell its model from its twin
+        _audited_run("moe", (0.10, 0.08, 0.12), (-0.10, -0.12, -0.08), (0.0, -0.01, 0.01), 0),
+        _audited_run("moe", (0.10, 0.08, 0.12), (0.09, 0.07, 0.11), (0.0, -0.01, 0.01), 1),
+        # above its twin at seed 0, below it at seed 1
+        _audited_run("transcoder", (0.10, 0.08, 0.12), (-0.10, -0.12, -0.08), (0.0, -0.01, 0.01), 0),
+        _audited_run("transcoder", (0.10, 0.08, 0.12), (0.30, 0.28, 0.32), (0.0, -0.01, 0.01), 1),
+    )  # fmt: skip
+    report = Report(out_dir=tmp_path, seeds=(0, 1), config={}, runs=runs)
+    twin_ci = report.summary["dense"]["baselines.init.interp.lift_pooled"]["ci"]
+    assert twin_ci[1] > 0.08  # the twins' mean interval reaches the trained one
+    rows = dict(report.decisions().rows)
+    assert rows["dense"][1:3] == ["above", "above"]  # vs init, vs random
+    assert rows["moe"][1] == "same" and rows["transcoder"][1] == "same"
+    flagged = {a: [m.key for m in ms] for a, ms in report.not_informative().items()}
+    assert "interp.lift_pooled" not in flagged["dense"]
+    assert "interp.lift_pooled" in flagged["moe"] and "interp.lift_pooled" in flagged["transcoder"]
