@@ -28,7 +28,8 @@
 #   CKPT (bf16)     the archive's weights: bf16 (`glassbox export --to bf16`: half the
 #                   bytes), fp32 (as trained), or 0 (none: the logs and metrics only)
 #   CKPT_KINDS ()   the kinds whose weights go in (dense,weight_sparse); empty: all. At L
-#                   the four in bf16 are about 122 MB (moe 57, weight_sparse 23 packed)
+#                   the four in bf16 are about 122 MB (moe 57, weight_sparse 23 packed);
+#                   every kind's bf16 copy stays in the scratch folder (bf16/<kind>)
 #   PART_MB (0)     split the archive into parts of this many MB (0: one file)
 #   ACCEL (gpu), SMALL=1 (the tiny rung, configs/ladder/tiny/) only to try the script
 #   itself on a CPU: ACCEL=cpu SMALL=1 STEPS=3 bash benchmarks/scale_gpu.sh
@@ -170,11 +171,12 @@ PARTS=(logs fit.txt ladder)
 wanted() { [ -z "$CKPT_KINDS" ] || [[ ",$CKPT_KINDS," == *",$1,"* ]]; }
 if [ "$CKPT" = bf16 ]; then
   EXCLUDE+=(--exclude='ladder/*/runs/*/checkpoint/model.safetensors')
-  for arch in "${ARCHS[@]}"; do
+  for arch in "${ARCHS[@]}"; do  # every kind's in the scratch folder, CKPT_KINDS' in the archive
     ckpt="$WORK/ladder/$RUNG/runs/$arch-seed0/checkpoint"
-    wanted "$arch" && [ -f "$ckpt/model.safetensors" ] || continue
+    [ -f "$ckpt/model.safetensors" ] || continue
     glassbox export "$ckpt" --to bf16 "$WORK/bf16/$arch" > /dev/null 2>> "$WORK/logs/export.log" \
       || say "$arch: bf16 export FAILED (logs/export.log)"
+    wanted "$arch" || EXCLUDE+=(--exclude="bf16/$arch")
   done
   [ -d "$WORK/bf16" ] && PARTS+=(bf16)
 elif [ "$CKPT" = fp32 ]; then

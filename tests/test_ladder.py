@@ -265,6 +265,8 @@ def test_gpu_script_end_to_end_on_cpu(tmp_path):
         corpus = json.load(tar.extractfile("ladder/T.corpus.json"))
         tar.extractall(tmp_path / "back", filter="data")
     sparse = load_pretrained(tmp_path / "back" / "bf16" / "weight_sparse")  # as it came back
+    # the kinds left out of the archive keep their bf16 copies in the scratch folder
+    assert list(tmp_path.glob("glassbox-scale-gpu.*/bf16/moe/model.safetensors"))
     assert sparse.cfg.weight_sparsity.enabled and sparse.tokenizer is not None
     for arch in ("dense", "moe", "transcoder", "weight_sparse"):
         run = f"ladder/T/runs/{arch}-seed0"
