@@ -182,9 +182,9 @@ def _save_weights(model: Transformer, file: Path) -> None:
     if not packed:  # safetensors' own writer, as every dense checkpoint was written
         save_model(model, str(file), metadata={"format": "pt"})
         return
-    metadata = {"format": "pt", **packed}
+    metadata, names = {"format": "pt", **packed}, packed_shapes(packed, file)
     for group in expected_tensors(model)[1]:  # tied: one name holds the tensor, the packed one
-        keep = next((n for n in group if n in packed_shapes(packed, file)), group[0])
+        keep = next((n for n in group if n in names), group[0])
         for name in group:
             if name != keep:
                 metadata[name] = keep
