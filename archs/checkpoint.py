@@ -68,7 +68,6 @@ from glassbox.archs.errors import CheckpointError, one_line
 from glassbox.archs.ffn import FFN_KINDS
 from glassbox.archs.packed_masks import (
     pack_masked,
-    packed_entry_shapes,
     packed_shapes,
     unpack_masked,
 )
@@ -411,7 +410,7 @@ def load_pretrained(
     for name in packed:
         if name not in entries or name + MASK_SUFFIX not in entries:
             raise CheckpointError(weights, f"tensor {name} is listed as packed but not stored")
-    check_tensors(weights, entries, model, config_file, packed_entry_shapes(packed))
+    check_tensors(weights, entries, model, config_file, packed)
     check_digest(weights, metadata, data_start)
     try:
         if packed:

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ from tokenizers import Tokenizer
 
 from glassbox.archs.config import ModelConfig, model_config_from_dict
 from glassbox.archs.errors import CheckpointError, ConfigError, one_line
+from glassbox.archs.packed_masks import packed_bytes
 from glassbox.archs.transformer import Transformer
+from glassbox.archs.weight_sparsity import MASK_SUFFIX
 
 # safetensors dtype name -> bytes per element
 DTYPE_BYTES = {
@@ -238,13 +241,12 @@ def check_tensors(
     entries: dict[str, dict[str, Any]],
     model: Transformer,
     config_file: Path,
-    packed: dict[str, tuple[int, int]] | None = None,
+    packed: Mapping[str, list[int]] | None = None,
 ) -> None:
     """Each tensor's name, shape and dtype in the header `entries` against `model`
     (freshly built from config.yaml, before any weight is read into it). `packed`
-    ({name: (length, rule)}, archs/packed_masks.py): the tensors stored packed, 1-D,
-    a weight's values (rule 0: at most `length` floats) or a mask's bits (rule 1:
-    exactly `length` bytes)."""
+    ({weight name: its shape}, archs/packed_masks.py): the weights stored as their kept
+    values, their masks as bits."""
     cfg = model.cfg
     expected, tied = expected_tensors(model)
     dims = f"d_model={cfg.d_model}, n_layers={cfg.n_layers}, vocab_size={cfg.vocab_size}"
@@ -266,8 +268,8 @@ def check_tensors(
         )
     for name, e in entries.items():
         shape, dtype = expected[name]
-        if packed and name in packed:
-            _check_packed(file, name, e, *packed[name])
+        if packed and (name in packed or name.removesuffix(MASK_SUFFIX) in packed):
+            _check_packed(file, name, e, packed)
             continue
         if e["shape"] != shape:
             raise CheckpointError(
@@ -287,20 +289,26 @@ def check_tensors(
             )
 
 
-def _check_packed(file: Path, name: str, e: dict[str, Any], length: int, rule: int) -> None:
-    """One packed tensor's header entry: a weight's values (rule 0), 1-D floats, at
-    most `length` of them, or a mask's bits (rule 1), 1-D uint8 of `length` bytes."""
+def _check_packed(
+    file: Path, name: str, e: dict[str, Any], packed: Mapping[str, list[int]]
+) -> None:
+    """One packed tensor's header entry: a weight's kept values (1-D floats, at most
+    its n entries) or its mask's bits (1-D uint8, ceil(n / 8) bytes)."""
     shape, dtype = e["shape"], e["dtype"]
-    if rule == 0 and not (len(shape) == 1 and shape[0] <= length and dtype in FLOAT_DTYPES):
+    if name in packed:
+        n = math.prod(packed[name])
+        if not (len(shape) == 1 and shape[0] <= n and dtype in FLOAT_DTYPES):
+            raise CheckpointError(
+                file,
+                f"tensor {name} is stored packed: expected at most {n} float values in "
+                f"one dimension, the header says {dtype} {shape}",
+            )
+        return
+    n_bytes = packed_bytes(math.prod(packed[name.removesuffix(MASK_SUFFIX)]))
+    if not (shape == [n_bytes] and dtype == "U8"):
         raise CheckpointError(
             file,
-            f"tensor {name} is stored packed: expected at most {length} float values in "
-            f"one dimension, the header says {dtype} {shape}",
-        )
-    if rule == 1 and not (shape == [length] and dtype == "U8"):
-        raise CheckpointError(
-            file,
-            f"tensor {name} is a packed mask: expected U8 [{length}] (one bit per entry), "
+            f"tensor {name} is a packed mask: expected U8 [{n_bytes}] (one bit per entry), "
             f"the header says {dtype} {shape}",
         )
 

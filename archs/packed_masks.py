@@ -83,18 +83,6 @@ def packed_shapes(metadata: dict[str, str], file: Path) -> dict[str, list[int]]:
     return shapes
 
 
-def packed_entry_shapes(shapes: dict[str, list[int]]) -> dict[str, tuple[int, int]]:
-    """What the header must say of each packed tensor: {name: (largest length, dtype
-    rule)} as (n, 0) for a weight's values (1-D, at most n) and (bytes, 1) for its mask
-    (1-D uint8 of exactly that many bytes)."""
-    out = {}
-    for name, shape in shapes.items():
-        n = math.prod(shape)
-        out[name] = (n, 0)
-        out[name + MASK_SUFFIX] = (packed_bytes(n), 1)
-    return out
-
-
 def unpack_masked(
     tensors: dict[str, Tensor], shapes: dict[str, list[int]], file: Path
 ) -> dict[str, Tensor]:
