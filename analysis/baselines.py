@@ -38,6 +38,7 @@ from torch import Tensor
 from glassbox.analysis.batches import real_tokens, suite_batches
 from glassbox.analysis.coverage import ground_truth_labels
 from glassbox.analysis.jsonable import jsonable
+from glassbox.analysis.resume import part
 from glassbox.analysis.routing_metrics import contingency, mean_purity, nmi
 from glassbox.archs.transformer import Transformer
 from glassbox.training.data import DataConfig, SuiteData, build_datasets
@@ -225,8 +226,9 @@ def with_untrained_twin(
     same code on the same tokens: the twin's summary keys starting with `prefixes` join
     the model's as baselines.init.<key>, its whole report is under "untrained_twin";
     JSON-safe."""
-    report = report_of(model, out_dir)
-    init = report_of(untrained_twin(model, init_seed), None)
+    # two parts, saved apart where scoring saves parts (analysis.resume)
+    report = part("trained", lambda: report_of(model, out_dir))
+    init = part("twin", lambda: report_of(untrained_twin(model, init_seed), None))
     twin = {f"baselines.init.{k}": v for k, v in init["summary"].items() if k.startswith(prefixes)}
     report["summary"].update(twin)
     report["untrained_twin"] = {"init_seed": init_seed, **init}

@@ -45,6 +45,7 @@ from glassbox.analysis.audit import audited_scores
 from glassbox.analysis.interp import coverage_scores, reading_hooks, suite_batches
 from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.microcircuits import microcircuit_report
+from glassbox.analysis.resume import part
 from glassbox.analysis.text_analysis import by_domain_with_twin, text_report
 from glassbox.training.data import SuiteData
 
@@ -107,19 +108,26 @@ def code_report(
     causal, circuits, ...). Returns text_report's dict with the feature scores' keys
     in "summary", "coverage" and "audit" (their details, as interp_report has them),
     "microcircuits" ({task: ...}) and NOT_APPLICABLE as "not_applicable"; JSON-safe."""
-    report = text_report(model, domain_view(suite), out_dir, n_examples, seed, **kw)
+    # three parts, each saved on its own where scoring saves parts (analysis.resume)
+    text = domain_view(suite)
+    report = part("text", lambda: text_report(model, text, out_dir, n_examples, seed, **kw))
     summary = report["summary"]
-    val = suite_batches(suite, "val", n_examples, seed=seed, device=model.device)
-    test = suite_batches(suite, "test", n_examples, seed=seed + 1, device=model.device)
-    prefetch(model, val, reading_hooks(model))
-    cov = coverage_scores(model, val, suite)
+
+    def features() -> dict[str, Any]:
+        val = suite_batches(suite, "val", n_examples, seed=seed, device=model.device)
+        test = suite_batches(suite, "test", n_examples, seed=seed + 1, device=model.device)
+        prefetch(model, val, reading_hooks(model))
+        return {"coverage": coverage_scores(model, val, suite),
+                "audit": audited_scores(model, suite, val, test, seed=seed)}  # fmt: skip
+
+    feats = part("features", features)
+    cov, audit = feats["coverage"], feats["audit"]
     summary.update({k: v for k, v in cov.items() if k.startswith(("interp.", "baselines."))})
     report["coverage"] = cov
-    audit = audited_scores(model, suite, val, test, seed=seed)
     summary.update(audit["summary"])  # no skill: its specialisation is not run
     report["audit"] = {k: v for k, v in audit.items() if k != "summary"}
     if microcircuits:
-        micro = microcircuit_report(model, suite, seed=seed)
+        micro = part("microcircuits", lambda: microcircuit_report(model, suite, seed=seed))
         summary.update(micro["summary"])
         report["microcircuits"] = micro["tasks"]
     report["not_applicable"] = dict(NOT_APPLICABLE)

@@ -44,6 +44,7 @@ analysis.json (`Analysis.to_json`, schema `SCHEMA`):
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -55,6 +56,7 @@ from glassbox.analysis.code_analysis import code_with_baselines, is_code
 from glassbox.analysis.interp import interp_with_baselines
 from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.mechanistic import MechanisticConfig, run_mechanistic
+from glassbox.analysis.resume import part, reused_seconds
 from glassbox.analysis.text_analysis import text_with_baselines
 from glassbox.analysis.tools import tool_report, uses_tool_skills
 from glassbox.training.data import SuiteData
@@ -150,14 +152,16 @@ def analyze(
         checkpoint=None if checkpoint is None else str(checkpoint),
     )
     for name in sections:
-        t0 = time.perf_counter()
-        report = _section(name, model, suite, out_dir, settings, reference_model, data_cfg,
-                          tools_cfg)  # fmt: skip
+        t0, reused = time.perf_counter(), reused_seconds()
+        section = functools.partial(_section, name, model, suite, out_dir, settings,
+                                    reference_model, data_cfg, tools_cfg)  # fmt: skip
+        report = part(name, section)
         if report is None:
             continue
         result.sections[name] = report
         result.summary.update(_summary(name, report))
-        result.seconds[name] = time.perf_counter() - t0
+        # with the seconds its parts read back had cost (analysis.resume)
+        result.seconds[name] = time.perf_counter() - t0 + reused_seconds() - reused
         if progress is not None:
             progress.done(f"analyze: {name} ({result.seconds[name]:.0f} s)")
     return result

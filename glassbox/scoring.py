@@ -5,6 +5,8 @@ under the same key. The science is analysis/'s; nothing here trains.
 
     runs/<arch>-seed<s>/analysis/row.json       score_run (a RunResult)
     runs/dense-seed<s>/analysis/posthoc.json    score_posthoc (a PostHocResult)
+    runs/<arch>-seed<s>/analysis/parts.json     what an unfinished score_run had finished,
+                                                read back by the next (analysis.resume)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import asdict
 
 from glassbox.analysis.pipeline import Analysis, analyze
 from glassbox.analysis.posthoc import posthoc_route
+from glassbox.analysis.resume import saved_parts
 from glassbox.compare_config import CompareConfig
 from glassbox.results import (
     PostHocResult,
@@ -24,6 +27,8 @@ from glassbox.results import (
     save,
 )
 from glassbox.runs import Run
+
+PARTS = "parts.json"  # in a run's analysis folder while its scoring is unfinished
 
 __all__ = ["posthoc_applies", "posthoc_key", "score_key", "score_posthoc", "score_run"]
 
@@ -65,8 +70,10 @@ def score_run(run: Run, cc: CompareConfig) -> RunResult:
         )
     run.analysis_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    analysis = _analyse(run, cc)
-    analysis_seconds = time.perf_counter() - t0
+    # an interrupted scoring resumes at the parts it had finished (analysis.resume)
+    with saved_parts(run.analysis_dir / PARTS, key) as parts:
+        analysis = _analyse(run, cc)
+    analysis_seconds = time.perf_counter() - t0 + parts.reused_seconds
     analysis.write(run.analysis_dir / "analysis.json")
     summary = analysis.summary  # interp.*, baselines.*, domains.* and tools.*
     result = RunResult(
@@ -84,6 +91,7 @@ def score_run(run: Run, cc: CompareConfig) -> RunResult:
         not_applicable=analysis.not_applicable,
     )
     save(saved_path, key, result)
+    parts.remove()
     return result
 
 

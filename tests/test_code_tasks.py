@@ -3,20 +3,24 @@
 hand-written snippets tokenized by a hand-made vocabulary (every task stated before it
 is looked for, with its position, target and alternative), the cases that must give no
 task, prompts drawn from a tiny corpus of standard-library packages checked against
-the decoded source, and the whole analysis of a tiny model on that corpus."""
+the decoded source, and the whole analysis of a tiny model on that corpus, also when
+interrupted and resumed (analysis.resume)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+import glassbox.analysis.code_analysis as ca
 from glassbox.analysis.code_analysis import NOT_APPLICABLE, is_code
 from glassbox.analysis.code_rows import CodeRow, CodeVocab, byte_decoder
 from glassbox.analysis.code_tasks import CODE_TASKS, code_task_data, row_tasks
 from glassbox.analysis.pipeline import Analysis, analyze
+from glassbox.analysis.resume import saved_parts
 from glassbox.archs import Transformer
 from glassbox.training.config import load_config
 from glassbox.training.data import build_datasets
@@ -272,3 +276,32 @@ def test_analyze_routes_code_to_features_domains_and_code_micro_tasks(code_suite
     assert set(tasks) <= set(CODE_TASKS) and len(tasks) >= 4
     assert all(t["learned"] is False and t["clean_loss"] > 0 for t in tasks.values())
     assert s["interp.microcircuit_tasks"] == 0 == s["baselines.init.interp.microcircuit_tasks"]
+
+
+def test_an_interrupted_scoring_resumes_to_the_uninterrupted_analysis(
+    code_suite, tiny, tmp_path, monkeypatch
+):
+    out = tmp_path / "plots"
+    whole = analyze(tiny, code_suite, ("interp",), out, n_examples=24)
+    real_micro, real_text, text_calls = ca.microcircuit_report, ca.text_report, []
+
+    def stop(*args, **kw):
+        raise KeyboardInterrupt  # the machine stopped during the micro-task circuits
+
+    def text_report(*args, **kw):
+        text_calls.append(1)
+        return real_text(*args, **kw)
+
+    parts = tmp_path / "parts.json"
+    monkeypatch.setattr(ca, "microcircuit_report", stop)
+    with pytest.raises(KeyboardInterrupt), saved_parts(parts, "key"):
+        analyze(tiny, code_suite, ("interp",), out, n_examples=24)
+    saved = set(json.loads(parts.read_text())["parts"])
+    assert saved == {"interp/trained/text", "interp/trained/features"}
+    monkeypatch.setattr(ca, "microcircuit_report", real_micro)
+    monkeypatch.setattr(ca, "text_report", text_report)
+    with saved_parts(parts, "key") as store:
+        resumed = analyze(tiny, code_suite, ("interp",), out, n_examples=24)
+    assert len(text_calls) == 1  # the twin's: the trained model's was read back
+    assert store.reused_seconds > 0
+    assert resumed.summary == whole.summary and resumed.sections == whole.sections

@@ -15,6 +15,7 @@ import pytest
 from glassbox.archs import CheckpointError
 from glassbox.archs.config import ConfigError
 from glassbox.compare import CheckpointRun, compare, load_compare_config
+from glassbox.scoring import PARTS
 from tests.tiny_checkpoints import tiny_checkpoint
 
 SHIPPED = "configs/compare_shipped.yaml"
@@ -64,6 +65,7 @@ def test_compare_scores_checkpoints_without_training(tmp_path, shipped):
         assert r.interp["baselines.init.interp.coverage"] != r.interp["interp.coverage"]
         run_dir = tmp_path / "report" / "runs" / f"{arch}-seed0"
         assert (run_dir / "analysis" / "row.json").is_file()
+        assert not (run_dir / "analysis" / PARTS).exists()  # scored whole: no parts left
         assert not (run_dir / "checkpoint").exists()  # nothing trained or exported
     assert runs["transcoder"].interp["interp.l0"] == pytest.approx(8.0)  # its k
     for name in ("report.md", "report.json", "pareto.png"):
