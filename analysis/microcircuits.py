@@ -65,6 +65,7 @@ circuits that lost 9 points of accuracy on new prompts (dense, 32 prompts a half
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ from glassbox.analysis.microtasks import (
     task_logit_diff,
     task_loss,
 )
+from glassbox.analysis.resume import part
 from glassbox.archs.units import UnitGroup, frozen, read_site, residual_reads
 from glassbox.training.data import SuiteData
 
@@ -537,10 +539,13 @@ def microcircuit_report(
             continue
         idx = torch.arange(len(d), device=device)
         fit, select, score = idx[:third], idx[third : 2 * third], idx[2 * third :]
-        out[name] = circuit_for_task(
-            model, d.subset(fit), d.subset(score), groups, means, cfg, seed, d.subset(select),
-            edges,
-        )  # fmt: skip
+        # a part each: one task of rung M's moe or weight-sparse model takes tens of
+        # minutes of a CPU core, so a scoring cut short resumes at its task
+        # (analysis.resume)
+        out[name] = part(name, functools.partial(
+            circuit_for_task, model, d.subset(fit), d.subset(score), groups, means, cfg, seed,
+            d.subset(select), edges,
+        ))  # fmt: skip
     return {"summary": summarise(out), "tasks": out}
 
 

@@ -16,10 +16,10 @@ a resumed report is the uninterrupted one.
 
 Parts nest: a part computed inside another is saved under "outer/inner", and dropped
 from the file once the outer one is saved. Without saved_parts (`glassbox analyze`),
-part(name, fn) is fn(). With it, a part's value is the JSON copy (analysis.jsonable:
-nan as None, tuples as lists, keys as strings) whether computed or read back: the
-reports are JSON-safe in the end, and a part must not be used before then in a way
-its copy would change. The key says what the parts depend on (glassbox.scoring: the
+part(name, fn) is fn(). With it, a part's value is its JSON copy whether computed or
+read back (`plain`: tensors and tuples as lists, keys as strings; nan and infinities
+kept, as JSON's NaN and Infinity): the reports are JSON in the end, and a part must not
+be used before then in a way its copy would change. The key says what the parts depend on (glassbox.scoring: the
 checkpoint, the scoring settings, the analysis version); a file under another key, or
 one that cannot be read, is started afresh.
 """
@@ -35,9 +35,21 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from glassbox.analysis.jsonable import jsonable
+from torch import Tensor
 
-__all__ = ["PartStore", "part", "reused_seconds", "saved_parts"]
+__all__ = ["PartStore", "part", "plain", "reused_seconds", "saved_parts"]
+
+
+def plain(x: Any) -> Any:
+    """The copy of `x` JSON reads back: tensors and tuples -> lists, dict keys -> str
+    (recursively); floats as they are, nan and infinities included."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [plain(v) for v in x]
+    if isinstance(x, Tensor):
+        return plain(x.tolist())
+    return x
 
 
 class PartStore:
@@ -111,7 +123,7 @@ def part(name: str, fn: Callable[[], Any]) -> Any:
     outer, reused0, t0 = store.scope, store.reused_seconds, time.perf_counter()
     store.scope = (*outer, name)
     try:
-        value = json.loads(json.dumps(jsonable(fn())))
+        value = json.loads(json.dumps(plain(fn())))
     finally:
         store.scope = outer
     # its cost whole: the time computing it and what its inner parts read back had cost

@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 import glassbox.analysis.code_analysis as ca
+import glassbox.analysis.microcircuits as mc
 from glassbox.analysis.code_analysis import NOT_APPLICABLE, is_code
 from glassbox.analysis.code_rows import CodeRow, CodeVocab, byte_decoder
 from glassbox.analysis.code_tasks import CODE_TASKS, code_task_data, row_tasks
@@ -283,25 +284,32 @@ def test_an_interrupted_scoring_resumes_to_the_uninterrupted_analysis(
 ):
     out = tmp_path / "plots"
     whole = analyze(tiny, code_suite, ("interp",), out, n_examples=24)
-    real_micro, real_text, text_calls = ca.microcircuit_report, ca.text_report, []
+    tasks = list(whole.sections["interp"]["microcircuits"])
+    real_task, real_text = mc.circuit_for_task, ca.text_report
+    calls: dict[str, list] = {"task": [], "text": []}
 
-    def stop(*args, **kw):
-        raise KeyboardInterrupt  # the machine stopped during the micro-task circuits
+    def circuit_for_task(*args, **kw):
+        if stop_after is not None and len(calls["task"]) == stop_after:
+            raise KeyboardInterrupt  # the machine stopped during the third micro-task
+        calls["task"].append(1)
+        return real_task(*args, **kw)
 
     def text_report(*args, **kw):
-        text_calls.append(1)
+        calls["text"].append(1)
         return real_text(*args, **kw)
 
-    parts = tmp_path / "parts.json"
-    monkeypatch.setattr(ca, "microcircuit_report", stop)
+    monkeypatch.setattr(mc, "circuit_for_task", circuit_for_task)
+    monkeypatch.setattr(ca, "text_report", text_report)
+    parts, stop_after = tmp_path / "parts.json", 2
     with pytest.raises(KeyboardInterrupt), saved_parts(parts, "key"):
         analyze(tiny, code_suite, ("interp",), out, n_examples=24)
     saved = set(json.loads(parts.read_text())["parts"])
-    assert saved == {"interp/trained/text", "interp/trained/features"}
-    monkeypatch.setattr(ca, "microcircuit_report", real_micro)
-    monkeypatch.setattr(ca, "text_report", text_report)
+    done = {f"interp/trained/microcircuits/{t}" for t in tasks[:2]}
+    assert saved == {"interp/trained/text", "interp/trained/features", *done}
+    calls, stop_after = {"task": [], "text": []}, None
     with saved_parts(parts, "key") as store:
         resumed = analyze(tiny, code_suite, ("interp",), out, n_examples=24)
-    assert len(text_calls) == 1  # the twin's: the trained model's was read back
+    # read back: the trained model's text scores and first two tasks; the twin's computed
+    assert len(calls["text"]) == 1 and len(calls["task"]) == 2 * len(tasks) - 2
     assert store.reused_seconds > 0
     assert resumed.summary == whole.summary and resumed.sections == whole.sections
