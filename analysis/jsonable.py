@@ -28,15 +28,25 @@ def mean_defined(values: Iterable[Any]) -> float | None:
 def jsonable(x: Any) -> Any:
     """A JSON-safe copy: nan and infinities -> None, tensors -> lists, tuples ->
     lists, dict keys -> str (recursively)."""
+    return _copy(x, undefined_as_none=True)
+
+
+def plain(x: Any) -> Any:
+    """The copy of `x` JSON reads back: as jsonable, but nan and infinities kept (as
+    JSON's NaN and Infinity, which Python's json reads back)."""
+    return _copy(x, undefined_as_none=False)
+
+
+def _copy(x: Any, undefined_as_none: bool) -> Any:
     if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
+        return {str(k): _copy(v, undefined_as_none) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [jsonable(v) for v in x]
+        return [_copy(v, undefined_as_none) for v in x]
     if isinstance(x, Tensor):
-        return jsonable(x.tolist())
-    if isinstance(x, float) and not math.isfinite(x):
+        return _copy(x.tolist(), undefined_as_none)
+    if undefined_as_none and isinstance(x, float) and not math.isfinite(x):
         return None
     return x
 
 
-__all__ = ["is_defined", "jsonable", "mean_defined"]
+__all__ = ["is_defined", "jsonable", "mean_defined", "plain"]

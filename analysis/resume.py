@@ -17,11 +17,12 @@ a resumed report is the uninterrupted one.
 Parts nest: a part computed inside another is saved under "outer/inner", and dropped
 from the file once the outer one is saved. Without saved_parts (`glassbox analyze`),
 part(name, fn) is fn(). With it, a part's value is its JSON copy whether computed or
-read back (`plain`: tensors and tuples as lists, keys as strings; nan and infinities
-kept, as JSON's NaN and Infinity): the reports are JSON in the end, and a part must not
-be used before then in a way its copy would change. The key says what the parts depend on (glassbox.scoring: the
-checkpoint, the scoring settings, the analysis version); a file under another key, or
-one that cannot be read, is started afresh.
+read back (analysis.jsonable.plain: tensors and tuples as lists, keys as strings; nan
+and infinities kept, as JSON's NaN and Infinity): the reports are JSON in the end, and
+a part must not be used before then in a way its copy would change. The key says what
+the parts depend on (glassbox.scoring: the checkpoint, the scoring settings, the
+analysis version); a file under another key, or one that cannot be read, is started
+afresh.
 """
 
 from __future__ import annotations
@@ -35,21 +36,9 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+from glassbox.analysis.jsonable import plain
 
-__all__ = ["PartStore", "part", "plain", "reused_seconds", "saved_parts"]
-
-
-def plain(x: Any) -> Any:
-    """The copy of `x` JSON reads back: tensors and tuples -> lists, dict keys -> str
-    (recursively); floats as they are, nan and infinities included."""
-    if isinstance(x, dict):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [plain(v) for v in x]
-    if isinstance(x, Tensor):
-        return plain(x.tolist())
-    return x
+__all__ = ["PartStore", "part", "reused_seconds", "saved_parts"]
 
 
 class PartStore:
