@@ -175,27 +175,65 @@ def _hooks(groups: Sequence[UnitGroup], means: dict[str, Tensor], keep: Tensor, 
     return hooks
 
 
+def length_groups(position: Tensor, max_groups: int = 4) -> list[Tensor]:
+    """The prompts (indices, by length) in at most max_groups groups of contiguous
+    lengths that compute the fewest tokens: a prompt is read up to its target
+    (`position` tokens), so a group's forward computes its longest prompt's length
+    times its count. Rung M's code prompts are 48-79% of a forward right-padded to
+    the longest; four groups by length compute 59-82% of its tokens."""
+    order = position.argsort(stable=True)
+    lengths = position[order].tolist()
+    n = len(lengths)
+    # cost[g][j]: the fewest tokens of the first j prompts in g groups (exact, n^2 g)
+    inf = float("inf")
+    cost = [[0.0] + [inf] * n] + [[inf] * (n + 1) for _ in range(max_groups)]
+    cut = [[0] * (n + 1) for _ in range(max_groups + 1)]
+    for g in range(1, max_groups + 1):
+        cost[g][0] = 0.0
+        for j in range(1, n + 1):
+            for i in range(j):  # the last group is prompts i..j-1, its longest j-1
+                c = cost[g - 1][i] + lengths[j - 1] * (j - i)
+                if c < cost[g][j]:
+                    cost[g][j], cut[g][j] = c, i
+    g = min(range(1, max_groups + 1), key=lambda g: (cost[g][n], g))
+    groups, j = [], n
+    while j > 0:
+        i = cut[g][j]
+        groups.append(order[i:j])
+        j, g = i, g - 1
+    return groups[::-1]
+
+
 def mask_diffs(
     model, data: TaskData, groups, means, keep: Tensor, max_rows: int = 2048,
-    per_mask: Sequence[TaskData] | None = None,
+    per_mask: Sequence[TaskData] | None = None, max_groups: int = 4,
 ) -> Tensor:  # fmt: skip
     """(R, N) logit differences (target - alternative) of the N prompts under each of
     the R keep-masks (bool or float, (R, total)); copies of the prompts are stacked
-    into forwards of at most max_rows rows. per_mask: R tasks on the same prompts
-    (a task and its nonsense twin), mask r scored on per_mask[r]'s pairs."""
+    into forwards of at most max_rows rows, the prompts in up to max_groups groups by
+    length (`length_groups`), each group's forward cut after its longest prompt's
+    last token read (the model is causal: what a prompt's target reads is the same,
+    up to float rounding). per_mask: R tasks on the same prompts (a task and its
+    nonsense twin), mask r scored on per_mask[r]'s pairs."""
     R, N = keep.shape[0], len(data)
     tasks = list(per_mask) if per_mask is not None else [data] * R
     per = max(1, max_rows // N)
+    by_length = length_groups(data.position, max_groups)
+    back = torch.cat(by_length).argsort().to(keep.device)  # the prompts' own order again
     out = []
     for r0 in range(0, R, per):
         k, ts = keep[r0 : r0 + per], tasks[r0 : r0 + per]
-        stacked = TaskData(data.name, data.input_ids.repeat(k.shape[0], 1),
-                           data.position.repeat(k.shape[0]),
-                           torch.cat([t.target for t in ts]),
-                           torch.cat([t.alternative for t in ts]))  # fmt: skip
-        with model.hooks(_hooks(groups, means, k, N)):
-            logits = model(stacked.input_ids)
-        out.append(task_logit_diff(logits, stacked).view(k.shape[0], N))
+        diffs = []
+        for idx in by_length:
+            cut = int(data.position[idx].max())
+            stacked = TaskData(data.name, data.input_ids[idx, :cut].repeat(k.shape[0], 1),
+                               data.position[idx].repeat(k.shape[0]),
+                               torch.cat([t.target[idx] for t in ts]),
+                               torch.cat([t.alternative[idx] for t in ts]))  # fmt: skip
+            with model.hooks(_hooks(groups, means, k, len(idx))):
+                logits = model(stacked.input_ids)
+            diffs.append(task_logit_diff(logits, stacked).view(k.shape[0], len(idx)))
+        out.append(torch.cat(diffs, 1)[:, back])
     return torch.cat(out)
 
 
@@ -555,6 +593,7 @@ __all__ = [
     "MaskConfig",
     "circuit_for_task",
     "learn_ranking",
+    "length_groups",
     "mask_diffs",
     "microcircuit_report",
     "smallest_reaching",

@@ -5,6 +5,7 @@ answer is known before the run."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import pytest
@@ -20,6 +21,7 @@ from glassbox.analysis.microcircuits import (
     _same_heads,
     circuit_for_task,
     learn_ranking,
+    length_groups,
     mask_diffs,
     microcircuit_report,
     smallest_reaching,
@@ -143,6 +145,42 @@ def test_masks_are_transparent_at_one_and_put_every_mean_at_zero(suite, tiny):
         ablated = task_logit_diff(tiny(d.input_ids), d)
     assert torch.allclose(diffs[1], ablated, atol=1e-5)
     assert task_loss(torch.zeros(3)).allclose(torch.full((3,), LN2))
+
+
+def test_prompts_are_grouped_by_length_into_the_fewest_tokens():
+    # two clusters of lengths: two groups cost 3 x 7 + 3 x 102 = 327 tokens; four
+    # split each cluster once more, 5 + 2 x 7 + 100 + 2 x 102 = 323
+    pos = torch.tensor([5, 100, 6, 101, 7, 102])
+    assert [g.tolist() for g in length_groups(pos, 2)] == [[0, 2, 4], [1, 3, 5]]
+    assert [g.tolist() for g in length_groups(pos, 4)] == [[0], [2, 4], [1], [3, 5]]
+    assert [g.tolist() for g in length_groups(torch.full((5,), 9), 4)] == [[0, 1, 2, 3, 4]]
+    # the fewest tokens against every split of the sorted lengths into <= 3 groups
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        pos = torch.randint(1, 50, (7,), generator=g)
+        got = sum(int(pos[i].max()) * len(i) for i in length_groups(pos, 3))
+        s = sorted(pos.tolist())
+        best = min(
+            sum(max(s[a:b]) * (b - a) for a, b in zip((0, *cuts), (*cuts, 7)))
+            for n in range(3) for cuts in itertools.combinations(range(1, 7), n)
+        )  # fmt: skip
+        assert got == best
+
+
+def test_grouping_by_length_reads_what_the_padded_forward_reads(suite, tiny):
+    d = task_data(suite, "val", ["dyck_first_closer"], n=24)["dyck_first_closer"]
+    assert len(length_groups(d.position, 4)) > 1  # ragged prompts: the groups are cut
+    groups = unit_groups(tiny)
+    means = unit_means(tiny, suite_batches(suite, "val", 32), groups)
+    total = sum(g.n_units for g in groups)
+    m = torch.rand(3, total, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    grads = []
+    for n in (1, 4):  # one group (every prompt padded to the longest), four
+        diffs = mask_diffs(tiny, d, groups, means, m, max_rows=40, max_groups=n)
+        (grad,) = torch.autograd.grad(task_loss(diffs).sum(), m)
+        grads.append((diffs.detach(), grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
 
 
 def test_an_untrained_model_has_no_micro_circuit(suite, tiny):
