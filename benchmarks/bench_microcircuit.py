@@ -69,7 +69,7 @@ def main() -> None:
           f"mask gradients {float((g1 - g4).abs().max()):.1e}")  # fmt: skip
     times: dict[int, list[float]] = {1: [], 4: []}
     for r in range(args.reps):
-        for n in ((1, 4) if r % 2 == 0 else (4, 1)):
+        for n in (1, 4) if r % 2 == 0 else (4, 1):
             t = time.perf_counter()
             step(n)
             times[n].append(time.perf_counter() - t)
