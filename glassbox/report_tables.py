@@ -354,7 +354,10 @@ class ReportTables:
         if t is not None:
             out.append(t)
         for entry in in_section(self.metrics, PER_DOMAIN):
-            ms = expand([entry], keys)
+            # a column per domain some model was scored on: on code every package is a
+            # domain, and the test blocks hold a few of them
+            ms = [m for m in expand([entry], keys)
+                  if any(s.get(m.key) is not None for s in self.summary.values())]  # fmt: skip
             if ms:
                 rows = [(a, metric_cells(ms, s, self._dense)) for a, s in self.summary.items()]
                 out.append(

@@ -183,3 +183,17 @@ def test_publish_replaces_its_own_files_and_keeps_other_results_documents(tmp_pa
     assert path == dest / "report.md" and path.read_text() != "stale"
     assert (dest / "other.md").read_text() == "kept"
     assert not (dest / "plots" / "gone-seed9").exists()  # a run no longer reported
+
+
+def test_per_domain_tables_keep_the_domains_some_model_was_scored_on(tmp_path):
+    # on code every package is a domain and the test blocks hold a few: a domain no
+    # model has a value for gets no column (json here), one that any model has does
+    runs = []
+    for i, arch in enumerate(("dense", "moe")):
+        loss = {"domains.email.loss": 3.0 + i, "domains.json.loss": None,
+                "domains.csv.loss": 2.0 if arch == "moe" else None}  # fmt: skip
+        runs.append(RunResult(arch, 0, f"runs/{arch}-seed0", capability=loss, interp={}))
+    text = Report(out_dir=tmp_path, seeds=(0,), config={}, runs=tuple(runs)).write().read_text()
+    table = next(t for t in _markdown_tables(text) if t[0].startswith("| architecture | csv"))
+    assert table[0].split("|")[2:-1] == [" csv ", " email "]
+    assert "json" not in text
