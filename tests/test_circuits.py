@@ -446,6 +446,52 @@ def test_mean_ablating_an_experts_hidden_units_is_mean_ablating_the_expert():
         torch.testing.assert_close(got[out], want[out], atol=1e-6, rtol=0)
 
 
+def test_expert_hidden_masks_change_the_routed_units_only_as_the_definition_says():
+    """A keep-mask per row, bool or float, against the definition written out on the
+    whole (B, T, E * d_expert) view: act' = mean + m (act - mean) where the token is
+    routed to the unit's expert, act (0) elsewhere. The hooks change only the routed
+    slots: the same logits and the same gradients to the mask."""
+    model = moe_model()
+    g = unit_groups(model, include_heads=False)[0]
+    E, d = model.blocks[0].mlp.n_experts, g.d_expert
+    tokens = torch.randint(1, 40, (3, 9), generator=torch.Generator().manual_seed(4))
+    mean = torch.randn(g.n_units, generator=torch.Generator().manual_seed(5))
+
+    def by_definition(keep):
+        state = {}
+
+        def on_idx(idx, _h):
+            state["idx"] = idx
+
+        def on_hidden(act, _h):
+            routed = torch.zeros(*act.shape[:2], E, dtype=torch.bool)
+            routed = routed.scatter_(-1, state.pop("idx"), True).repeat_interleave(d, -1)
+            k = keep.view(keep.shape[0], 1, -1)
+            new = torch.where(k, act, mean) if k.dtype == torch.bool else mean + k * (act - mean)
+            return torch.where(routed, new, act)
+
+        return [("blocks.0.mlp.hook_expert_indices", on_idx), (g.hook, on_hidden)]
+
+    gen = torch.Generator().manual_seed(6)
+    bool_keep = torch.rand(3, g.n_units, generator=gen) < 0.5
+    with torch.no_grad(), model.hooks(g.hooks(mean, bool_keep)):
+        ours = model(tokens)
+    with torch.no_grad(), model.hooks(by_definition(bool_keep)):
+        theirs = model(tokens)
+    assert torch.equal(ours, theirs)
+    with torch.no_grad():
+        assert (ours - model(tokens)).abs().max() > 1e-3  # the mask did something
+    soft = torch.rand(3, g.n_units, generator=gen).requires_grad_()
+    got = []
+    for hooks in (g.hooks(mean, soft), by_definition(soft)):
+        with model.hooks(hooks):
+            out = model(tokens)
+        got.append((out.detach(), torch.autograd.grad(out.square().sum(), soft)[0]))
+    torch.testing.assert_close(got[0][0], got[1][0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(got[0][1], got[1][1], atol=1e-5, rtol=1e-5)
+    assert got[0][1].abs().sum() > 0
+
+
 def test_moe_unit_groups_and_report_in_hidden_units_and_in_experts():
     model = moe_model()
     moe = model.blocks[0].mlp
