@@ -48,10 +48,14 @@ def expert_dtype(weight: Tensor) -> torch.dtype:
 def _grouped_mm_applies(x: Tensor, w: Tensor) -> bool:
     if not hasattr(F, "grouped_mm") or x.dtype != w.dtype:
         return False
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
         ok_dtype = x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-    else:  # CUDA kernels: bf16 on sm80+
-        ok_dtype = x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 8
+    elif x.device.type == "cpu":  # the kernel's shape function (what compile traces) wants bf16
+        ok_dtype = x.dtype == torch.bfloat16
+    else:  # CUDA kernels: bf16 on sm80+ (get_device_properties: compile folds it to a constant)
+        ok_dtype = (
+            x.dtype == torch.bfloat16 and torch.cuda.get_device_properties(x.device).major >= 8
+        )
     # The kernel wants 16-byte aligned row strides.
     return ok_dtype and all(n * x.element_size() % 16 == 0 for n in (x.shape[1], w.shape[2]))
 

@@ -399,7 +399,9 @@ class MoE(FFN):
         logits, indices, weights = self.route(x, seq)
         xf = x.reshape(-1, self.d_model)  # (N, d_model)
         flat = indices.reshape(-1)  # (S,) S = N * k, token-major
-        counts = torch.bincount(flat, minlength=self.n_experts)  # (E,)
+        # (E,) slots per expert; bincount's output shape depends on the data (a graph
+        # break under torch.compile), a scatter into E zeros does not
+        counts = flat.new_zeros(self.n_experts).scatter_add_(0, flat, torch.ones_like(flat))
         order = flat.argsort(stable=True)  # slots grouped by expert
         token = order.div(self.k, rounding_mode="floor")  # (S,) token of each sorted slot
         w = weights.reshape(-1, 1).index_select(0, order)  # (S, 1) gate weight of each slot

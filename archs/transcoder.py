@@ -355,9 +355,12 @@ class Transcoder(FFN):
 
     def _auxk(self, pre: Tensor, out: Tensor, W_dec: Tensor, target: Tensor | None) -> Tensor:
         dead = self.dead_mask()
-        if not bool(dead.any()):
+        if torch.compiler.is_compiling():  # no branch on the data: one graph
+            n_aux = min(self.cfg.aux_k, self.d_latent)  # live latents' -inf read as 0
+        elif not bool(dead.any()):
             return out
-        n_aux = min(self.cfg.aux_k, int(dead.sum()))
+        else:
+            n_aux = min(self.cfg.aux_k, int(dead.sum()))
         vals, idx = pre.masked_fill(~dead, float("-inf")).topk(n_aux, dim=-1)
         aux_latents = torch.zeros_like(pre).scatter(-1, idx, vals.relu())
         aux_out = aux_latents @ W_dec  # (..., d_model): no bias, it models an error
