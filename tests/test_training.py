@@ -3,11 +3,15 @@ the exported checkpoint and the CLI around them."""
 
 from __future__ import annotations
 
+import collections
+import inspect
 import json
 import math
+import os
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import glassbox.training.train as train_mod
 from glassbox import archs
@@ -242,3 +246,62 @@ def test_nan_guard_stops_and_keeps_last_checkpoint(tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 5
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+class _ValueReads(TorchDispatchMode):
+    """Counts reads of a tensor's value into Python (.item(), int(), bool(), float():
+    on a GPU each waits for the device) whose innermost Python frame is in the code
+    that runs a step on the device: the model (archs/), the LightningModule and the
+    callbacks. Not the data pipeline (host tensors), the optimizer's step counters
+    (host tensors) or Lightning's logging (every log_every_n_steps)."""
+
+    def __init__(self):
+        super().__init__()
+        self.where: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            frame = inspect.currentframe().f_back
+            while frame and "torch" in frame.f_code.co_filename.split(os.sep)[-3:-1]:
+                frame = frame.f_back  # out of torch's dispatch into the caller
+            path = frame.f_code.co_filename if frame else ""
+            parts = path.split(os.sep)[-2:]
+            if parts in (["training", "module.py"], ["training", "callbacks.py"]) or (
+                "archs" in parts[:1] and "site-packages" not in path
+            ):
+                self.where.append(f"{os.path.basename(path)}:{frame.f_code.co_name}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe", "transcoder", "weight_sparse"])
+def test_a_training_step_reads_the_device_once(tmp_path, kind):
+    """Each read of a value stalls a GPU's queue until it drains, so a training step
+    reads one: NaNGuard's flag (the losses and every gradient's norm, reduced on the
+    device). The tokens are counted on the host before the batch moves
+    (SuiteDataModule.on_before_batch_transfer). Counted as the difference between a 16-step and an 8-step run (the same start,
+    validation and export). The transcoder's AuxK asks whether any latent is dead and
+    how many, eagerly; compiled (the GPU runs') it does not (tests/test_compile.py)."""
+    reads = {}
+    for steps in (8, 16):
+        out = tmp_path / str(steps)
+        cfg = load_config(
+            f"configs/{kind}.yaml",
+            [
+                *FAST,
+                f"data.cache_dir={tmp_path / 'data'}",
+                f"run.out_dir={out / 'run'}",
+                f"trainer.max_steps={steps}",
+                f"trainer.val_every_n_steps={steps}",
+                "trainer.log_every_n_steps=1000",
+                "model.ffn.transcoder.dead_after_tokens=1",  # AuxK from the first step
+            ],
+        )
+        with _ValueReads() as mode:
+            train(cfg)
+        reads[steps] = collections.Counter(mode.where)
+    per_step = reads[16].copy()
+    per_step.subtract(reads[8])
+    expected = {"callbacks.py:on_before_optimizer_step": 1.0}
+    if kind == "transcoder":
+        expected["transcoder.py:_auxk"] = 2.0 * cfg.model.n_layers
+    assert {k: v / 8 for k, v in per_step.items() if v} == expected

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from rich.progress import Progress
+from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
 from glassbox.archs.errors import GlassboxError
@@ -29,29 +30,39 @@ class NonFiniteError(GlassboxError, RuntimeError):
 
 class NaNGuard(L.Callback):
     """Stops the run with a clear message when the loss or the gradient norm is not
-    finite. Both checks run before the optimizer step (the loss before backward), so a
-    bad step never reaches the weights, and the last Lightning checkpoint stays the
-    last good state."""
+    finite. Both are checked before the optimizer step, so a bad step never reaches
+    the weights, and the last Lightning checkpoint stays the last good state. One
+    read of the device a step (a GPU waits there, and its queue runs dry): the losses
+    since the last update and every gradient's norm are reduced to one flag on the
+    device first."""
 
     def __init__(self) -> None:
         self.loss = float("nan")
+        self._losses: list[Tensor] = []  # the micro-batches' losses since the last update
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        self.loss = float(loss.detach())  # one sync per step, as any finiteness check
-        if not math.isfinite(self.loss):
-            raise NonFiniteError(self._message(trainer, "the training loss is not finite"))
+        self._losses.append(loss.detach())
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        norms = [p.grad.detach().norm() for p in pl_module.parameters() if p.grad is not None]
-        if norms and not torch.isfinite(torch.stack(norms)).all():
-            bad = [
-                n
-                for n, p in pl_module.named_parameters()
-                if p.grad is not None and not torch.isfinite(p.grad).all()
-            ]
-            raise NonFiniteError(
-                self._message(trainer, f"non-finite gradients in {', '.join(bad[:3])}")
-            )
+        losses, self._losses = self._losses, []
+        grads = [p.grad.detach() for p in pl_module.parameters() if p.grad is not None]
+        checks = [torch.stack(losses).float()] if losses else []
+        checks += [torch.stack(torch._foreach_norm(grads)).float()] if grads else []
+        if not checks or bool(torch.isfinite(torch.cat(checks)).all()):
+            return
+        if losses:
+            bad = [float(x) for x in losses if not math.isfinite(float(x))]
+            self.loss = bad[0] if bad else float(losses[-1])
+            if bad:
+                raise NonFiniteError(self._message(trainer, "the training loss is not finite"))
+        bad_names = [
+            n
+            for n, p in pl_module.named_parameters()
+            if p.grad is not None and not torch.isfinite(p.grad).all()
+        ]
+        raise NonFiniteError(
+            self._message(trainer, f"non-finite gradients in {', '.join(bad_names[:3])}")
+        )
 
     def _message(self, trainer, what: str) -> str:
         cb = trainer.checkpoint_callback
@@ -145,6 +156,14 @@ def notice(message: str) -> None:
     print(f"notice: {message}", file=sys.stderr, flush=True)
 
 
+def batch_tokens(batch: dict) -> int:
+    """The batch's non-padding tokens: "n_tokens", counted on the host before the batch
+    moved to the device (TrainModule.on_before_batch_transfer), else its
+    attention_mask's sum (a read of the device)."""
+    n = batch.get("n_tokens")
+    return int(batch["attention_mask"].sum()) if n is None else n
+
+
 class Throughput(L.Callback):
     """Logs train/tokens_per_second (non-padding tokens), train/flops_per_second and
     train/mfu = achieved model FLOP/s / the device's peak (training.flops: a datasheet
@@ -172,7 +191,7 @@ class Throughput(L.Callback):
             self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.tokens += int(batch["attention_mask"].sum()) * trainer.world_size
+        self.tokens += batch_tokens(batch) * trainer.world_size
         if (batch_idx + 1) % self.window:
             return
         self._sync(pl_module)

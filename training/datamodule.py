@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
+from typing import Any
 
 import lightning as L
 import torch
@@ -80,6 +81,14 @@ class SuiteDataModule(L.LightningDataModule):
     def val_split_names(self) -> list[str]:
         assert self.suite is not None
         return [s for s in ("val", "ood") if s in self.suite.splits]
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Counts the batch's tokens while it is still on the host ("n_tokens", an int
+        the transfer leaves alone; training.callbacks.batch_tokens): counted on a GPU,
+        each step would wait for the count."""
+        if isinstance(batch, dict) and "attention_mask" in batch:
+            batch["n_tokens"] = int(batch["attention_mask"].sum())
+        return batch
 
     def _loader(self, ds, sampler=None) -> DataLoader:
         assert self.suite is not None

@@ -19,6 +19,7 @@ import torch
 
 from glassbox.archs.config import model_config_from_dict
 from glassbox.archs.transformer import Transformer
+from glassbox.training.callbacks import batch_tokens
 from glassbox.training.skill_scores import SkillMetrics, masked_lm_loss
 
 
@@ -70,7 +71,7 @@ class LMModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, parts = self._loss(batch)
         B = batch["input_ids"].shape[0]
-        self.tokens_trained += int(batch["attention_mask"].sum()) * self.trainer.world_size
+        self.tokens_trained += batch_tokens(batch) * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         for k, v in parts.items():
             self.log(f"train/{k}", v, batch_size=B)
