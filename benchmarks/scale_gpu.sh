@@ -131,7 +131,7 @@ med = {k: statistics.median(float(r[k]) for r in steady) if steady else float("n
        for k in ("train/tokens_per_second", "train/mfu")}
 print(f"{name:<15} steady {med['train/tokens_per_second']:>12,.0f} tok/s  MFU {med['train/mfu']:6.1%}"
       f"  | whole run {t['tokens_per_second']:>12,.0f} tok/s  MFU {t['mfu']:6.1%}"
-      f"  | val_loss {m['val_loss']:.3f}  {t['steps']} steps  {seconds} s wall")
+      f"  | val_loss {m['val_loss']:.3f}  {t['steps']} steps ({t.get('stopped', '?')})  {seconds} s wall")
 EOF
 }
 
@@ -142,9 +142,13 @@ for arch in "${ARCHS[@]}"; do
   rest=$(($(left) - 30))
   [ "$slice" -gt "$rest" ] && slice=$rest
   if [ "$slice" -le 10 ]; then say "$arch: skipped, out of time"; continue; fi
+  # training stops on the clock 30 s before the hard limit, so a slower pace than
+  # fitted still ends validated and exported (metrics.json: train.stopped)
+  max_s=$((slice > 60 ? slice - 30 : slice / 2))
   t0=$(date +%s)
   timeout "$slice" bash -c "$(declare -f glassbox); export PY=$PY; glassbox ladder \"\$@\"" _ \
-    "${LADDER[@]}" --train-only --arch "$arch" "${COMMON[@]}" < /dev/null > "$WORK/logs/train_$arch.log" 2>&1
+    "${LADDER[@]}" --train-only --arch "$arch" "${COMMON[@]}" "trainer.max_seconds=$max_s" \
+    < /dev/null > "$WORK/logs/train_$arch.log" 2>&1
   report "$arch" "$WORK/ladder/$RUNG/runs/$arch-seed0" "$(($(date +%s) - t0))"
 done
 
@@ -152,8 +156,9 @@ done
 say ""
 if [ "$(left)" -gt "$SCORE_S" ]; then
   t0=$(date +%s)
+  # a time limit here too, so that runs stopped on the clock count as trained (runs.py)
   if timeout "$(($(left) - 30))" bash -c "$(declare -f glassbox); export PY=$PY; glassbox ladder \"\$@\"" _ \
-    "${LADDER[@]}" "${COMMON[@]}" < /dev/null > "$WORK/logs/score.log" 2>&1; then
+    "${LADDER[@]}" "${COMMON[@]}" "trainer.max_seconds=$(left)" < /dev/null > "$WORK/logs/score.log" 2>&1; then
     say "scored in $(($(date +%s) - t0)) s: ladder/$RUNG/report.md, ladder/ladder.md"
   else
     say "scoring: not finished in the time left (logs/score.log)"

@@ -9,6 +9,7 @@ loaded (the model, the data) stays in the process that loaded it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,9 +34,12 @@ __all__ = ["CheckpointRun", "Run", "config_key", "load_suite"]
 
 
 def config_key(cfg: ExperimentConfig) -> str:
-    """What of a resolved run config decides its checkpoint: all of it but where it goes."""
+    """What of a resolved run config decides its checkpoint: all of it but where it goes
+    and the clock it trains under (trainer.max_seconds: a run it stopped says so in its
+    metrics.json, and Run.is_current reads that)."""
     d = to_dict(cfg)
     d["run"].pop("out_dir", None)
+    d["trainer"].pop("max_seconds", None)
     return content_key("run config", d, scoring=False)
 
 
@@ -81,10 +85,20 @@ class Run:
 
     def is_current(self) -> bool:
         """Whether the exported checkpoint was made from this very run config (its
-        key is kept in run_dir/train_key)."""
+        key is kept in run_dir/train_key). A run that trainer.max_seconds stopped short
+        of max_steps is current only where a time limit is set too (the GPU script's
+        scoring): without one, it is trained again to its steps."""
         stamp = self.run_dir / "train_key"
-        current = stamp.is_file() and stamp.read_text().strip() == self.config_key
-        return current and (self.export / "metrics.json").is_file()
+        metrics = self.export / "metrics.json"
+        if not (stamp.is_file() and stamp.read_text().strip() == self.config_key):
+            return False
+        if not metrics.is_file():
+            return False
+        try:
+            stopped = json.loads(metrics.read_text()).get("train", {}).get("stopped")
+        except (OSError, ValueError):
+            return False
+        return stopped != "max_seconds" or self.cfg.trainer.max_seconds > 0
 
     def check_current(self) -> None:
         """GlassboxError (one line) unless the checkpoint is current: scoring reads a

@@ -366,6 +366,29 @@ def test_parallel_training_equals_training_in_process(tmp_path):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
 
 
+def test_a_run_stopped_on_the_clock_is_current_only_under_a_clock(tmp_path):
+    """trainer.max_seconds is not part of a run's identity (a time limit, like where it
+    is written), but a run it stopped short of max_steps counts as trained only for a
+    call with a time limit too (benchmarks/scale_gpu.sh's scoring); without one, it is
+    trained again to its steps."""
+    from glassbox.compare import train_runs
+
+    _, (run,) = _tiny_plan(
+        tmp_path, "trainer.max_steps=100000", "trainer.max_seconds=2", seeds="[0]"
+    )
+    train_runs([run], jobs=1)
+    metrics = json.loads((run.export / "metrics.json").read_text())
+    assert metrics["train"]["stopped"] == "max_seconds" and run.is_current()
+    _, (limited,) = _tiny_plan(
+        tmp_path, "trainer.max_steps=100000", "trainer.max_seconds=600", seeds="[0]"
+    )
+    _, (unlimited,) = _tiny_plan(tmp_path, "trainer.max_steps=100000", seeds="[0]")
+    assert limited.config_key == unlimited.config_key == run.config_key
+    assert limited.is_current() and not unlimited.is_current()
+    _, (other,) = _tiny_plan(tmp_path, "trainer.max_steps=99999", seeds="[0]")
+    assert other.config_key != run.config_key
+
+
 def test_a_failed_parallel_run_fails_the_compare_in_one_line(tmp_path):
     """A run that fails inside `glassbox train` (here: examples longer than the
     model's context, found only once the data is built) stops the compare with one

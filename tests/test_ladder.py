@@ -259,6 +259,7 @@ def test_gpu_script_end_to_end_on_cpu(tmp_path):
     for arch in ("dense", "moe", "transcoder", "weight_sparse"):
         line = next(x for x in summary.splitlines() if x.startswith(arch + " "))
         assert "steady" in line and "MFU" in line and "nan" not in line, line
+        assert "steps (max_steps)" in line, line  # not stopped by trainer.max_seconds
     assert "scored in" in summary
     with tarfile.open(tmp_path / "out" / "scale_gpu.tar.gz") as tar:
         names = set(tar.getnames())

@@ -62,6 +62,7 @@ def fast_cfg(tmp_path, *extra: str):
         (["model.d_model=big"], "model.d_model", "big"),
         (["trainer.max_steps=0"], "trainer.max_steps", "positive"),
         (["optim.warmup_steps=-1"], "optim.warmup_steps", ">= 0"),
+        (["trainer.max_seconds=-1"], "trainer.max_seconds", ">= 0"),
         (
             ["model.ffn.kind=moe", "model.ffn.moe.n_experts=4", "model.ffn.moe.k=5"],
             "model.ffn.moe.k",
@@ -305,3 +306,18 @@ def test_a_training_step_reads_the_device_once(tmp_path, kind):
     if kind == "transcoder":
         expected["transcoder.py:_auxk"] = 2.0 * cfg.model.n_layers
     assert {k: v / 8 for k, v in per_step.items() if v} == expected
+
+
+def test_max_seconds_ends_a_run_as_max_steps_would(tmp_path):
+    """trainer.max_seconds stops training on the clock (benchmarks/scale_gpu.sh's runs
+    on a GPU whose pace is not known before): the run still validates, exports and
+    records its steps, and says what stopped it; with no limit, max_steps does."""
+    timed = train(fast_cfg(tmp_path / "timed", "trainer.max_steps=100000", "trainer.max_seconds=3"))
+    m = json.loads((timed / "metrics.json").read_text())
+    assert m["train"]["stopped"] == "max_seconds"
+    assert 0 < m["train"]["steps"] < 100000
+    assert math.isfinite(m["val_loss"])
+    assert archs.load_pretrained(timed).cfg.d_model == 64
+    full = train(fast_cfg(tmp_path / "full", "trainer.max_steps=3"))
+    m = json.loads((full / "metrics.json").read_text())
+    assert (m["train"]["stopped"], m["train"]["steps"]) == ("max_steps", 3)

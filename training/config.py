@@ -76,6 +76,9 @@ class TrainerConfig:
     loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])  # csv | tensorboard
     cpu_threads: int = 0  # torch CPU threads (0: torch's default); small models are fastest on 1
     compile: bool = False  # torch.compile the model
+    # stop training after this many seconds (0: no limit); the run then ends as at
+    # max_steps (validated, exported), and metrics.json's train.stopped says which came first
+    max_seconds: float = 0.0
     deterministic: bool = False  # torch deterministic algorithms
 
 
@@ -286,6 +289,7 @@ def validate(cfg: ExperimentConfig) -> None:
     if t.keep_checkpoints < -1:
         raise ConfigError("trainer.keep_checkpoints", t.keep_checkpoints, ">= 0, or -1: all")
     check_non_negative("trainer.gradient_clip_val", t.gradient_clip_val, " (0 disables)")
+    check_non_negative("trainer.max_seconds", t.max_seconds, " (0: no limit)")
     if t.precision not in PRECISIONS:
         raise ConfigError("trainer.precision", t.precision, f"one of {', '.join(PRECISIONS)}")
     if t.accelerator not in ACCELERATORS:

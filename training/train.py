@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -197,6 +198,7 @@ def _trainer(t, cfg: ExperimentConfig, out: Path, callbacks, loggers) -> L.Train
     return L.Trainer(
         max_steps=t.max_steps,
         max_epochs=-1,
+        max_time=timedelta(seconds=t.max_seconds) if t.max_seconds else None,
         val_check_interval=t.val_every_n_steps,
         check_val_every_n_epoch=None,
         limit_val_batches=t.limit_val_batches,
@@ -294,6 +296,13 @@ def _run_metrics(
     }
     metrics["train"] = {
         "steps": trainer.global_step,
+        # what ended training: max_steps, or max_seconds (fewer steps: the learning rate
+        # and weight sparsity's schedules stop where they were), or an interruption
+        "stopped": "max_steps"
+        if trainer.global_step >= cfg.trainer.max_steps
+        else "max_seconds"
+        if cfg.trainer.max_seconds
+        else "interrupted",
         "tokens": tokens,  # non-padding tokens, all processes
         "flops": model.flops_per_token(seq_len) * tokens,
         # tokens_per_second, flops_per_second, mfu, peak_flops, peak_source
