@@ -200,3 +200,11 @@ def test_a_card_says_what_its_circuits_are_per(tmp_path, skills):
     assert _row(card, "close_bracket nodes")[0] == "86"
     assert ("Circuits per skill:" in card) == skills
     assert ("Circuits per micro-task" in card) == (not skills)
+
+
+def test_the_shipped_checkpoints_fit_in_100_mb():
+    """checkpoints/ holds at most 100 MB in all (a clone stays small): what the size
+    ladder's L rung may ship is what is left (benchmarks/README.md, scale_gpu.sh)."""
+    files = [p for p in shipped_dir().rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
+    assert files and total <= 100e6, f"checkpoints/ holds {total / 1e6:.1f} MB"
