@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The size ladder's L rung on one GPU in at most 9 minutes of wall time, no network
-# (issue 27): builds the code corpus there from that machine's own Python (its
-# packages and versions in ladder/L.corpus.json), trains every kind of configs/ladder/L.yaml
+# (issue 27): builds the code corpus there, from the corpus snapshot carried in .whl/
+# (the documents and tokenizer the CPU rungs read, so every rung reads the same tokens;
+# `glassbox ladder --rungs L --prepare --snapshot .whl/code_corpus.json.xz` writes it,
+# 15 MB) or, without one, from that machine's own Python (its packages and versions in
+# ladder/L.corpus.json, its own BPE), trains every kind of configs/ladder/L.yaml
 # (d_model 256 x 8 layers, matched active parameters; bf16, packed rows of 256 tokens,
 # torch.compile) for as many steps as fit the time left, equal for every kind, prints
 # tokens/s and MFU per kind, scores them (glassbox ladder: the rung's report and the
@@ -31,6 +34,7 @@
 #                   the four in bf16 are about 122 MB (moe 57, weight_sparse 23 packed);
 #                   every kind's bf16 copy stays in the scratch folder (bf16/<kind>)
 #   PART_MB (0)     split the archive into parts of this many MB (0: one file)
+#   SNAPSHOT (.whl/code_corpus.json.xz, read if it is there)  the corpus snapshot
 #   ACCEL (gpu), SMALL=1 (the tiny rung, configs/ladder/tiny/) only to try the script
 #   itself on a CPU: ACCEL=cpu SMALL=1 STEPS=3 bash benchmarks/scale_gpu.sh
 set -uo pipefail
@@ -65,6 +69,10 @@ DEVICE=$([ "$ACCEL" = cpu ] && echo cpu || echo gpu)
 LADDER+=(--device "$DEVICE" --out "$WORK/ladder")
 # every call names the same runs: the rung's YAML, the device's overrides, these
 COMMON=("data.cache_dir=$WORK/data" "trainer.limit_val_batches=10" "run.eval_max_batches=20")
+if [ -z "${SNAPSHOT:-}" ] && [ "$SMALL" != 1 ] && [ -f "$ROOT/.whl/code_corpus.json.xz" ]; then
+  SNAPSHOT=$ROOT/.whl/code_corpus.json.xz  # L's own; the tiny rung takes one only if named
+fi
+[ -n "${SNAPSHOT:-}" ] && COMMON+=("data.code.snapshot=$SNAPSHOT")
 
 say "glassbox scale check (ladder rung $RUNG), $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 "$PY" - <<'EOF' 2>&1 | tee -a "$SUMMARY"
@@ -93,7 +101,8 @@ try:
 except OSError:
     raise SystemExit("data: no manifest")
 m = d.get("manifest", {})
-print(f"data: {sys.argv[2]} s; Python {m.get('python')}, {len(m.get('packages', {}))} packages; "
+src = f"snapshot {m['snapshot']['sha256'][:16]}" if "snapshot" in m else "this machine's files"
+print(f"data: {sys.argv[2]} s from {src}; Python {m.get('python')}, {len(m.get('packages', {}))} packages; "
       f"rows {d['rows']}, tokens {d['tokens_at_most']}; files left out {m.get('skipped')}")
 EOF
 

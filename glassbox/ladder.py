@@ -19,6 +19,9 @@ without. It schedules; compare and the analysis do the science.
     glassbox ladder --params                 each kind's parameters at each rung (no training)
     glassbox ladder --rungs L --train-only --arch dense    train, no scoring (the GPU script)
     glassbox ladder --rungs L --prepare      build the rung's corpus, write its manifest
+    glassbox ladder --rungs L --prepare --snapshot .whl/code_corpus.json.xz
+                              and the corpus as one file, for a machine that must read
+                              the same (data.code.snapshot; benchmarks/scale_gpu.sh)
     glassbox ladder --rungs L --fit 240 --mfu 0.1   the steps that fit 240 s of training
                               (a line per kind: rung, kind, steps, its seconds, tokens a step)
 """
@@ -292,6 +295,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--summary", action="store_true", help="rewrite ladder.md/.json/.png from the rungs' reports")  # fmt: skip
     what.add_argument("--fit", type=float, default=None, metavar="SECONDS", help="print the steps every kind can take in SECONDS of training")  # fmt: skip
     p.add_argument("--arch", default=None, help="--train-only: these architectures (dense,moe)")
+    p.add_argument("--snapshot", default=None, metavar="FILE", help="--prepare: also write the rung's corpus snapshot to FILE (data.code.snapshot elsewhere)")  # fmt: skip
     p.add_argument("--mfu", type=float, default=0.1, help="--fit: the model FLOPs utilisation assumed")  # fmt: skip
 
 
@@ -316,6 +320,8 @@ def main(args: argparse.Namespace) -> int:
     device = machine_device() if args.device == "auto" else args.device
     rungs = pick_rungs(lc, args.rungs, device)
     over = list(args.overrides)
+    if args.snapshot and not (args.prepare and len(rungs) == 1):
+        raise ArgumentError("--snapshot", args.snapshot, "goes with --prepare and one rung (--rungs L)")  # fmt: skip
     if args.params:
         print_params(lc, rungs, device, over)
     elif args.summary:
@@ -335,6 +341,12 @@ def main(args: argparse.Namespace) -> int:
         if args.prepare:
             counts = write_corpus(lc, rung, cc)
             print(f"ladder: {rung} data: rows {counts['rows']}; {corpus_file(lc, rung)}")
+            if args.snapshot:
+                from glassbox.training.data.code import write_snapshot
+
+                snap = write_snapshot(next(iter(run_configs(cc).values())).data, args.snapshot)
+                print(f"ladder: {rung} corpus snapshot: {snap['path']}, {snap['bytes'] / 1e6:.1f} MB "
+                      f"({snap['chars']:,} characters), sha256 {snap['sha256'][:16]}")  # fmt: skip
         else:
             train_only(cc, args.arch.split(",") if args.arch else None)
     return 0

@@ -27,6 +27,7 @@ from glassbox.training.data.code import (
     load_corpus,
     package_split,
     read_source,
+    write_snapshot,
 )
 from glassbox.training.data.code_labels import FEATURE_NAMES, FEATURES, TOKEN_TYPES, label_source
 from glassbox.training.data.config import CodeConfig
@@ -365,6 +366,77 @@ def test_tiny_corpus_cache_and_manifest(tiny):
     assert set(manifest["packages"]) == {f"pkg{i}" for i in range(10)}
     assert manifest["python"] and manifest["packages"]["pkg0"]["files"] == 2
     assert sorted(sum(manifest["splits"].values(), [])) == sorted(manifest["packages"])
+
+
+def test_a_snapshot_builds_the_same_rows_without_reading_files(tiny, tmp_path, monkeypatch):
+    """A corpus snapshot written here and read "elsewhere" (another cache, and no file
+    of the corpus readable) gives the same rows token for token, labels and domains
+    included, with the same tokenizer; the manifest names the snapshot."""
+    from glassbox.training.data import code
+
+    cfg, data = tiny
+    snap = write_snapshot(data_config_from_dict(cfg), tmp_path / "corpus.json.xz")
+    assert snap["bytes"] > 0 and snap["chars"] > 0
+
+    def no_files(*a, **k):
+        raise AssertionError("read the machine's files, not the snapshot")
+
+    from_files = code._entry(data_config_from_dict({**cfg, "cache_dir": str(tmp_path / "cache")}))
+    monkeypatch.setattr(code, "find_files", no_files)
+    elsewhere = {
+        **cfg,
+        "cache_dir": str(tmp_path / "cache"),
+        "code": {**cfg["code"], "snapshot": snap["path"]},
+    }
+    again = build_datasets(elsewhere)
+    assert again.tokenizer.to_str() == data.tokenizer.to_str()
+    assert again.domain_names == data.domain_names
+    for split in ("train", "val", "test"):
+        for column in ("input_ids", "features", "domain"):
+            assert again.splits[split][column] == data.splits[split][column], (split, column)
+    meta = json.loads(next((tmp_path / "cache").glob("code-*/meta.json")).read_text())
+    assert meta["manifest"]["snapshot"]["sha256"] == snap["sha256"]
+    moved = tmp_path / "elsewhere.json.xz"  # the same snapshot elsewhere: the same entry
+    moved.write_bytes(Path(snap["path"]).read_bytes())
+    entry = code._entry(data_config_from_dict(elsewhere))
+    assert entry == code._entry(data_config_from_dict({**elsewhere, "code": {**elsewhere["code"], "snapshot": str(moved)}}))  # fmt: skip
+    assert entry != from_files
+    assert (
+        meta["manifest"]["packages"]
+        == json.loads(next(Path(cfg["cache_dir"]).glob("code-*/meta.json")).read_text())[
+            "manifest"
+        ]["packages"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"split_depth": 2}, "was written with data.code.split_depth=1; this config has 2"),
+        ({"vocab_size": 400}, "trained for data.code.vocab_size=300; this config has 400"),
+        ({"val_share": 0.3}, "data.code.val_share=0.25"),
+    ],
+)
+def test_a_snapshot_read_by_another_corpus_config_is_one_line(tiny, tmp_path, change, message):
+    cfg, _ = tiny
+    path = tmp_path / "corpus.json.xz"
+    write_snapshot(data_config_from_dict(cfg), path)
+    other = {**cfg, "cache_dir": str(tmp_path / "c"), "code": {**cfg["code"], **change, "snapshot": str(path)}}  # fmt: skip
+    with pytest.raises(ConfigError, match="data.code.snapshot") as e:
+        build_datasets(other)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_what_is_not_a_snapshot_is_one_line(tiny, tmp_path):
+    cfg, _ = tiny
+    junk = tmp_path / "junk.xz"
+    junk.write_bytes(b"not xz")
+    for path, message in ((junk, "not a corpus snapshot"), (tmp_path / "none.xz", "no such file")):
+        other = {**cfg, "cache_dir": str(tmp_path / "c"), "code": {**cfg["code"], "snapshot": str(path)}}  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            build_datasets(other)
+    with pytest.raises(ConfigError, match="from files, not from one"):
+        write_snapshot(data_config_from_dict({**cfg, "code": {**cfg["code"], "snapshot": str(junk)}}), junk)  # fmt: skip
 
 
 def test_the_analysis_reads_code_ground_truth_unchanged(tiny):

@@ -244,11 +244,16 @@ def test_gpu_script_end_to_end_on_cpu(tmp_path):
     21 steps (one throughput window), tokens/s and MFU printed, scored, and one archive
     holding each kind's checkpoint and log, the corpus manifest and the ladder's report.
     About three minutes."""
+    from glassbox.training.data.code import write_snapshot
+
     python, path = _python_without_glassbox(tmp_path)
+    lc = load_ladder_config("configs/ladder/tiny/ladder.yaml")
+    tiny = rung_config(lc, "T", "cpu", [f"data.cache_dir={tmp_path / 'here'}"])
+    snap = write_snapshot(next(iter(run_configs(tiny).values())).data, tmp_path / "corpus.json.xz")
     env = {**os.environ, "PYTHON": str(python), "PYTHONPATH": path, "ACCEL": "cpu",
            "SMALL": "1", "STEPS": "21", "OVERHEAD_S": "20", "SCORE_S": "10",
            "CKPT_KINDS": "dense,weight_sparse", "OUT": str(tmp_path / "out"),
-           "TMPDIR": str(tmp_path)}  # fmt: skip
+           "TMPDIR": str(tmp_path), "SNAPSHOT": snap["path"]}  # fmt: skip
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "scale_gpu.sh")], env=env, capture_output=True,
         text=True, timeout=600,
@@ -256,6 +261,7 @@ def test_gpu_script_end_to_end_on_cpu(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = (tmp_path / "out" / "scale_gpu_summary.txt").read_text()
     assert "21 steps x 256 tokens = 5376 tokens per kind" in summary
+    assert f"from snapshot {snap['sha256'][:16]}" in summary  # the corpus read here
     for arch in ("dense", "moe", "transcoder", "weight_sparse"):
         line = next(x for x in summary.splitlines() if x.startswith(arch + " "))
         assert "steady" in line and "MFU" in line and "nan" not in line, line
@@ -281,3 +287,17 @@ def test_gpu_script_end_to_end_on_cpu(tmp_path):
     assert not any(n.endswith(".ckpt") for n in names)
     assert corpus["manifest"]["packages"]["json"]["split"] == "val"
     assert corpus["rows"]["train"] > 0 and corpus["summary"]["packages"] == 6
+
+
+def test_snapshot_goes_with_prepare_and_one_rung(tmp_path):
+    """--snapshot writes one rung's corpus while --prepare builds it: asked otherwise,
+    one line, and nothing is written."""
+    from glassbox.ladder import main
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    out = tmp_path / "corpus.json.xz"
+    for argv in (["--snapshot", str(out)], ["--prepare", "--rungs", "S,M", "--snapshot", str(out)]):  # fmt: skip
+        with pytest.raises(ArgumentError, match="--snapshot.*one rung"):
+            main(p.parse_args(argv))
+    assert not out.exists()

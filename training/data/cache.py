@@ -26,6 +26,9 @@ from tokenizers import Tokenizer
 DATA_VERSION = 2
 # Keys that do not change the data.
 NOT_HASHED = ("batch_size", "num_workers", "cache_dir", "pack_length")
+# Keys of a corpus section that do not either: a code snapshot is hashed by its content
+# (training.data.code's fingerprint), not by where it lies
+NOT_HASHED_IN = {"code": ("snapshot",)}
 CORPORA = ("text", "code")  # sources read from a section of their own
 
 
@@ -42,6 +45,9 @@ def config_hash(cfg: Any, extra: Any = None) -> str:
             d.pop(k)
     for k in NOT_HASHED:
         d.pop(k, None)
+    for section, keys in NOT_HASHED_IN.items():
+        for k in keys:
+            d.get(section, {}).pop(k, None)
     blob = json.dumps({"v": DATA_VERSION, "cfg": d, "extra": extra}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -41,7 +41,16 @@ Rows: as training.data.text packs them (documents joined with <eos>, rows of
 <eos>), on val and test; on train only with `label_train` (else no columns: labels
 cost 40 bytes a token and the time of Python's parser, and no score fits on train).
 
-On a GPU machine (64 MiB travels): carry the tokenizer (tokenizer.json, about 100 KB,
+Snapshot (`snapshot`): the documents of every split, the manifest and the tokenizer,
+as one xz-compressed JSON file (`write_snapshot`; stdlib, numpy, sympy and torch: 98 MB
+of JSON, 14.6 MB compressed). A config naming one reads it instead of this machine's
+files, and builds rows token for token as the machine that wrote it did; the config's
+keys that choose the documents must equal the snapshot's (one line says which does
+not), and the manifest records the snapshot's sha256 beside the Python and packages
+it was read from. The size ladder's GPU script carries one (benchmarks/scale_gpu.sh),
+so that its L rung trains and is scored on the corpus the CPU rungs read.
+
+Without one, on a GPU machine (64 MiB travels): carry the tokenizer (tokenizer.json, about 100 KB,
 trained here) and the manifest, not the data. There, `glassbox train` with
 `data.code.tokenizer_path` set builds the corpus from that machine's own standard
 library and installed packages (the split by hashed name keeps every shared package on
@@ -112,6 +121,8 @@ def check_code_config(c: CodeConfig, prefix: str = "data.code") -> None:
             raise ConfigError(f"{prefix}.{key}", getattr(c, key), "a fraction in (0, 1)")
     if c.val_share + c.test_share >= 1:
         raise ConfigError(f"{prefix}.test_share", c.test_share, "val_share + test_share < 1")
+    if c.snapshot and not Path(c.snapshot).is_file():
+        raise ConfigError(f"{prefix}.snapshot", c.snapshot, "no such file")
 
 
 # ------------------------------------------------------------------ finding files
@@ -224,7 +235,10 @@ class Corpus:
 
 def load_corpus(c: CodeConfig, seed: int) -> Corpus:
     """Read, filter, deduplicate and split the files `c.paths` names (see the module
-    docstring); what was left out is counted in manifest["skipped"]."""
+    docstring); what was left out is counted in manifest["skipped"]. With `c.snapshot`:
+    its documents and manifest instead."""
+    if c.snapshot:
+        return read_snapshot(c, seed)[0]
     seen: set[bytes] = set()
     skipped: Counter[str] = Counter()
     packages: dict[str, dict] = {}
@@ -299,11 +313,14 @@ def tokenizer_sample(docs: dict[str, list[str]], n_chars: int, seed: int) -> Ite
 
 
 def code_tokenizer(c: CodeConfig, corpus: Corpus, seed: int) -> Tokenizer:
-    """`tokenizer_path`'s tokenizer, or a byte-level BPE trained on the train split."""
+    """`tokenizer_path`'s tokenizer, else the snapshot's, else a byte-level BPE trained
+    on the train split."""
     if c.tokenizer_path:
         tok = Tokenizer.from_file(c.tokenizer_path)
         check_specials(tok, c.tokenizer_path, "data.code.tokenizer_path")
         return tok
+    if c.snapshot:
+        return read_snapshot(c, seed)[1]
     return train_bpe(
         tokenizer_sample(corpus.docs["train"], c.tokenizer_train_chars, seed), c.vocab_size
     )
@@ -357,11 +374,16 @@ class CodePacker:
 
 
 def _fingerprint(c: CodeConfig) -> list:
-    """Each file's path, size and mtime, and the content of a given tokenizer."""
-    out: list = [
-        [str(f), f.stat().st_size, f.stat().st_mtime_ns]
-        for f, _, _ in find_files(list(c.paths), list(c.exclude), c.split_depth)
-    ]
+    """Each file's path, size and mtime (or the snapshot's content), and the content of
+    a given tokenizer."""
+    out: list = (
+        [_sha256(Path(c.snapshot))]
+        if c.snapshot
+        else [
+            [str(f), f.stat().st_size, f.stat().st_mtime_ns]
+            for f, _, _ in find_files(list(c.paths), list(c.exclude), c.split_depth)
+        ]
+    )
     if c.tokenizer_path:
         out.append(hashlib.sha256(Path(c.tokenizer_path).read_bytes()).hexdigest())
     return out
@@ -424,6 +446,97 @@ def code_manifest(cfg: DataConfig) -> dict:
     if not meta.is_file():
         build_code_datasets(cfg)
     return json.loads(meta.read_text())["manifest"]
+
+
+# ------------------------------------------------------------------ snapshots
+
+SNAPSHOT_FORMAT = "glassbox code corpus snapshot 1"
+# what chooses a corpus's documents and splits: a snapshot is read only by a config
+# that agrees on every one (vocab_size is checked against its tokenizer)
+SNAPSHOT_KEYS = ("paths", "exclude", "split_depth", "max_file_bytes", "val_share", "test_share")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_snapshot(cfg: DataConfig, out: str | Path) -> dict:
+    """Write the corpus `cfg` names, read from this machine, to `out` (xz-compressed
+    JSON): every split's documents and domains, the manifest, the tokenizer its rows
+    are built with (the cache entry's, built first where there is none) and the keys
+    that chose them. Returns {"path", "bytes", "sha256", "chars"}."""
+    import lzma
+
+    c = cfg.code
+    if c.snapshot:
+        raise ConfigError("data.code.snapshot", c.snapshot, "write a snapshot from files, not from one")  # fmt: skip
+    build_code_datasets(cfg)  # the tokenizer the rows here are made with
+    tokenizer = (_entry(cfg) / "tokenizer.json").read_text()
+    corpus = load_corpus(c, cfg.seed)
+    blob = {
+        "format": SNAPSHOT_FORMAT,
+        "seed": cfg.seed,
+        "keys": {k: _plain(getattr(c, k)) for k in SNAPSHOT_KEYS},
+        "vocab_size": c.vocab_size,  # what its tokenizer was asked for (it may hold fewer)
+        "manifest": corpus.manifest,
+        "tokenizer": tokenizer,
+        "docs": corpus.docs,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_bytes(lzma.compress(json.dumps(blob).encode(), preset=6))
+    tmp.replace(out)
+    chars = sum(len(t) for d in corpus.docs.values() for t in d["text"])
+    return {"path": str(out), "bytes": out.stat().st_size, "sha256": _sha256(out), "chars": chars}
+
+
+def _plain(value):
+    """A config value as JSON reads it back (a tuple or list config: a list)."""
+    return value if isinstance(value, str | int | float) else list(value)
+
+
+_SNAPSHOTS: dict[str, dict] = {}  # the latest snapshot read, by sha256: read once per process
+
+
+def _snapshot_blob(path: Path, key: str) -> tuple[dict, str]:
+    import lzma
+
+    digest = _sha256(path)
+    if digest not in _SNAPSHOTS:
+        try:
+            blob = json.loads(lzma.decompress(path.read_bytes()))
+        except (lzma.LZMAError, ValueError):
+            raise ConfigError(key, str(path), "not a corpus snapshot (xz-compressed JSON)") from None  # fmt: skip
+        if not isinstance(blob, dict) or blob.get("format") != SNAPSHOT_FORMAT:
+            raise ConfigError(key, str(path), f"not a corpus snapshot ({SNAPSHOT_FORMAT!r})")
+        _SNAPSHOTS.clear()
+        _SNAPSHOTS[digest] = blob
+    return _SNAPSHOTS[digest], digest
+
+
+def read_snapshot(c: CodeConfig, seed: int) -> tuple[Corpus, Tokenizer]:
+    """The snapshot `c.snapshot` names: its corpus (the manifest with the snapshot's
+    sha256 added) and tokenizer. ConfigError (one line) when it is not a snapshot or
+    was written for other documents than `c` and `seed` choose."""
+    key = "data.code.snapshot"
+    blob, digest = _snapshot_blob(Path(c.snapshot), key)
+    wanted = {"seed": seed, **{k: _plain(getattr(c, k)) for k in SNAPSHOT_KEYS}}
+    written = {"seed": blob["seed"], **blob["keys"]}
+    for k, v in wanted.items():
+        if written.get(k) != v:
+            name = "data.seed" if k == "seed" else f"data.code.{k}"
+            raise ConfigError(key, c.snapshot, f"was written with {name}={written.get(k)}; this config has {v}")  # fmt: skip
+    if not c.tokenizer_path and blob["vocab_size"] != c.vocab_size:  # else its tokenizer is used
+        raise ConfigError(key, c.snapshot, f"its tokenizer was trained for data.code.vocab_size={blob['vocab_size']}; this config has {c.vocab_size}")  # fmt: skip
+    tok = Tokenizer.from_str(blob["tokenizer"])
+    check_specials(tok, c.snapshot, key)
+    manifest = {**blob["manifest"], "snapshot": {"file": Path(c.snapshot).name, "sha256": digest}}
+    return Corpus(blob["docs"], manifest), tok
 
 
 # ------------------------------------------------------------------ counting

@@ -68,6 +68,10 @@ class CodeConfig:
     val_share: float = 0.05  # chance a package is held out for val (seeded hash of its name)
     test_share: float = 0.05  # chance a package is held out for test
     label_train: bool = False  # ground truth on train rows too (val and test always have it)
+    # a corpus snapshot (`glassbox ladder --prepare --snapshot FILE`, or code.write_snapshot):
+    # the documents, splits, manifest and tokenizer of a corpus read on another machine,
+    # used instead of this machine's files, so that every token is the same
+    snapshot: str = ""
 
 
 @dataclass
