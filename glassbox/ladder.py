@@ -24,6 +24,8 @@ without. It schedules; compare and the analysis do the science.
                               the same (data.code.snapshot; benchmarks/scale_gpu.sh)
     glassbox ladder --rungs L --fit 240 --mfu 0.1   the steps that fit 240 s of training
                               (a line per kind: rung, kind, steps, its seconds, tokens a step)
+    glassbox ladder --publish docs/results/ladder   each scored rung's report copied there
+                              (to be committed), the summary rebuilt from every rung there
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +281,37 @@ def summarise(lc: LadderConfig, device: str, overrides: list[str]) -> Path:
     return write_ladder_summary(Path(lc.out_dir), done)
 
 
+def publish(lc: LadderConfig, device: str, overrides: list[str], dest: str | Path) -> Path:
+    """Copy every rung with a report in the ladder's folder into `dest`, to be
+    committed (docs/results/ladder): the rung's report (Report.publish: report.md,
+    .html, .json, pareto.png and its runs' plots, links relative) into <dest>/<rung>/
+    and its corpus record to <dest>/<rung>.corpus.json; then rebuild the summary in
+    `dest` from every rung published there, earlier ones included. A ladder scored over
+    several sessions or machines so keeps each rung once its run folders are gone.
+    Returns ladder.md's path in `dest`."""
+    from glassbox.report import Report
+
+    dest = Path(dest)
+    if dest.resolve() == Path(lc.out_dir).resolve():
+        raise ArgumentError("--publish", str(dest), "a folder other than the ladder's own (--out)")
+    published = []
+    for rung in lc.rungs:
+        report = Path(rung_config(lc, rung, device, overrides).out_dir) / "report.json"
+        if not report.is_file():
+            continue
+        Report.read(report).publish(dest / rung)
+        corpus = corpus_file(lc, rung)
+        if corpus.is_file():
+            shutil.copy2(corpus, dest / corpus.name)
+        published.append(rung)
+    if not published:
+        raise ArgumentError(
+            "--out", lc.out_dir, "no rung there has a report.json to publish: run the ladder first"
+        )
+    print(f"ladder: published {', '.join(published)} into {dest}")
+    return summarise(replace(lc, out_dir=str(dest)), device, overrides)
+
+
 # ------------------------------------------------------------------ the command
 
 
@@ -293,6 +327,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--prepare", action="store_true", help="build each rung's data, write <out>/<rung>.corpus.json")  # fmt: skip
     what.add_argument("--train-only", action="store_true", help="train the rungs' runs, score nothing")  # fmt: skip
     what.add_argument("--summary", action="store_true", help="rewrite ladder.md/.json/.png from the rungs' reports")  # fmt: skip
+    what.add_argument("--publish", default=None, metavar="DEST", help="copy each scored rung's report into DEST/<rung>/ and rebuild the summary there")  # fmt: skip
     what.add_argument("--fit", type=float, default=None, metavar="SECONDS", help="print the steps every kind can take in SECONDS of training")  # fmt: skip
     p.add_argument("--arch", default=None, help="--train-only: these architectures (dense,moe)")
     p.add_argument("--snapshot", default=None, metavar="FILE", help="--prepare: also write the rung's corpus snapshot to FILE (data.code.snapshot elsewhere)")  # fmt: skip
@@ -326,6 +361,8 @@ def main(args: argparse.Namespace) -> int:
         print_params(lc, rungs, device, over)
     elif args.summary:
         print(f"wrote {summarise(lc, device, over)}")
+    elif args.publish:
+        print(f"wrote {publish(lc, device, over, args.publish)}")
     elif args.fit is not None:
         rate = args.mfu * _peak(device)
         for rung in rungs:  # "rung arch steps seconds tokens-per-step", a line per architecture

@@ -9,6 +9,8 @@ import argparse
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,6 +25,7 @@ from glassbox.ladder import (
     add_arguments,
     load_ladder_config,
     pick_rungs,
+    publish,
     run_configs,
     rung_config,
     rung_params,
@@ -203,6 +206,42 @@ def test_summary_shows_circuits_where_a_rung_scored_them(tmp_path):
         tmp_path, [read_rung("T", tmp_path / "T" / "report.json")]
     ).read_text()
     assert "Micro-task circuits" not in md and "micro-tasks learned" not in md
+
+
+def test_publish_keeps_each_rung_after_its_run_folders_are_gone(tmp_path):
+    """Rung S published, its folder then gone, rung M scored: publishing M keeps S's
+    report where it was published, and the summary there has both rungs, each link to a
+    rung's report a file beside it, the corpus records copied. The ladder's own folder,
+    or a ladder with no report, is refused in one line."""
+    lc = load_ladder_config()
+    lc.out_dir = str(tmp_path / "out")
+    dest = tmp_path / "published"
+    lift, twin = (0.1, 0.08, 0.12), (0.0, -0.01, 0.01)
+
+    def scored(name, n):
+        runs = (_run("dense", 0, 2.0, lift, twin, n), _run("moe", 0, 2.2, lift, twin, n))
+        Report(
+            out_dir=tmp_path / "out" / name, seeds=(0,), config={"seeds": [0]}, runs=runs
+        ).write()
+        corpus = {"summary": {"python": f"3.{n}", "packages": 2, "chars": {}, "package_names": []}}
+        (tmp_path / "out" / f"{name}.corpus.json").write_text(json.dumps(corpus))
+
+    with pytest.raises(ArgumentError, match="no rung there has a report.json"):
+        publish(lc, "cpu", [], dest)
+    scored("S", 1000)
+    publish(lc, "cpu", [], dest)
+    shutil.rmtree(tmp_path / "out")
+    scored("M", 4000)
+    md = publish(lc, "cpu", [], dest).read_text()
+    assert "| kind | S (0.00M) | M (0.00M) |" in md
+    assert "| moe | 2.200 (+10.0%) | 2.200 (+10.0%) |" in md
+    links = re.findall(r"\]\(([^)]+\.md)\)", md)
+    assert sorted(links) == ["M/report.md", "S/report.md"]
+    assert all((dest / link).is_file() for link in links)
+    assert json.loads((dest / "S.corpus.json").read_text())["summary"]["python"] == "3.1000"
+    assert set(json.loads((dest / "ladder.json").read_text())) == {"S", "M"}
+    with pytest.raises(ArgumentError, match="other than the ladder's own"):
+        publish(lc, "cpu", [], tmp_path / "out")
 
 
 def test_command_line_parses():
