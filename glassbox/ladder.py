@@ -261,6 +261,11 @@ def run_ladder(lc: LadderConfig, rungs: list[str], device: str, overrides: list[
     return summarise(lc, device, overrides)
 
 
+def rung_report(lc: LadderConfig, rung: str, device: str, overrides: list[str]) -> Path:
+    """Where the rung's compare writes its report.json (in its out_dir)."""
+    return Path(rung_config(lc, rung, device, overrides).out_dir) / "report.json"
+
+
 def summarise(lc: LadderConfig, device: str, overrides: list[str]) -> Path:
     """ladder.md, .json, .png from every rung's report.json (and the corpus the
     ladder recorded of it, corpus_file)."""
@@ -268,8 +273,7 @@ def summarise(lc: LadderConfig, device: str, overrides: list[str]) -> Path:
 
     done = []
     for rung in lc.rungs:
-        cc = rung_config(lc, rung, device, overrides)
-        report = Path(cc.out_dir) / "report.json"
+        report = rung_report(lc, rung, device, overrides)
         corpus = corpus_file(lc, rung)
         if report.is_file():
             saved = json.loads(corpus.read_text()) if corpus.is_file() else {}
@@ -296,7 +300,7 @@ def publish(lc: LadderConfig, device: str, overrides: list[str], dest: str | Pat
         raise ArgumentError("--publish", str(dest), "a folder other than the ladder's own (--out)")
     published = []
     for rung in lc.rungs:
-        report = Path(rung_config(lc, rung, device, overrides).out_dir) / "report.json"
+        report = rung_report(lc, rung, device, overrides)
         if not report.is_file():
             continue
         Report.read(report).publish(dest / rung)
