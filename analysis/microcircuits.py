@@ -361,34 +361,46 @@ def circuit_for_task(
         d = mask_diffs(model, fit, groups, means, m, cfg.max_rows, per_mask=[fit, nonsense])
         return task_loss(d).mean(1).sum()
 
-    with torch.enable_grad():
-        theta, theta_nonsense = learn_ranking(
-            fit_loss, (2, total), cfg, fit.input_ids.device, model
-        )
+    def learn() -> Tensor:
+        with torch.enable_grad():
+            return learn_ranking(fit_loss, (2, total), cfg, fit.input_ids.device, model)
+
+    # each step below is a part (analysis.resume): one task of rung L takes 15 to 25
+    # minutes of a CPU core, so a scoring cut short resumes at the task's last finished
+    # step. A part read back is its JSON copy: the ranking's float32 values exactly.
+    learned = part("ranking", learn)
+    theta, theta_nonsense = torch.as_tensor(learned, dtype=torch.float32, device=ones.device)
 
     def size(data: TaskData, ranking: Tensor, m: dict[str, Tensor], acc=floor, tgt=target):
         return smallest_reaching(
             lambda keep: _mean_losses(model, data, groups, m, keep, cfg, acc), ranking, tgt
         )[0]
 
-    k_fit = size(fit, theta, means)
+    k_fit = part("size_fit", lambda: size(fit, theta, means))
     k_fit = total if k_fit is None else k_fit
     if select is None:
         k = k_fit
     else:  # the threshold is fitted too: on prompts neither the mask nor the score saw
-        sel = mask_diffs(model, select, groups, means, ones, cfg.max_rows)[0]
-        clean_sel = float(task_loss(sel).mean())  # the same faithfulness and accuracy there
-        k = size(select, theta, means, float((sel > 0).double().mean()) - cfg.accuracy_gap,
-                 clean_sel + (1 - cfg.target) * (LN2 - clean_sel))  # fmt: skip
+
+        def size_select() -> int | None:
+            sel = mask_diffs(model, select, groups, means, ones, cfg.max_rows)[0]
+            clean_sel = float(task_loss(sel).mean())  # the same faithfulness, accuracy there
+            return size(select, theta, means, float((sel > 0).double().mean()) - cfg.accuracy_gap,
+                        clean_sel + (1 - cfg.target) * (LN2 - clean_sel))  # fmt: skip
+
+        k = part("size_select", size_select)
         k = total if k is None else k
     order = theta.argsort(descending=True)
-    held_out = _held_out(model, score, groups, means, order, k, cfg, seed)
+    held_out = part("held_out", lambda: _held_out(model, score, groups, means, order, k, cfg, seed))
     # controls: the nonsense task (its own mask, learned beside the real one), zero- in
     # place of mean-ablation (the real ranking, every left-out unit at 0) and the
     # task's own means in place of the global ones (over its fit prompts)
-    nonsense_k = size(nonsense, theta_nonsense, means, None)  # its loss only: no answers
-    zero_k = size(fit, theta, {n: torch.zeros_like(m) for n, m in means.items()})
-    task_k = size(fit, theta, unit_means(model, [_as_batch(fit)], groups))
+    # the nonsense task's size by its loss only (no answers: accuracy floor None)
+    nonsense_k = part("size_nonsense", lambda: size(nonsense, theta_nonsense, means, None))
+    zeros = {n: torch.zeros_like(m) for n, m in means.items()}
+    zero_k = part("size_zero_ablation", lambda: size(fit, theta, zeros))
+    task_k = part("size_task_means",
+                  lambda: size(fit, theta, unit_means(model, [_as_batch(fit)], groups)))  # fmt: skip
     edges = edges or Edges(model, groups)
     kept = torch.zeros(total, dtype=torch.bool)
     kept[order[:k].cpu()] = True
@@ -584,9 +596,9 @@ def microcircuit_report(
             continue
         idx = torch.arange(len(d), device=device)
         fit, select, score = idx[:third], idx[third : 2 * third], idx[2 * third :]
-        # a part each: one task of rung M's moe or weight-sparse model takes tens of
-        # minutes of a CPU core, so a scoring cut short resumes at its task
-        # (analysis.resume)
+        # a part each, and its steps parts within it (circuit_for_task): one task of
+        # rung M's moe or weight-sparse model takes tens of minutes of a CPU core, so
+        # a scoring cut short resumes at its task (analysis.resume)
         out[name] = part(name, functools.partial(
             circuit_for_task, model, d.subset(fit), d.subset(score), groups, means, cfg, seed,
             d.subset(select), edges,

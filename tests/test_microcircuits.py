@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 
 import pytest
@@ -286,12 +287,11 @@ def test_edges_join_kept_units_to_kept_residual_channels():
     assert plain.count(keep(head)[: plain.own.numel()]) == 4 * dh
 
 
-def test_learned_masks_find_the_one_residual_channel_that_carries_the_answer():
+def _sign_task(model, vocab: int = 16):
     """The answer is the sign of the last token's embedding at channel 0, read by the
-    unembedding; heads and neurons write nothing: the circuit is that one channel at
-    the unembedding's read, and its nonsense twin has none."""
-    model = _blank()
-    vocab, a, b = 16, 1, 2
+    unembedding through the residual stream; prompts split in three (fit, select,
+    score) and the units' means over random tokens."""
+    a, b = 1, 2
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         sign = torch.where(torch.arange(vocab) % 2 == 0, 1.0, -1.0)
@@ -302,11 +302,18 @@ def test_learned_masks_find_the_one_residual_channel_that_carries_the_answer():
     target = torch.where(sign[ids[:, 2]] > 0, a, b)
     ids[:, 3] = target
     data = TaskData("sign", ids, torch.full((72,), 3), target, a + b - target)
-    channels = residual_reads(model)
-    groups = unit_groups(model) + channels
     batches = [{"input_ids": torch.randint(3, vocab, (64, 4), generator=g)}]
+    return data, batches, [data.subset(torch.arange(i, i + 24)) for i in (0, 24, 48)]
+
+
+def test_learned_masks_find_the_one_residual_channel_that_carries_the_answer():
+    """The answer is the sign of the last token's embedding at channel 0, read by the
+    unembedding; heads and neurons write nothing: the circuit is that one channel at
+    the unembedding's read, and its nonsense twin has none."""
+    model = _blank()
+    _, batches, (fit, select, score) = _sign_task(model)
+    groups = unit_groups(model) + residual_reads(model)
     means = unit_means(model, batches, groups)
-    fit, select, score = (data.subset(torch.arange(i, i + 24)) for i in (0, 24, 48))
     cfg = MaskConfig(steps=60, residual=True)
     c = circuit_for_task(model, fit, score, groups, means, cfg, 0, select)
     assert c["learned"] and c["nodes"] == 1 and c["residual_nodes"] == 1
@@ -317,6 +324,49 @@ def test_learned_masks_find_the_one_residual_channel_that_carries_the_answer():
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
 
 
+def test_a_circuit_cut_short_resumes_at_its_last_finished_step(tmp_path, monkeypatch):
+    """A task's circuit saves its steps as parts (analysis.resume): stopped while
+    choosing its size, the resumed call reads the learned ranking and the sizes already
+    found back, learns nothing again, and returns the uninterrupted circuit."""
+    import glassbox.analysis.microcircuits as mc
+    from glassbox.analysis.resume import part, saved_parts
+
+    model = _blank()
+    _, batches, (fit, select, score) = _sign_task(model)
+    groups = unit_groups(model) + residual_reads(model)
+    means = unit_means(model, batches, groups)
+    cfg = MaskConfig(steps=60, residual=True)
+
+    def circuit():
+        return part("sign", lambda: circuit_for_task(model, fit, score, groups, means, cfg, 0,
+                                                     select))  # fmt: skip
+
+    with saved_parts(tmp_path / "whole.json", "k"):
+        whole = circuit()
+    assert whole["learned"] and whole["nodes"] == 1  # a circuit whose size was searched for
+    calls, reach = [], mc.smallest_reaching
+
+    def stop_at_the_third(*args, **kw):  # the fit and select sizes found, then stopped
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return reach(*args, **kw)
+
+    path = tmp_path / "cut.json"
+    monkeypatch.setattr(mc, "smallest_reaching", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt), saved_parts(path, "k"):
+        circuit()
+    saved = json.loads(path.read_text())["parts"]
+    assert set(saved) == {"sign/ranking", "sign/size_fit", "sign/size_select", "sign/held_out"}
+    total = sum(g.n_units for g in groups)
+    assert torch.tensor(saved["sign/ranking"]["value"]).shape == (2, total)  # task, nonsense
+    monkeypatch.setattr(mc, "smallest_reaching", reach)
+    monkeypatch.setattr(mc, "learn_ranking", lambda *a, **k: pytest.fail("learned again"))
+    with saved_parts(path, "k"):
+        assert circuit() == whole
+    assert set(json.loads(path.read_text())["parts"]) == {"sign"}  # saved whole
+
+
 def test_a_task_the_direct_path_performs_has_an_empty_circuit_the_means_leave_out():
     """Heads and neurons write nothing and the embedding's channel 0 carries the
     answer to the unembedding: with every unit mean-ablated the model still performs
@@ -325,22 +375,9 @@ def test_a_task_the_direct_path_performs_has_an_empty_circuit_the_means_leave_ou
     (which it cannot beat: random sets of no unit are itself), where a ratio to 0
     would have no value."""
     model = _blank()
-    vocab, a, b = 16, 1, 2
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        sign = torch.where(torch.arange(vocab) % 2 == 0, 1.0, -1.0)
-        model.W_E.weight[:, 0] = 2 * sign
-        model.W_U.weight.zero_()
-        model.W_U.weight[a, 0], model.W_U.weight[b, 0] = 4.0, -4.0
-    ids = torch.randint(3, vocab, (72, 4), generator=g)
-    target = torch.where(sign[ids[:, 2]] > 0, a, b)
-    ids[:, 3] = target
-    data = TaskData("sign", ids, torch.full((72,), 3), target, a + b - target)
+    _, batches, (fit, select, score) = _sign_task(model)
     groups = unit_groups(model)
-    means = unit_means(
-        model, [{"input_ids": torch.randint(3, vocab, (64, 4), generator=g)}], groups
-    )
-    fit, select, score = (data.subset(torch.arange(i, i + 24)) for i in (0, 24, 48))
+    means = unit_means(model, batches, groups)
     empty = circuit_for_task(model, fit, score, groups, means, MaskConfig(steps=10), 0, select)
     assert empty["learned"] and empty["nodes"] == 0 and empty["nodes_fit"] == 0
     assert empty["edges"] == 0 and empty["faithfulness_heldout"] > 0.99
