@@ -11,6 +11,7 @@ a resumed report is the uninterrupted one.
     with saved_parts(run_dir / "analysis" / "parts.json", key) as store:
         analyze(...)                 # whose parts call part(name, fn)
     store.reused_seconds             # what the parts read back had cost when computed
+    # parts.log beside it: a timestamped line per part finished, per start and resumption
 
     part("trained", lambda: report_of(model))   # fn() or its saved copy, as JSON holds it
 
@@ -43,10 +44,13 @@ __all__ = ["PartStore", "part", "reused_seconds", "saved_parts"]
 
 class PartStore:
     """The saved parts of one analysis: {"key": key, "parts": {name: {"value": ...,
-    "seconds": s}}} in a JSON file, rewritten (atomically) after each part."""
+    "seconds": s}}} in a JSON file, rewritten (atomically) after each part. Beside it,
+    `log` (the file's name with .log) gets a line per part finished and per call, so
+    a scoring that runs for hours shows where it is (`tail -f runs/*/analysis/parts.log`)."""
 
     def __init__(self, path: str | Path, key: str) -> None:
         self.path, self.key = Path(path), key
+        self.log = self.path.with_suffix(".log")
         self.parts: dict[str, dict[str, Any]] = {}
         self.reused_seconds = 0.0  # the parts read back: their seconds when computed
         self.scope: tuple[str, ...] = ()
@@ -57,6 +61,17 @@ class PartStore:
                 self.parts = saved["parts"]
         except (OSError, ValueError, AttributeError):
             pass  # none yet, or unreadable (a write cut short): start afresh
+        if self.parts:
+            done = sum(float(v["seconds"]) for v in self.parts.values())
+            self.say(f"resumed: {len(self.parts)} saved parts read back ({done:,.0f} s)")
+        else:
+            self.say(f"started (key {key[:12]})")
+
+    def say(self, line: str) -> None:
+        """Append a timestamped line to the log (a progress record: never read back)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
     def name(self, name: str) -> str:
         full = "/".join((*self.scope, name))
@@ -77,10 +92,13 @@ class PartStore:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text(json.dumps({"key": self.key, "parts": self.parts}))
         os.replace(tmp, self.path)  # a write cut short leaves the last whole file
+        self.say(f"{full}: {seconds:,.0f} s")
 
     def remove(self) -> None:
-        """Delete the file (its analysis is saved whole)."""
+        """Delete the file (its analysis is saved whole); the log stays, a record of
+        what each part cost."""
         self.path.unlink(missing_ok=True)
+        self.say("saved whole")
 
 
 _STORE: ContextVar[PartStore | None] = ContextVar("glassbox_parts", default=None)

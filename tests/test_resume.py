@@ -75,3 +75,19 @@ def test_a_damaged_file_is_started_afresh_and_a_name_used_twice_is_refused(tmp_p
     assert calls == [1] and json.loads(path.read_text())["parts"]["a"]["value"] == 7
     store.remove()
     assert not path.exists()
+
+
+def test_the_log_says_each_part_finished_and_what_a_resumption_read_back(tmp_path):
+    path = tmp_path / "parts.json"
+    with saved_parts(path, "k"):
+        part("outer", lambda: {"a": part("a", lambda: 1)})
+    with saved_parts(path, "k") as store:
+        part("outer", lambda: pytest.fail("recomputed"))
+        part("b", lambda: 2)
+    store.remove()
+    lines = [line.split(" ", 2)[2] for line in path.with_suffix(".log").read_text().splitlines()]
+    assert lines[0] == "started (key k)"
+    assert [line.split(":")[0] for line in lines[1:3]] == ["outer/a", "outer"]
+    assert lines[3].startswith("resumed: 1 saved parts read back")  # outer alone: a dropped
+    assert lines[4].startswith("b: ") and lines[5] == "saved whole"
+    assert len(lines) == 6  # nothing said of the part read back but the resumption
