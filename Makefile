@@ -64,10 +64,10 @@ report-smoke: $(STAMP)
 
 # The whole test suite; pytest's "no tests collected" (exit 5) fails like any error.
 # Every test runs on one thread (tests/conftest.py), so one worker per core (pytest-xdist),
-# a test file's tests on one worker (their module fixtures built once): about 12 minutes
-# on 2 cores, 20 in one process.
+# a test file's tests on one worker (their module fixtures built once): 12 to 14 minutes
+# on 2 cores, 20 in one process; the 20 slowest tests are listed at the end.
 test: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadfile
+	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadfile --durations=20
 
 # Lint, and the floors contract (.importlinter) on the tree that installs: the folders
 # map into one namespace only when installed, so it is built into build/lint first.
