@@ -253,7 +253,6 @@ def test_command_line_parses():
         p.parse_args(["--params", "--train-only"])
 
 
-@pytest.mark.slow
 def _python_without_glassbox(tmp_path: Path) -> tuple[Path, str]:
     """A Python that has this environment's packages but not glassbox, as on a GPU
     machine that was sent the tree and installs nothing: -S skips site's .pth files,
@@ -277,6 +276,7 @@ def test_the_gpu_scripts_python_cannot_import_an_installed_glassbox(tmp_path):
     assert done.returncode != 0 and "No module named 'glassbox'" in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_gpu_script_end_to_end_on_cpu(tmp_path):
     """benchmarks/scale_gpu.sh with the tiny rung on a CPU (ACCEL=cpu SMALL=1), run by a
     Python without glassbox installed (as on the GPU machine): corpus, every kind trained
