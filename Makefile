@@ -64,8 +64,9 @@ report-smoke: $(STAMP)
 
 # The whole test suite; pytest's "no tests collected" (exit 5) fails like any error.
 # Every test runs on one thread (tests/conftest.py), so one worker per core (pytest-xdist),
-# a test file's tests on one worker (their module fixtures built once): 12 to 14 minutes
-# on 2 cores, 20 in one process; the 20 slowest tests are listed at the end.
+# a test file's tests on one worker (their module fixtures built once), the files with
+# slow tests first (tests/conftest.py): about 9 minutes on 2 cores, 20 in one process;
+# the 20 slowest tests are listed at the end.
 test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadfile --durations=20
 
