@@ -61,6 +61,7 @@ class PartStore:
                 self.parts = saved["parts"]
         except (OSError, ValueError, AttributeError):
             pass  # none yet, or unreadable (a write cut short): start afresh
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # for the log and the parts
         if self.parts:
             done = sum(float(v["seconds"]) for v in self.parts.values())
             self.say(f"resumed: {len(self.parts)} saved parts read back ({done:,.0f} s)")
@@ -69,7 +70,6 @@ class PartStore:
 
     def say(self, line: str) -> None:
         """Append a timestamped line to the log (a progress record: never read back)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
@@ -88,7 +88,6 @@ class PartStore:
         inner = f"{full}/"
         self.parts = {k: v for k, v in self.parts.items() if not k.startswith(inner)}
         self.parts[full] = {"value": value, "seconds": seconds}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text(json.dumps({"key": self.key, "parts": self.parts}))
         os.replace(tmp, self.path)  # a write cut short leaves the last whole file
