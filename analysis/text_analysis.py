@@ -333,9 +333,14 @@ def _routing_section(
     for k, v in specialisation_summary(layers, moe_layers, None).items():
         if (key := _domain_key(k)) is not None:
             summary[key] = v
+    seen = torch.bincount(routing.skill[routing.skill >= 0].long(), minlength=len(names))
     for d, n in enumerate(names):
-        per_domain[n]["specialization"] = mean_defined(
-            max(col[d] for col in layers[i]["domain_specialization"]) for i in layers
+        # a domain none of whose tokens is in the sample has no favourite expert (on
+        # code every package is a domain and the sample holds a few): None, not 0
+        per_domain[n]["specialization"] = (
+            mean_defined(max(col[d] for col in layers[i]["domain_specialization"]) for i in layers)
+            if seen[d]
+            else None
         )
     report["layers"] = layers
     report["experts"] = {

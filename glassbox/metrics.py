@@ -394,7 +394,9 @@ def expand(metrics: Iterable[Metric], keys: Iterable[str]) -> list[Metric]:
         if field is None:
             concrete = [m]
         else:
-            pattern = re.escape(m.key).replace(re.escape(f"{{{field}}}"), f"(?P<{field}>[^.]+)")
+            # a name may hold dots (code's domains are packages: numpy.polynomial); the
+            # key's fixed parts around it keep the match whole
+            pattern = re.escape(m.key).replace(re.escape(f"{{{field}}}"), f"(?P<{field}>.+)")
             names = sorted({g[field] for k in keys if (g := re.fullmatch(pattern, k))})
             concrete = [
                 replace(m, key=m.key.format(**{field: n}), header=m.header.format(**{field: n}))

@@ -37,7 +37,8 @@ from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
 #    micro-circuit records its residual-channel nodes (0 while the channels stay whole)
 # 11: an empty micro-circuit (a task the direct path performs) is counted
 #    (interp.microcircuit_empty) and left out of the size means, ratios and random controls
-ANALYSIS_VERSION = 11
+# 12: a domain with no tokens in the sample has no per-domain specialisation (None, was 0)
+ANALYSIS_VERSION = 12
 
 Values = Mapping[str, Any]
 

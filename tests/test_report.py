@@ -191,9 +191,12 @@ def test_per_domain_tables_keep_the_domains_some_model_was_scored_on(tmp_path):
     runs = []
     for i, arch in enumerate(("dense", "moe")):
         loss = {"domains.email.loss": 3.0 + i, "domains.json.loss": None,
-                "domains.csv.loss": 2.0 if arch == "moe" else None}  # fmt: skip
+                "domains.csv.loss": 2.0 if arch == "moe" else None,
+                "domains.numpy.polynomial.loss": 4.0}  # fmt: skip
         runs.append(RunResult(arch, 0, f"runs/{arch}-seed0", capability=loss, interp={}))
     text = Report(out_dir=tmp_path, seeds=(0,), config={}, runs=tuple(runs)).write().read_text()
     table = next(t for t in _markdown_tables(text) if t[0].startswith("| architecture | csv"))
-    assert table[0].split("|")[2:-1] == [" csv ", " email "]
+    # a package's name keeps its dots: numpy.polynomial is one domain, not dropped
+    assert table[0].split("|")[2:-1] == [" csv ", " email ", " numpy.polynomial "]
+    assert table[2].split("|")[-2] == " 4.000 "
     assert "json" not in text

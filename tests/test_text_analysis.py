@@ -128,6 +128,26 @@ def test_router_that_sends_each_domain_to_one_expert(tmp_path):
     assert "interp.coverage" not in s and "coverage" in not_applicable_line()
 
 
+def test_a_domain_with_no_tokens_in_the_sample_has_no_specialisation(tmp_path):
+    """On code every package is a domain and the sample holds a few: a domain none of
+    whose tokens was seen has no favourite expert, so it gets None (not 0, which the
+    report would print as a column of zeros), and the mean leaves it out."""
+    names = [f"pkg{d}" for d in range(N_SKILLS)] + ["absent"]
+    splits = {
+        "val": _suite_from_batches(built_batches(6, seed=0)),
+        "test": _suite_from_batches(built_batches(6, seed=1)),
+    }
+    suite = SuiteData(
+        DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), None, [], [], 0,
+        domain_names=names,
+    )  # fmt: skip
+    s = text_report(built_model("moe"), suite, tmp_path, n_examples=64, circuits=False)["summary"]
+    assert s["domains.absent.specialization"] is None
+    for n in names[:-1]:
+        assert s[f"domains.{n}.specialization"] == pytest.approx(1.0)
+    assert s["interp.domain_specialization"] == pytest.approx(1.0)
+
+
 @pytest.fixture(scope="module")
 def text_checkpoint(tmp_path_factory):
     from glassbox.cli import main
