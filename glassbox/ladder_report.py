@@ -33,7 +33,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from glassbox.analysis.intervals import bootstrap_weights, interval
+from glassbox.analysis.intervals import bootstrap_weights, decide, interval
 from glassbox.compare_config import BASELINE
 from glassbox.metrics import DOMAINS, INTERPRETABILITY, METRICS, Metric, Stat
 from glassbox.report_tables import ReportTables
@@ -120,8 +120,10 @@ def _header(r: Rung) -> str:
 
 def _score_table(m: Metric, rungs: Sequence[Rung], kinds: Sequence[str]) -> Table:
     """A row per kind, a column per rung: the rung report's cell (value, interval,
-    † where not informative there)."""
-    rows = []
+    † where not informative there), and "above dense" / "below dense" where the
+    kind's interval is apart from its rung's dense model's (the rung report's "vs
+    dense" decision)."""
+    rows, decided = [], False
     for arch in kinds:
         cells = []
         for r in rungs:
@@ -130,9 +132,22 @@ def _score_table(m: Metric, rungs: Sequence[Rung], kinds: Sequence[str]) -> Tabl
             twin = r.stat(arch, m.baseline("init").key)
             if twin and r.stat(arch, m.key):
                 cell += f" (twin {m.format_value(twin['mean'])})"
+            if arch != BASELINE:
+                vs = decide(_ci(r.stat(arch, m.key)), _ci(r.stat(BASELINE, m.key)))
+                decided |= vs is not None
+                if vs in ("above", "below"):
+                    cell += f", {vs} dense"
             cells.append(f"{cell} {NOT_INFORMATIVE}" if m.key in flagged else cell)
         rows.append((arch, cells))
-    return Table(m.header, "kind", [_header(r) for r in rungs], rows, m.doc)
+    note = m.doc
+    if decided:
+        note += ("; above / below dense: the 95% intervals apart from the rung's dense "
+                 "model's (unmarked: they overlap)")  # fmt: skip
+    return Table(m.header, "kind", [_header(r) for r in rungs], rows, note)
+
+
+def _ci(s: Stat | None) -> Sequence[float] | None:
+    return (s or {}).get("ci")
 
 
 def task_edges(r: Rung, arch: str) -> dict[str, float]:

@@ -153,10 +153,13 @@ def test_summary_reads_the_rungs_reports(tmp_path):
     md = write_ladder_summary(tmp_path, rungs).read_text()
     assert "| kind | S (0.00M) | M (0.00M) |" in md
     assert "| dense | 0.100 [0.080, 0.120] (twin 0.000) | 0.100 [0.080, 0.120] (twin 0.000) |" in md
-    # moe at S is within its twin's interval: marked, as its rung's report marks it
+    # moe at S is within its twin's interval: marked, as its rung's report marks it;
+    # its interval is below dense's at S and above it at M, and the cells say so
     assert (
-        "| moe | 0.010 [-0.010, 0.030] (twin 0.000) † | 0.200 [0.150, 0.250] (twin 0.000) |" in md
+        "| moe | 0.010 [-0.010, 0.030] (twin 0.000), below dense † "
+        "| 0.200 [0.150, 0.250] (twin 0.000), above dense |" in md
     )
+    assert "above / below dense: the 95% intervals apart" in md
     assert "| moe | 2.200 (+10.0%) | 2.200 (+10.0%) |" in md  # val loss and its gap to dense
     assert "| S | 1,000 | 1,000 / 2,000 | 1,000 / 2,000 |" in md
     data = json.loads((tmp_path / "ladder.json").read_text())
@@ -193,6 +196,8 @@ def test_summary_shows_circuits_where_a_rung_scored_them(tmp_path):
     rung = read_rung("S", tmp_path / "S" / "report.json")
     md = write_ladder_summary(tmp_path, [rung]).read_text()
     assert "## Micro-task circuits: edges / dense's" in md
+    # the same lift interval as dense's: overlapping, so not marked above or below
+    assert "| moe | 0.100 [0.080, 0.120] (twin 0.000) |" in md
     assert "| moe | 0.50x [0.50, 0.50] (2 tasks) |" in md
     assert "| dense | 1.00x [1.00, 1.00] (2 tasks) |" in md
     assert "| transcoder | – |" in md
