@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -30,10 +31,18 @@ def plot_expert_skill(
     path: str | Path | None = None,
     title: str = "share of each expert's token-slots by skill",
     ylabel: str = "expert",
+    label: str = "skill",
 ) -> Figure:
     """One heat map per layer: shares[layer] is (n_experts, n_skills), rows sum to 1
-    (P(skill | expert)); a specialised expert is a row with one bright cell."""
+    (P(skill | expert)); a specialised expert is a row with one bright cell. A column
+    no unit of any layer saw (a label absent from the sample: on code every package is
+    a domain and a sample holds a few) is left out. `label` names the columns."""
     layers = sorted(shares)
+    seen = torch.stack([shares[i].sum(0) for i in layers]).sum(0) > 0
+    if not seen.all():
+        keep = seen.nonzero().flatten()
+        shares = {i: shares[i][:, keep] for i in layers}
+        skill_names = [skill_names[int(k)] for k in keep]
     n_groups = max(int(shares[i].shape[0]) for i in layers)
     width = min(2.5 + 0.45 * len(skill_names), 8.0) * len(layers)
     fig = _figure(min(width, 24.0), min(2.0 + 0.22 * n_groups, 14.0))
@@ -43,7 +52,8 @@ def plot_expert_skill(
         ax.set_title(f"layer {layer}")
         ax.set_xticks(range(len(skill_names)), list(skill_names), rotation=60, ha="right")
         ax.set_ylabel(ylabel)
-    fig.colorbar(im, ax=list(axes), label="P(skill | expert)")
+    row = "expert" if ylabel == "expert" else "cluster"
+    fig.colorbar(im, ax=list(axes), label=f"P({label} | {row})")
     fig.suptitle(title)
     return _save(fig, path)
 

@@ -358,8 +358,9 @@ def _routing_section(
         ylabel = "expert" if moe_layers else "k-means cluster of mlp.hook_post"
         path = out / "expert_domain.png"
         plot_expert_skill(
-            shares, names, path, title="share of each unit's token-slots by domain", ylabel=ylabel
-        )
+            shares, names, path, title="share of each unit's token-slots by domain",
+            ylabel=ylabel, label="domain",
+        )  # fmt: skip
         report["plots"].append(str(path))
     return routing
 

@@ -404,3 +404,21 @@ def test_report_end_to_end_on_skill_suite(tmp_path):
     gaps = [t - o for t, o in zip(causal["delta_target"], causal["delta_others"]) if t is not None]
     assert summary["interp.selectivity"] == pytest.approx(sum(gaps) / len(gaps))
     assert len(report["plots"]) == 2
+
+
+def test_the_expert_plot_leaves_out_a_label_no_unit_saw():
+    """On code every package is a domain and a sample holds a few: a column of zeros in
+    every layer (a domain absent from the sample) gets no column in the heat map; the
+    seen domains keep their order and their shares."""
+    from glassbox.analysis.specialisation_plots import plot_expert_skill
+
+    names = ["absent", "a", "also_absent", "b"]
+    layer = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.25, 0.0, 0.75]])
+    fig = plot_expert_skill({0: layer, 1: layer.flip(0)}, names, label="domain")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    assert ax.images[0].get_array().tolist() == [[1.0, 0.0], [0.25, 0.75]]
+    assert fig.axes[-1].get_ylabel() == "P(domain | expert)"
+    # nothing absent (the skill suite): every column, as before
+    whole = plot_expert_skill({0: layer + 0.1}, names)
+    assert len(whole.axes[0].get_xticklabels()) == 4
