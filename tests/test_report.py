@@ -185,6 +185,28 @@ def test_publish_replaces_its_own_files_and_keeps_other_results_documents(tmp_pa
     assert not (dest / "plots" / "gone-seed9").exists()  # a run no longer reported
 
 
+def test_publish_copies_a_trained_runs_model_card_and_links_it_there(tmp_path, monkeypatch):
+    """A trained run's checkpoint is build output (runs/ of the compare's folder, not
+    committed): its model card is copied beside the published report and linked there,
+    so that a fresh clone's links resolve; a card no longer reported is removed."""
+    monkeypatch.chdir(tmp_path)
+    report = _report(Path("out"), (0,))
+    for r in report.runs:
+        (Path(r.run_dir) / "checkpoint").mkdir(parents=True)
+        (Path(r.run_dir) / "checkpoint" / "README.md").write_text(f"# {r.arch} card")
+    dest = Path("published")
+    (dest / "models" / "gone-seed9" / "checkpoint").mkdir(parents=True)
+    text = report.publish(dest).read_text()
+    shutil.rmtree("runs")  # the build output is gone: the published links still resolve
+    links = re.findall(r"\[model card\]\(([^)]+)\)", text)
+    assert links and len(links) == len({r.arch for r in report.runs})
+    for r in report.runs:
+        card = dest / "models" / f"{r.arch}-seed{r.seed}" / "checkpoint" / "README.md"
+        assert card.read_text() == f"# {r.arch} card"
+        assert f"[model card](models/{r.arch}-seed{r.seed}/checkpoint/README.md)" in text
+    assert not (dest / "models" / "gone-seed9").exists()
+
+
 def test_per_domain_tables_keep_the_domains_some_model_was_scored_on(tmp_path):
     # on code every package is a domain and the test blocks hold a few: a domain no
     # model has a value for gets no column (json here), one that any model has does
