@@ -84,19 +84,25 @@ def _suite_from_batches(batches: list[dict]) -> SuiteData:
     return rows
 
 
+def _domain_suite(names: list[str]) -> SuiteData:
+    """The hand-built batches as a text corpus (val and test) whose domains are `names`:
+    domain d holds skill d's tokens; a name past the batches' skills has none."""
+    splits = {
+        "val": _suite_from_batches(built_batches(6, seed=0)),
+        "test": _suite_from_batches(built_batches(6, seed=1)),
+    }
+    return SuiteData(
+        DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), None, [], [], 0,
+        domain_names=names,
+    )  # fmt: skip
+
+
 def test_router_that_sends_each_domain_to_one_expert(tmp_path):
     """Domain d's tokens all go to expert d (k=1), and only expert d predicts them:
     domain specialisation 1, and ablating a domain's expert raises the loss on it
     alone (selectivity on it, exactly 0 on the others)."""
     names = [f"pkg{d}" for d in range(N_SKILLS)]
-    splits = {
-        "val": _suite_from_batches(built_batches(6, seed=0)),
-        "test": _suite_from_batches(built_batches(6, seed=1)),
-    }
-    suite = SuiteData(
-        DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), None, [], [], 0,
-        domain_names=names,
-    )  # fmt: skip
+    suite = _domain_suite(names)
     assert not has_ground_truth(suite)
     model = built_model("moe")
     r = text_report(model, suite, tmp_path, n_examples=64, circuits=False)
@@ -133,14 +139,7 @@ def test_a_domain_with_no_tokens_in_the_sample_has_no_specialisation(tmp_path):
     whose tokens was seen has no favourite expert, so it gets None (not 0, which the
     report would print as a column of zeros), and the mean leaves it out."""
     names = [f"pkg{d}" for d in range(N_SKILLS)] + ["absent"]
-    splits = {
-        "val": _suite_from_batches(built_batches(6, seed=0)),
-        "test": _suite_from_batches(built_batches(6, seed=1)),
-    }
-    suite = SuiteData(
-        DatasetDict({k: Dataset.from_dict(v) for k, v in splits.items()}), None, [], [], 0,
-        domain_names=names,
-    )  # fmt: skip
+    suite = _domain_suite(names)
     s = text_report(built_model("moe"), suite, tmp_path, n_examples=64, circuits=False)["summary"]
     assert s["domains.absent.specialization"] is None
     for n in names[:-1]:
