@@ -322,16 +322,16 @@ class Report(ReportTables):
     def publish(self, dest: str | Path) -> Path:
         """This report rewritten into `dest` to be committed (docs/results): report.md,
         .html, .json, pareto.png, every run's plots copied to plots/<arch>-seed<s>/ and
-        a trained run's model card (its checkpoint's README.md) to
-        models/<arch>-seed<s>/checkpoint/ (the runs/ folders of out_dir are build
-        output; a named checkpoint, a shipped one, is linked where it is), each link
+        the model card the report links, where it is a trained run's (its checkpoint's
+        README.md), to models/<arch>-seed<s>/checkpoint/ (the runs/ folders of out_dir
+        are build output; a named checkpoint, a shipped one, is linked where it is), each link
         made relative to `dest`. Returns report.md's path there. Only what it writes is
         replaced: other results documents committed in `dest` stay."""
         dest = Path(dest)
         for folder in ("plots", "models"):  # runs no longer in the report leave nothing
             if (dest / folder).exists():
                 shutil.rmtree(dest / folder)
-        named = set(self.config.get("checkpoints") or {})
+        linked = self.checkpoint_dirs()  # the checkpoint each model card link points into
         runs = []
         for r in self.runs:
             plots = []
@@ -343,7 +343,7 @@ class Report(ReportTables):
                     shutil.copy2(src, to)
                     plots.append(to.as_posix())
             run_dir, card = r.run_dir, Path(r.run_dir) / "checkpoint" / "README.md"
-            if r.arch not in named and card.is_file():
+            if linked[r.arch] == card.parent and card.is_file():
                 run_dir = (dest / "models" / f"{r.arch}-seed{r.seed}").as_posix()
                 (Path(run_dir) / "checkpoint").mkdir(parents=True)
                 shutil.copy2(card, Path(run_dir) / "checkpoint" / "README.md")
