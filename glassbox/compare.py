@@ -24,7 +24,7 @@ loaded and checked before anything is written) and the order of the work. Its pa
 
     compare_config.py   CompareConfig, read from YAML and key=value overrides
     runs.py             Run: one architecture at one seed, its checkpoint, model and data
-    scheduling.py       training (in process or subprocesses), scoring (in process or workers)
+    scheduling.py       training (subprocesses) and scoring (workers) side by side, or in process
     scoring.py          a run's scores and the post-hoc route, saved under content keys
     analysis/           the science (analysis.interp, analysis.posthoc, analysis.tools)
 """
@@ -50,7 +50,13 @@ from glassbox.console import Jobs
 from glassbox.report import Report
 from glassbox.results import PostHocResult, RunResult, gap_percent
 from glassbox.runs import CheckpointRun, Run
-from glassbox.scheduling import ScoreJob, score_in_workers, scoring_jobs, scoring_todo, train_runs
+from glassbox.scheduling import (
+    ScoreJob,
+    scoring_jobs,
+    scoring_todo,
+    train_and_score,
+    train_runs,
+)
 from glassbox.training.config import ExperimentConfig, load_config
 
 __all__ = [
@@ -151,20 +157,14 @@ COMPARE = Output(
 )
 
 
-def _score_all(plan: list[Run], cc: CompareConfig, progress: Jobs, n_train: int) -> list[Any]:
-    """Every scoring job's result, in scoring_jobs' order: the jobs not current are
-    scored in worker processes first (cc.jobs > 1), then whatever is left (or failed
-    there) here; the rest are read from their saved files."""
-    todo = scoring_todo(plan, cc)
-    progress.set_total(n_train + len(todo))
-    if cc.jobs > 1 and len(todo) > 1:
-        redo = score_in_workers(todo, cc, progress)
-        progress.set_total(n_train + len(todo) + len(redo))
-        todo = redo
-    left = {job.name for job in todo}
+def _score_all(plan: list[Run], cc: CompareConfig, progress: Jobs, left: list[ScoreJob]) -> list[Any]:  # fmt: skip
+    """Every scoring job's result, in scoring_jobs' order: the jobs `left` to do (not
+    current, or failed in a worker) are scored here; the rest are read from their
+    saved files."""
+    names = {job.name for job in left}
 
     def scored(job: ScoreJob) -> RunResult | PostHocResult:
-        if job.name not in left:
+        if job.name not in names:
             return job.score(cc)  # current: read from its saved file
         progress.say(f"compare: scoring {job.name}")
         result = job.score(cc)
@@ -187,8 +187,14 @@ def compare(cc: CompareConfig) -> Report:
     n_train = sum(not run.is_current() for run in plan)
     order = {arch: i for i, arch in enumerate(cc.architectures)}
     with Jobs(n_train + len(plan) + len(cc.seeds), "compare") as progress:
-        train_runs(plan, cc.jobs, progress)  # scoring reads checkpoints, never trains
-        results = _score_all(plan, cc, progress, n_train)
+        if cc.jobs > 1:  # a run is scored while the others still train
+            left = train_and_score(plan, cc, progress)
+            progress.set_total(progress.total + len(left))
+        else:  # scoring reads checkpoints, never trains
+            train_runs(plan, 1, progress)
+            left = scoring_todo(plan, cc)
+            progress.set_total(n_train + len(left))
+        results = _score_all(plan, cc, progress, left)
     runs = sorted(
         (r for r in results if isinstance(r, RunResult)), key=lambda r: (order[r.arch], r.seed)
     )

@@ -48,8 +48,9 @@ class CompareConfig:
     # micro-task circuits by learned masks (analysis.microcircuits): 1-4 CPU-minutes per
     # model on the CPU default size, the largest share of the scoring
     microcircuits: bool = True
-    # runs trained (then scored) at once, each a process of its own (CPU: cores // jobs
-    # threads each); 1 trains and scores them one after another in this process
+    # jobs at once (a run trained, a run scored), each a process of its own (CPU: cores //
+    # jobs threads each), a run scored as soon as it is trained while others still train;
+    # 1 trains and scores them one after another in this process
     jobs: int = 1
     posthoc: PostHocConfig = field(default_factory=PostHocConfig)
 

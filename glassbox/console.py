@@ -125,6 +125,10 @@ class Jobs:
         finally:
             self.progress.start()
 
+    @property
+    def total(self) -> int:
+        return int(self.progress.tasks[0].total or 0)
+
     def set_total(self, total: int) -> None:
         self.progress.update(self.task, total=total)
 

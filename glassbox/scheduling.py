@@ -1,6 +1,9 @@
 """Where and when `glassbox compare`'s work runs: training in this process or in
 `glassbox train` subprocesses (threads wait on them), scoring in this process or in a
-pool of worker processes, each job with its share of the CPU cores.
+pool of worker processes, each job with its share of the CPU cores. With several jobs
+at once, training and scoring share the slots (train_and_score): a run is scored as
+soon as it is trained, while the longer trainings go on, so no core waits for the
+slowest run before any scoring starts.
 
 A scoring job carries its runs (runs.Run: arch, seed, config, run directory,
 checkpoint path), so a worker loads only what its job reads: no config is re-read
@@ -13,7 +16,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +40,10 @@ from glassbox.training.config import ExperimentConfig
 __all__ = [
     "ScoreJob",
     "expected_cost",
-    "score_in_workers",
+    "next_work",
     "scoring_todo",
     "threads_per_job",
+    "train_and_score",
     "train_runs",
 ]
 
@@ -88,7 +98,12 @@ def train_runs(plan: list[Run], jobs: int, progress: Jobs | None = None) -> None
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         codes = list(pool.map(one, todo))
-    bad = [(run, code) for run, code in zip(todo, codes) if code]
+    _raise_failed([(run, code) for run, code in zip(todo, codes) if code])
+
+
+def _raise_failed(bad: list[tuple[Run, int]]) -> None:
+    """One line for the first of the failed trainings `bad` (run, exit status), if any:
+    the run, its log's last line, the log's path, how many more failed."""
     if bad:
         run, code = bad[0]
         others = f" ({len(bad) - 1} more failed)" if len(bad) > 1 else ""
@@ -157,8 +172,8 @@ def expected_cost(job: ScoreJob) -> int:
 
 def scoring_todo(plan: list[Run], cc: CompareConfig) -> list[ScoreJob]:
     """The scoring jobs whose saved results are not current, the longest expected
-    first (expected_cost): with cc.jobs workers taking the next job as one frees, the
-    longest jobs do not start last, so the workers end close together."""
+    first (expected_cost), the order in which train_and_score's slots take the jobs
+    that are ready: the longest do not start last, so the workers end close together."""
     todo = [job for job in scoring_jobs(plan, cc) if not job.is_saved(cc)]
     return sorted(todo, key=expected_cost, reverse=True)
 
@@ -188,25 +203,87 @@ def _score_job(job: ScoreJob, cc: CompareConfig, threads: int | None) -> str | N
         return one_line(f"{type(e).__name__}: {e}")
 
 
-def score_in_workers(todo: list[ScoreJob], cc: CompareConfig, progress: Jobs) -> list[ScoreJob]:
-    """Score `todo` (scoring_todo) `cc.jobs` at a time, each in a worker process with
-    its share of the cores (as training does); compare() then reads what they saved.
-    Returns the jobs that failed there (compare() redoes them in its own process)."""
-    progress.say(f"compare: scoring {len(todo)} jobs, {min(cc.jobs, len(todo))} at a time")
+def _needs(job: ScoreJob) -> set[str]:
+    """The runs a scoring job reads (its run; the post-hoc route's transcoder run)."""
+    return {run.name for run in (job.run, job.transcoder) if run is not None}
+
+
+def next_work(to_train: list[Run], to_score: list[ScoreJob], training: set[str]) -> Run | ScoreJob | None:  # fmt: skip
+    """What a free slot takes next: the next run to train (every run is trained in the
+    end, and a trained run frees its scoring), else the longest of the scoring jobs
+    whose runs are trained (none of them in `training`, the runs still to train or
+    training; expected_cost), else None: what is left waits for a training to end."""
+    if to_train:
+        return to_train[0]
+    ready = [job for job in to_score if not _needs(job) & training]
+    return max(ready, key=expected_cost, default=None)
+
+
+def train_and_score(plan: list[Run], cc: CompareConfig, progress: Jobs) -> list[ScoreJob]:
+    """Train the runs of `plan` that are not current and score the jobs whose saved
+    results are not, `cc.jobs` at once: a training in a `glassbox train` subprocess, a
+    scoring job in a worker process, each with its share of the cores (threads_per_job)
+    and each slot taking next_work as it frees. So the runs trained first are scored
+    while the slowest still trains (at rung L on 2 cores, weight_sparse trains for 92
+    minutes against 31 to 41 for the others). After a failed training nothing new starts,
+    the running jobs finish, and a one-line GlassboxError names the run and its log, as
+    train_runs does. Returns the scoring jobs that failed in their workers (compare()
+    redoes them in its own process, where the error is raised as it is)."""
+    to_train = [run for run in plan if not run.is_current()]
+    training = {run.name for run in to_train}
+    # a job on a run to train is to do (its key reads the checkpoint it has not made)
+    to_score = [j for j in scoring_jobs(plan, cc) if _needs(j) & training or not j.is_saved(cc)]
+    progress.set_total(len(to_train) + len(to_score))
+    if to_train:
+        progress.say(
+            f"compare: training {len(to_train)} runs and scoring {len(to_score)} jobs, "
+            f"{cc.jobs} at a time (logs: runs/<arch>-seed<s>/train.log)"
+        )
+    elif to_score:
+        progress.say(f"compare: scoring {len(to_score)} jobs, {cc.jobs} at a time")
+    bad: list[tuple[Run, int]] = []
+    failed: list[ScoreJob] = []
+    running: dict[Future, Run | ScoreJob] = {}
     spawn = multiprocessing.get_context("spawn")
-    failed = []
-    with ProcessPoolExecutor(  # each worker ends with this process (console.exit_with)
-        max_workers=cc.jobs, mp_context=spawn, initializer=exit_with, initargs=(os.getpid(),)
-    ) as pool:
-        futures = {
-            pool.submit(_score_job, job, cc, threads_per_job(job.run.cfg, cc.jobs)): job
-            for job in todo
-        }
-        for future in as_completed(futures):
-            job = futures[future]
-            error = future.result()
-            if error:
-                failed.append(job)
-            said = f" (failed: {error}; redone here)" if error else ""
-            progress.done(f"compare: scored {job.name}{said}")
+    with (
+        ThreadPoolExecutor(max_workers=cc.jobs) as trainers,
+        ProcessPoolExecutor(  # each worker ends with this process (console.exit_with)
+            max_workers=cc.jobs, mp_context=spawn, initializer=exit_with, initargs=(os.getpid(),)
+        ) as scorers,
+    ):
+        while True:
+            while len(running) < cc.jobs and not bad:
+                work = next_work(to_train, to_score, training)
+                if work is None:
+                    break
+                if isinstance(work, ScoreJob):
+                    to_score.remove(work)
+                    if work.is_saved(cc):  # trained again to a checkpoint scored before
+                        progress.set_total(progress.total - 1)
+                        continue
+                    threads = threads_per_job(work.run.cfg, cc.jobs)
+                    running[scorers.submit(_score_job, work, cc, threads)] = work
+                else:
+                    to_train.remove(work)
+                    threads = threads_per_job(work.cfg, cc.jobs)
+                    running[trainers.submit(work.train_in_subprocess, threads)] = work
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                work = running.pop(future)
+                if isinstance(work, ScoreJob):
+                    error = future.result()
+                    if error:
+                        failed.append(work)
+                    said = f" (failed: {error}; redone here)" if error else ""
+                    progress.done(f"compare: scored {work.name}{said}")
+                    continue
+                training.discard(work.name)
+                code = future.result()
+                if code:
+                    bad.append((work, code))
+                else:
+                    progress.done(f"compare: trained {work.name} in {work.train_seconds:.0f} s")
+    _raise_failed(bad)
     return failed

@@ -449,3 +449,64 @@ def test_active_params_count_only_nonzero_weights():
     assert capability_values(moe)["params.active"] == 595_072
     assert capability_values(dense)["params.active"] == 586_880
     assert capability_values(sparse)["params.total"] == 2_222_336
+
+
+def test_a_free_slot_trains_first_then_takes_the_longest_ready_scoring_job(tmp_path):
+    """next_work: while a run waits to be trained, a free slot trains it (a trained run
+    frees its scoring); then it takes the longest scoring job whose runs are trained,
+    never one on a run still training (the post-hoc route reads dense and the
+    transcoder both); with every job waiting on a training, nothing."""
+    from glassbox.compare import plan_runs
+    from glassbox.scheduling import expected_cost, next_work, scoring_jobs
+
+    cc = load_compare_config("configs/compare_shipped.yaml")
+    plan = plan_runs(cc, tmp_path / "report")
+    jobs = scoring_jobs(plan, cc)
+    by_name = {job.name: job for job in jobs}
+    assert next_work(plan[2:], jobs, {r.name for r in plan[2:]}) is plan[2]
+    assert next_work([], jobs, set()) is by_name["weight_sparse seed 0"]
+    moe = next_work([], jobs, {"weight_sparse-seed0"})
+    assert moe.run.arch in {"moe", "moe_relu"} and expected_cost(moe) > 0
+    transcoder_training = next_work([], [by_name["dense seed 0"], jobs[-1]], {"transcoder-seed0"})
+    assert jobs[-1].posthoc and transcoder_training is by_name["dense seed 0"]
+    assert next_work([], [jobs[-1]], {"transcoder-seed0"}) is None
+    assert next_work([], [jobs[-1]], {"dense-seed0"}) is None
+    assert next_work([], [jobs[-1]], set()) is jobs[-1]
+
+
+@pytest.mark.slow
+def test_a_run_is_scored_while_another_still_trains(tmp_path, monkeypatch):
+    """With two jobs at once, the run trained first is scored beside the run still
+    training: the slow run's training here waits (up to five minutes) for the fast
+    run's saved scores before it trains, and would find none if scoring waited for
+    every training to end."""
+    import time
+
+    from glassbox.runs import Run
+
+    cc, _ = _tiny_plan(
+        tmp_path,
+        "analysis_examples=24",
+        "microcircuits=false",
+        "posthoc.enabled=false",
+        "jobs=2",
+        archs="{dense: configs/dense.yaml, slow: configs/dense.yaml}",
+        seeds="[0]",
+    )
+    fast_scores = tmp_path / "report" / "runs" / "dense-seed0" / "analysis" / "row.json"
+    seen: list[bool] = []
+    train = Run.train_in_subprocess
+
+    def slow_train(run: Run, threads: int | None) -> int:
+        if run.arch == "slow":
+            deadline = time.monotonic() + 300
+            while not fast_scores.is_file() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            seen.append(fast_scores.is_file())
+        return train(run, threads)
+
+    monkeypatch.setattr(Run, "train_in_subprocess", slow_train)
+    report = compare(cc)
+    assert seen == [True]
+    assert {r.arch for r in report.runs} == {"dense", "slow"}
+    assert all(r.trained_now for r in report.runs)
