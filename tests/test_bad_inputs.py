@@ -871,6 +871,36 @@ def test_a_full_disk_during_export_is_one_line_and_leaves_nothing(export, tmp_pa
     assert list(tmp_path.iterdir()) == []  # no half-written folder
 
 
+# a training that sends itself SIGTERM at its third step, as a machine's shutdown does
+_SIGTERM_AT_STEP_2 = """
+import os, signal, sys
+from glassbox.cli import main
+from glassbox.training.module import LMModule
+step = LMModule.training_step
+def stopped(self, batch, i):
+    if self.global_step == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return step(self, batch, i)
+LMModule.training_step = stopped
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_training_stopped_by_sigterm_fails_in_one_line_and_exports_nothing(trained, tmp_path):
+    """Lightning ends a fit on SIGTERM with a SystemExit of no code: unhandled, the
+    process exits 0 and a compare takes the run for trained. It exits 1 with one line
+    that names the signal and the step (the step under way finishes: 3), and no
+    checkpoint is exported."""
+    argv = run_args(tmp_path / "run", trained["data"], "trainer.max_steps=50")
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_AT_STEP_2, *argv], capture_output=True, text=True
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "stopped by SIGTERM at step 3 of 50" in last and "nothing exported" in last
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
 def test_a_full_disk_during_training_is_one_line(trained, tmp_path):
     argv = run_args(tmp_path / "run", trained["data"], "trainer.max_steps=2")
     done = _limited(argv, Path.cwd())

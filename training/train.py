@@ -28,12 +28,13 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 from torch.utils.data import IterableDataset
 
 from glassbox.archs.checkpoint import CONFIG, save_pretrained, shipped_dir
 from glassbox.archs.config import ConfigError, ModelConfig
-from glassbox.archs.errors import one_line
+from glassbox.archs.errors import GlassboxError, one_line
 from glassbox.archs.transformer import Transformer
 from glassbox.archs.weight_sparsity import nonzero_params
 from glassbox.archs.writes import (
@@ -347,7 +348,14 @@ def _train(cfg: ExperimentConfig) -> Path:
     AtomicCheckpointIO.clean(out / "checkpoints")
     clean_interrupted_writes(out / "checkpoint")
     (out / CONFIG).write_text(OmegaConf.to_yaml(to_dict(cfg)))
-    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    except SIGTERMException:  # Lightning's is a SystemExit with no code: exit status 0
+        raise GlassboxError(
+            f"stopped by SIGTERM at step {trainer.global_step} of "
+            f"{cfg.trainer.max_steps}, nothing exported (run.resume=last goes on from the "
+            f"last .ckpt in {out / 'checkpoints'}, if one was saved)"
+        ) from None
 
     model = getattr(module.model, "_orig_mod", module.model)  # unwrap torch.compile for export
     tokens = int(module.tokens_trained)
