@@ -256,11 +256,8 @@ def train_and_score(plan: list[Run], cc: CompareConfig, progress: Jobs) -> list[
                 work = next_work(to_train, to_score, training)
                 if work is None:
                     break
-                if isinstance(work, ScoreJob):
+                if isinstance(work, ScoreJob):  # never saved: a run trained now has a new key
                     to_score.remove(work)
-                    if work.is_saved(cc):  # trained again to a checkpoint scored before
-                        progress.set_total(progress.total - 1)
-                        continue
                     threads = threads_per_job(work.run.cfg, cc.jobs)
                     running[scorers.submit(_score_job, work, cc, threads)] = work
                 else:
