@@ -122,7 +122,8 @@ def _score_table(m: Metric, rungs: Sequence[Rung], kinds: Sequence[str]) -> Tabl
     """A row per kind, a column per rung: the rung report's cell (value, interval,
     † where not informative there), and "above dense" / "below dense" where the
     kind's interval is apart from its rung's dense model's (the rung report's "vs
-    dense" decision)."""
+    dense" decision), on the scores that give every kind as many candidate units
+    (Metric.matched)."""
     rows, decided = [], False
     for arch in kinds:
         cells = []
@@ -132,7 +133,7 @@ def _score_table(m: Metric, rungs: Sequence[Rung], kinds: Sequence[str]) -> Tabl
             twin = r.stat(arch, m.baseline("init").key)
             if twin and r.stat(arch, m.key):
                 cell += f" (twin {m.format_value(twin['mean'])})"
-            if arch != BASELINE:
+            if arch != BASELINE and m.matched:  # kinds told apart only at equal chances
                 vs = decide(_ci(r.stat(arch, m.key)), _ci(r.stat(BASELINE, m.key)))
                 decided |= vs is not None
                 if vs in ("above", "below"):

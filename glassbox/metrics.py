@@ -79,6 +79,10 @@ class Metric:
     count: bool = False  # an integer count, printed with thousands separators, no spread
     constant: bool = False  # the same at every seed (parameter counts): one value in report.json
     baselines: tuple[str, ...] = ()  # shown beside it, read from baselines.<name>.<key>
+    # kinds may be told apart on it: every kind read at the same number of candidate
+    # units (a score over every unit gives a kind with more units more chances), so a
+    # ladder marks "above / below dense" on it only when True
+    matched: bool = True
     # a column of report.md's headline table (at most 8 columns in all: keep it to the
     # capability gap and the two or three scores that are informative, each with its twin)
     headline: bool = False
@@ -178,8 +182,13 @@ _BUILT_IN: tuple[Metric, ...] = (
            "sum(F1 unit - F1 token) / sum(1 - F1 token); 0 = the token id; [95% interval]",
            section=INTERPRETABILITY, baselines=("init", "random"), headline=True),
     Metric("interp.coverage_heldout", "held-out coverage",
-           "mean held-out F1 of the best unit (every unit a candidate) over contextual features",
-           section=INTERPRETABILITY, baselines=("init", "token")),
+           "mean held-out F1 of the best unit (every unit a candidate) over contextual features; "
+           "a kind with more units has more chances: kinds compare by matched coverage",
+           section=INTERPRETABILITY, baselines=("init", "token"), matched=False),
+    Metric("interp.coverage_matched", "matched coverage",
+           "the same with 512 candidate units per layer drawn at random, as the pooled lift, "
+           "so every kind has as many chances; (random): as many random directions in the "
+           "units' span", section=INTERPRETABILITY, baselines=("init", "random")),
     Metric("interp.info_beyond_token", "info beyond token",
            "bits per token the unit clusters (k-means, 32 per layer, fitted on the val sample) add "
            "about the skill to the token id, held out; (shuffled): clusters shuffled within each "
@@ -191,15 +200,15 @@ _BUILT_IN: tuple[Metric, ...] = (
     Metric("interp.coverage_lift", "contextual lift",
            "contextual features: mean of (F1 best unit - F1 token) / (1 - F1 token); 0 = no better "
            "than the token id (an untrained network's single units score below it: compare with "
-           "(init))", section=INTERPRETABILITY, baselines=("init",)),
+           "(init))", section=INTERPRETABILITY, baselines=("init",), matched=False),
     Metric("interp.coverage_contextual", "contextual coverage",
            "mean best-unit F1 over contextual features (token-identity F1 < 0.9)",
-           section=INTERPRETABILITY, baselines=("init", "token")),
+           section=INTERPRETABILITY, baselines=("init", "token"), matched=False),
     Metric("interp.coverage_lexical", "lexical coverage",
            "mean best-unit F1 over lexical features (token-identity F1 >= 0.9)",
-           section=INTERPRETABILITY, baselines=("init", "token")),
+           section=INTERPRETABILITY, baselines=("init", "token"), matched=False),
     Metric("interp.coverage", "coverage", "ground-truth coverage of the readable units (mean best F1)",
-           section=INTERPRETABILITY, baselines=("init", "token")),
+           section=INTERPRETABILITY, baselines=("init", "token"), matched=False),
     Metric("interp.nmi_expert_skill_label", "NMI(unit;skill)",
            "I(expert; skill)/H(skill); dense: k-means clusters of neurons; token: each token id "
            "sent to its most frequent experts", section=INTERPRETABILITY, baselines=("init", "token")),

@@ -168,6 +168,42 @@ def test_summary_reads_the_rungs_reports(tmp_path):
     assert (tmp_path / "ladder.png").stat().st_size > 10_000
 
 
+def test_kinds_are_told_apart_only_on_scores_read_at_equal_chances(tmp_path):
+    """A kind twice as wide has twice the units to pick each feature's best from: its
+    held-out coverage over every unit is apart from dense's, at 512 candidates a kind
+    (matched coverage) the two overlap. The ladder says "above dense" on neither of
+    them but where the chances were equal and the intervals apart."""
+
+    def run(arch, every, matched):
+        return RunResult(
+            arch=arch, seed=0, run_dir=f"runs/{arch}-seed0",
+            capability={"val_loss": 2.0, "params.active": 1000, "params.total": 2000,
+                        "params.nonzero": 2000, "train.tokens": 1000},
+            interp={"interp.coverage_heldout": every[0], "interp.coverage_heldout_ci": every[1:],
+                    "interp.coverage_matched": matched[0], "interp.coverage_matched_ci": matched[1:],
+                    "baselines.init.interp.coverage_heldout": 0.1,
+                    "baselines.init.interp.coverage_heldout_ci": [0.09, 0.11],
+                    "baselines.init.interp.coverage_matched": 0.1,
+                    "baselines.init.interp.coverage_matched_ci": [0.09, 0.11]},
+        )  # fmt: skip
+
+    runs = (run("dense", (0.30, 0.29, 0.31), (0.30, 0.29, 0.31)),
+            run("weight_sparse", (0.36, 0.35, 0.37), (0.31, 0.30, 0.32)))  # fmt: skip
+    Report(out_dir=tmp_path / "S", seeds=(0,), config={}, runs=runs).write()
+    rung = read_rung("S", tmp_path / "S" / "report.json", {"python": "3.12"})
+    md = write_ladder_summary(tmp_path, [rung]).read_text()
+    assert "| weight_sparse | 0.360 [0.350, 0.370] (twin 0.100) |" in md  # apart, not marked
+    assert "| weight_sparse | 0.310 [0.300, 0.320] (twin 0.100) |" in md  # overlapping
+    assert ", above dense" not in md and ", below dense" not in md
+    # the same wide kind whose matched coverage is apart from dense's is marked there
+    runs = (runs[0], run("weight_sparse", (0.36, 0.35, 0.37), (0.34, 0.33, 0.35)))
+    Report(out_dir=tmp_path / "S", seeds=(0,), config={}, runs=runs).write()
+    rung = read_rung("S", tmp_path / "S" / "report.json", {"python": "3.12"})
+    md = write_ladder_summary(tmp_path, [rung]).read_text()
+    assert "| weight_sparse | 0.340 [0.330, 0.350] (twin 0.100), above dense |" in md
+    assert md.count(", above dense") == 1
+
+
 def test_edges_ratio_is_the_geometric_mean_over_shared_tasks():
     """Known answers: half of dense's edges on every shared task is 0.5 with no spread
     (a task dense did not learn does not count); 2x on one task and 0.05x on the other
