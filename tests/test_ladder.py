@@ -187,19 +187,19 @@ def test_kinds_are_told_apart_only_on_scores_read_at_equal_chances(tmp_path):
                     "baselines.init.interp.coverage_matched_ci": [0.09, 0.11]},
         )  # fmt: skip
 
+    def summary(runs) -> str:  # ladder.md of one rung holding these runs
+        Report(out_dir=tmp_path / "S", seeds=(0,), config={}, runs=runs).write()
+        rung = read_rung("S", tmp_path / "S" / "report.json", {"python": "3.12"})
+        return write_ladder_summary(tmp_path, [rung]).read_text()
+
     runs = (run("dense", (0.30, 0.29, 0.31), (0.30, 0.29, 0.31)),
             run("weight_sparse", (0.36, 0.35, 0.37), (0.31, 0.30, 0.32)))  # fmt: skip
-    Report(out_dir=tmp_path / "S", seeds=(0,), config={}, runs=runs).write()
-    rung = read_rung("S", tmp_path / "S" / "report.json", {"python": "3.12"})
-    md = write_ladder_summary(tmp_path, [rung]).read_text()
+    md = summary(runs)
     assert "| weight_sparse | 0.360 [0.350, 0.370] (twin 0.100) |" in md  # apart, not marked
     assert "| weight_sparse | 0.310 [0.300, 0.320] (twin 0.100) |" in md  # overlapping
     assert ", above dense" not in md and ", below dense" not in md
     # the same wide kind whose matched coverage is apart from dense's is marked there
-    runs = (runs[0], run("weight_sparse", (0.36, 0.35, 0.37), (0.34, 0.33, 0.35)))
-    Report(out_dir=tmp_path / "S", seeds=(0,), config={}, runs=runs).write()
-    rung = read_rung("S", tmp_path / "S" / "report.json", {"python": "3.12"})
-    md = write_ladder_summary(tmp_path, [rung]).read_text()
+    md = summary((runs[0], run("weight_sparse", (0.36, 0.35, 0.37), (0.34, 0.33, 0.35))))
     assert "| weight_sparse | 0.340 [0.330, 0.350] (twin 0.100), above dense |" in md
     assert md.count(", above dense") == 1
 
