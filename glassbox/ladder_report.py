@@ -6,17 +6,20 @@
 
 Each rung's report.json is read back into the report's own tables (its `runs` become
 RunResults, aggregated by glassbox.report_tables.ReportTables over seeds, with the
-report's "not informative" test), so a cell here is the cell of that rung's report:
-no number is recomputed but one: each kind's micro-circuit edges over dense's (per
-task from the rung's runs, the geometric mean over the tasks both learned, with a
-bootstrap interval over those tasks). Per score, a table with a row per kind and a
-column per rung; the scores are the capability (val loss and its gap to dense), the
-report's headline scores, every other interpretability score of the registry that is
-informative (moves away from its untrained twin) for some kind at some rung, a cell
-not informative at its rung marked † as in the report, and where a rung scored
-micro-task circuits, their edges against dense's and their own controls (held-out
-faithfulness, beating random units). ladder.png draws the gap and the informative
-scores with intervals against the dense model's active parameters, a line per kind.
+report's "not informative" test and its difference to dense), so a cell here is the
+cell of that rung's report: no number is recomputed but one: each kind's micro-circuit
+edges over dense's (per task from the rung's runs, the geometric mean over the tasks
+both learned, with a bootstrap interval over those tasks). Per score, a table with a
+row per kind and a column per rung; the scores are the capability (val loss and its
+gap to dense), the report's headline scores, every other interpretability score of
+the registry that is informative (moves away from its untrained twin) for some kind at
+some rung, a cell not informative at its rung marked † as in the report, and where a
+rung scored micro-task circuits, their edges against dense's and their own controls
+(held-out faithfulness, beating random units). Then each kind's difference to dense
+with its interval, on the scores kinds are told apart on (ReportTables.vs_dense: the
+"Against dense" table, whose decisions mark the score tables "above / below dense").
+ladder.png draws the gap and the informative scores with intervals against the dense
+model's active parameters, a line per kind.
 """
 
 from __future__ import annotations
@@ -121,9 +124,9 @@ def _header(r: Rung) -> str:
 def _score_table(m: Metric, rungs: Sequence[Rung], kinds: Sequence[str]) -> Table:
     """A row per kind, a column per rung: the rung report's cell (value, interval,
     † where not informative there), and "above dense" / "below dense" where the
-    kind's interval is apart from its rung's dense model's (the rung report's "vs
-    dense" decision), on the scores that give every kind as many candidate units
-    (Metric.matched)."""
+    interval of the kind's difference to its rung's dense model excludes 0 (the rung
+    report's "vs dense" decision), on the scores that give every kind as many
+    candidate units (Metric.matched)."""
     rows, decided = [], False
     for arch in kinds:
         cells = []
@@ -134,7 +137,7 @@ def _score_table(m: Metric, rungs: Sequence[Rung], kinds: Sequence[str]) -> Tabl
             if twin and r.stat(arch, m.key):
                 cell += f" (twin {m.format_value(twin['mean'])})"
             if arch != BASELINE and m.matched:  # kinds told apart only at equal chances
-                vs = decide(_ci(r.stat(arch, m.key)), _ci(r.stat(BASELINE, m.key)))
+                vs = decide(r.tables.vs_dense(arch, m.key), [0.0, 0.0])
                 decided |= vs is not None
                 if vs in ("above", "below"):
                     cell += f", {vs} dense"
@@ -142,13 +145,41 @@ def _score_table(m: Metric, rungs: Sequence[Rung], kinds: Sequence[str]) -> Tabl
         rows.append((arch, cells))
     note = m.doc
     if decided:
-        note += ("; above / below dense: the 95% intervals apart from the rung's dense "
-                 "model's (unmarked: they overlap)")  # fmt: skip
+        note += ("; above / below dense: the 95% interval of the difference to the rung's "
+                 "dense model excludes 0 (table \"Against dense\")")  # fmt: skip
     return Table(m.header, "kind", [_header(r) for r in rungs], rows, note)
 
 
-def _ci(s: Stat | None) -> Sequence[float] | None:
-    return (s or {}).get("ci")
+def _vs_dense_table(
+    ms: Sequence[Metric], rungs: Sequence[Rung], kinds: Sequence[str]
+) -> Table | None:
+    """Each kind's difference to its rung's dense model on the scores kinds are told
+    apart on (Metric.matched, with intervals): the difference of the means, its 95%
+    interval (glassbox.results.difference) and what it decides. None where no rung
+    has one."""
+    rows = []
+    for m in ms:
+        for arch in kinds:
+            cells = [_vs_dense_cell(r, arch, m) for r in rungs]
+            if arch != BASELINE and m.matched and any(c != "–" for c in cells):
+                rows.append((f"{m.header}: {arch}", cells))
+    if not rows:
+        return None
+    note = ("A kind's mean minus its rung's dense model's, and the 95% interval of that "
+            "difference: at one seed from the two bootstrap intervals taken as independent "
+            "(two kinds scored on the same examples share the hard ones, a positive "
+            "correlation that would make the paired interval narrower), over several seeds "
+            "Welch's t interval, never narrower than the seeds' own intervals allow; above / "
+            "below where it excludes 0, same where it holds 0. Only the scores that give "
+            "every kind as many candidate units.")  # fmt: skip
+    return Table("Against dense", "score: kind", [_header(r) for r in rungs], rows, note)
+
+
+def _vs_dense_cell(r: Rung, arch: str, m: Metric) -> str:
+    ci, s, d = r.tables.vs_dense(arch, m.key), r.stat(arch, m.key), r.stat(BASELINE, m.key)
+    if ci is None or not s or not d:
+        return "–"
+    return f"{m.format_diff(s['mean'] - d['mean'], ci)}, {decide(ci, [0.0, 0.0])}"
 
 
 def task_edges(r: Rung, arch: str) -> dict[str, float]:
@@ -229,14 +260,17 @@ def _budget_table(rungs: Sequence[Rung], kinds: Sequence[str]) -> Table:
 
 
 def ladder_tables(rungs: Sequence[Rung]) -> list[Table]:
-    """The budget, the capability gap, one table per informative score, and the
-    micro-task circuits (their edges against dense's, and their own controls) where a
-    rung scored them."""
+    """The budget, the capability gap, one table per informative score, the micro-task
+    circuits (their edges against dense's, and their own controls) where a rung scored
+    them, and each kind's difference to dense where it has an interval."""
     kinds = _kinds(rungs)
-    scores = [_score_table(m, rungs, kinds) for m in informative_scores(rungs)]
+    informative = informative_scores(rungs)
+    scores = [_score_table(m, rungs, kinds) for m in informative]
     circuits = _circuit_table(rungs, kinds)
     if circuits is not None:
         scores += [circuits, *(_score_table(m, rungs, kinds) for m in CIRCUIT_SCORES)]
+    vs_dense = _vs_dense_table(informative, rungs, kinds)
+    scores += [vs_dense] if vs_dense is not None else []
     return [_budget_table(rungs, kinds), _capability_table(rungs, kinds), *scores]
 
 
@@ -334,6 +368,15 @@ def _json(rungs: Sequence[Rung], kinds: Sequence[str]) -> dict[str, Any]:
         r.name: {
             "corpus": dict(r.corpus),
             "kinds": {a: {k: r.stat(a, k) for k in keys} for a in kinds},
+            "vs_dense": {
+                a: {
+                    m.key: r.tables.vs_dense(a, m.key)
+                    for m in informative_scores(rungs)
+                    if m.matched
+                }
+                for a in kinds
+                if a != BASELINE
+            },  # fmt: skip
             "microcircuit_edges_to_dense": {
                 a: edges_ratio(task_edges(r, a), task_edges(r, BASELINE)) for a in kinds
             },

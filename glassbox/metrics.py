@@ -123,6 +123,12 @@ class Metric:
             cell += f" [{self.format_value(ci[0])}, {self.format_value(ci[1])}]"
         return cell
 
+    def format_diff(self, d: float, ci: Sequence[float]) -> str:
+        """A difference between two values of this metric and its interval, signed:
+        "+0.042 [0.016, 0.068]"."""
+        lo, hi = (self.format_value(x) for x in ci)
+        return f"{'+' if d >= 0 else ''}{self.format_value(d)} [{lo}, {hi}]"
+
     def format_value(self, x: float | None) -> str:
         """A cell of one number (a single run)."""
         if x is None:

@@ -35,7 +35,7 @@ from glassbox.metrics import (
     expand,
     in_section,
 )
-from glassbox.results import PostHocResult, RunResult, aggregate
+from glassbox.results import PostHocResult, RunResult, aggregate, difference
 from glassbox.table import (
     NOT_INFORMATIVE,
     Table,
@@ -176,8 +176,9 @@ class ReportTables:
     def decisions(self) -> Table | None:
         """What the 95% intervals decide, per architecture, for each headline score that
         has one: against 0 (nothing beyond the token), its untrained twin, its control
-        (random directions, a within-token shuffle) and dense: "above" when the
-        intervals are apart with this one higher, "below", or "same". None without
+        (random directions, a within-token shuffle): "above" when the intervals are
+        apart with this one higher, "below", or "same"; and dense: the same words by the
+        interval of the difference (vs_dense), which follows them. None without
         intervals."""
         ms = [m for m in self.metrics if m.headline and m.section == INTERPRETABILITY]
         ms = [m for m in ms if any((s.get(m.key) or {}).get("ci") for s in self.summary.values())]
@@ -190,22 +191,32 @@ class ReportTables:
             cells = []
             for m in ms:
                 ci = (s.get(m.key) or {}).get("ci")
-                dense = None if arch == BASELINE else (self._dense.get(m.key) or {}).get("ci")
                 cells.append(decide(ci, [0.0, 0.0]) or "–")
                 for b in m.baselines:  # measured on each run itself: seed by seed
                     base = m.baseline(b).key
                     paired = self.paired(arch, m.key, base)
                     cells.append(paired or decide(ci, (s.get(base) or {}).get("ci")) or "–")
-                cells.append(decide(ci, dense) or "–")
+                cells.append(self._vs_dense_cell(arch, m))
             rows.append((arch, cells))
         note = (
             "Each cell compares the 95% intervals (bootstrap over the held-out examples; "
             "the t interval over seeds where there are several, no narrower than the seeds' "
             "own): above / below when they are apart, same when they overlap. Against the "
             "twin and the control, which each run measures on itself, seed by seed: above "
-            "/ below when every seed's intervals are apart that way."
+            "/ below when every seed's intervals are apart that way. Against dense, the 95% "
+            "interval of the difference (in brackets; results.difference: from the two "
+            "intervals at one seed, Welch's t over seeds): above / below when it excludes 0."
         )
         return Table("What the intervals decide", "architecture", headers, rows, note)
+
+    def _vs_dense_cell(self, arch: str, m: Metric) -> str:
+        """ "above (+0.042 [0.016, 0.068])": the decision against dense, the difference
+        of the means and its interval; "–" for dense itself or without intervals."""
+        vs = None if arch == BASELINE else self.vs_dense(arch, m.key)
+        if vs is None:
+            return "–"
+        d = self.summary[arch][m.key]["mean"] - self._dense[m.key]["mean"]
+        return f"{decide(vs, [0.0, 0.0])} ({m.format_diff(d, vs)})"
 
     def capability_table(self) -> list[str]:
         return self.capability().markdown()
@@ -221,6 +232,17 @@ class ReportTables:
         runs; None where a run lacks either interval."""
         runs = [v for a, v in self._values if a == arch]
         return decide_paired([(v.get(f"{key}_ci"), v.get(f"{base_key}_ci")) for v in runs])
+
+    def vs_dense(self, arch: str, key: str) -> list[float] | None:
+        """The 95% interval of `arch`'s mean of `key` minus the dense baseline's, over
+        their seeds (glassbox.results.difference); None where a run lacks an interval."""
+        a = [v for x, v in self._values if x == arch]
+        b = [v for x, v in self._values if x == BASELINE]
+        ci = f"{key}_ci"
+        return difference(
+            [v.get(key) for v in a], [v.get(ci) for v in a],
+            [v.get(key) for v in b], [v.get(ci) for v in b],
+        )  # fmt: skip
 
     @cached_property
     def _values(self) -> list[tuple[str, dict[str, Any]]]:

@@ -8,6 +8,7 @@ Its numbers are one flat mapping from dotted keys (`val_loss`, `interp.coverage`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -172,9 +173,27 @@ class Scored(Protocol):
     def values(self) -> dict[str, Any]: ...
 
 
-# two-sided 97.5% quantiles of Student's t, by degrees of freedom (beyond: the normal's)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228}  # fmt: skip
+@functools.lru_cache(maxsize=256)
+def t975(df: float) -> float:
+    """Student's t 97.5% quantile (the two-sided 95% interval's multiplier) at `df`
+    degrees of freedom, whole or not (Welch's are not; below 1 they count as 1): the x
+    at which the density's integral from 0 reaches 0.475, by Simpson's rule and
+    bisection, to about 1e-6 (12.7062 at 1, 4.3027 at 2, 2.7764 at 4, 2.2281 at 10)."""
+    df = max(float(df), 1.0)
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def half_mass(x: float, steps: int = 400) -> float:  # integral of the density over [0, x]
+        h = x / steps
+        f = [
+            math.exp(log_c - (df + 1) / 2 * math.log1p((i * h) ** 2 / df)) for i in range(steps + 1)
+        ]
+        return h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    lo, hi = 1.9, 13.0  # the quantile at 1 df is 12.706, at infinitely many 1.960
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if half_mass(mid) < 0.475 else (lo, mid)
+    return (lo + hi) / 2
 
 
 def stat(values: Iterable[Any], intervals: Iterable[Any] = ()) -> Stat | None:
@@ -199,11 +218,64 @@ def stat(values: Iterable[Any], intervals: Iterable[Any] = ()) -> Stat | None:
     if len(vals) == 1 and len(cis) == 1:
         out["ci"] = [float(cis[0][0]), float(cis[0][1])]
     elif len(vals) > 1 and cis:
-        between = _T975.get(len(vals) - 1, 1.96) * out["std"] / len(vals) ** 0.5
-        within = math.sqrt(sum(((hi - lo) / 2) ** 2 for lo, hi in cis)) / len(cis)
+        between = t975(len(vals) - 1) * out["std"] / len(vals) ** 0.5
+        within = _sampling_error(cis)
         half = max(between, within)
         out["ci"] = [out["mean"] - half, out["mean"] + half]
     return out
+
+
+def difference(
+    a_values: Sequence[Any], a_intervals: Sequence[Any],
+    b_values: Sequence[Any], b_intervals: Sequence[Any],
+) -> list[float] | None:  # fmt: skip
+    """The 95% interval of mean(a) - mean(b): two kinds' values of one score over their
+    seeds, each with its run's 95% interval; None where a run lacks either.
+
+    Kinds are told apart by this interval (above where it lies above 0), not by whether
+    their two intervals overlap: two 95% intervals can overlap while the difference is
+    well away from 0 (for equal widths, non-overlap is a test at about 99.4%).
+
+    - One seed on either side: the MOVER interval (Zou & Donner 2008) from the two
+      intervals, lo = d - sqrt((a - a_lo)^2 + (b_hi - b)^2), hi = d + sqrt((a_hi - a)^2
+      + (b - b_lo)^2), which treats the two estimates as independent. Two kinds at one
+      seed are scored on the same examples, where a hard example is hard for both: the
+      positive covariance this ignores makes the interval wider, never narrower.
+    - Several on both: Welch's t interval of the difference of the means (degrees of
+      freedom by Welch-Satterthwaite), never narrower than the seeds' own
+      intervals allow (as `stat`: each mean carries at least sqrt(sum of its seeds'
+      squared half-widths) / n of sampling error)."""
+    a = [(float(v), c) for v, c in zip(a_values, a_intervals, strict=True) if is_defined(v)]
+    b = [(float(v), c) for v, c in zip(b_values, b_intervals, strict=True) if is_defined(v)]
+    if not a or not b or not all(_is_interval(c) for _, c in a + b):
+        return None
+    if len(a) == 1 or len(b) == 1:
+        sa = stat([v for v, _ in a], [c for _, c in a])
+        sb = stat([v for v, _ in b], [c for _, c in b])
+        (ma, (la, ua)), (mb, (lb, ub)) = (sa["mean"], sa["ci"]), (sb["mean"], sb["ci"])
+        d = ma - mb
+        down = math.hypot(max(ma - la, 0.0), max(ub - mb, 0.0))
+        up = math.hypot(max(ua - ma, 0.0), max(mb - lb, 0.0))
+        return [d - down, d + up]
+    va, vb = (statistics.variance([v for v, _ in x]) / len(x) for x in (a, b))
+    d = statistics.fmean(v for v, _ in a) - statistics.fmean(v for v, _ in b)
+    between = 0.0
+    if va + vb > 0:
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+        between = t975(df) * math.sqrt(va + vb)
+    within = math.hypot(*(_sampling_error([c for _, c in x]) for x in (a, b)))
+    half = max(between, within)
+    return [d - half, d + half]
+
+
+def _sampling_error(cis: Sequence[Sequence[float]]) -> float:
+    """The half-width the mean of independent estimates with these 95% intervals
+    carries at least: sqrt(sum of their squared half-widths) / their count."""
+    return math.sqrt(sum(((hi - lo) / 2) ** 2 for lo, hi in cis)) / len(cis)
+
+
+def _is_interval(c: Any) -> bool:
+    return isinstance(c, list | tuple) and len(c) == 2
 
 
 def aggregate(

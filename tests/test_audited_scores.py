@@ -280,8 +280,8 @@ def test_the_report_decides_by_intervals(tmp_path):
     assert table.headers == ["pooled lift vs 0", "vs init", "vs random", "vs dense"]
     rows = dict(table.rows)
     assert rows["dense"] == ["above", "above", "above", "–"]
-    assert rows["moe"] == ["above", "above", "same", "same"]
-    assert rows["transcoder"] == ["above", "above", "above", "above"]
+    assert rows["moe"] == ["above", "above", "same", "same (+0.010 [-0.018, 0.038])"]
+    assert rows["transcoder"] == ["above", "above", "above", "above (+0.100 [0.064, 0.136])"]
     # a single seed's cell is its value and its interval, without "±"
     text = report.write().read_text()
     assert "0.200 [0.170, 0.230]" in text and "0.200 ±" not in text
@@ -294,8 +294,8 @@ def test_intervals_over_seeds_are_t_intervals_of_the_mean():
     one = stat([0.5], [[0.4, 0.6]])
     assert one["ci"] == [0.4, 0.6]  # one seed: its bootstrap interval
     two = stat([0.4, 0.6], [[0.3, 0.5], [0.5, 0.7]])
-    half = 12.706 * two["std"] / math.sqrt(2)  # t(0.975, 1 df) x the standard error
-    assert two["ci"] == pytest.approx([0.5 - half, 0.5 + half])
+    half = 12.7062 * two["std"] / math.sqrt(2)  # t(0.975, 1 df) x the standard error
+    assert two["ci"] == pytest.approx([0.5 - half, 0.5 + half], rel=1e-5)
     assert "ci" not in stat([0.4, 0.6])  # no interval where the runs carry none
 
 
@@ -309,8 +309,67 @@ def test_seeds_that_agree_do_not_make_the_interval_narrower_than_their_own():
     assert two["ci"] == pytest.approx([0.501 - 0.1 / math.sqrt(2), 0.501 + 0.1 / math.sqrt(2)])
     # and where the seeds disagree beyond their own intervals, t's spread decides
     apart = stat([0.2, 0.8], [[0.19, 0.21], [0.79, 0.81]])
-    half = 12.706 * apart["std"] / math.sqrt(2)
-    assert apart["ci"] == pytest.approx([0.5 - half, 0.5 + half])
+    half = 12.7062 * apart["std"] / math.sqrt(2)
+    assert apart["ci"] == pytest.approx([0.5 - half, 0.5 + half], rel=1e-5)
+
+
+def test_t_quantiles_at_whole_and_welch_degrees_of_freedom():
+    """Student's t 97.5% quantiles as tables print them; between two whole degrees of
+    freedom the quantile lies between theirs; far out it is the normal's 1.960."""
+    from glassbox.results import t975
+
+    table = {1: 12.7062, 2: 4.30265, 3: 3.18245, 4: 2.77645, 10: 2.22814, 30: 2.04227}
+    assert {df: round(t975(df), 5) for df in table} == pytest.approx(table, abs=1e-4)
+    assert t975(2) < t975(1.5) < t975(1)
+    assert t975(10_000) == pytest.approx(1.95996, abs=1e-3)
+
+
+def test_the_difference_of_two_kinds_has_its_own_interval():
+    """Known answers of results.difference. One seed each (MOVER from the two
+    intervals): 0.50 [0.45, 0.55] against 0.42 [0.37, 0.47] overlap, yet the difference
+    0.08 is known to +-hypot(0.05, 0.05) = +-0.0707: [0.0093, 0.1507], above 0; 0.04
+    higher is not ([-0.0307, 0.1107]); an asymmetric interval gives an asymmetric one.
+    Several seeds: Welch's t interval (equal spreads, 3 + 3 seeds: 4 degrees of
+    freedom), never narrower than the seeds' own intervals; a run without an interval
+    gives none."""
+    from glassbox.results import difference
+
+    lo, hi = difference([0.50], [[0.45, 0.55]], [0.42], [[0.37, 0.47]])
+    assert decide([0.45, 0.55], [0.37, 0.47]) == "same"  # the intervals overlap
+    assert (lo, hi) == pytest.approx((0.08 - 0.05 * math.sqrt(2), 0.08 + 0.05 * math.sqrt(2)))
+    assert decide([lo, hi], [0.0, 0.0]) == "above"
+    near = difference([0.50], [[0.45, 0.55]], [0.46], [[0.41, 0.51]])
+    assert decide(near, [0.0, 0.0]) == "same"
+    skew = difference([0.5], [[0.40, 0.55]], [0.3], [[0.28, 0.40]])
+    assert skew == pytest.approx([0.2 - math.hypot(0.10, 0.10), 0.2 + math.hypot(0.05, 0.02)])
+
+    a, cis = [0.48, 0.50, 0.52], [[v - 0.01, v + 0.01] for v in (0.48, 0.50, 0.52)]
+    b = [v - 0.08 for v in a]
+    half = 2.77645 * math.sqrt(2 * 0.0004 / 3)  # t(0.975, 4 df) x the standard error
+    bcis = [[v - 0.01, v + 0.01] for v in b]
+    assert difference(a, cis, b, bcis) == pytest.approx([0.08 - half, 0.08 + half], rel=1e-5)
+    one_spread = difference([0.5] * 3, [[0.49, 0.51]] * 3, b, bcis)  # va = 0: 2 df
+    assert one_spread == pytest.approx(
+        [0.08 - 4.30265 * 0.02 / math.sqrt(3), 0.08 + 4.30265 * 0.02 / math.sqrt(3)], rel=1e-5
+    )
+    # seeds that agree exactly: each mean still carries +-0.1 / sqrt(2) from its examples
+    agree = difference([0.5, 0.5], [[0.4, 0.6]] * 2, [0.3, 0.3], [[0.2, 0.4]] * 2)
+    assert agree == pytest.approx([0.1, 0.3])
+    assert difference([0.5], [None], [0.3], [[0.2, 0.4]]) is None
+
+
+def test_the_report_tells_kinds_from_dense_by_the_difference(tmp_path):
+    """The report's "vs dense" decision reads the interval of the difference and shows
+    it: overlapping intervals whose difference excludes 0 are "above"."""
+    runs = (
+        _audited_run("dense", (0.42, 0.37, 0.47), (-0.10, -0.12, -0.08), (0.0, -0.02, 0.02)),
+        _audited_run("moe", (0.46, 0.41, 0.51), (-0.10, -0.12, -0.08), (0.0, -0.02, 0.02)),
+        _audited_run("transcoder", (0.50, 0.45, 0.55), (0.0, -0.02, 0.02), (0.0, -0.02, 0.02)),
+    )
+    rows = dict(Report(out_dir=tmp_path, seeds=(0,), config={}, runs=runs).decisions().rows)
+    assert rows["transcoder"][-1] == "above (+0.080 [0.009, 0.151])"
+    assert rows["moe"][-1] == "same (+0.040 [-0.031, 0.111])"
+    assert rows["dense"][-1] == "–"
 
 
 def test_twins_are_compared_seed_by_seed(tmp_path):

@@ -159,7 +159,7 @@ def test_summary_reads_the_rungs_reports(tmp_path):
         "| moe | 0.010 [-0.010, 0.030] (twin 0.000), below dense † "
         "| 0.200 [0.150, 0.250] (twin 0.000), above dense |" in md
     )
-    assert "above / below dense: the 95% intervals apart" in md
+    assert "above / below dense: the 95% interval of the difference" in md
     assert "| moe | 2.200 (+10.0%) | 2.200 (+10.0%) |" in md  # val loss and its gap to dense
     assert "| S | 1,000 | 1,000 / 2,000 | 1,000 / 2,000 |" in md
     data = json.loads((tmp_path / "ladder.json").read_text())
@@ -202,6 +202,32 @@ def test_kinds_are_told_apart_only_on_scores_read_at_equal_chances(tmp_path):
     md = summary((runs[0], run("weight_sparse", (0.36, 0.35, 0.37), (0.34, 0.33, 0.35))))
     assert "| weight_sparse | 0.340 [0.330, 0.350] (twin 0.100), above dense |" in md
     assert md.count(", above dense") == 1
+
+
+def test_kinds_are_told_from_dense_by_the_interval_of_the_difference(tmp_path):
+    """Three seeds a kind, each known to +-0.01 from its examples: dense at 0.08, 0.10,
+    0.12; the transcoder 0.08 higher at every seed. The t interval of each mean (2
+    degrees of freedom, 4.303 x 0.02 / sqrt(3) = +-0.0497) overlaps the other's, yet
+    Welch's interval of the difference (4 degrees of freedom, 2.7764 x sqrt(2 x 0.0004
+    / 3) = +-0.0453) is [0.035, 0.125]: above dense, and the ladder says so. The moe,
+    0.04 higher, is not told apart ([-0.005, 0.085]) and is not marked."""
+
+    def runs(arch, shift):
+        return [_run(arch, s, 2.0, (v + shift, v + shift - 0.01, v + shift + 0.01),
+                     (0.0, -0.01, 0.01), 1000) for s, v in enumerate((0.08, 0.10, 0.12))]  # fmt: skip
+
+    rows = runs("dense", 0.0) + runs("moe", 0.04) + runs("transcoder", 0.08)
+    Report(out_dir=tmp_path / "S", seeds=(0, 1, 2), config={}, runs=tuple(rows)).write()
+    rung = read_rung("S", tmp_path / "S" / "report.json", {"python": "3.12"})
+    dense_ci = rung.stat("dense", "interp.lift_pooled")["ci"]
+    assert rung.stat("transcoder", "interp.lift_pooled")["ci"][0] < dense_ci[1]  # overlap
+    md = write_ladder_summary(tmp_path, [rung]).read_text()
+    assert "| transcoder | 0.180 ± 0.020 [0.130, 0.230] (twin 0.000), above dense |" in md
+    assert "| moe | 0.140 ± 0.020 [0.090, 0.190] (twin 0.000) |" in md
+    assert "| pooled lift: transcoder | +0.080 [0.035, 0.125], above |" in md
+    assert "| pooled lift: moe | +0.040 [-0.005, 0.085], same |" in md
+    data = json.loads((tmp_path / "ladder.json").read_text())["S"]["vs_dense"]
+    assert data["transcoder"]["interp.lift_pooled"] == pytest.approx([0.034661, 0.125339], abs=1e-6)
 
 
 def test_edges_ratio_is_the_geometric_mean_over_shared_tasks():
