@@ -239,12 +239,13 @@ def difference(
     - One seed on either side: the MOVER interval (Zou & Donner 2008) from the two
       intervals, lo = d - sqrt((a - a_lo)^2 + (b_hi - b)^2), hi = d + sqrt((a_hi - a)^2
       + (b - b_lo)^2), which treats the two estimates as independent. Two kinds at one
-      seed are scored on the same examples, where a hard example is hard for both: the
-      positive covariance this ignores makes the interval wider, never narrower.
+      seed are scored on the same examples; where a hard example is hard for both, their
+      covariance is positive and leaving it out makes this interval wider than the
+      paired one.
     - Several on both: Welch's t interval of the difference of the means (degrees of
-      freedom by Welch-Satterthwaite), never narrower than the seeds' own
-      intervals allow (as `stat`: each mean carries at least sqrt(sum of its seeds'
-      squared half-widths) / n of sampling error)."""
+      freedom by Welch-Satterthwaite), never narrower than the seeds' own intervals
+      allow (as `stat`: each mean carries at least sqrt(sum of its seeds' squared
+      half-widths) / n of sampling error)."""
     a = [(float(v), c) for v, c in zip(a_values, a_intervals, strict=True) if is_defined(v)]
     b = [(float(v), c) for v, c in zip(b_values, b_intervals, strict=True) if is_defined(v)]
     if not a or not b or not all(_is_interval(c) for _, c in a + b):
