@@ -176,10 +176,8 @@ def _vs_dense_table(
 
 
 def _vs_dense_cell(r: Rung, arch: str, m: Metric) -> str:
-    ci, s, d = r.tables.vs_dense(arch, m.key), r.stat(arch, m.key), r.stat(BASELINE, m.key)
-    if ci is None or not s or not d:
-        return "–"
-    return f"{m.format_diff(s['mean'] - d['mean'], ci)}, {decide(ci, [0.0, 0.0])}"
+    said = r.tables.vs_dense_said(arch, m)
+    return f"{said[1]}, {said[0]}" if said else "–"
 
 
 def task_edges(r: Rung, arch: str) -> dict[str, float]:
@@ -362,18 +360,15 @@ def write_ladder_summary(out_dir: Path, rungs: Sequence[Rung]) -> Path:
 def _json(rungs: Sequence[Rung], kinds: Sequence[str]) -> dict[str, Any]:
     """ladder.json: per rung, its corpus and per kind every score the tables show."""
     keys = ["params.active", "params.total", "train.tokens", VAL_LOSS.key]
-    keys += [k for m in informative_scores(rungs) for k in (m.key, m.baseline("init").key)]
+    informative = informative_scores(rungs)
+    keys += [k for m in informative for k in (m.key, m.baseline("init").key)]
     keys += [m.key for m in CIRCUIT_SCORES]
     return {
         r.name: {
             "corpus": dict(r.corpus),
             "kinds": {a: {k: r.stat(a, k) for k in keys} for a in kinds},
             "vs_dense": {
-                a: {
-                    m.key: r.tables.vs_dense(a, m.key)
-                    for m in informative_scores(rungs)
-                    if m.matched
-                }
+                a: {m.key: r.tables.vs_dense(a, m.key) for m in informative if m.matched}
                 for a in kinds
                 if a != BASELINE
             },  # fmt: skip

@@ -210,13 +210,19 @@ class ReportTables:
         return Table("What the intervals decide", "architecture", headers, rows, note)
 
     def _vs_dense_cell(self, arch: str, m: Metric) -> str:
-        """ "above (+0.042 [0.016, 0.068])": the decision against dense, the difference
-        of the means and its interval; "–" for dense itself or without intervals."""
-        vs = None if arch == BASELINE else self.vs_dense(arch, m.key)
-        if vs is None:
-            return "–"
+        """ "above (+0.042 [0.016, 0.068])"; "–" for dense itself or without intervals."""
+        said = self.vs_dense_said(arch, m)
+        return f"{said[0]} ({said[1]})" if said else "–"
+
+    def vs_dense_said(self, arch: str, m: Metric) -> tuple[str, str] | None:
+        """What `arch` against dense on `m` decides ("above", "below", "same") and the
+        difference of the means with its interval ("+0.042 [0.016, 0.068]"); None for
+        dense itself or where a run lacks an interval."""
+        ci = None if arch == BASELINE else self.vs_dense(arch, m.key)
+        if ci is None:
+            return None
         d = self.summary[arch][m.key]["mean"] - self._dense[m.key]["mean"]
-        return f"{decide(vs, [0.0, 0.0])} ({m.format_diff(d, vs)})"
+        return decide(ci, [0.0, 0.0]), m.format_diff(d, ci)
 
     def capability_table(self) -> list[str]:
         return self.capability().markdown()

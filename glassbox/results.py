@@ -214,7 +214,7 @@ def stat(values: Iterable[Any], intervals: Iterable[Any] = ()) -> Stat | None:
         std=statistics.stdev(vals) if len(vals) > 1 else 0.0,
         n=len(vals),
     )
-    cis = [c for c in intervals if isinstance(c, list | tuple) and len(c) == 2]
+    cis = [c for c in intervals if _is_interval(c)]
     if len(vals) == 1 and len(cis) == 1:
         out["ci"] = [float(cis[0][0]), float(cis[0][1])]
     elif len(vals) > 1 and cis:
