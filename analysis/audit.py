@@ -28,6 +28,10 @@ averaged over layers replicate by replicate):
     baselines.token.interp.coverage_heldout (+ _ci)
     interp.skill_entropy_given_token    bits/token: the most any grouping can add
 
+The scores kinds are told apart on (lift_pooled, coverage_matched, info_beyond_token
+and _routed) keep their replicates as <key>_boot (analysis.intervals.boot), so two
+models' difference has its paired interval.
+
 The controls are repeated as baselines.random.interp.{lift_pooled, coverage_matched}
 and baselines.shuffled.interp.info_beyond_token[_routed], beside the untrained
 twin's baselines.init.* and the token's baselines.token.*.
@@ -43,6 +47,7 @@ import torch
 from torch import Tensor
 
 from glassbox.analysis.activations import Collected, collect_activations
+from glassbox.analysis.batches import Sample, suite_batches
 from glassbox.analysis.beyond_token import info_with_control
 from glassbox.analysis.coverage import ground_truth_labels
 from glassbox.analysis.heldout import (
@@ -55,12 +60,13 @@ from glassbox.analysis.heldout import (
     score_random_control,
     score_units,
 )
-from glassbox.analysis.intervals import interval
+from glassbox.analysis.intervals import boot, draws_id, interval
 from glassbox.analysis.jsonable import mean_defined
 from glassbox.analysis.routing_metrics import kmeans_centres, nearest_centre
 from glassbox.training.data import SuiteData
 
 N_GROUPS = 32  # k-means clusters of every kind's units (the shipped MoE's expert count)
+BOOT_KEYS = ("lift_pooled", "coverage_matched")  # coverage scores whose replicates are kept
 
 
 @dataclass
@@ -102,15 +108,26 @@ def _splits(fit: Collected, score: Collected, suite: SuiteData) -> tuple[Split, 
     return sides[0], sides[1], names
 
 
-def _summarise(prefix: str, scored: list, keys: tuple[str, ...]) -> dict[str, Any]:
+def _draws(weights: Tensor, score: Readings) -> str:
+    """The id of bootstrap draws over the score split's examples (intervals.draws_id)."""
+    return draws_id(weights, score.col.token_ids, score.col.where[:, 0])
+
+
+def _summarise(
+    prefix: str, scored: list, keys: tuple[str, ...], draws: str | None = None
+) -> dict[str, Any]:
     """Means over layers of `keys` from Scored-like (values, replicates) pairs, with
-    intervals of the replicate-wise means."""
+    intervals of the replicate-wise means; with `draws`, those of BOOT_KEYS kept as
+    <key>_boot."""
     out: dict[str, Any] = {}
     for k in keys:
         out[f"{prefix}{k}"] = mean_defined([v[k] for v, _ in scored])
         reps = [r[k] for _, r in scored if k in r]
         if reps:
-            out[f"{prefix}{k}_ci"] = interval(torch.stack(reps).mean(0))
+            mean = torch.stack(reps).mean(0)
+            out[f"{prefix}{k}_ci"] = interval(mean)
+            if draws is not None and k in BOOT_KEYS:
+                out[f"{prefix}{k}_boot"] = boot(mean, draws)
     return out
 
 
@@ -131,7 +148,7 @@ def coverage_section(
                 rand.append((r.values, r.replicates))
         details[str(i)] = layer
     keys = ("lift_pooled", "lift_pooled_all", "coverage_heldout", "coverage_matched")
-    out = _summarise("interp.", head, keys)
+    out = _summarise("interp.", head, keys, _draws(p.weights, score))
     out["interp.coverage_insample"] = mean_defined([v["coverage_insample"] for v, _ in head])
     out.update(_summarise("interp.random_control.", rand, ("lift_pooled", "coverage_matched")))
     return out, details
@@ -183,18 +200,21 @@ def specialisation_section(
                     routed.append((vs, rs))
             layer["routed"] = slots
         details[str(i)] = layer
-    out = _info_summary(f"{prefix}info_beyond_token", clusters)
+    draws = _draws(labels.weights, score)
+    out = _info_summary(f"{prefix}info_beyond_token", clusters, draws)
     if routed:
-        out.update(_info_summary(f"{prefix}info_beyond_token_routed", routed))
+        out.update(_info_summary(f"{prefix}info_beyond_token_routed", routed, draws))
     out[f"{prefix}{label}_entropy_given_token"] = mean_defined(
         [v["entropy_given_token_bits"] for v, _ in clusters]
     )
     return out, details
 
 
-def _info_summary(key: str, per_layer: list) -> dict[str, Any]:
+def _info_summary(key: str, per_layer: list, draws: str) -> dict[str, Any]:
     out = {key: mean_defined([v["info_bits"] for v, _ in per_layer])}
-    out[f"{key}_ci"] = interval(torch.stack([r["info"] for _, r in per_layer]).mean(0))
+    mean = torch.stack([r["info"] for _, r in per_layer]).mean(0)
+    out[f"{key}_ci"] = interval(mean)
+    out[f"{key}_boot"] = boot(mean, draws)
     out[f"{key}_shuffled"] = mean_defined([v["shuffled"]["info_bits"] for v, _ in per_layer])
     out[f"{key}_shuffled_ci"] = interval(torch.stack([r["shuffled"] for _, r in per_layer]).mean(0))
     # the shuffle is the score's control: also under baselines.shuffled.<key>, its column
@@ -212,6 +232,17 @@ def _as_baselines(summary: dict[str, Any]) -> dict[str, Any]:
         for k in ("lift_pooled", "coverage_matched")
         for tail in ("", "_ci")
     }
+
+
+def audit_samples(
+    suite: SuiteData, n_examples: int, seed: int = 0, device=None
+) -> tuple[Sample, Sample]:
+    """The two splits every analysis scores on: n_examples rows of val (the fit side,
+    drawn with `seed`) and of test (the score side, `seed` + 1)."""
+    return (
+        suite_batches(suite, "val", n_examples, seed=seed, device=device),
+        suite_batches(suite, "test", n_examples, seed=seed + 1, device=device),
+    )
 
 
 @torch.no_grad()
@@ -259,4 +290,12 @@ def audited_scores(
     return report
 
 
-__all__ = ["N_GROUPS", "Readings", "audited_scores", "coverage_section", "read_units"]
+__all__ = [
+    "BOOT_KEYS",
+    "N_GROUPS",
+    "Readings",
+    "audit_samples",
+    "audited_scores",
+    "coverage_section",
+    "read_units",
+]

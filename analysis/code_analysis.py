@@ -41,8 +41,8 @@ from typing import Any
 from datasets import DatasetDict
 
 from glassbox.analysis.activations import prefetch
-from glassbox.analysis.audit import audited_scores
-from glassbox.analysis.interp import coverage_scores, reading_hooks, suite_batches
+from glassbox.analysis.audit import audit_samples, audited_scores
+from glassbox.analysis.interp import coverage_scores, reading_hooks
 from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.microcircuits import microcircuit_report
 from glassbox.analysis.resume import part
@@ -114,8 +114,7 @@ def code_report(
     summary = report["summary"]
 
     def features() -> dict[str, Any]:
-        val = suite_batches(suite, "val", n_examples, seed=seed, device=model.device)
-        test = suite_batches(suite, "test", n_examples, seed=seed + 1, device=model.device)
+        val, test = audit_samples(suite, n_examples, seed, model.device)
         prefetch(model, val, reading_hooks(model))
         return {"coverage": coverage_scores(model, val, suite),
                 "audit": audited_scores(model, suite, val, test, seed=seed)}  # fmt: skip

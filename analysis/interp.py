@@ -29,7 +29,7 @@ from typing import Any
 from torch import Tensor
 
 from glassbox.analysis.activations import collect_activations, prefetch
-from glassbox.analysis.audit import audited_scores
+from glassbox.analysis.audit import audit_samples, audited_scores
 from glassbox.analysis.baselines import (
     feature_split,
     split_coverage,
@@ -187,8 +187,7 @@ def interp_report(
     (analysis.graphs.scores: interp.graph_*), with `graphs`.
     """
     device = model.device
-    val = suite_batches(suite, "val", n_examples, seed=seed, device=device)
-    test = suite_batches(suite, "test", n_examples, seed=seed + 1, device=device)
+    val, test = audit_samples(suite, n_examples, seed, device)
     # one activation pass per sample for every hook the sections read (analysis.activations)
     prefetch(model, val, reading_hooks(model))
     cov = coverage_scores(model, val, suite)
@@ -295,7 +294,7 @@ def format_scores(summary: Mapping[str, Any]) -> list[str]:
     )
     lines = [head]
     for k, v in sorted(summary.items()):
-        if not k.startswith("interp.") or k.count(".") > 1 or k.endswith("_ci"):
+        if not k.startswith("interp.") or k.count(".") > 1 or k.endswith(("_ci", "_boot")):
             continue
         init, tok = summary.get(f"baselines.init.{k}"), summary.get(f"baselines.token.{k}")
         row = [v, init, tok, lift(v, init), lift(v, tok)]

@@ -14,11 +14,22 @@ paired and a difference between two scores has its own interval.
 Decisions ("above the token", "not informative", "beats dense") compare intervals:
 `decide(a_ci, b_ci)` is "above" when a's interval lies wholly above b's, "below" when
 wholly below, and "same" when they overlap.
+
+Two runs scored on the same examples with the same seed draw the same replicates too.
+A headline score keeps its replicates (`boot`: the values, and `draws_id` naming the
+draws and the examples they resample), so a difference between two models has the
+paired interval (`paired_interval`: the percentile interval of the replicate-wise
+differences), which keeps the covariance two models have over shared hard examples.
+
+    a = boot(reps_a, draws_id(w, tokens, example))   # saved with model a's scores
+    paired_interval(a, b)                            # [lo, hi] of a - b, or None
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,6 +67,39 @@ def ratio_replicates(num: Tensor, den: Tensor, weights: Tensor) -> Tensor:
     return torch.where(d != 0, n / torch.where(d != 0, d, 1.0), torch.nan)
 
 
+def draws_id(weights: Tensor, *examples: Tensor) -> str:
+    """16 hex digits naming bootstrap draws over examples: the draws (B, S) and what
+    identifies the examples (their tokens, each token's example). Two scores with the
+    same id were resampled alike over the same examples: their replicates pair."""
+    h = hashlib.sha256()
+    for t in (weights, *examples):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def boot(replicates: Tensor, draws: str) -> dict[str, Any]:
+    """A score's replicates as saved beside it: {"draws": draws_id, "replicates": B
+    values to 7 significant digits, None where undefined}."""
+    r = replicates.double().flatten().tolist()
+    return {"draws": draws, "replicates": [float(f"{x:.7g}") if x == x else None for x in r]}
+
+
+def paired_interval(a: Any, b: Any, level: float = LEVEL) -> list[float] | None:
+    """The percentile interval of a - b over paired replicates (two `boot` dicts);
+    None unless both are saved replicates of the same draws."""
+    if not (isinstance(a, Mapping) and isinstance(b, Mapping)) or a.get("draws") != b.get("draws"):
+        return None
+    ra, rb = a.get("replicates"), b.get("replicates")
+    if not ra or not rb or len(ra) != len(rb):
+        return None
+    nan = float("nan")
+    d = torch.tensor([nan if x is None else x for x in ra], dtype=torch.float64)
+    d -= torch.tensor([nan if x is None else x for x in rb], dtype=torch.float64)
+    return interval(d, level)
+
+
 def decide(a: Sequence[float] | None, b: Sequence[float] | None) -> str | None:
     """ "above" if interval a lies wholly above interval b, "below" if wholly below,
     "same" if they overlap; None if either is missing. A point is an interval of
@@ -69,4 +113,14 @@ def decide(a: Sequence[float] | None, b: Sequence[float] | None) -> str | None:
     return "same"
 
 
-__all__ = ["LEVEL", "N_BOOT", "bootstrap_weights", "decide", "interval", "ratio_replicates"]
+__all__ = [
+    "LEVEL",
+    "N_BOOT",
+    "boot",
+    "bootstrap_weights",
+    "decide",
+    "draws_id",
+    "interval",
+    "paired_interval",
+    "ratio_replicates",
+]

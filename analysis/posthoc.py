@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from glassbox.analysis.audit import audited_scores
+from glassbox.analysis.audit import audit_samples, audited_scores
 from glassbox.analysis.feature_cost import measure_feature_cost
 from glassbox.analysis.graphs.scores import graph_scores
 from glassbox.analysis.interp import coverage_scores, suite_batches
@@ -90,7 +90,7 @@ def posthoc_route(
     layers = list(range(model.cfg.n_layers))
     tc_cfg = TranscoderConfig(d_latent=d_latent, k=k, activation="topk")
     fit_batches = suite_batches(suite, "train", FIT_EXAMPLES, batch_size=batch_size, seed=seed)
-    val = suite_batches(suite, "val", n_examples, seed=seed)
+    val, test = audit_samples(suite, n_examples, seed)
     cost = None
     t0 = time.perf_counter()
     if transcoder_model is not None:
@@ -107,7 +107,6 @@ def posthoc_route(
     fid = splice_fidelity(model, spliced, val)
     cov = coverage_scores(spliced, val, suite)
     # the audited coverage too: chosen on val, scored on test, like every run's
-    test = suite_batches(suite, "test", n_examples, seed=seed + 1)
     audit = audited_scores(spliced, suite, val, test, seed=seed)["summary"]
     graphs = graph_scores(model, suite, seed=seed, replacements=transcoders)["summary"]
     scores = {

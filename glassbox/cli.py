@@ -149,9 +149,12 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _cmd_compare(args) -> int:
-    from glassbox.compare import compare, load_compare_config
+    from glassbox.compare import add_replicates_to_runs, compare, load_compare_config
 
-    report = compare(load_compare_config(args.config, args.overrides))
+    cc = load_compare_config(args.config, args.overrides)
+    if args.replicates:  # runs scored before their replicates were kept: those added first
+        add_replicates_to_runs(cc)
+    report = compare(cc)
     print(report.markdown_summary())
     print(f"wrote {report.path}, {report.path.with_suffix('.html')} and report.json")
     return 0
@@ -452,6 +455,12 @@ def _add_compare(sub) -> None:
         "overrides",
         nargs="*",
         help="key=value: compare keys (seeds=[0]) or run keys (trainer.max_steps=300)",
+    )
+    c.add_argument(
+        "--replicates",
+        action="store_true",
+        help="first add to runs scored before they were kept their scores' bootstrap "
+        "replicates (the audited scores computed again, checked against the saved ones)",
     )
     c.set_defaults(fn=_cmd_compare)
 

@@ -61,6 +61,7 @@ from glassbox.training.config import ExperimentConfig, load_config
 
 __all__ = [
     "CheckpointRun",
+    "add_replicates_to_runs",
     "CompareConfig",
     "PostHocConfig",
     "Run",
@@ -126,6 +127,18 @@ def checkpoint_runs(cc: CompareConfig, out: Path) -> dict[str, CheckpointRun]:
             )  # fmt: skip
         runs[arch] = run
     return runs
+
+
+def add_replicates_to_runs(cc: CompareConfig) -> None:
+    """The compare's scored runs with their headline scores' bootstrap replicates where
+    they were scored before those were kept (glassbox.scoring.add_replicates), so that
+    a kind's difference to dense at one seed is paired; a line per run. A run without
+    saved scores is a GlassboxError naming it."""
+    from glassbox.scoring import add_replicates
+
+    for run in plan_runs(cc, Path(cc.out_dir)):
+        added = add_replicates(run, cc)
+        print(f"replicates: {run.name}: {', '.join(added) if added else 'nothing to add'}")
 
 
 def plan_runs(cc: CompareConfig, out: Path) -> list[Run]:

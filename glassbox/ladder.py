@@ -26,6 +26,9 @@ without. It schedules; compare and the analysis do the science.
                               (a line per kind: rung, kind, steps, its seconds, tokens a step)
     glassbox ladder --publish docs/results/ladder   each scored rung's report copied there
                               (to be committed), the summary rebuilt from every rung there
+    glassbox ladder --rungs M,L --replicates   runs scored before the headline scores kept
+                              their bootstrap replicates get them (scoring.add_replicates:
+                              minutes a run), then the rungs' reports and the summary
 """
 
 from __future__ import annotations
@@ -332,6 +335,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--train-only", action="store_true", help="train the rungs' runs, score nothing")  # fmt: skip
     what.add_argument("--summary", action="store_true", help="rewrite ladder.md/.json/.png from the rungs' reports")  # fmt: skip
     what.add_argument("--publish", default=None, metavar="DEST", help="copy each scored rung's report into DEST/<rung>/ and rebuild the summary there")  # fmt: skip
+    what.add_argument("--replicates", action="store_true", help="add the bootstrap replicates to runs scored before they were kept, then report")  # fmt: skip
     what.add_argument("--fit", type=float, default=None, metavar="SECONDS", help="print the steps every kind can take in SECONDS of training")  # fmt: skip
     p.add_argument("--arch", default=None, help="--train-only: these architectures (dense,moe)")
     p.add_argument("--snapshot", default=None, metavar="FILE", help="--prepare: also write the rung's corpus snapshot to FILE (data.code.snapshot elsewhere)")  # fmt: skip
@@ -376,6 +380,10 @@ def main(args: argparse.Namespace) -> int:
             for arch, sec in share.items():
                 print(f"{rung} {arch} {steps} {sec:.0f} {per_step}")
     elif not (args.prepare or args.train_only):
+        from glassbox.compare import add_replicates_to_runs
+
+        for rung in rungs if args.replicates else []:
+            add_replicates_to_runs(rung_config(lc, rung, device, over))
         print(f"wrote {run_ladder(lc, rungs, device, over)}")
     for rung in rungs if (args.prepare or args.train_only) else []:
         cc = rung_config(lc, rung, device, over)

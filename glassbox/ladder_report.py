@@ -166,10 +166,11 @@ def _vs_dense_table(
     if not rows:
         return None
     note = ("A kind's mean minus its rung's dense model's, and the 95% interval of that "
-            "difference: at one seed from the two bootstrap intervals taken as independent "
-            "(two kinds scored on the same examples share the hard ones, a positive "
-            "correlation that would make the paired interval narrower), over several seeds "
-            "Welch's t interval, never narrower than the seeds' own intervals allow; above / "
+            "difference: at one seed the paired bootstrap interval (both kinds resampled "
+            "alike over the same examples, which keeps the hard ones they share) where both "
+            "runs kept their replicates, else from the two intervals taken as independent; "
+            "over several seeds Welch's t interval, never narrower than the seeds' own "
+            "intervals allow; above / "
             "below where it excludes 0, same where it holds 0. Only the scores that give "
             "every kind as many candidate units.")  # fmt: skip
     return Table("Against dense", "score: kind", [_header(r) for r in rungs], rows, note)

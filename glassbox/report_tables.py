@@ -204,8 +204,10 @@ class ReportTables:
             "own): above / below when they are apart, same when they overlap. Against the "
             "twin and the control, which each run measures on itself, seed by seed: above "
             "/ below when every seed's intervals are apart that way. Against dense, the 95% "
-            "interval of the difference (in brackets; results.difference: from the two "
-            "intervals at one seed, Welch's t over seeds): above / below when it excludes 0."
+            "interval of the difference (in brackets; results.difference: at one seed the "
+            "paired bootstrap over the same examples where both runs kept their replicates, "
+            "else from the two intervals; Welch's t over seeds): above / below when it "
+            "excludes 0."
         )
         return Table("What the intervals decide", "architecture", headers, rows, note)
 
@@ -241,13 +243,15 @@ class ReportTables:
 
     def vs_dense(self, arch: str, key: str) -> list[float] | None:
         """The 95% interval of `arch`'s mean of `key` minus the dense baseline's, over
-        their seeds (glassbox.results.difference); None where a run lacks an interval."""
+        their seeds (glassbox.results.difference: paired at one seed where both runs
+        kept their replicates); None where a run lacks an interval."""
         a = [v for x, v in self._values if x == arch]
         b = [v for x, v in self._values if x == BASELINE]
-        ci = f"{key}_ci"
+        ci, bt = f"{key}_ci", f"{key}_boot"
         return difference(
             [v.get(key) for v in a], [v.get(ci) for v in a],
             [v.get(key) for v in b], [v.get(ci) for v in b],
+            [v.get(bt) for v in a], [v.get(bt) for v in b],
         )  # fmt: skip
 
     @cached_property

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from glassbox.analysis.intervals import paired_interval
 from glassbox.analysis.jsonable import is_defined, jsonable, mean_defined
 from glassbox.archs.checkpoint import flatten
 from glassbox.metrics import METRICS, Metric, Stat, expand, unique_keys
@@ -228,20 +229,26 @@ def stat(values: Iterable[Any], intervals: Iterable[Any] = ()) -> Stat | None:
 def difference(
     a_values: Sequence[Any], a_intervals: Sequence[Any],
     b_values: Sequence[Any], b_intervals: Sequence[Any],
+    a_boots: Sequence[Any] = (), b_boots: Sequence[Any] = (),
 ) -> list[float] | None:  # fmt: skip
     """The 95% interval of mean(a) - mean(b): two kinds' values of one score over their
-    seeds, each with its run's 95% interval; None where a run lacks either.
+    seeds, each with its run's 95% interval (and, where saved, its bootstrap
+    replicates: `a_boots`, `b_boots`, analysis.intervals.boot); None where a run lacks
+    an interval.
 
     Kinds are told apart by this interval (above where it lies above 0), not by whether
     their two intervals overlap: two 95% intervals can overlap while the difference is
     well away from 0 (for equal widths, non-overlap is a test at about 99.4%).
 
-    - One seed on either side: the MOVER interval (Zou & Donner 2008) from the two
-      intervals, lo = d - sqrt((a - a_lo)^2 + (b_hi - b)^2), hi = d + sqrt((a_hi - a)^2
-      + (b - b_lo)^2), which treats the two estimates as independent. Two kinds at one
-      seed are scored on the same examples; where a hard example is hard for both, their
-      covariance is positive and leaving it out makes this interval wider than the
-      paired one.
+    - One seed on each side, both with replicates of the same draws over the same
+      examples: the paired interval (the percentile interval of the replicate-wise
+      differences, analysis.intervals.paired_interval). It keeps the covariance of two
+      models scored on the same examples: one hard for both moves both together.
+    - Otherwise one seed on either side: the MOVER interval (Zou & Donner 2008) from
+      the two intervals, lo = d - sqrt((a - a_lo)^2 + (b_hi - b)^2), hi = d +
+      sqrt((a_hi - a)^2 + (b - b_lo)^2), which treats the two estimates as independent
+      (where their covariance is positive, as it is over shared examples, wider than the
+      paired interval).
     - Several on both: Welch's t interval of the difference of the means (degrees of
       freedom by Welch-Satterthwaite), never narrower than the seeds' own intervals
       allow (as `stat`: each mean carries at least sqrt(sum of its seeds' squared
@@ -250,6 +257,10 @@ def difference(
     b = [(float(v), c) for v, c in zip(b_values, b_intervals, strict=True) if is_defined(v)]
     if not a or not b or not all(_is_interval(c) for _, c in a + b):
         return None
+    if len(a_values) == len(b_values) == len(a_boots) == len(b_boots) == 1:
+        paired = paired_interval(a_boots[0], b_boots[0])
+        if paired is not None:
+            return paired
     if len(a) == 1 or len(b) == 1:
         sa = stat([v for v, _ in a], [c for _, c in a])
         sb = stat([v for v, _ in b], [c for _, c in b])

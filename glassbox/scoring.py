@@ -7,16 +7,26 @@ under the same key. The science is analysis/'s; nothing here trains.
     runs/dense-seed<s>/analysis/posthoc.json    score_posthoc (a PostHocResult)
     runs/<arch>-seed<s>/analysis/parts.json     what an unfinished score_run had finished,
                                                 read back by the next (analysis.resume)
+
+A run scored before its headline scores kept their bootstrap replicates (<key>_boot,
+which pair two kinds' difference: results.difference) gets them from `add_replicates`:
+the audited scores computed again, minutes against the scoring's hours, checked equal
+to the saved ones, and their replicates added to the saved result under its key.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from typing import Any
 
+from glassbox.analysis.audit import audit_samples, audited_scores
+from glassbox.analysis.code_analysis import is_code
+from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.pipeline import Analysis, analyze
 from glassbox.analysis.posthoc import posthoc_route
 from glassbox.analysis.resume import saved_parts
+from glassbox.archs.errors import GlassboxError
 from glassbox.compare_config import CompareConfig
 from glassbox.results import (
     PostHocResult,
@@ -30,7 +40,14 @@ from glassbox.runs import Run
 
 PARTS = "parts.json"  # in a run's analysis folder while its scoring is unfinished
 
-__all__ = ["posthoc_applies", "posthoc_key", "score_key", "score_posthoc", "score_run"]
+__all__ = [
+    "add_replicates",
+    "posthoc_applies",
+    "posthoc_key",
+    "score_key",
+    "score_posthoc",
+    "score_run",
+]
 
 
 def score_key(run: Run, cc: CompareConfig) -> str:
@@ -93,6 +110,48 @@ def score_run(run: Run, cc: CompareConfig) -> RunResult:
     save(saved_path, key, result)
     parts.remove()
     return result
+
+
+def add_replicates(run: Run, cc: CompareConfig) -> list[str]:
+    """Add to the run's saved scores the bootstrap replicates of its headline scores
+    (analysis.audit: <key>_boot) where it was scored before they were kept. The audited
+    scores are computed again on the same samples (audit_samples) and must equal the
+    saved ones, interval for interval: replicates of other draws would pair wrongly.
+    Returns the keys added (none where the run has them, or its data has no ground
+    truth). A run not scored under its current key, or whose scores come out otherwise
+    now, is a GlassboxError (one line): score it again instead."""
+    run.check_current()
+    key = score_key(run, cc)
+    path = run.analysis_dir / "row.json"
+    saved = load_saved(path, key)
+    if saved is None:
+        raise GlassboxError(f"{path}: no scores under the run's current key: score it first")
+    interp, suite = saved["interp"], run.suite
+    if any(k.endswith("_boot") for k in interp) or not (suite.skill_names or is_code(suite)):
+        return []
+    model = run.model
+    val, test = audit_samples(suite, cc.analysis_examples, run.seed, model.device)
+    fresh = jsonable(audited_scores(model, suite, val, test, seed=run.seed)["summary"])
+    for k, v in fresh.items():
+        if k in interp and not _same(v, interp[k]):
+            raise GlassboxError(
+                f"{path}: {k} computed again is {v}, saved {interp[k]}: "
+                "these replicates would not be the saved scores'; score the run again"
+            )
+    boots = {k: v for k, v in fresh.items() if k.endswith("_boot")}
+    save(path, key, RunResult.from_json({**saved, "interp": {**interp, **boots}}))
+    return sorted(boots)
+
+
+def _same(a: Any, b: Any, tol: float = 1e-9) -> bool:
+    """Equal numbers (to `tol`), or equal lists of them, or both undefined."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y, tol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        if a != a or b != b:  # nan: the same only as another nan
+            return a != a and b != b
+        return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+    return a == b
 
 
 def posthoc_key(dense: Run, tc: Run | None, cc: CompareConfig) -> str:

@@ -10,12 +10,20 @@ import math
 import pytest
 import torch
 
-from glassbox.analysis.audit import audited_scores
+from glassbox.analysis.audit import audit_samples, audited_scores
 from glassbox.analysis.batches import suite_batches
 from glassbox.analysis.beyond_token import info_with_control, shuffle_within_token
 from glassbox.analysis.coverage import coverage
 from glassbox.analysis.heldout import Split, pooled_lift, protocol, score_units
-from glassbox.analysis.intervals import bootstrap_weights, decide, interval, ratio_replicates
+from glassbox.analysis.intervals import (
+    boot,
+    bootstrap_weights,
+    decide,
+    draws_id,
+    interval,
+    paired_interval,
+    ratio_replicates,
+)
 from glassbox.archs import Transformer
 from glassbox.report import Report
 from glassbox.results import RunResult
@@ -249,6 +257,35 @@ def test_audited_scores_of_every_kind_add_up(small_suite, kind):
     else:
         assert "interp.info_beyond_token_routed" not in s
     assert s["interp.n_features_scored"] == len(scored)
+    # the scores kinds are told apart on keep their replicates, whose interval is theirs
+    boots = ["lift_pooled", "coverage_matched", "info_beyond_token"]
+    for k in boots + (["info_beyond_token_routed"] if kind == "moe" else []):
+        saved = s[f"interp.{k}_boot"]
+        reps = torch.tensor([math.nan if x is None else x for x in saved["replicates"]])
+        assert len(reps) == 1000 and interval(reps) == pytest.approx(s[f"interp.{k}_ci"], abs=1e-5)
+    assert (
+        "interp.lift_pooled_all_boot" not in s and "interp.random_control.lift_pooled_boot" not in s
+    )
+
+
+def test_two_models_scored_on_the_same_samples_pair_their_replicates(small_suite):
+    """Another model (the twin's seed) on the same two samples draws the same examples
+    alike: the same draws id; a different seed draws other examples and others."""
+    cfg = load_config("configs/dense.yaml", ["model.d_model=32", "model.n_heads=2",
+                                             "model.max_seq_len=64", "model.ffn.d_ff=64"])  # fmt: skip
+    mc = dataclasses.replace(
+        cfg.model, vocab_size=small_suite.tokenizer.get_vocab_size(), pad_token_id=0
+    )
+
+    def draws(init: int, seed: int) -> str:
+        torch.manual_seed(init)
+        fit, score = audit_samples(small_suite, 64, seed)
+        s = audited_scores(Transformer(mc).eval(), small_suite, fit, score, seed=seed,
+                           matched_units=32)["summary"]  # fmt: skip
+        assert s["interp.lift_pooled_boot"]["draws"] == s["interp.info_beyond_token_boot"]["draws"]
+        return s["interp.lift_pooled_boot"]["draws"]
+
+    assert draws(0, 0) == draws(1, 0) != draws(0, 1)
 
 
 # ----------------------------------------------------- the report's decisions
@@ -356,6 +393,48 @@ def test_the_difference_of_two_kinds_has_its_own_interval():
     agree = difference([0.5, 0.5], [[0.4, 0.6]] * 2, [0.3, 0.3], [[0.2, 0.4]] * 2)
     assert agree == pytest.approx([0.1, 0.3])
     assert difference([0.5], [None], [0.3], [[0.2, 0.4]]) is None
+
+
+def test_two_kinds_on_the_same_examples_have_the_paired_interval():
+    """Known answers of intervals.paired_interval, through results.difference. Every
+    example is hard or easy for both models (x, spread 0.58 an example): model a scores
+    x + 0.02, model b x + noise of 0.005. Their intervals overlap, and the interval from
+    the two (MOVER) is about +-0.11 and holds 0; the paired one, of the replicate-wise
+    differences, is about 0.02 +- 0.001 and does not. Not credited: a model whose lead
+    is noise of the same size (c), and replicates of other draws (another seed) or of
+    other examples, which do not pair (the interval from the two is used)."""
+    from glassbox.results import difference
+
+    n, g = 200, torch.Generator().manual_seed(0)
+    x = 2 * torch.rand(n, generator=g, dtype=torch.float64)
+    a = x + 0.02
+    b = x + 0.005 * torch.randn(n, generator=g, dtype=torch.float64)
+    c = x + 0.005 * torch.randn(n, generator=g, dtype=torch.float64)
+    w, ones, examples = bootstrap_weights(n, seed=0), torch.ones(n), torch.arange(n)
+    same = draws_id(w, examples)
+    ra, rb, rc = (ratio_replicates(v, ones, w) for v in (a, b, c))
+    A, B, C = boot(ra, same), boot(rb, same), boot(rc, same)
+    d = float(a.mean() - b.mean())
+    lo, hi = paired_interval(A, B)
+    assert lo < d < hi and 0.018 < lo and hi < 0.022 and hi - lo < 0.003
+    ma, mb = [float(a.mean())], [float(b.mean())]
+    mover = difference(ma, [interval(ra)], mb, [interval(rb)])
+    assert decide(interval(ra), interval(rb)) == "same" and mover[0] < 0 < mover[1]
+    assert mover[1] - mover[0] > 0.15
+    assert difference(ma, [interval(ra)], mb, [interval(rb)], [A], [B]) == [lo, hi]
+    noise = paired_interval(C, B)
+    assert noise[0] < 0 < noise[1]  # a lead of noise only: not credited
+    w1 = bootstrap_weights(n, seed=1)
+    other_seed = boot(ratio_replicates(b, ones, w1), draws_id(w1, examples))
+    other_examples = boot(rb, draws_id(w, examples + 1))
+    assert paired_interval(A, other_seed) is None and paired_interval(A, other_examples) is None
+    assert difference(ma, [interval(ra)], mb, [interval(rb)], [A], [other_seed]) == mover
+    # seeds trained apart do not pair by their numbers: over several, Welch's as before
+    two = ([0.50, 0.52], [[0.45, 0.55], [0.47, 0.57]], [0.40, 0.41], [[0.35, 0.45], [0.36, 0.46]])
+    assert difference(*two, [A, A], [B, B]) == difference(*two)
+    # saved to 7 significant digits: the interval moves by less than one part in 1e6
+    saved = torch.tensor(B["replicates"], dtype=torch.float64)
+    assert interval(saved) == pytest.approx(interval(rb), rel=1e-6)
 
 
 def test_the_report_tells_kinds_from_dense_by_the_difference(tmp_path):

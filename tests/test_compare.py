@@ -8,11 +8,15 @@ import statistics
 
 import pytest
 
+from glassbox.analysis.intervals import paired_interval
 from glassbox.archs.config import ConfigError
-from glassbox.compare import compare, gap_percent, load_compare_config
+from glassbox.archs.errors import GlassboxError
+from glassbox.cli import main
+from glassbox.compare import compare, gap_percent, load_compare_config, plan_runs
 from glassbox.frontier import pareto_front
 from glassbox.report import Report
 from glassbox.results import RunResult, aggregate, capability_values
+from glassbox.scoring import add_replicates
 
 
 def _row(arch, seed, loss, acc, cov, interp=None, tools=None, steps=None):
@@ -94,6 +98,31 @@ def test_tiny_compare_end_to_end(tmp_path):
     assert runs["transcoder"]["interp"]["interp.l0"] == pytest.approx(16.0)
     assert runs["dense"]["posthoc"]["cost"]["ratio"] > 0
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 0
+    # kinds at one seed against dense: the paired interval of their saved replicates
+    interp = {r.arch: r.interp for r in report.runs}
+    paired = paired_interval(
+        interp["transcoder"]["interp.lift_pooled_boot"], interp["dense"]["interp.lift_pooled_boot"]
+    )
+    assert paired is not None and report.vs_dense("transcoder", "interp.lift_pooled") == paired
+    # a run scored before the replicates were kept gets them, checked against its scores
+    row = tmp_path / "report/runs/transcoder-seed0/analysis/row.json"
+    saved = json.loads(row.read_text())
+    boots = {k: v for k, v in saved["result"]["interp"].items() if k.endswith("_boot")}
+    assert set(boots) == {f"interp.{k}_boot" for k in ("lift_pooled", "coverage_matched", "info_beyond_token")}  # fmt: skip
+    older = {k: v for k, v in saved["result"]["interp"].items() if k not in boots}
+    row.write_text(json.dumps({**saved, "result": {**saved["result"], "interp": older}}))
+    (run,) = [r for r in plan_runs(cc, tmp_path / "report") if r.arch == "transcoder"]
+    assert add_replicates(run, cc) == sorted(boots)
+    assert json.loads(row.read_text()) == saved and add_replicates(run, cc) == []
+    tampered = {**older, "interp.lift_pooled": older["interp.lift_pooled"] + 0.01}
+    row.write_text(json.dumps({**saved, "result": {**saved["result"], "interp": tampered}}))
+    with pytest.raises(GlassboxError, match="interp.lift_pooled computed again"):
+        add_replicates(run, cc)
+    # `glassbox compare --replicates` adds them, then reports: paired again
+    row.write_text(json.dumps({**saved, "result": {**saved["result"], "interp": older}}))
+    assert main(["compare", "configs/compare.yaml", *args, "--replicates"]) == 0
+    assert json.loads(row.read_text()) == saved
+    assert Report.read(report.path.with_suffix(".json")).vs_dense("transcoder", "interp.lift_pooled") == paired  # fmt: skip
     # a second compare loads the exported checkpoints instead of training again
     again = compare(cc)
     assert again.path == report.path and not any(r.trained_now for r in again.runs)
@@ -393,7 +422,6 @@ def test_a_failed_parallel_run_fails_the_compare_in_one_line(tmp_path):
     """A run that fails inside `glassbox train` (here: examples longer than the
     model's context, found only once the data is built) stops the compare with one
     line naming the run and its log; the run beside it still finishes."""
-    from glassbox.archs.errors import GlassboxError
     from glassbox.compare import train_runs
 
     cc, plan = _tiny_plan(
@@ -418,7 +446,6 @@ def test_scoring_never_trains(tmp_path, monkeypatch):
     nothing is trained or written for it."""
     import pickle
 
-    from glassbox.archs.errors import GlassboxError
     from glassbox.scheduling import ScoreJob, _score_job
     from glassbox.scoring import score_posthoc, score_run
 
