@@ -168,9 +168,10 @@ def _vs_dense_table(
     note = ("A kind's mean minus its rung's dense model's, and the 95% interval of that "
             "difference: at one seed the paired bootstrap interval (both kinds resampled "
             "alike over the same examples, which keeps the hard ones they share) where both "
-            "runs kept their replicates, else from the two intervals taken as independent; "
-            "over several seeds Welch's t interval, never narrower than the seeds' own "
-            "intervals allow; above / "
+            "runs kept their replicates, else from the two intervals taken as independent "
+            "(either covers the held-out examples: it tells two trained models apart, and "
+            "only seeds tell the kinds apart); over several seeds Welch's t interval, never "
+            "narrower than the seeds' own intervals allow; above / "
             "below where it excludes 0, same where it holds 0. Only the scores that give "
             "every kind as many candidate units.")  # fmt: skip
     return Table("Against dense", "score: kind", [_header(r) for r in rungs], rows, note)
