@@ -29,8 +29,10 @@ averaged over layers replicate by replicate):
     interp.skill_entropy_given_token    bits/token: the most any grouping can add
 
 The scores kinds are told apart on (lift_pooled, coverage_matched, info_beyond_token
-and _routed) keep their replicates as <key>_boot (analysis.intervals.boot), so two
-models' difference has its paired interval.
+and _routed) keep their replicates as <key>_boot (analysis.intervals.boot), and so do
+their controls (random_control.*, *_shuffled and their baselines.* copies), all over
+the same draws: a score's difference to another model's (dense, the untrained twin) or
+to its control has its paired interval.
 
 The controls are repeated as baselines.random.interp.{lift_pooled, coverage_matched}
 and baselines.shuffled.interp.info_beyond_token[_routed], beside the untrained
@@ -150,7 +152,8 @@ def coverage_section(
     keys = ("lift_pooled", "lift_pooled_all", "coverage_heldout", "coverage_matched")
     out = _summarise("interp.", head, keys, _draws(p.weights, score))
     out["interp.coverage_insample"] = mean_defined([v["coverage_insample"] for v, _ in head])
-    out.update(_summarise("interp.random_control.", rand, ("lift_pooled", "coverage_matched")))
+    control = ("lift_pooled", "coverage_matched")
+    out.update(_summarise("interp.random_control.", rand, control, _draws(p.weights, score)))
     return out, details
 
 
@@ -216,22 +219,28 @@ def _info_summary(key: str, per_layer: list, draws: str) -> dict[str, Any]:
     out[f"{key}_ci"] = interval(mean)
     out[f"{key}_boot"] = boot(mean, draws)
     out[f"{key}_shuffled"] = mean_defined([v["shuffled"]["info_bits"] for v, _ in per_layer])
-    out[f"{key}_shuffled_ci"] = interval(torch.stack([r["shuffled"] for _, r in per_layer]).mean(0))
+    shuffled = torch.stack([r["shuffled"] for _, r in per_layer]).mean(0)
+    out[f"{key}_shuffled_ci"] = interval(shuffled)
     # the shuffle is the score's control: also under baselines.shuffled.<key>, its column
+    # (its replicates there only, as the report reads them)
     out[f"baselines.shuffled.{key}"] = out[f"{key}_shuffled"]
     out[f"baselines.shuffled.{key}_ci"] = out[f"{key}_shuffled_ci"]
+    out[f"baselines.shuffled.{key}_boot"] = boot(shuffled, draws)
     return out
 
 
 def _as_baselines(summary: dict[str, Any]) -> dict[str, Any]:
     """The random control also under baselines.random.interp.{lift_pooled,
-    coverage_matched} (+ _ci), the report's baseline columns (the within-token
-    shuffle's are made with it, in _info_summary)."""
-    return {
-        f"baselines.random.interp.{k}{tail}": summary[f"interp.random_control.{k}{tail}"]
-        for k in ("lift_pooled", "coverage_matched")
-        for tail in ("", "_ci")
-    }
+    coverage_matched} (+ _ci; its replicates, _boot, moved there), the report's
+    baseline columns (the within-token shuffle's are made with it, in _info_summary)."""
+    out = {}
+    for k in ("lift_pooled", "coverage_matched"):
+        for tail in ("", "_ci", "_boot"):
+            control = f"interp.random_control.{k}{tail}"
+            out[f"baselines.random.interp.{k}{tail}"] = (
+                summary.pop(control) if tail == "_boot" else summary[control]
+            )
+    return out
 
 
 def audit_samples(

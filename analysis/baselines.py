@@ -229,12 +229,7 @@ def with_untrained_twin(
     # two parts, saved apart where scoring saves parts (analysis.resume)
     report = part("trained", lambda: report_of(model, out_dir))
     init = part("twin", lambda: report_of(untrained_twin(model, init_seed), None))
-    # the twin's replicates (<key>_boot) stay in its own report: kinds pair against dense
-    twin = {
-        f"baselines.init.{k}": v
-        for k, v in init["summary"].items()
-        if k.startswith(prefixes) and not k.endswith("_boot")
-    }
+    twin = {f"baselines.init.{k}": v for k, v in init["summary"].items() if k.startswith(prefixes)}
     report["summary"].update(twin)
     report["untrained_twin"] = {"init_seed": init_seed, **init}
     return jsonable(report)

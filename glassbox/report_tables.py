@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from glassbox.analysis.intervals import decide
+from glassbox.analysis.intervals import decide, paired_interval
 from glassbox.compare_config import BASELINE
 from glassbox.metrics import (
     CAPABILITY,
@@ -202,8 +202,10 @@ class ReportTables:
             "Each cell compares the 95% intervals (bootstrap over the held-out examples; "
             "the t interval over seeds where there are several, no narrower than the seeds' "
             "own): above / below when they are apart, same when they overlap. Against the "
-            "twin and the control, which each run measures on itself, seed by seed: above "
-            "/ below when every seed's intervals are apart that way. Against dense, the 95% "
+            "twin and the control, which each run measures on itself on the same examples, "
+            "seed by seed: above / below when every seed's paired interval of the "
+            "difference excludes 0 that way (where the run kept the replicates; else its "
+            "two intervals apart). Against dense, the 95% "
             "interval of the difference (in brackets; results.difference: at one seed the "
             "paired bootstrap over the same examples where both runs kept their replicates, "
             "else from the two intervals; Welch's t over seeds): above / below when it "
@@ -237,9 +239,18 @@ class ReportTables:
     def paired(self, arch: str, key: str, base_key: str) -> str | None:
         """The seed-by-seed decision (table.decide_paired) of `key` against `base_key`,
         a baseline each run measures on itself (its twin, its control), over `arch`'s
-        runs; None where a run lacks either interval."""
+        runs: each seed's paired interval of the difference against 0 where the run kept
+        both scores' replicates (analysis.intervals.paired_interval), else its two
+        intervals; None where a run lacks either interval."""
+
+        def pair(v: dict[str, Any]) -> tuple[Any, Any]:
+            d = paired_interval(v.get(f"{key}_boot"), v.get(f"{base_key}_boot"))
+            return (d, [0.0, 0.0]) if d is not None else (v.get(f"{key}_ci"), v.get(f"{base_key}_ci"))  # fmt: skip
+
         runs = [v for a, v in self._values if a == arch]
-        return decide_paired([(v.get(f"{key}_ci"), v.get(f"{base_key}_ci")) for v in runs])
+        if any(v.get(f"{key}_ci") is None or v.get(f"{base_key}_ci") is None for v in runs):
+            return None
+        return decide_paired([pair(v) for v in runs])
 
     def vs_dense(self, arch: str, key: str) -> list[float] | None:
         """The 95% interval of `arch`'s mean of `key` minus the dense baseline's, over

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 from glassbox.analysis.audit import audit_samples, audited_scores
+from glassbox.analysis.baselines import untrained_twin
 from glassbox.analysis.code_analysis import is_code
 from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.pipeline import Analysis, analyze
@@ -112,14 +113,20 @@ def score_run(run: Run, cc: CompareConfig) -> RunResult:
     return result
 
 
+# a run that has these has every replicate its scoring keeps: its own scores' with their
+# controls', and its untrained twin's
+HAS_REPLICATES = ("baselines.random.interp.lift_pooled_boot", "baselines.init.interp.lift_pooled_boot")  # fmt: skip
+
+
 def add_replicates(run: Run, cc: CompareConfig) -> list[str]:
-    """Add to the run's saved scores the bootstrap replicates of its headline scores
-    (analysis.audit: <key>_boot) where it was scored before they were kept. The audited
-    scores are computed again on the same samples (audit_samples) and must equal the
-    saved ones, interval for interval: replicates of other draws would pair wrongly.
-    Returns the keys added (none where the run has them, or its data has no ground
-    truth). A run not scored under its current key, or whose scores come out otherwise
-    now, is a GlassboxError (one line): score it again instead."""
+    """Add to the run's saved scores the bootstrap replicates of its headline scores,
+    their controls' and its untrained twin's (analysis.audit: <key>_boot), where it was
+    scored before they were kept. The audited scores of the model and of its twin are
+    computed again on the same samples (audit_samples) and must equal the saved ones,
+    interval for interval: replicates of other draws would pair wrongly. Returns the
+    keys added (none where the run has them, or its data has no ground truth). A run not
+    scored under its current key, or whose scores come out otherwise now, is a
+    GlassboxError (one line): score it again instead."""
     run.check_current()
     key = score_key(run, cc)
     path = run.analysis_dir / "row.json"
@@ -127,19 +134,27 @@ def add_replicates(run: Run, cc: CompareConfig) -> list[str]:
     if saved is None:
         raise GlassboxError(f"{path}: no scores under the run's current key: score it first")
     interp, suite = saved["interp"], run.suite
-    if any(k.endswith("_boot") for k in interp) or not (suite.skill_names or is_code(suite)):
+    if not (suite.skill_names or is_code(suite)):
         return []
-    model = run.model
+    model, boots = run.model, {}
     val, test = audit_samples(suite, cc.analysis_examples, run.seed, model.device)
-    fresh = jsonable(audited_scores(model, suite, val, test, seed=run.seed)["summary"])
-    for k, v in fresh.items():
-        if k in interp and not _same(v, interp[k]):
-            raise GlassboxError(
-                f"{path}: {k} computed again is {v}, saved {interp[k]}: "
-                "these replicates would not be the saved scores'; score the run again"
-            )
-    boots = {k: v for k, v in fresh.items() if k.endswith("_boot")}
-    save(path, key, RunResult.from_json({**saved, "interp": {**interp, **boots}}))
+    own, twin = HAS_REPLICATES
+    for prefix, needed in (("", own), ("baselines.init.", twin)):
+        if needed in interp:
+            continue
+        m = untrained_twin(model, run.cfg.run.seed) if prefix else model
+        summary = audited_scores(m, suite, val, test, seed=run.seed)["summary"]
+        fresh = {f"{prefix}{k}": v for k, v in jsonable(summary).items()
+                 if not prefix or k.startswith("interp.")}  # fmt: skip
+        for k, v in fresh.items():
+            if k in interp and not _same(v, interp[k]):
+                raise GlassboxError(
+                    f"{path}: {k} computed again is {v}, saved {interp[k]}: "
+                    "these replicates would not be the saved scores'; score the run again"
+                )
+        boots.update({k: v for k, v in fresh.items() if k.endswith("_boot")})
+    if boots:
+        save(path, key, RunResult.from_json({**saved, "interp": {**interp, **boots}}))
     return sorted(boots)
 
 

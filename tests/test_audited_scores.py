@@ -266,6 +266,11 @@ def test_audited_scores_of_every_kind_add_up(small_suite, kind):
     assert (
         "interp.lift_pooled_all_boot" not in s and "interp.random_control.lift_pooled_boot" not in s
     )
+    # and their controls', kept where the report reads them, over the same draws
+    draws = s["interp.lift_pooled_boot"]["draws"]
+    for k in ("random.interp.lift_pooled", "random.interp.coverage_matched",
+              "shuffled.interp.info_beyond_token"):  # fmt: skip
+        assert s[f"baselines.{k}_boot"]["draws"] == draws, k
 
 
 def test_two_models_scored_on_the_same_samples_pair_their_replicates(small_suite):
@@ -435,6 +440,51 @@ def test_two_kinds_on_the_same_examples_have_the_paired_interval():
     # saved to 7 significant digits: the interval moves by less than one part in 1e6
     saved = torch.tensor(B["replicates"], dtype=torch.float64)
     assert interval(saved) == pytest.approx(interval(rb), rel=1e-6)
+
+
+def _boot_of(per_example: torch.Tensor) -> dict:
+    """The saved replicates of a mean over the examples, with the draws every call
+    shares (seed 0)."""
+    n = len(per_example)
+    w = bootstrap_weights(n, seed=0)
+    return boot(ratio_replicates(per_example, torch.ones(n), w), draws_id(w, torch.arange(n)))
+
+
+def test_a_model_is_told_from_its_twin_and_control_by_the_paired_difference(tmp_path):
+    """Known answers of the report's seed-by-seed decisions against the twin and the
+    control where the runs kept their replicates. The examples' difficulty x (spread
+    0.58) is shared by a model and its twin: the model scores x + 0.02, its twin x plus
+    noise of 0.005, so their intervals overlap (the old decision: "same") while the
+    paired difference is about 0.02 +- 0.001: "above". Not credited: a control whose
+    difference is noise only ("same"). Without replicates, the intervals decide."""
+    g = torch.Generator().manual_seed(0)
+    x = 2 * torch.rand(200, generator=g, dtype=torch.float64)
+    model, twin = x + 0.02, x + 0.005 * torch.randn(200, generator=g, dtype=torch.float64)
+    control = model + 0.005 * torch.randn(200, generator=g, dtype=torch.float64)
+
+    def run(arch: str, boots: bool) -> RunResult:
+        interp = {}
+        for key, v in (("interp.lift_pooled", model), ("baselines.init.interp.lift_pooled", twin),
+                       ("baselines.random.interp.lift_pooled", control)):  # fmt: skip
+            b = _boot_of(v)
+            interp[key] = float(v.mean())
+            interp[f"{key}_ci"] = interval(torch.tensor(b["replicates"], dtype=torch.float64))
+            if boots:
+                interp[f"{key}_boot"] = b
+        return RunResult(arch, 0, f"runs/{arch}", {"val_loss": 1.0, "params.active": 10}, interp)
+
+    with_boots, without = run("dense", True), run("moe", False)
+    ci = with_boots.interp
+    assert decide(ci["interp.lift_pooled_ci"], ci["baselines.init.interp.lift_pooled_ci"]) == "same"
+    report = Report(out_dir=tmp_path, seeds=(0,), config={}, runs=(with_boots, without))
+    twin_key = "baselines.init.interp.lift_pooled"
+    control_key = "baselines.random.interp.lift_pooled"
+    assert report.paired("dense", "interp.lift_pooled", twin_key) == "above"
+    assert report.paired("dense", "interp.lift_pooled", control_key) == "same"
+    assert report.paired("moe", "interp.lift_pooled", twin_key) == "same"  # intervals overlap
+    flagged = report.not_informative()
+    assert "interp.lift_pooled" not in [m.key for m in flagged["dense"]]
+    assert "interp.lift_pooled" in [m.key for m in flagged["moe"]]
 
 
 def test_the_report_tells_kinds_from_dense_by_the_difference(tmp_path):

@@ -108,7 +108,14 @@ def test_tiny_compare_end_to_end(tmp_path):
     row = tmp_path / "report/runs/transcoder-seed0/analysis/row.json"
     saved = json.loads(row.read_text())
     boots = {k: v for k, v in saved["result"]["interp"].items() if k.endswith("_boot")}
-    assert set(boots) == {f"interp.{k}_boot" for k in ("lift_pooled", "coverage_matched", "info_beyond_token")}  # fmt: skip
+    scores = [f"interp.{k}" for k in ("lift_pooled", "coverage_matched", "info_beyond_token")]
+    controls = [
+        "baselines.random.interp.lift_pooled",
+        "baselines.random.interp.coverage_matched",
+        "baselines.shuffled.interp.info_beyond_token",
+    ]
+    expected = scores + [f"baselines.init.{k}" for k in scores] + controls
+    assert set(boots) == {f"{k}_boot" for k in expected}
     older = {k: v for k, v in saved["result"]["interp"].items() if k not in boots}
     row.write_text(json.dumps({**saved, "result": {**saved["result"], "interp": older}}))
     (run,) = [r for r in plan_runs(cc, tmp_path / "report") if r.arch == "transcoder"]
