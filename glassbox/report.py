@@ -105,17 +105,18 @@ class Report(ReportTables):
             "directions in the units' span, (shuffled) the groups shuffled within each token, "
             "all scored by the same code on the same tokens. Brackets are 95% intervals. "
         )
-        moved = (
-            "its untrained twin's interval (scores with intervals) or seed spread (max(std "
-            f"over seeds, {TRUST_TOLERANCE}), the older scores)"
+        still = (
+            "the paired interval of its difference to the untrained twin holds 0 at some "
+            "seed (scores whose runs kept their replicates), its interval overlaps the "
+            "twin's (scores with intervals alone), or it lies within the twin's seed spread "
+            f"(max(std over seeds, {TRUST_TOLERANCE}), the older scores)"
         )
         if not flagged:
-            return [rule + f"Every score with an untrained baseline moved beyond {moved}.\n"]
+            return [rule + f"Every score with an untrained baseline is told from it (none where {still}).\n"]  # fmt: skip
         lists = "; ".join(f"{a}: {', '.join(m.header for m in ms)}" for a, ms in flagged.items())
         return [
-            rule + f"{NOT_INFORMATIVE} **Not informative at this budget**: the trained value lies "
-            f"within {moved}, so the score does not tell this model from an untrained one: "
-            f"{lists}.\n"
+            rule + f"{NOT_INFORMATIVE} **Not informative at this budget**: {still}, so the "
+            f"score does not tell this model from an untrained one: {lists}.\n"
         ]
 
     def _data_words(self) -> str:

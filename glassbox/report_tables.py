@@ -272,9 +272,10 @@ class ReportTables:
     def not_informative(self) -> dict[str, list[Metric]]:
         """arch -> the interpretability scores (with an untrained baseline; the domain
         scores of a text corpus too) that do not tell the trained model from its
-        untrained twin: with intervals, where some seed's overlaps its own twin's (or
-        two seeds disagree); without, where the trained value lies within the seed
-        spread of the twin's."""
+        untrained twin: with intervals, where some seed does not tell it from its own
+        twin (`paired`: the paired interval of the difference holds 0, or without
+        replicates the two intervals overlap) or two seeds disagree; without, where the
+        trained value lies within the seed spread of the twin's."""
         return self._not_informative
 
     @cached_property

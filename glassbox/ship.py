@@ -216,9 +216,10 @@ def _interpretability(report: Report, arch: str, scored_by: str) -> list[str]:
         f"examples and scored on {n} test examples, units are read with both signs and "
         "compared at 512 candidates per layer, and the brackets are 95% intervals "
         "(bootstrap over the test examples). The scores after them are the older, "
-        f"in-sample ones, kept for one release. {NOT_INFORMATIVE} marks a score its twin "
-        "reaches (intervals that overlap; for the older scores, within the seed "
-        "spread).\n",
+        f"in-sample ones, kept for one release. {NOT_INFORMATIVE} marks a score not told "
+        "from its twin (the paired interval of the difference, over the same test "
+        "examples, holds 0; where the replicates were not kept, intervals that overlap; "
+        "for the older scores, within the seed spread).\n",
         score_head,
         score_rule,
         *_card_rows(report, arch, INTERPRETABILITY),
