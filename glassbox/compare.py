@@ -132,8 +132,8 @@ def checkpoint_runs(cc: CompareConfig, out: Path) -> dict[str, CheckpointRun]:
 def add_replicates_to_runs(cc: CompareConfig) -> None:
     """The compare's scored runs with their headline scores' bootstrap replicates where
     they were scored before those were kept (glassbox.scoring.add_replicates), so that
-    a kind's difference to dense at one seed is paired; a line per run. A run without
-    saved scores is a GlassboxError naming it."""
+    each seed's decisions (against dense, the untrained twin, the control) are paired;
+    a line per run. A run without saved scores is a GlassboxError naming it."""
     from glassbox.scoring import add_replicates
 
     for run in plan_runs(cc, Path(cc.out_dir)):

@@ -29,6 +29,8 @@ without. It schedules; compare and the analysis do the science.
     glassbox ladder --rungs M,L --replicates   runs scored before the headline scores kept
                               their bootstrap replicates get them (scoring.add_replicates:
                               minutes a run), then the rungs' reports and the summary
+                              (with the overrides the rungs ran with: S 'seeds=[0,1]',
+                              or its report is rebuilt from seed 0 alone)
 """
 
 from __future__ import annotations
