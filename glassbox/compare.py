@@ -48,7 +48,7 @@ from glassbox.compare_config import (
 )
 from glassbox.console import Jobs
 from glassbox.report import Report
-from glassbox.results import PostHocResult, RunResult, gap_percent
+from glassbox.results import PostHocResult, RunResult, gap_percent, load_saved
 from glassbox.runs import CheckpointRun, Run
 from glassbox.scheduling import (
     ScoreJob,
@@ -133,10 +133,14 @@ def add_replicates_to_runs(cc: CompareConfig) -> None:
     """The compare's scored runs with their headline scores' bootstrap replicates where
     they were scored before those were kept (glassbox.scoring.add_replicates), so that
     each seed's decisions (against dense, the untrained twin, the control) are paired;
-    a line per run. A run without saved scores is a GlassboxError naming it."""
-    from glassbox.scoring import add_replicates
+    a line per run. A run not yet trained or scored is left to the compare, which scores
+    it with its replicates."""
+    from glassbox.scoring import add_replicates, score_key
 
     for run in plan_runs(cc, Path(cc.out_dir)):
+        if not run.is_current() or load_saved(run.analysis_dir / "row.json", score_key(run, cc)) is None:  # fmt: skip
+            print(f"replicates: {run.name}: not scored yet (the compare scores it with them)")
+            continue
         added = add_replicates(run, cc)
         print(f"replicates: {run.name}: {', '.join(added) if added else 'nothing to add'}")
 

@@ -246,6 +246,20 @@ def test_registry_drives_the_columns(tmp_path):
     assert dataclasses.replace(per_skill).placeholder == "skill"
 
 
+def test_replicates_leave_runs_not_yet_scored_to_the_compare(tmp_path, capsys):
+    """`glassbox compare --replicates` on a compare nothing of which is trained yet says
+    so per run and adds nothing (the compare then scores them, replicates and all)."""
+    from glassbox.compare import add_replicates_to_runs
+
+    cc = load_compare_config(
+        "configs/compare.yaml", [f"out_dir={tmp_path}", "seeds=[0]",
+                                 "architectures={dense: configs/dense.yaml}"],
+    )  # fmt: skip
+    add_replicates_to_runs(cc)
+    assert capsys.readouterr().out == "replicates: dense-seed0: not scored yet (the compare scores it with them)\n"  # fmt: skip
+    assert not (tmp_path / "runs" / "dense-seed0" / "analysis" / "row.json").exists()
+
+
 def test_score_keys_follow_what_changes_the_scores(tmp_path):
     """A saved score is reused only under the same key: analysis_examples changes a
     run's scores and the post-hoc route's, posthoc.steps only the post-hoc route's, and
