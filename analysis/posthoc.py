@@ -26,7 +26,7 @@ from glassbox.archs.transformer import Transformer
 from glassbox.training.data import SuiteData
 from glassbox.training.transcoder_fit import fit_transcoders, splice
 
-__all__ = ["FIT_EXAMPLES", "PostHocScores", "posthoc_route"]
+__all__ = ["AUDIT_KEYS", "FIT_EXAMPLES", "PostHocScores", "posthoc_route"]
 
 FIT_EXAMPLES = 4096  # train-split examples the transcoders are fitted on
 
@@ -44,6 +44,8 @@ AUDIT_KEYS = (
     "interp.lift_pooled_ci",
     "interp.coverage_heldout",
     "interp.coverage_heldout_ci",
+    "interp.coverage_matched",
+    "interp.coverage_matched_ci",
     "interp.info_beyond_token",
     "interp.info_beyond_token_ci",
 )

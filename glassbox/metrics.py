@@ -335,6 +335,7 @@ _BUILT_IN: tuple[Metric, ...] = (
     Metric("interp.tool_reliance", "reliance", section=TOOLS, digits=1, percent=True),
     # the post-hoc route, per seed
     Metric("interp.lift_pooled", "pooled lift", section=POSTHOC),
+    Metric("interp.coverage_matched", "matched coverage", section=POSTHOC),
     Metric("interp.info_beyond_token", "info beyond token", section=POSTHOC),
     Metric("interp.coverage", "coverage", section=POSTHOC),
     Metric("interp.fvu", "FVU", section=POSTHOC, higher_is_better=False),

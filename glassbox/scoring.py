@@ -25,7 +25,7 @@ from glassbox.analysis.baselines import untrained_twin
 from glassbox.analysis.code_analysis import is_code
 from glassbox.analysis.jsonable import jsonable
 from glassbox.analysis.pipeline import Analysis, analyze
-from glassbox.analysis.posthoc import posthoc_route
+from glassbox.analysis.posthoc import AUDIT_KEYS, posthoc_route
 from glassbox.analysis.resume import saved_parts
 from glassbox.archs.errors import GlassboxError
 from glassbox.compare_config import CompareConfig
@@ -171,13 +171,15 @@ def _same(a: Any, b: Any, tol: float = 1e-9) -> bool:
 
 def posthoc_key(dense: Run, tc: Run | None, cc: CompareConfig) -> str:
     """What the post-hoc route depends on: the dense checkpoint, the transcoder
-    checkpoint it is timed against, the fit settings and the examples it scores."""
+    checkpoint it is timed against, the fit settings, the examples it scores and the
+    audited scores it keeps (a result saved before one was kept is redone)."""
     return content_key(
         "posthoc",
         dense.checkpoint_key,
         tc.checkpoint_key if tc is not None else None,
         asdict(cc.posthoc),
         cc.analysis_examples,
+        AUDIT_KEYS,
     )
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from glassbox.analysis.posthoc import COVERAGE_KEYS, posthoc_route
+from glassbox.analysis.posthoc import AUDIT_KEYS, COVERAGE_KEYS, posthoc_route
 from glassbox.archs import load_pretrained
 from glassbox.training.config import load_config
 from glassbox.training.data import build_datasets
@@ -39,7 +39,10 @@ def test_posthoc_route_on_a_dense_model(dense):
     settings = dict(steps=3, d_latent=64, k=4, n_examples=16, batch_size=8, seed=0)
     result = posthoc_route(model, suite, **settings)
     assert result.scores["interp.l0"] == pytest.approx(4.0)  # TopK: k latents per token
-    assert set(COVERAGE_KEYS) <= set(result.scores)
+    assert set(COVERAGE_KEYS) <= set(result.scores) and set(AUDIT_KEYS) <= set(result.scores)
+    # the latents compared as every kind's units are: at matched candidates, held out
+    lo, hi = result.scores["interp.coverage_matched_ci"]
+    assert lo <= result.scores["interp.coverage_matched"] <= hi
     assert 0.0 <= result.scores["interp.coverage"] <= 1.0
     assert math.isfinite(result.scores["interp.fvu"]) and result.scores["interp.fvu"] >= 0
     assert result.cost is None and result.scores["cost_ratio"] is None  # nothing to time against
