@@ -333,11 +333,10 @@ _BUILT_IN: tuple[Metric, ...] = (
     Metric("interp.call_precision", "call precision", section=TOOLS, digits=1, percent=True),
     Metric("interp.call_recall", "call recall", section=TOOLS, digits=1, percent=True),
     Metric("interp.tool_reliance", "reliance", section=TOOLS, digits=1, percent=True),
-    # the post-hoc route, per seed
+    # the post-hoc route, per seed (its older in-sample coverage stays in report.json)
     Metric("interp.lift_pooled", "pooled lift", section=POSTHOC),
     Metric("interp.coverage_matched", "matched coverage", section=POSTHOC),
     Metric("interp.info_beyond_token", "info beyond token", section=POSTHOC),
-    Metric("interp.coverage", "coverage", section=POSTHOC),
     Metric("interp.fvu", "FVU", section=POSTHOC, higher_is_better=False),
     Metric("interp.ce_loss_recovered", "CE loss recovered", section=POSTHOC),
     Metric("interp.kl_to_clean", "KL to clean", section=POSTHOC, higher_is_better=False),

@@ -225,7 +225,7 @@ def test_a_metric_is_checked_where_it_is_registered():
         "capability:interp.x" not in METRICS and "capability:skills.{skill}.{task}" not in METRICS
     )
     # the same key in two tables is two entries (the post-hoc route repeats a few scores)
-    assert {"interpretability:interp.coverage", "posthoc:interp.coverage"} <= set(METRICS)
+    assert {"interpretability:interp.lift_pooled", "posthoc:interp.lift_pooled"} <= set(METRICS)
 
 
 # ------------------------------------------------------------------ FFN kinds, routers
