@@ -150,10 +150,11 @@ def coverage_section(
                 rand.append((r.values, r.replicates))
         details[str(i)] = layer
     keys = ("lift_pooled", "lift_pooled_all", "coverage_heldout", "coverage_matched")
-    out = _summarise("interp.", head, keys, _draws(p.weights, score))
+    draws = _draws(p.weights, score)
+    out = _summarise("interp.", head, keys, draws)
     out["interp.coverage_insample"] = mean_defined([v["coverage_insample"] for v, _ in head])
     control = ("lift_pooled", "coverage_matched")
-    out.update(_summarise("interp.random_control.", rand, control, _draws(p.weights, score)))
+    out.update(_summarise("interp.random_control.", rand, control, draws))
     return out, details
 
 

@@ -48,7 +48,7 @@ from glassbox.compare_config import (
 )
 from glassbox.console import Jobs
 from glassbox.report import Report
-from glassbox.results import PostHocResult, RunResult, gap_percent, load_saved
+from glassbox.results import PostHocResult, RunResult, gap_percent
 from glassbox.runs import CheckpointRun, Run
 from glassbox.scheduling import (
     ScoreJob,
@@ -135,14 +135,14 @@ def add_replicates_to_runs(cc: CompareConfig) -> None:
     each seed's decisions (against dense, the untrained twin, the control) are paired;
     a line per run. A run not yet trained or scored is left to the compare, which scores
     it with its replicates."""
-    from glassbox.scoring import add_replicates, score_key
+    from glassbox.scoring import add_replicates
 
     for run in plan_runs(cc, Path(cc.out_dir)):
-        if not run.is_current() or load_saved(run.analysis_dir / "row.json", score_key(run, cc)) is None:  # fmt: skip
-            print(f"replicates: {run.name}: not scored yet (the compare scores it with them)")
-            continue
         added = add_replicates(run, cc)
-        print(f"replicates: {run.name}: {', '.join(added) if added else 'nothing to add'}")
+        said = "not scored yet (the compare scores it with them)" if added is None else (
+            ", ".join(added) or "nothing to add"
+        )  # fmt: skip
+        print(f"replicates: {run.name}: {said}")
 
 
 def plan_runs(cc: CompareConfig, out: Path) -> list[Run]:

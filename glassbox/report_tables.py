@@ -244,20 +244,17 @@ class ReportTables:
         intervals; None where a run lacks either interval."""
 
         def pair(v: dict[str, Any]) -> tuple[Any, Any]:
-            d = paired_interval(v.get(f"{key}_boot"), v.get(f"{base_key}_boot"))
-            return (d, [0.0, 0.0]) if d is not None else (v.get(f"{key}_ci"), v.get(f"{base_key}_ci"))  # fmt: skip
+            a, b = v.get(f"{key}_ci"), v.get(f"{base_key}_ci")
+            d = None if a is None or b is None else paired_interval(v.get(f"{key}_boot"), v.get(f"{base_key}_boot"))  # fmt: skip
+            return (a, b) if d is None else (d, [0.0, 0.0])
 
-        runs = [v for a, v in self._values if a == arch]
-        if any(v.get(f"{key}_ci") is None or v.get(f"{base_key}_ci") is None for v in runs):
-            return None
-        return decide_paired([pair(v) for v in runs])
+        return decide_paired([pair(v) for v in self._values_of(arch)])
 
     def vs_dense(self, arch: str, key: str) -> list[float] | None:
         """The 95% interval of `arch`'s mean of `key` minus the dense baseline's, over
         their seeds (glassbox.results.difference: paired at one seed where both runs
         kept their replicates); None where a run lacks an interval."""
-        a = [v for x, v in self._values if x == arch]
-        b = [v for x, v in self._values if x == BASELINE]
+        a, b = self._values_of(arch), self._values_of(BASELINE)
         ci, bt = f"{key}_ci", f"{key}_boot"
         return difference(
             [v.get(key) for v in a], [v.get(ci) for v in a],
@@ -268,6 +265,10 @@ class ReportTables:
     @cached_property
     def _values(self) -> list[tuple[str, dict[str, Any]]]:
         return [(r.arch, r.values()) for r in self.runs]
+
+    def _values_of(self, arch: str) -> list[dict[str, Any]]:
+        """Every number of each of `arch`'s runs (one mapping a seed)."""
+        return [v for a, v in self._values if a == arch]
 
     def not_informative(self) -> dict[str, list[Metric]]:
         """arch -> the interpretability scores (with an untrained baseline; the domain

@@ -118,21 +118,23 @@ def score_run(run: Run, cc: CompareConfig) -> RunResult:
 HAS_REPLICATES = ("baselines.random.interp.lift_pooled_boot", "baselines.init.interp.lift_pooled_boot")  # fmt: skip
 
 
-def add_replicates(run: Run, cc: CompareConfig) -> list[str]:
+def add_replicates(run: Run, cc: CompareConfig) -> list[str] | None:
     """Add to the run's saved scores the bootstrap replicates of its headline scores,
     their controls' and its untrained twin's (analysis.audit: <key>_boot), where it was
     scored before they were kept. The audited scores of the model and of its twin are
     computed again on the same samples (audit_samples) and must equal the saved ones,
     interval for interval: replicates of other draws would pair wrongly. Returns the
-    keys added (none where the run has them, or its data has no ground truth). A run not
-    scored under its current key, or whose scores come out otherwise now, is a
-    GlassboxError (one line): score it again instead."""
-    run.check_current()
+    keys added (none where the run has them, or its data has no ground truth); None
+    where the run is not trained or scored under its current key yet (scoring it keeps
+    them). A run whose scores come out otherwise now is a GlassboxError (one line):
+    score it again instead."""
+    if not run.is_current():
+        return None
     key = score_key(run, cc)
     path = run.analysis_dir / "row.json"
     saved = load_saved(path, key)
     if saved is None:
-        raise GlassboxError(f"{path}: no scores under the run's current key: score it first")
+        return None
     interp, suite = saved["interp"], run.suite
     if not (suite.skill_names or is_code(suite)):
         return []
