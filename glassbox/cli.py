@@ -298,6 +298,18 @@ def _cmd_ship(args) -> int:
     return 0
 
 
+def _cmd_merge(args) -> int:
+    from glassbox.merge import merge_reports
+
+    report = merge_reports(args.reports, args.out)
+    print(report.markdown_summary())
+    n = ", ".join(
+        f"{a} {sum(r.arch == a for r in report.runs)}" for a in report.config["architectures"]
+    )
+    print(f"merged runs ({n}) at seeds {list(report.seeds)} into {report.path}")
+    return 0
+
+
 DESCRIPTION = """\
 Interpretable-by-construction transformer language models (mixtures of experts,
 transcoders, weight-sparse, tool-calling) beside dense baselines, and the gap report
@@ -378,6 +390,14 @@ COMMANDS = {
         "transformer-lens: a HookedTransformer's weights; features: every readable unit's "
         "dashboard (JSON and HTML pages, index.html to browse).",
         "glassbox export glassbox/dense --to hf runs/dense_hf",
+    ),
+    "merge": (
+        "one gap report from the reports of runs scored apart (another seed, session, machine)",
+        "Merge the report.json files of compares scored the same way into one report: "
+        "every run's scores and replicates are read, none scored again, and the decisions "
+        "over seeds and against dense are made over the runs together. Reports that differ "
+        "in what the scores depend on, or give one run other scores, are refused in one line.",
+        "glassbox merge report_a/report.json report_b/report.json --out report_ab",
     ),
     "ship": (
         "copy a compare's runs into checkpoints/ with model cards",
@@ -535,6 +555,14 @@ def _add_export(sub) -> None:
     x.set_defaults(fn=_cmd_export)
 
 
+def _add_merge(sub) -> None:
+    """The arguments of `glassbox merge`: the reports and where the merged one goes."""
+    m = _command(sub, "merge")
+    m.add_argument("reports", nargs="+", help="report.json files (two or more)")
+    m.add_argument("--out", required=True, help="the merged report's folder (not a report's own)")
+    m.set_defaults(fn=_cmd_merge)
+
+
 def _add_ship(sub) -> None:
     """The arguments of `glassbox ship`: the runs to ship and where their cards read scores."""
     s = _command(sub, "ship")
@@ -572,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_generate,
         _add_trace,
         _add_export,
+        _add_merge,
         _add_ship,
     ):
         add(sub)

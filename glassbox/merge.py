@@ -1,0 +1,178 @@
+"""`glassbox merge`: one gap report from the reports of runs scored apart.
+
+    glassbox merge A/report.json B/report.json ... --out DIR
+
+A compare's runs need not be scored in one place: a seed more trained in another
+session, the kinds a second machine ran, a rung's report published before. Each
+report.json keeps every run's scores (and the bootstrap replicates its decisions pair
+on), so their runs can make one report without scoring anything again: DIR gets
+report.md, .html, .json and pareto.png with every run's plots and model card
+(Report.publish), and the decisions over seeds and against dense are made afresh over
+the runs together.
+
+Only runs scored the same way merge. The reports must agree on what every run's
+scores depend on (the run overrides, analysis_examples, the post-hoc route's settings;
+for an architecture two reports share, its run config, its overrides and its named
+checkpoint), else one line names the key and the two reports. A run (architecture and
+seed) in several reports must have the same scores in each (timings aside): the first
+is kept, and a difference is one line naming the key (score both with the same code,
+or leave one report out). Reports scored with and without the micro-task circuits
+(`microcircuits`) merge without them: those keys are dropped from the runs that have
+them, so that no kind is averaged over the seeds that happened to compute them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from glassbox.archs.errors import ArgumentError
+from glassbox.compare_config import BASELINE
+from glassbox.report import Report
+from glassbox.results import PostHocResult, RunResult
+
+__all__ = ["MergeError", "SCORED_BY", "is_microcircuit_key", "merge_reports"]
+
+# the compare keys every run's scores depend on: two reports merge only where these agree
+SCORED_BY = ("overrides", "analysis_examples", "posthoc")
+# the keys an architecture's runs depend on, where two reports both have that architecture
+PER_ARCH = ("architectures", "arch_overrides", "checkpoints")
+# keys of a run that say how and where it ran, not what it scored (its content key
+# names the micro-task setting too, which a merge may drop)
+NOT_SCORES = ("run_dir", "plots", "trained_now", "train_seconds", "analysis_seconds", "key")
+
+
+class MergeError(ArgumentError):
+    """Two reports that cannot make one: `report=path: what differs`."""
+
+    def __init__(self, path: str | Path, what: str):
+        super().__init__("report", str(path), what)
+
+
+def is_microcircuit_key(key: str) -> bool:
+    """A score only the micro-task circuits compute (analysis.microcircuits.summarise),
+    the untrained twin's included."""
+    key = key.removeprefix("baselines.init.")
+    return key.startswith("interp.microcircuit") or key in (
+        "interp.nonsense_ratio", "interp.task_means_ratio", "interp.zero_ablation_ratio",
+    )  # fmt: skip
+
+
+def _without_microcircuits(run: RunResult) -> RunResult:
+    interp = {k: v for k, v in run.interp.items() if not is_microcircuit_key(k)}
+    return replace(run, interp=interp)
+
+
+def _scores(run: RunResult) -> dict[str, Any]:
+    return {k: v for k, v in run.to_json().items() if k not in NOT_SCORES}
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    """The dotted key of the first place two JSON values differ, None where equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{where}{k} (in one only)"
+            if (d := _first_difference(a[k], b[k], f"{where}{k}.")) is not None:
+                return d
+        return None
+    return None if a == b else where.rstrip(".") or "(the value)"
+
+
+def _check_config(first: Report, path: Path, report: Report, first_path: Path) -> None:
+    for key in SCORED_BY:
+        if report.config.get(key) != first.config.get(key):
+            raise MergeError(
+                path, f"scored with another {key} than {first_path} ({report.config.get(key)!r} "
+                f"against {first.config.get(key)!r}): its runs are not comparable",
+            )  # fmt: skip
+
+
+def _merge_arch_keys(reports: Sequence[tuple[Path, Report]]) -> dict[str, dict[str, Any]]:
+    """architectures, arch_overrides and checkpoints over every report, checked equal
+    for an architecture two reports share; architectures in the order first met."""
+    merged: dict[str, dict[str, Any]] = {key: {} for key in PER_ARCH}
+    said: dict[tuple[str, str], Path] = {}
+    for path, report in reports:
+        for arch in report.config.get("architectures") or {}:
+            for key in PER_ARCH:
+                have = (report.config.get(key) or {}).get(arch)
+                if (key, arch) in said and merged[key].get(arch) != have:
+                    raise MergeError(
+                        path, f"{key}.{arch} is {have!r} and {said[key, arch]}'s "
+                        f"{merged[key].get(arch)!r}: not the same architecture",
+                    )  # fmt: skip
+                said[key, arch] = path
+                if have is not None:
+                    merged[key][arch] = have
+    return merged
+
+
+def merge_reports(paths: Sequence[str | Path], out: str | Path) -> Report:
+    """One Report of every run in the report.json files `paths`, written (published:
+    plots and cards copied) into `out`. MergeError (one line) where the reports were
+    scored differently, a run appears twice with other scores, `out` is one of the
+    reports' folders, or the merged runs have no dense baseline."""
+    out = Path(out)
+    if len(paths) < 2:
+        raise ArgumentError("reports", [str(p) for p in paths], "at least two report.json files")
+    reports: list[tuple[Path, Report]] = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such report.json")
+        if os.path.realpath(p.parent) == os.path.realpath(out):
+            raise MergeError(p, f"is in --out ({out}): merge into another folder")
+        reports.append((p, Report.read(p)))
+    first_path, first = reports[0]
+    for path, report in reports[1:]:
+        _check_config(first, path, report, first_path)
+    arch_keys = _merge_arch_keys(reports)
+    if BASELINE not in arch_keys["architectures"]:
+        raise MergeError(first_path, f"none of the reports has the {BASELINE} baseline")
+    microcircuits = all(bool(r.config.get("microcircuits")) for _, r in reports)
+
+    runs: dict[tuple[str, int], tuple[RunResult, Path]] = {}
+    posthoc: dict[tuple[str, int], tuple[PostHocResult, Path]] = {}
+    for path, report in reports:
+        for run in report.runs:
+            run = run if microcircuits else _without_microcircuits(run)
+            if (at := (run.arch, run.seed)) in runs:
+                kept, kept_path = runs[at]
+                if (d := _first_difference(_scores(kept), _scores(run))) is not None:
+                    raise MergeError(
+                        path, f"{run.arch} at seed {run.seed} differs from {kept_path}'s at "
+                        f"{d}: score both with the same code, or leave one report out",
+                    )  # fmt: skip
+                continue
+            runs[at] = (run, path)
+        for route in report.posthoc:
+            at = (route.arch, route.seed)
+            if at in posthoc and posthoc[at][0].to_json() != route.to_json():
+                raise MergeError(path, f"its post-hoc route of {at[0]} at seed {at[1]} differs "
+                                       f"from {posthoc[at][1]}'s")  # fmt: skip
+            posthoc.setdefault(at, (route, path))
+
+    order = {arch: i for i, arch in enumerate(arch_keys["architectures"])}
+    seeds = tuple(sorted({seed for _, seed in runs}))
+    config = {
+        **first.config,
+        **arch_keys,
+        "seeds": list(seeds),
+        "microcircuits": microcircuits,
+        "out_dir": out.as_posix(),
+        "merged_from": [Path(p).as_posix() for p, _ in reports],
+    }
+    merged = Report(
+        out_dir=out,
+        seeds=seeds,
+        config=config,
+        runs=tuple(
+            r for r, _ in sorted(runs.values(), key=lambda x: (order[x[0].arch], x[0].seed))
+        ),  # fmt: skip
+        posthoc=tuple(p for p, _ in posthoc.values()),
+    )
+    return Report.read(merged.publish(out).with_name("report.json"))
