@@ -39,15 +39,20 @@ COVERAGE_KEYS = (
     "interp.l0",
     "interp.dead_fraction",
 )
+# (with the replicates of the scores kinds are told apart on: the route reads the same
+# held-out examples as the dense run it is fitted to, so the report pairs them)
 AUDIT_KEYS = (
     "interp.lift_pooled",
     "interp.lift_pooled_ci",
+    "interp.lift_pooled_boot",
     "interp.coverage_heldout",
     "interp.coverage_heldout_ci",
     "interp.coverage_matched",
     "interp.coverage_matched_ci",
+    "interp.coverage_matched_boot",
     "interp.info_beyond_token",
     "interp.info_beyond_token_ci",
+    "interp.info_beyond_token_boot",
 )
 # analysis.graphs.scores' statistics kept: the error share and agreement it measures
 GRAPH_KEYS = ("interp.graph_nodes80", "interp.graph_error_share", "interp.graph_top1_agreement")

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from glassbox.analysis.intervals import decide, paired_interval
-from glassbox.compare_config import BASELINE
+from glassbox.analysis.jsonable import mean_defined
+from glassbox.compare_config import BASELINE, BY_CONSTRUCTION
 from glassbox.metrics import (
     CAPABILITY,
     CIRCUITS,
@@ -384,9 +385,51 @@ class ReportTables:
             "(analysis.feature_cost.measure_feature_cost).",
         )  # fmt: skip
 
+    def posthoc_versus(self) -> Table | None:
+        """The post-hoc latents against the units built to be read, on the audited
+        scores of the post-hoc table that have intervals: its mean minus the dense model's own
+        neurons' and minus the by-construction transcoder's, with the interval of the
+        difference (results.difference: paired at one seed, where the route kept its
+        replicates over the same held-out examples as the runs). None without a post-hoc
+        route on dense or without those scores' intervals."""
+        routes = [p.values() for p in self.posthoc if p.arch == BASELINE]
+        ms = [m for m in self.section(POSTHOC) if any(v.get(f"{m.key}_ci") for v in routes)]
+        if not ms:
+            return None
+        rows = []
+        for arch in (BASELINE, BY_CONSTRUCTION):
+            runs = self._values_of(arch)
+            if not runs:
+                continue
+            cells = []
+            for m in ms:
+                k, ci, bt = m.key, f"{m.key}_ci", f"{m.key}_boot"
+                d = difference(
+                    [v.get(k) for v in routes], [v.get(ci) for v in routes],
+                    [v.get(k) for v in runs], [v.get(ci) for v in runs],
+                    [v.get(bt) for v in routes], [v.get(bt) for v in runs],
+                )  # fmt: skip
+                means = [mean_defined([v.get(k) for v in vs]) for vs in (routes, runs)]
+                cells.append("–" if d is None or None in means else
+                             f"{decide(d, [0.0, 0.0])} ({m.format_diff(means[0] - means[1], d)})")  # fmt: skip
+            rows.append((f"post-hoc − {arch}", cells))
+        return Table(
+            "The post-hoc latents against units built to be read", "difference",
+            metric_headers(ms), rows,
+            "The post-hoc transcoders' latents in the dense model's place, read by the same "
+            "audited protocol on the same held-out examples, minus the dense model's own "
+            f"neurons and minus the {BY_CONSTRUCTION} model's latents: above / below when the "
+            "95% interval of the difference excludes 0 (at one seed the paired interval over "
+            "the examples where both kept their replicates, else from the two intervals; "
+            "Welch's t over seeds).",
+        )  # fmt: skip
+
     def posthoc_table(self) -> list[str]:
         t = self.posthoc_route()
-        return [] if t is None else [*t.markdown(), ""]
+        v = self.posthoc_versus()
+        return ([] if t is None else [*t.markdown(), ""]) + (
+            [] if v is None else [*v.markdown(), ""]
+        )
 
     def domain_tables(self) -> list[Table]:
         keys = {k for r in self.runs for k in r.values()}
@@ -416,5 +459,7 @@ class ReportTables:
         out.append(self.capability())
         out += self.domain_tables()
         out += self.topic_tables()
-        out += [t for t in [self.posthoc_route(), self.skills()] if t is not None]
+        out += [
+            t for t in [self.posthoc_route(), self.posthoc_versus(), self.skills()] if t is not None
+        ]
         return out

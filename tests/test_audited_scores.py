@@ -26,7 +26,7 @@ from glassbox.analysis.intervals import (
 )
 from glassbox.archs import Transformer
 from glassbox.report import Report
-from glassbox.results import RunResult
+from glassbox.results import PostHocResult, RunResult
 from glassbox.training.config import load_config
 from glassbox.training.data import DataConfig, build_datasets
 
@@ -526,3 +526,33 @@ def test_twins_are_compared_seed_by_seed(tmp_path):
     flagged = {a: [m.key for m in ms] for a, ms in report.not_informative().items()}
     assert "interp.lift_pooled" not in flagged["dense"]
     assert "interp.lift_pooled" in flagged["moe"] and "interp.lift_pooled" in flagged["transcoder"]
+
+
+def test_the_posthoc_latents_are_told_from_the_units_built_to_be_read_by_the_paired_difference(tmp_path):  # fmt: skip
+    """Known answers of the post-hoc table's differences. The post-hoc latents score the
+    examples' difficulty x plus 0.02, dense's neurons x: the intervals overlap, the
+    paired difference excludes 0 ("above"). Not credited: the transcoder scores the
+    post-hoc values plus noise only ("same"). A route without replicates falls back to
+    the two intervals ("same" against dense)."""
+    g = torch.Generator().manual_seed(1)
+    x = 2 * torch.rand(200, generator=g, dtype=torch.float64)
+    post = x + 0.02
+    noisy = post + 0.005 * torch.randn(200, generator=g, dtype=torch.float64)
+
+    def scores(v: torch.Tensor, boots: bool = True) -> dict:
+        b = _boot_of(v)
+        ci = interval(torch.tensor(b["replicates"], dtype=torch.float64))
+        key = "interp.coverage_matched"
+        return {key: float(v.mean()), f"{key}_ci": ci, **({f"{key}_boot": b} if boots else {})}
+
+    def run(arch: str, v: torch.Tensor) -> RunResult:
+        return RunResult(arch, 0, f"runs/{arch}", {"val_loss": 1.0, "params.active": 10}, scores(v))
+
+    runs = (run("dense", x), run("transcoder", noisy))
+    for boots, against_dense in ((True, "above"), (False, "same")):
+        route = PostHocResult("dense", 0, 10, scores(post, boots))
+        table = Report(out_dir=tmp_path, seeds=(0,), config={}, runs=runs, posthoc=(route,)).posthoc_versus()  # fmt: skip
+        assert table.headers == ["matched coverage"]
+        rows = dict(table.rows)
+        assert rows["post-hoc − dense"][0].startswith(f"{against_dense} (+0.020 [")
+        assert rows["post-hoc − transcoder"][0].startswith("same (")

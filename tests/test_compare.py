@@ -14,6 +14,7 @@ from glassbox.archs.errors import GlassboxError
 from glassbox.cli import main
 from glassbox.compare import compare, gap_percent, load_compare_config, plan_runs
 from glassbox.frontier import pareto_front
+from glassbox.metrics import POSTHOC
 from glassbox.report import Report
 from glassbox.results import RunResult, aggregate, capability_values
 from glassbox.scoring import add_replicates
@@ -104,6 +105,13 @@ def test_tiny_compare_end_to_end(tmp_path):
         interp["transcoder"]["interp.lift_pooled_boot"], interp["dense"]["interp.lift_pooled_boot"]
     )
     assert paired is not None and report.vs_dense("transcoder", "interp.lift_pooled") == paired
+    # the post-hoc latents read the dense run's examples too: paired with its neurons
+    route, key = report.posthoc[0].values(), "interp.coverage_matched"
+    post = paired_interval(route[f"{key}_boot"], interp["dense"][f"{key}_boot"])
+    (m,) = [m for m in report.section(POSTHOC) if m.key == key]
+    column = report.posthoc_versus().headers.index(m.header)
+    cell = dict(report.posthoc_versus().rows)["post-hoc − dense"][column]
+    assert post is not None and cell.endswith(f"({m.format_diff(route[key] - interp['dense'][key], post)})")  # fmt: skip
     # a run scored before the replicates were kept gets them, checked against its scores
     row = tmp_path / "report/runs/transcoder-seed0/analysis/row.json"
     saved = json.loads(row.read_text())
