@@ -43,6 +43,7 @@ PER_ARCH = ("architectures", "arch_overrides", "checkpoints")
 # keys of a run that say how and where it ran, not what it scored (its content key
 # names the micro-task setting too, which a merge may drop)
 NOT_SCORES = ("run_dir", "plots", "trained_now", "train_seconds", "analysis_seconds", "key")
+ROUTE_TIMINGS = ("fit_seconds", "cost_ratio")  # a post-hoc route's wall-clock times
 
 
 class MergeError(ArgumentError):
@@ -68,6 +69,13 @@ def _without_microcircuits(run: RunResult) -> RunResult:
 
 def _scores(run: RunResult) -> dict[str, Any]:
     return {k: v for k, v in run.to_json().items() if k not in NOT_SCORES}
+
+
+def _route_scores(route: PostHocResult) -> dict[str, Any]:
+    """A post-hoc route's scores and coverage, its timings aside (fit_seconds and the
+    cost ratio are wall-clock times)."""
+    scores = {k: v for k, v in route.to_json()["scores"].items() if k not in ROUTE_TIMINGS}
+    return {"scores": scores, "coverage_by_layer": route.to_json()["coverage_by_layer"]}
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
@@ -151,7 +159,7 @@ def merge_reports(paths: Sequence[str | Path], out: str | Path) -> Report:
             runs[at] = (run, path)
         for route in report.posthoc:
             at = (route.arch, route.seed)
-            if at in posthoc and posthoc[at][0].to_json() != route.to_json():
+            if at in posthoc and _route_scores(posthoc[at][0]) != _route_scores(route):
                 raise MergeError(path, f"its post-hoc route of {at[0]} at seed {at[1]} differs "
                                        f"from {posthoc[at][1]}'s")  # fmt: skip
             posthoc.setdefault(at, (route, path))

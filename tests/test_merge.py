@@ -173,3 +173,33 @@ def test_merge_on_the_command_line(tmp_path, capsys):
         main(["merge", str(a), str(tmp_path / "nothing.json"), "--out", str(tmp_path / "x")]) == 1
     )
     assert "nothing.json" in capsys.readouterr().err
+
+
+def test_a_post_hoc_route_in_two_reports_counts_once_and_must_agree(tmp_path):
+    """The post-hoc route of one dense run in two reports: kept once where its scores
+    agree (its wall-clock times may not), refused where a score differs."""
+    from glassbox.results import PostHocResult
+
+    def route(coverage: float, seconds: float) -> PostHocResult:
+        return PostHocResult("dense", 0, 10, {"interp.coverage": coverage, "fit_seconds": seconds,
+                                              "cost_ratio": seconds / 2})  # fmt: skip
+
+    def report(folder: str, r: PostHocResult, seed: int) -> Path:
+        runs = (_run("dense", 0, 0.0), _run("moe", seed, 0.1))
+        seeds = tuple(sorted({0, seed}))
+        cfg = {
+            **CONFIG,
+            "architectures": {"dense": "d.yaml", "moe": "m.yaml"},
+            "seeds": list(seeds),
+        }
+        Report(out_dir=tmp_path / folder, seeds=seeds, config=cfg, runs=runs, posthoc=(r,)).write()  # fmt: skip
+        return tmp_path / folder / "report.json"
+
+    a, b = report("a", route(0.4, 10.0), 0), report("b", route(0.4, 12.0), 1)
+    merged = merge_reports([a, b], tmp_path / "ab")
+    assert [(p.arch, p.seed, p.scores["fit_seconds"]) for p in merged.posthoc] == [
+        ("dense", 0, 10.0)
+    ]
+    c = report("c", route(0.5, 10.0), 1)
+    with pytest.raises(MergeError, match="post-hoc route of dense at seed 0 differs"):
+        merge_reports([a, c], tmp_path / "ac")
