@@ -396,7 +396,8 @@ COMMANDS = {
         "Merge the report.json files of compares scored the same way into one report: "
         "every run's scores and replicates are read, none scored again, and the decisions "
         "over seeds and against dense are made over the runs together. Reports that differ "
-        "in what the scores depend on, or give one run other scores, are refused in one line.",
+        "in what the scores depend on, or give one run other scores, are refused in one line; "
+        "REPORT:kind,kind takes only those architectures' runs from a report.",
         "glassbox merge report_a/report.json report_b/report.json --out report_ab",
     ),
     "ship": (
@@ -558,7 +559,9 @@ def _add_export(sub) -> None:
 def _add_merge(sub) -> None:
     """The arguments of `glassbox merge`: the reports and where the merged one goes."""
     m = _command(sub, "merge")
-    m.add_argument("reports", nargs="+", help="report.json files (two or more)")
+    m.add_argument(
+        "reports", nargs="+", help="report.json files (two or more); PATH:kind,kind for some kinds"
+    )
     m.add_argument("--out", required=True, help="the merged report's folder (not a report's own)")
     m.set_defaults(fn=_cmd_merge)
 

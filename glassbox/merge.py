@@ -1,6 +1,8 @@
 """`glassbox merge`: one gap report from the reports of runs scored apart.
 
     glassbox merge A/report.json B/report.json ... --out DIR
+    glassbox merge A/report.json B/report.json:moe,transcoder --out DIR   (B's moe and
+                                                            transcoder runs only)
 
 A compare's runs need not be scored in one place: a seed more trained in another
 session, the kinds a second machine ran, a rung's report published before. Each
@@ -16,7 +18,9 @@ for an architecture two reports share, its run config, its overrides and its nam
 checkpoint), else one line names the key and the two reports. A run (architecture and
 seed) in several reports must have the same scores in each (timings aside): the first
 is kept, and a difference is one line naming the key (score both with the same code,
-or leave one report out). Reports scored with and without the micro-task circuits
+or take the run from one report only: `path:kind,kind`). A run trained again is not
+always the same run: the same code, data and seed on another machine's CPU can round
+floats otherwise and train other weights. Reports scored with and without the micro-task circuits
 (`microcircuits`) merge without them: those keys are dropped from the runs that have
 them, so that no kind is averaged over the seeds that happened to compute them.
 """
@@ -119,22 +123,55 @@ def _merge_arch_keys(reports: Sequence[tuple[Path, Report]]) -> dict[str, dict[s
     return merged
 
 
+def _report_and_kinds(given: str | Path) -> tuple[Path, list[str] | None]:
+    """A report.json, and the architectures to take from it where the path ends in
+    `:kind,kind` (all of them without)."""
+    p = Path(given)
+    if p.is_file() or ":" not in str(given):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such report.json")
+        return p, None
+    path, _, kinds = str(given).rpartition(":")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such report.json")
+    return Path(path), [k for k in kinds.split(",") if k]
+
+
+def _only(report: Report, path: Path, kinds: list[str]) -> Report:
+    """`report` with the runs and post-hoc routes of `kinds` alone; MergeError naming a
+    kind it does not have."""
+    have = list(report.config.get("architectures") or {})
+    if not kinds or (missing := [k for k in kinds if k not in have]):
+        raise MergeError(path, f"has no architecture {','.join(missing) if kinds else '(none named after :)'} "
+                               f"(it has {', '.join(have)})")  # fmt: skip
+    config = {**report.config, "architectures": {k: v for k, v in report.config["architectures"].items() if k in kinds}}  # fmt: skip
+    return replace(
+        report, config=config,
+        runs=tuple(r for r in report.runs if r.arch in kinds),
+        posthoc=tuple(p for p in report.posthoc if p.arch in kinds),
+    )  # fmt: skip
+
+
 def merge_reports(paths: Sequence[str | Path], out: str | Path) -> Report:
-    """One Report of every run in the report.json files `paths`, written (published:
-    plots and cards copied) into `out`. MergeError (one line) where the reports were
+    """One Report of every run in the report.json files `paths` (a path ending in
+    `:kind,kind` gives only those architectures' runs), written (published: plots and
+    cards copied) into `out`. MergeError (one line) where the reports were
     scored differently, a run appears twice with other scores, `out` is one of the
     reports' folders, or the merged runs have no dense baseline."""
     out = Path(out)
     if len(paths) < 2:
         raise ArgumentError("reports", [str(p) for p in paths], "at least two report.json files")
     reports: list[tuple[Path, Report]] = []
-    for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such report.json")
+    said = []
+    for given in paths:
+        p, kinds = _report_and_kinds(given)
         if os.path.realpath(p.parent) == os.path.realpath(out):
             raise MergeError(p, f"is in --out ({out}): merge into another folder")
-        reports.append((p, Report.read(p)))
+        report = Report.read(p)
+        if kinds is not None:
+            report = _only(report, p, kinds)
+        reports.append((p, report))
+        said.append(Path(p).as_posix() + (f":{','.join(kinds)}" if kinds is not None else ""))
     first_path, first = reports[0]
     for path, report in reports[1:]:
         _check_config(first, path, report, first_path)
@@ -172,7 +209,7 @@ def merge_reports(paths: Sequence[str | Path], out: str | Path) -> Report:
         "seeds": list(seeds),
         "microcircuits": microcircuits,
         "out_dir": out.as_posix(),
-        "merged_from": [Path(p).as_posix() for p, _ in reports],
+        "merged_from": said,
     }
     merged = Report(
         out_dir=out,

@@ -203,3 +203,25 @@ def test_a_post_hoc_route_in_two_reports_counts_once_and_must_agree(tmp_path):
     c = report("c", route(0.5, 10.0), 1)
     with pytest.raises(MergeError, match="post-hoc route of dense at seed 0 differs"):
         merge_reports([a, c], tmp_path / "ac")
+
+
+def test_some_kinds_of_a_report(tmp_path):
+    """`path:kind,kind` takes those kinds' runs alone: a dense run scored again with
+    other scores (trained again elsewhere) is left out instead of refused; a kind the
+    report does not have is one line naming it."""
+    a = _write(tmp_path / "a", [_run("dense", 0, 0.0), _run("dense", 1, 0.0), _run("moe", 0, 0.1)])
+    other_dense = _run("dense", 1, 0.01)
+    b = _write(tmp_path / "b", [other_dense, _run("moe", 1, 0.1)])
+    with pytest.raises(MergeError, match="dense at seed 1 differs"):
+        merge_reports([a, b], tmp_path / "ab")
+    merged = merge_reports([a, f"{b}:moe"], tmp_path / "ab")
+    assert sorted((r.arch, r.seed) for r in merged.runs) == [
+        ("dense", 0), ("dense", 1), ("moe", 0), ("moe", 1)
+    ]  # fmt: skip
+    kept = next(r for r in merged.runs if (r.arch, r.seed) == ("dense", 1))
+    assert kept.interp["interp.lift_pooled"] != other_dense.interp["interp.lift_pooled"]
+    assert merged.config["merged_from"][1] == f"{b.as_posix()}:moe"
+    with pytest.raises(MergeError, match="has no architecture transcoder"):
+        merge_reports([a, f"{b}:transcoder"], tmp_path / "ac")
+    with pytest.raises(FileNotFoundError, match="nothing.json"):
+        merge_reports([a, f"{tmp_path / 'nothing.json'}:moe"], tmp_path / "ac")
