@@ -386,8 +386,8 @@ class ReportTables:
         )  # fmt: skip
 
     def posthoc_versus(self) -> Table | None:
-        """The post-hoc latents against the units built to be read, on the audited
-        scores of the post-hoc table that have intervals: its mean minus the dense model's own
+        """The post-hoc latents against the units built to be read, on the post-hoc
+        table's scores that have intervals: the route's mean minus the dense model's own
         neurons' and minus the by-construction transcoder's, with the interval of the
         difference (results.difference: paired at one seed, where the route kept its
         replicates over the same held-out examples as the runs). None without a post-hoc
