@@ -124,6 +124,15 @@ class Report(ReportTables):
         return "the same text corpus and seed" if text else "the skill suite, same seed"
 
     def _spread_words(self) -> str:
+        by_seeds: dict[tuple[int, ...], list[str]] = {}  # a merged report's kinds may differ
+        for arch in dict.fromkeys(r.arch for r in self.runs):
+            seeds = tuple(sorted(r.seed for r in self.runs if r.arch == arch))
+            by_seeds.setdefault(seeds, []).append(arch)
+        if len(by_seeds) > 1:
+            each = "; ".join(
+                f"{', '.join(a)}: {', '.join(map(str, s))}" for s, a in by_seeds.items()
+            )
+            return f"Mean ± standard deviation over each kind's seeds ({each}; one seed: no spread)"
         if len(self.seeds) > 1:
             return f"Mean ± standard deviation over seeds {list(self.seeds)}"
         return f"One seed ({self.seeds[0]}): no spread over seeds is measured, so none is printed"

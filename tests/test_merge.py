@@ -44,7 +44,12 @@ def _run(arch: str, seed: int, lead: float, micro: bool = False, **timing) -> Ru
         "interp.lift_pooled_boot": b,
         **(MICRO if micro else {}),
     }
-    capability = {"val_loss": 3.0 + lead, "params.active": 100}
+    capability = {
+        "val_loss": 3.0 + lead,
+        "params.active": 100,
+        "train.tokens": 1000,
+        "train.steps": 10,
+    }
     return RunResult(arch, seed, f"runs/{arch}-seed{seed}", capability, interp, **timing)
 
 
@@ -97,7 +102,7 @@ def test_a_run_in_two_reports_counts_once_and_must_agree(tmp_path):
     ]  # fmt: skip
     assert next(r for r in merged.runs if (r.arch, r.seed) == ("dense", 0)).train_seconds == 0.0
 
-    moved = RunResult.from_json({**dense0.to_json(), "capability": {"val_loss": 3.5, "params.active": 100}})  # fmt: skip
+    moved = RunResult.from_json({**dense0.to_json(), "capability": {**dense0.capability, "val_loss": 3.5}})  # fmt: skip
     c = _write(tmp_path / "c", [moved, _run("moe", 1, 0.03)])
     with pytest.raises(MergeError, match=r"dense at seed 0 differs from .*a/report.json's at capability.val_loss"):  # fmt: skip
         merge_reports([a, c], tmp_path / "ac")
@@ -225,3 +230,14 @@ def test_some_kinds_of_a_report(tmp_path):
         merge_reports([a, f"{b}:transcoder"], tmp_path / "ac")
     with pytest.raises(FileNotFoundError, match="nothing.json"):
         merge_reports([a, f"{tmp_path / 'nothing.json'}:moe"], tmp_path / "ac")
+
+
+def test_a_merged_report_says_each_kinds_seeds(tmp_path):
+    """Kinds merged with other seeds: the spread is over each kind's own seeds, and the
+    report says which; a report whose kinds share their seeds says them once."""
+    a = _write(tmp_path / "a", [_run("dense", s, 0.0) for s in (0, 1, 2)] + [_run("moe", 0, 0.1)])
+    b = _write(tmp_path / "b", [_run("dense", 1, 0.0), _run("moe", 1, 0.1)])
+    text = merge_reports([a, b], tmp_path / "ab").markdown()
+    assert "over each kind's seeds (dense: 0, 1, 2; moe: 0, 1; one seed: no spread)" in text
+    together = merge_reports([a, f"{b}:moe", _write(tmp_path / "c", [_run("moe", 2, 0.1), _run("dense", 0, 0.0)])], tmp_path / "abc")  # fmt: skip
+    assert "over seeds [0, 1, 2]" in together.markdown()
