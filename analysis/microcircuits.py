@@ -557,6 +557,15 @@ def summarise(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def is_microcircuit_key(key: str) -> bool:
+    """A summary key only the micro-task circuits give (summarise's), the untrained
+    twin's included: what a report scored without them lacks."""
+    key = key.removeprefix("baselines.init.")
+    return key.startswith("interp.microcircuit") or key in (
+        "interp.nonsense_ratio", "interp.task_means_ratio", "interp.zero_ablation_ratio",
+    )  # fmt: skip
+
+
 def _size_ratio(task: dict[str, Any], control: str) -> float | None:
     """A control's circuit size over the real task's on the fit third (a control no
     size reaches counts as every unit); None where the real one is empty there."""
@@ -611,6 +620,7 @@ __all__ = [
     "MIB_GRID",
     "MaskConfig",
     "circuit_for_task",
+    "is_microcircuit_key",
     "learn_ranking",
     "length_groups",
     "mask_diffs",

@@ -20,9 +20,10 @@ seed) in several reports must have the same scores in each (timings aside): the 
 is kept, and a difference is one line naming the key (score both with the same code,
 or take the run from one report only: `path:kind,kind`). A run trained again is not
 always the same run: the same code, data and seed on another machine's CPU can round
-floats otherwise and train other weights. Reports scored with and without the micro-task circuits
-(`microcircuits`) merge without them: those keys are dropped from the runs that have
-them, so that no kind is averaged over the seeds that happened to compute them.
+floats otherwise and train other weights. Reports scored with and without the
+micro-task circuits (`microcircuits`) merge without them: those keys are dropped from
+the runs that have them, so that no kind is averaged over the seeds that happened to
+compute them.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from glassbox.analysis.microcircuits import is_microcircuit_key
 from glassbox.archs.errors import ArgumentError
 from glassbox.compare_config import BASELINE
 from glassbox.report import Report
 from glassbox.results import PostHocResult, RunResult
 
-__all__ = ["MergeError", "SCORED_BY", "is_microcircuit_key", "merge_reports"]
+__all__ = ["MergeError", "SCORED_BY", "merge_reports"]
 
 # the compare keys every run's scores depend on: two reports merge only where these agree
 SCORED_BY = ("overrides", "analysis_examples", "posthoc")
@@ -55,15 +57,6 @@ class MergeError(ArgumentError):
 
     def __init__(self, path: str | Path, what: str):
         super().__init__("report", str(path), what)
-
-
-def is_microcircuit_key(key: str) -> bool:
-    """A score only the micro-task circuits compute (analysis.microcircuits.summarise),
-    the untrained twin's included."""
-    key = key.removeprefix("baselines.init.")
-    return key.startswith("interp.microcircuit") or key in (
-        "interp.nonsense_ratio", "interp.task_means_ratio", "interp.zero_ablation_ratio",
-    )  # fmt: skip
 
 
 def _without_microcircuits(run: RunResult) -> RunResult:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from glassbox.analysis.microcircuits import is_microcircuit_key, summarise
 from glassbox.cli import main
-from glassbox.merge import MergeError, is_microcircuit_key, merge_reports
+from glassbox.merge import MergeError, merge_reports
 from glassbox.report import Report
 from glassbox.results import RunResult
 from tests.test_audited_scores import _boot_of
@@ -149,6 +150,12 @@ def test_micro_task_scores_are_kept_only_where_every_report_has_them(tmp_path):
     assert is_microcircuit_key("baselines.init.interp.microcircuit_tasks")
     assert is_microcircuit_key("interp.nonsense_ratio")
     assert not is_microcircuit_key("interp.lift_pooled")
+    task = {"learned": True, "nodes": 4, "nodes_fit": 4, "total_units": 64, "fraction": 0.1,
+            "edges": 9, "faithfulness_heldout": 0.9, "accuracy_heldout": 0.8, "accuracy_clean": 0.9,
+            "random_faithfulness": 0.1, "random_faithfulness_max": 0.2, "same_heads_faithfulness": 0.3,
+            "same_heads_faithfulness_max": 0.4, "cpr": 0.9, "cmd": 0.1, "nonsense_nodes": 40,
+            "zero_ablation_nodes": 8, "task_means_nodes": 6}  # fmt: skip
+    assert all(is_microcircuit_key(k) for k in summarise({"close_bracket": task}))
     with_mc = [_run("dense", 0, 0.0, micro=True), _run("moe", 0, 0.03, micro=True)]
     a = _write(tmp_path / "a", with_mc, microcircuits=True)
     b = _write(tmp_path / "b", [_run("dense", 1, 0.0), _run("moe", 1, 0.03)])
