@@ -71,8 +71,9 @@ def _scores(run: RunResult) -> dict[str, Any]:
 def _route_scores(route: PostHocResult) -> dict[str, Any]:
     """A post-hoc route's scores and coverage, its timings aside (fit_seconds and the
     cost ratio are wall-clock times)."""
-    scores = {k: v for k, v in route.to_json()["scores"].items() if k not in ROUTE_TIMINGS}
-    return {"scores": scores, "coverage_by_layer": route.to_json()["coverage_by_layer"]}
+    saved = route.to_json()
+    scores = {k: v for k, v in saved["scores"].items() if k not in ROUTE_TIMINGS}
+    return {"scores": scores, "coverage_by_layer": saved["coverage_by_layer"]}
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
@@ -119,15 +120,13 @@ def _merge_arch_keys(reports: Sequence[tuple[Path, Report]]) -> dict[str, dict[s
 def _report_and_kinds(given: str | Path) -> tuple[Path, list[str] | None]:
     """A report.json, and the architectures to take from it where the path ends in
     `:kind,kind` (all of them without)."""
-    p = Path(given)
-    if p.is_file() or ":" not in str(given):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such report.json")
-        return p, None
-    path, _, kinds = str(given).rpartition(":")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such report.json")
-    return Path(path), [k for k in kinds.split(",") if k]
+    p, kinds = Path(given), None
+    if not p.is_file() and ":" in str(given):
+        path, _, names = str(given).rpartition(":")
+        p, kinds = Path(path), [k for k in names.split(",") if k]
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such report.json")
+    return p, kinds
 
 
 def _only(report: Report, path: Path, kinds: list[str]) -> Report:

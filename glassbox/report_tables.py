@@ -49,6 +49,24 @@ from glassbox.table import (
 
 Summary = dict[str, dict[str, Stat | None]]  # arch -> key -> Stat over seeds
 
+
+def _difference_of(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], key: str) -> list[float] | None:  # fmt: skip
+    """results.difference of `key` between two sets of runs' values (a mapping a seed),
+    with their intervals and, where kept, their replicates."""
+    ci, bt = f"{key}_ci", f"{key}_boot"
+    return difference(
+        [v.get(key) for v in a], [v.get(ci) for v in a],
+        [v.get(key) for v in b], [v.get(ci) for v in b],
+        [v.get(bt) for v in a], [v.get(bt) for v in b],
+    )  # fmt: skip
+
+
+def _said(m: Metric, d: float, ci: Sequence[float]) -> tuple[str, str]:
+    """What the interval `ci` of a difference `d` decides ("above", "below", "same") and
+    the difference with its interval ("+0.042 [0.016, 0.068]")."""
+    return decide(ci, [0.0, 0.0]), m.format_diff(d, ci)
+
+
 HEADLINE_MAX_COLUMNS = 8
 # The interpretability section's topics, one table each: an entry joins the first topic
 # whose pattern its key matches (re.search), one matching none the last table.
@@ -226,8 +244,7 @@ class ReportTables:
         ci = None if arch == BASELINE else self.vs_dense(arch, m.key)
         if ci is None:
             return None
-        d = self.summary[arch][m.key]["mean"] - self._dense[m.key]["mean"]
-        return decide(ci, [0.0, 0.0]), m.format_diff(d, ci)
+        return _said(m, self.summary[arch][m.key]["mean"] - self._dense[m.key]["mean"], ci)
 
     def capability_table(self) -> list[str]:
         return self.capability().markdown()
@@ -255,13 +272,7 @@ class ReportTables:
         """The 95% interval of `arch`'s mean of `key` minus the dense baseline's, over
         their seeds (glassbox.results.difference: paired at one seed where both runs
         kept their replicates); None where a run lacks an interval."""
-        a, b = self._values_of(arch), self._values_of(BASELINE)
-        ci, bt = f"{key}_ci", f"{key}_boot"
-        return difference(
-            [v.get(key) for v in a], [v.get(ci) for v in a],
-            [v.get(key) for v in b], [v.get(ci) for v in b],
-            [v.get(bt) for v in a], [v.get(bt) for v in b],
-        )  # fmt: skip
+        return _difference_of(self._values_of(arch), self._values_of(BASELINE), key)
 
     @cached_property
     def _values(self) -> list[tuple[str, dict[str, Any]]]:
@@ -403,15 +414,10 @@ class ReportTables:
                 continue
             cells = []
             for m in ms:
-                k, ci, bt = m.key, f"{m.key}_ci", f"{m.key}_boot"
-                d = difference(
-                    [v.get(k) for v in routes], [v.get(ci) for v in routes],
-                    [v.get(k) for v in runs], [v.get(ci) for v in runs],
-                    [v.get(bt) for v in routes], [v.get(bt) for v in runs],
-                )  # fmt: skip
-                means = [mean_defined([v.get(k) for v in vs]) for vs in (routes, runs)]
-                cells.append("–" if d is None or None in means else
-                             f"{decide(d, [0.0, 0.0])} ({m.format_diff(means[0] - means[1], d)})")  # fmt: skip
+                ci = _difference_of(routes, runs, m.key)
+                means = [mean_defined([v.get(m.key) for v in vs]) for vs in (routes, runs)]
+                said = None if ci is None or None in means else _said(m, means[0] - means[1], ci)
+                cells.append(f"{said[0]} ({said[1]})" if said else "–")
             rows.append((f"post-hoc − {arch}", cells))
         return Table(
             "The post-hoc latents against units built to be read", "difference",
