@@ -199,8 +199,7 @@ class ReportTables:
         apart with this one higher, "below", or "same"; and dense: the same words by the
         interval of the difference (vs_dense), which follows them. None without
         intervals."""
-        ms = [m for m in self.metrics if m.headline and m.section == INTERPRETABILITY]
-        ms = [m for m in ms if any((s.get(m.key) or {}).get("ci") for s in self.summary.values())]
+        ms = self._decided_scores()
         if not ms:
             return None
         headers, rows = [], []
@@ -231,6 +230,49 @@ class ReportTables:
             "excludes 0."
         )
         return Table("What the intervals decide", "architecture", headers, rows, note)
+
+    def _decided_scores(self) -> list[Metric]:
+        """The headline interpretability scores some run has an interval of: the ones the
+        report decides on."""
+        ms = [m for m in self.metrics if m.headline and m.section == INTERPRETABILITY]
+        return [m for m in ms if any((s.get(m.key) or {}).get("ci") for s in self.summary.values())]  # fmt: skip
+
+    def vs_dense_by_seed(self) -> Table | None:
+        """Against dense, seed by seed: for each kind sharing two seeds or more with dense
+        and each decided score, the difference to the dense run of the same seed with its
+        interval (results.difference of one run each: paired over the same held-out
+        examples where both kept their replicates), then over the seeds (vs_dense). It
+        shows whether a decision over seeds is every seed's or a mean a seed carries.
+        None where no kind shares two seeds with dense."""
+        by_seed = {(r.arch, r.seed): r.values() for r in self.runs}
+        dense = {s for a, s in by_seed if a == BASELINE}
+        archs = [a for a in self.summary if a != BASELINE]
+        shared = {a: sorted({s for b, s in by_seed if b == a} & dense) for a in archs}
+        shared = {a: ss for a, ss in shared.items() if len(ss) >= 2}
+        ms = self._decided_scores()
+        if not shared or not ms:
+            return None
+        seeds = sorted({s for ss in shared.values() for s in ss})
+        rows = []
+        for arch, ss in shared.items():
+            for m in ms:
+                cells = []
+                for seed in seeds:
+                    a, d = by_seed.get((arch, seed)), by_seed.get((BASELINE, seed))
+                    ci = None if seed not in ss else _difference_of([a], [d], m.key)
+                    said = None if ci is None else _said(m, a[m.key] - d[m.key], ci)
+                    cells.append(f"{said[0]} ({said[1]})" if said else "–")
+                rows.append((f"{arch}: {m.header}", [*cells, self._vs_dense_cell(arch, m)]))
+        return Table(
+            "Against dense, seed by seed", "kind: score",
+            [f"seed {s}" for s in seeds] + ["over the seeds"], rows,
+            "Each kind minus the dense run of the same seed (the same data, the same held-out "
+            "examples): above / below when the 95% interval of the difference excludes 0, "
+            "paired over the examples where both runs kept their replicates, else from the "
+            "two intervals; over the seeds, Welch's t over every seed of each (the table "
+            "\"What the intervals decide\"). A decision over the seeds that some seed does "
+            "not make rests on the mean, not on every trained model.",
+        )  # fmt: skip
 
     def _vs_dense_cell(self, arch: str, m: Metric) -> str:
         """ "above (+0.042 [0.016, 0.068])"; "–" for dense itself or without intervals."""
@@ -461,7 +503,8 @@ class ReportTables:
 
     def tables(self) -> list[Table]:
         """Every table of the report, in its order."""
-        out = [self.headline(), *[t for t in [self.decisions()] if t is not None]]
+        out = [self.headline()]
+        out += [t for t in [self.decisions(), self.vs_dense_by_seed()] if t is not None]
         out.append(self.capability())
         out += self.domain_tables()
         out += self.topic_tables()

@@ -556,3 +556,40 @@ def test_the_posthoc_latents_are_told_from_the_units_built_to_be_read_by_the_pai
         rows = dict(table.rows)
         assert rows["post-hoc − dense"][0].startswith(f"{against_dense} (+0.020 [")
         assert rows["post-hoc − transcoder"][0].startswith("same (")
+
+
+def test_against_dense_seed_by_seed_shows_which_seeds_carry_a_decision(tmp_path):
+    """Known answers of the table "Against dense, seed by seed". At seed 0 moe scores
+    the examples' difficulty plus 0.02 against dense's difficulty: paired "above" while
+    the two intervals overlap. At seed 1 moe scores dense's values plus noise only:
+    "same", not credited. The transcoder shares one seed with dense: no row. Without
+    replicates a seed falls back to the two intervals ("same" for the same lead). The
+    last column is the decisions table's cell over the seeds."""
+    g = torch.Generator().manual_seed(2)
+    key = "interp.lift_pooled"
+
+    def run(arch: str, seed: int, v: torch.Tensor, boots: bool = True) -> RunResult:
+        b = _boot_of(v)
+        ci = interval(torch.tensor(b["replicates"], dtype=torch.float64))
+        interp = {key: float(v.mean()), f"{key}_ci": ci, **({f"{key}_boot": b} if boots else {})}
+        return RunResult(arch, seed, f"runs/{arch}-{seed}", {"val_loss": 1.0, "params.active": 10}, interp)  # fmt: skip
+
+    x = [2 * torch.rand(200, generator=g, dtype=torch.float64) for _ in range(3)]
+    runs = [run("dense", s, x[s]) for s in range(3)]
+    runs += [run("moe", 0, x[0] + 0.02), run("moe", 1, x[1] + 0.005 * torch.randn(200, generator=g, dtype=torch.float64))]  # fmt: skip
+    runs += [run("transcoder", 2, x[2] + 0.02)]
+    runs += [run("weight_sparse", s, x[s] + 0.02, boots=False) for s in (0, 1)]
+    report = Report(out_dir=tmp_path, seeds=(0, 1, 2), config={}, runs=tuple(runs))
+    table = report.vs_dense_by_seed()
+    assert table.headers == ["seed 0", "seed 1", "over the seeds"]
+    rows = dict(table.rows)
+    assert set(rows) == {"moe: pooled lift", "weight_sparse: pooled lift"}
+    moe = rows["moe: pooled lift"]
+    assert moe[0].startswith("above (+0.020 [") and moe[1].startswith("same (")
+    assert rows["weight_sparse: pooled lift"][0].startswith("same (+0.020 [")
+    decided = dict(report.decisions().rows)
+    assert moe[2] == decided["moe"][-1] and rows["weight_sparse: pooled lift"][2] == decided["weight_sparse"][-1]  # fmt: skip
+    assert "## Against dense, seed by seed" in report.write().read_text()
+    # one seed each: the decisions table says it all
+    one = Report(out_dir=tmp_path, seeds=(0,), config={}, runs=(runs[0], runs[3]))
+    assert one.vs_dense_by_seed() is None
