@@ -248,3 +248,22 @@ def test_a_merged_report_says_each_kinds_seeds(tmp_path):
     assert "over each kind's seeds (dense: 0, 1, 2; moe: 0, 1; one seed: no spread)" in text
     together = merge_reports([a, f"{b}:moe", _write(tmp_path / "c", [_run("moe", 2, 0.1), _run("dense", 0, 0.0)])], tmp_path / "abc")  # fmt: skip
     assert "over seeds [0, 1, 2]" in together.markdown()
+
+
+def test_a_merged_report_merges_again_as_its_sources_would(tmp_path):
+    """A seed more joins a merged report as it would have joined the reports it was
+    merged from: the same runs, the same decisions, the same seed-by-seed table; the
+    new merge records its own sources (the merged report among them)."""
+    a = _write(tmp_path / "a", [_run(k, 0, LEADS[k]) for k in LEADS])
+    b = _write(tmp_path / "b", [_run(k, 1, LEADS[k]) for k in LEADS])
+    c = _write(tmp_path / "c", [_run("dense", 2, 0.01), _run("moe", 2, 0.1)])
+    merge_reports([a, b], tmp_path / "ab")
+    again = merge_reports([tmp_path / "ab" / "report.json", f"{c}:moe"], tmp_path / "ab_c")
+    at_once = merge_reports([a, b, f"{c}:moe"], tmp_path / "abc")
+    assert [(r.arch, r.seed) for r in again.runs] == [(r.arch, r.seed) for r in at_once.runs]
+    assert sorted((r.arch, r.seed) for r in again.runs) == [
+        ("dense", 0), ("dense", 1), ("moe", 0), ("moe", 1), ("moe", 2)
+    ]  # fmt: skip
+    assert _vs_dense(again) == _vs_dense(at_once)
+    assert again.vs_dense_by_seed().rows == at_once.vs_dense_by_seed().rows
+    assert again.config["merged_from"] == [(tmp_path / "ab" / "report.json").as_posix(), f"{c.as_posix()}:moe"]  # fmt: skip
