@@ -172,14 +172,24 @@ def _vs_dense_table(
             "(either covers the held-out examples: it tells two trained models apart, and "
             "only seeds tell the kinds apart); over several seeds Welch's t interval, never "
             "narrower than the seeds' own intervals allow; above / "
-            "below where it excludes 0, same where it holds 0. Only the scores that give "
-            "every kind as many candidate units.")  # fmt: skip
+            "below where it excludes 0, same where it holds 0; in parentheses, with "
+            "several seeds, what each seed's difference to the dense model of the same "
+            "seed decides (paired where both kept their replicates). Only the scores that give every kind as many candidate "
+            "units.")  # fmt: skip
     return Table("Against dense", "score: kind", [_header(r) for r in rungs], rows, note)
 
 
 def _vs_dense_cell(r: Rung, arch: str, m: Metric) -> str:
+    """ "+0.032 [0.008, 0.056], above", and with two seeds or more against dense's of
+    the same seed each seed's own decision: "(seeds 0, 1, 2: above, above, same)"."""
     said = r.tables.vs_dense_said(arch, m)
-    return f"{said[1]}, {said[0]}" if said else "–"
+    if not said:
+        return "–"
+    per = r.tables.vs_dense_per_seed(arch, m)
+    seeds = "" if len(per) < 2 else (
+        f" (seeds {', '.join(map(str, per))}: {', '.join(d for d, _ in per.values())})"
+    )  # fmt: skip
+    return f"{said[1]}, {said[0]}{seeds}"
 
 
 def task_edges(r: Rung, arch: str) -> dict[str, float]:

@@ -237,31 +237,39 @@ class ReportTables:
         ms = [m for m in self.metrics if m.headline and m.section == INTERPRETABILITY]
         return [m for m in ms if any((s.get(m.key) or {}).get("ci") for s in self.summary.values())]  # fmt: skip
 
+    def vs_dense_per_seed(self, arch: str, m: Metric) -> dict[int, tuple[str, str]]:
+        """seed -> what `arch` against the dense run of the same seed decides on `m` and
+        the difference with its interval (results.difference of one run each: paired
+        over the same held-out examples where both kept their replicates), for every
+        seed both have; {} for dense itself."""
+        if arch == BASELINE:
+            return {}
+        runs = {(r.arch, r.seed): r.values() for r in self.runs if r.arch in (arch, BASELINE)}
+        out = {}
+        for (a, seed), v in sorted(runs.items(), key=lambda kv: kv[0][1]):
+            d = runs.get((BASELINE, seed))
+            ci = None if a != arch or d is None else _difference_of([v], [d], m.key)
+            if ci is not None:
+                out[seed] = _said(m, v[m.key] - d[m.key], ci)
+        return out
+
     def vs_dense_by_seed(self) -> Table | None:
         """Against dense, seed by seed: for each kind sharing two seeds or more with dense
         and each decided score, the difference to the dense run of the same seed with its
-        interval (results.difference of one run each: paired over the same held-out
-        examples where both kept their replicates), then over the seeds (vs_dense). It
-        shows whether a decision over seeds is every seed's or a mean a seed carries.
-        None where no kind shares two seeds with dense."""
-        by_seed = {(r.arch, r.seed): r.values() for r in self.runs}
-        dense = {s for a, s in by_seed if a == BASELINE}
-        archs = [a for a in self.summary if a != BASELINE]
-        shared = {a: sorted({s for b, s in by_seed if b == a} & dense) for a in archs}
-        shared = {a: ss for a, ss in shared.items() if len(ss) >= 2}
+        interval (vs_dense_per_seed), then over the seeds (vs_dense). It shows whether a
+        decision over seeds is every seed's or a mean a seed carries. None where no kind
+        shares two seeds with dense."""
         ms = self._decided_scores()
-        if not shared or not ms:
+        per = {(a, m.key): self.vs_dense_per_seed(a, m) for a in self.summary for m in ms}
+        shown = {a for (a, _), by in per.items() if len(by) >= 2}
+        if not shown:
             return None
-        seeds = sorted({s for ss in shared.values() for s in ss})
+        seeds = sorted({s for (a, _), by in per.items() if a in shown for s in by})
         rows = []
-        for arch, ss in shared.items():
+        for arch in (a for a in self.summary if a in shown):
             for m in ms:
-                cells = []
-                for seed in seeds:
-                    a, d = by_seed.get((arch, seed)), by_seed.get((BASELINE, seed))
-                    ci = None if seed not in ss else _difference_of([a], [d], m.key)
-                    said = None if ci is None else _said(m, a[m.key] - d[m.key], ci)
-                    cells.append(f"{said[0]} ({said[1]})" if said else "–")
+                by = per[arch, m.key]
+                cells = [f"{by[s][0]} ({by[s][1]})" if s in by else "–" for s in seeds]
                 rows.append((f"{arch}: {m.header}", [*cells, self._vs_dense_cell(arch, m)]))
         return Table(
             "Against dense, seed by seed", "kind: score",
