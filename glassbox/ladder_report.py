@@ -171,10 +171,10 @@ def _vs_dense_table(
             "runs kept their replicates, else from the two intervals taken as independent "
             "(either covers the held-out examples: it tells two trained models apart, and "
             "only seeds tell the kinds apart); over several seeds Welch's t interval, never "
-            "narrower than the seeds' own intervals allow; above / "
-            "below where it excludes 0, same where it holds 0; in parentheses, with "
-            "several seeds, what each seed's difference to the dense model of the same "
-            "seed decides (paired where both kept their replicates). Only the scores that give every kind as many candidate "
+            "narrower than the seeds' own intervals allow; above / below where it excludes "
+            "0, same where it holds 0; in parentheses, with several seeds, what each seed's "
+            "difference to the dense model of the same seed decides (paired where both kept "
+            "their replicates). Only the scores that give every kind as many candidate "
             "units.")  # fmt: skip
     return Table("Against dense", "score: kind", [_header(r) for r in rungs], rows, note)
 

@@ -244,13 +244,13 @@ class ReportTables:
         seed both have; {} for dense itself."""
         if arch == BASELINE:
             return {}
-        runs = {(r.arch, r.seed): r.values() for r in self.runs if r.arch in (arch, BASELINE)}
+        dense = {r.seed: r.values() for r in self.runs if r.arch == BASELINE}
         out = {}
-        for (a, seed), v in sorted(runs.items(), key=lambda kv: kv[0][1]):
-            d = runs.get((BASELINE, seed))
-            ci = None if a != arch or d is None else _difference_of([v], [d], m.key)
+        for r in sorted((r for r in self.runs if r.arch == arch), key=lambda r: r.seed):
+            v, d = r.values(), dense.get(r.seed)
+            ci = None if d is None else _difference_of([v], [d], m.key)
             if ci is not None:
-                out[seed] = _said(m, v[m.key] - d[m.key], ci)
+                out[r.seed] = _said(m, v[m.key] - d[m.key], ci)
         return out
 
     def vs_dense_by_seed(self) -> Table | None:
