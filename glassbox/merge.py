@@ -24,12 +24,16 @@ floats otherwise and train other weights. Reports scored with and without the
 micro-task circuits (`microcircuits`) merge without them: those keys are dropped from
 the runs that have them, so that no kind is averaged over the seeds that happened to
 compute them.
+
+The merged config records its sources (`merged_from`, each as given) and, for a source
+that was itself merged, what that one was merged from (`merged_before`), so a report
+merged again with each new seed keeps its whole chain.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -144,6 +148,14 @@ def _only(report: Report, path: Path, kinds: list[str]) -> Report:
     )  # fmt: skip
 
 
+PROVENANCE = ("merged_from", "merged_before")
+
+
+def _provenance(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a merged report's config says it was merged from ({} for a compare's)."""
+    return {k: config[k] for k in PROVENANCE if k in config}
+
+
 def merge_reports(paths: Sequence[str | Path], out: str | Path) -> Report:
     """One Report of every run in the report.json files `paths` (a path ending in
     `:kind,kind` gives only those architectures' runs), written (published: plots and
@@ -195,13 +207,16 @@ def merge_reports(paths: Sequence[str | Path], out: str | Path) -> Report:
 
     order = {arch: i for i, arch in enumerate(arch_keys["architectures"])}
     seeds = tuple(sorted({seed for _, seed in runs}))
+    # a source that was itself merged keeps its own sources, so the chain survives
+    earlier = {s: _provenance(r.config) for s, (_, r) in zip(said, reports) if _provenance(r.config)}  # fmt: skip
     config = {
-        **first.config,
+        **{k: v for k, v in first.config.items() if k not in PROVENANCE},
         **arch_keys,
         "seeds": list(seeds),
         "microcircuits": microcircuits,
         "out_dir": out.as_posix(),
         "merged_from": said,
+        **({"merged_before": earlier} if earlier else {}),
     }
     merged = Report(
         out_dir=out,

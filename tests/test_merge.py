@@ -253,7 +253,8 @@ def test_a_merged_report_says_each_kinds_seeds(tmp_path):
 def test_a_merged_report_merges_again_as_its_sources_would(tmp_path):
     """A seed more joins a merged report as it would have joined the reports it was
     merged from: the same runs, the same decisions, the same seed-by-seed table; the
-    new merge records its own sources (the merged report among them)."""
+    new merge records its own sources (the merged report among them) and what that
+    report was merged from."""
     a = _write(tmp_path / "a", [_run(k, 0, LEADS[k]) for k in LEADS])
     b = _write(tmp_path / "b", [_run(k, 1, LEADS[k]) for k in LEADS])
     c = _write(tmp_path / "c", [_run("dense", 2, 0.01), _run("moe", 2, 0.1)])
@@ -266,4 +267,8 @@ def test_a_merged_report_merges_again_as_its_sources_would(tmp_path):
     ]  # fmt: skip
     assert _vs_dense(again) == _vs_dense(at_once)
     assert again.vs_dense_by_seed().rows == at_once.vs_dense_by_seed().rows
-    assert again.config["merged_from"] == [(tmp_path / "ab" / "report.json").as_posix(), f"{c.as_posix()}:moe"]  # fmt: skip
+    ab = (tmp_path / "ab" / "report.json").as_posix()
+    assert again.config["merged_from"] == [ab, f"{c.as_posix()}:moe"]
+    # the merged source's own sources are kept, so the chain survives a merge more
+    assert again.config["merged_before"] == {ab: {"merged_from": [a.as_posix(), b.as_posix()]}}
+    assert "merged_before" not in at_once.config
