@@ -208,7 +208,7 @@ def merge_reports(paths: Sequence[str | Path], out: str | Path) -> Report:
     order = {arch: i for i, arch in enumerate(arch_keys["architectures"])}
     seeds = tuple(sorted({seed for _, seed in runs}))
     # a source that was itself merged keeps its own sources, so the chain survives
-    earlier = {s: _provenance(r.config) for s, (_, r) in zip(said, reports) if _provenance(r.config)}  # fmt: skip
+    earlier = {s: p for s, (_, r) in zip(said, reports) if (p := _provenance(r.config))}
     config = {
         **{k: v for k, v in first.config.items() if k not in PROVENANCE},
         **arch_keys,

@@ -244,13 +244,13 @@ class ReportTables:
         seed both have; {} for dense itself."""
         if arch == BASELINE:
             return {}
-        dense = {r.seed: r.values() for r in self.runs if r.arch == BASELINE}
+        dense = {seed: v for a, seed, v in self._values if a == BASELINE}
         out = {}
-        for r in sorted((r for r in self.runs if r.arch == arch), key=lambda r: r.seed):
-            v, d = r.values(), dense.get(r.seed)
+        for _, seed, v in sorted((x for x in self._values if x[0] == arch), key=lambda x: x[1]):
+            d = dense.get(seed)
             ci = None if d is None else _difference_of([v], [d], m.key)
             if ci is not None:
-                out[r.seed] = _said(m, v[m.key] - d[m.key], ci)
+                out[seed] = _said(m, v[m.key] - d[m.key], ci)
         return out
 
     def vs_dense_by_seed(self) -> Table | None:
@@ -325,12 +325,13 @@ class ReportTables:
         return _difference_of(self._values_of(arch), self._values_of(BASELINE), key)
 
     @cached_property
-    def _values(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(r.arch, r.values()) for r in self.runs]
+    def _values(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """(arch, seed, every number of the run) for each run, in the runs' order."""
+        return [(r.arch, r.seed, r.values()) for r in self.runs]
 
     def _values_of(self, arch: str) -> list[dict[str, Any]]:
         """Every number of each of `arch`'s runs (one mapping a seed)."""
-        return [v for a, v in self._values if a == arch]
+        return [v for a, _, v in self._values if a == arch]
 
     def not_informative(self) -> dict[str, list[Metric]]:
         """arch -> the interpretability scores (with an untrained baseline; the domain
