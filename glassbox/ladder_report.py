@@ -6,20 +6,21 @@
 
 Each rung's report.json is read back into the report's own tables (its `runs` become
 RunResults, aggregated by glassbox.report_tables.ReportTables over seeds, with the
-report's "not informative" test and its difference to dense), so a cell here is the
-cell of that rung's report: no number is recomputed but one: each kind's micro-circuit
-edges over dense's (per task from the rung's runs, the geometric mean over the tasks
-both learned, with a bootstrap interval over those tasks). Per score, a table with a
-row per kind and a column per rung; the scores are the capability (val loss and its
-gap to dense), the report's headline scores, every other interpretability score of
-the registry that is informative (moves away from its untrained twin) for some kind at
-some rung, a cell not informative at its rung marked † as in the report, and where a
+report's "not informative" test and its difference to dense), so a cell here is the cell
+of that rung's report: no number is recomputed but one: each kind's micro-circuit edges
+over dense's (per task from the rung's runs, the geometric mean over the tasks both
+learned, with a bootstrap interval over those tasks; over several seeds each seed's
+ratio against dense's at that seed, combined as a score is over seeds). Per score, a
+table with a row per kind and a column per rung; the scores are the capability (val loss
+and its gap to dense), the report's headline scores, every other interpretability score
+of the registry that is informative (moves away from its untrained twin) for some kind
+at some rung, a cell not informative at its rung marked † as in the report, and where a
 rung scored micro-task circuits, their edges against dense's and their own controls
-(held-out faithfulness, beating random units). Then each kind's difference to dense
-with its interval, on the scores kinds are told apart on (ReportTables.vs_dense: the
-"Against dense" table, whose decisions mark the score tables "above / below dense").
-ladder.png draws the gap and the informative scores with intervals against the dense
-model's active parameters, a line per kind.
+(held-out faithfulness, beating random units). Then each kind's difference to dense with
+its interval, on the scores kinds are told apart on (ReportTables.vs_dense: the "Against
+dense" table, whose decisions mark the score tables "above / below dense"). ladder.png
+draws the gap and the informative scores with intervals against the dense model's active
+parameters, a line per kind.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ from glassbox.analysis.intervals import bootstrap_weights, decide, interval
 from glassbox.compare_config import BASELINE
 from glassbox.metrics import DOMAINS, INTERPRETABILITY, METRICS, Metric, Stat
 from glassbox.report_tables import ReportTables
-from glassbox.results import RunResult, gap_percent
+from glassbox.results import RunResult, gap_percent, stat
 from glassbox.table import NOT_INFORMATIVE, Table
 
 __all__ = [
     "Rung",
+    "circuit_ratio",
     "edges_ratio",
     "ladder_tables",
     "read_rung",
@@ -192,12 +194,13 @@ def _vs_dense_cell(r: Rung, arch: str, m: Metric) -> str:
     return f"{said[1]}, {said[0]}{seeds}"
 
 
-def task_edges(r: Rung, arch: str) -> dict[str, float]:
+def task_edges(r: Rung, arch: str, seed: int | None = None) -> dict[str, float]:
     """{micro-task: its circuit's edges} for the tasks `arch` learned at rung r (the
-    mean over its seeds that learned the task), from the runs' per-task results."""
+    mean over its seeds that learned the task, or at `seed` alone), from the runs'
+    per-task results."""
     prefix, per_task = "interp.microcircuit.", {}
     for run in r.tables.runs:
-        if run.arch != arch:
+        if run.arch != arch or seed not in (None, run.seed):
             continue
         for key, v in run.values().items():
             if key.startswith(prefix) and key.endswith(".edges") and v:
@@ -216,6 +219,34 @@ def edges_ratio(kind: Mapping[str, float], dense: Mapping[str, float]) -> dict[s
     return {"ratio": float(logs.mean().exp()), "ci": interval(reps), "tasks": tasks}
 
 
+def circuit_ratio(r: Rung, arch: str) -> dict[str, Any] | None:
+    """`arch`'s micro-circuit edges over dense's at rung r, paired by seed: each seed both
+    kinds have gives edges_ratio of the kind's runs against dense's at that seed; one
+    seed is that ratio, several are combined as a score is over seeds
+    (glassbox.results.stat on the log ratios: the t interval of their mean, never
+    narrower than the seeds' own intervals allow), so seeds whose ratios disagree widen
+    the interval instead of averaging into a narrow one. Adds "seeds" (those paired)
+    and "per_seed" ({seed: ratio}); "tasks" is every task some seed shared. None
+    where no seed shares a learned task."""
+    seeds = sorted({run.seed for run in r.tables.runs if run.arch == arch}
+                   & {run.seed for run in r.tables.runs if run.arch == BASELINE})  # fmt: skip
+    per = {}
+    for seed in seeds:
+        e = edges_ratio(task_edges(r, arch, seed), task_edges(r, BASELINE, seed))
+        if e is not None:
+            per[seed] = e
+    if not per:
+        return None
+    out = {"seeds": list(per), "per_seed": {s: e["ratio"] for s, e in per.items()}}
+    if len(per) == 1:
+        return {**next(iter(per.values())), **out}
+    logs = stat([math.log(e["ratio"]) for e in per.values()],
+                [[math.log(x) for x in e["ci"]] for e in per.values()])  # fmt: skip
+    tasks = sorted({t for e in per.values() for t in e["tasks"]})
+    return {"ratio": math.exp(logs["mean"]), "ci": [math.exp(x) for x in logs["ci"]],
+            "tasks": tasks, **out}  # fmt: skip
+
+
 def _circuit_table(rungs: Sequence[Rung], kinds: Sequence[str]) -> Table | None:
     """Each kind's micro-circuit edges over its rung's dense model's, on the tasks both
     learned; None where no rung scored circuits."""
@@ -225,14 +256,18 @@ def _circuit_table(rungs: Sequence[Rung], kinds: Sequence[str]) -> Table | None:
     for arch in kinds:
         cells = []
         for r in rungs:
-            e = edges_ratio(task_edges(r, arch), task_edges(r, BASELINE))
+            e = circuit_ratio(r, arch)
+            seeds = "" if e is None or len(e["seeds"]) == 1 else f", {len(e['seeds'])} seeds"
             cells.append("–" if e is None else f"{e['ratio']:.2f}x [{e['ci'][0]:.2f}, "
-                         f"{e['ci'][1]:.2f}] ({len(e['tasks'])} tasks)")  # fmt: skip
+                         f"{e['ci'][1]:.2f}] ({len(e['tasks'])} tasks{seeds})")  # fmt: skip
         rows.append((arch, cells))
     note = ("Non-zero weights of each micro-task's circuit (the fewest units keeping 90% of "
             "the way from a uniform guess to the model, fitted, sized and scored on separate "
             "prompts) over the rung's dense model's on the same task; geometric mean over the "
-            "tasks both learned, [95% interval by bootstrap over those tasks]. Each model at "
+            "tasks both learned, [95% interval by bootstrap over those tasks]; over several "
+            "seeds, each seed's ratio against dense's at the same seed, their geometric mean "
+            "with the t interval over seeds (never narrower than the seeds' own intervals). "
+            "Each model at "
             "its own loss (the capability table): `glassbox matched-loss` holds the loss "
             "equal along training.")  # fmt: skip
     return Table("Micro-task circuits: edges / dense's", "kind", [_header(r) for r in rungs], rows, note)  # fmt: skip
@@ -384,9 +419,7 @@ def _json(rungs: Sequence[Rung], kinds: Sequence[str]) -> dict[str, Any]:
                 for a in kinds
                 if a != BASELINE
             },  # fmt: skip
-            "microcircuit_edges_to_dense": {
-                a: edges_ratio(task_edges(r, a), task_edges(r, BASELINE)) for a in kinds
-            },
+            "microcircuit_edges_to_dense": {a: circuit_ratio(r, a) for a in kinds},
             "not_informative": {
                 a: [m.key for m in ms] for a, ms in r.tables.not_informative().items()
             },  # fmt: skip

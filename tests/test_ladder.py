@@ -32,7 +32,13 @@ from glassbox.ladder import (
     steps_for_budget,
     tokens_per_step,
 )
-from glassbox.ladder_report import edges_ratio, read_rung, write_ladder_summary
+from glassbox.ladder_report import (
+    circuit_ratio,
+    edges_ratio,
+    read_rung,
+    task_edges,
+    write_ladder_summary,
+)
 from glassbox.report import Report
 from glassbox.results import RunResult
 
@@ -276,6 +282,40 @@ def test_summary_shows_circuits_where_a_rung_scored_them(tmp_path):
         tmp_path, [read_rung("T", tmp_path / "T" / "report.json")]
     ).read_text()
     assert "Micro-task circuits" not in md and "micro-tasks learned" not in md
+
+
+def test_circuit_ratio_pairs_seeds_and_widens_where_they_disagree(tmp_path):
+    """Known answers over two seeds. moe at 10x dense's edges at seed 0 and 0.1x at seed
+    1: the mean of its edges over seeds equals dense's, but paired by seed the ratios
+    disagree, so the ratio is 1 with an interval holding both 0.1 and 10 (not the
+    spread-free 1.00x the seed-averaged edges would give). The transcoder at 2x at both
+    seeds, on every task: 2.00x with no spread. weight_sparse has seed 0 only, paired
+    with dense's seed 0 alone (4x), not with dense's mean over both seeds (0.73x)."""
+    lift, twin = (0.1, 0.08, 0.12), (0.0, -0.01, 0.01)
+    runs = (
+        _run("dense", 0, 2.0, lift, twin, 1000, {"a": 100, "b": 100}),
+        _run("dense", 1, 2.0, lift, twin, 1000, {"a": 1000, "b": 1000}),
+        _run("moe", 0, 2.0, lift, twin, 1000, {"a": 1000, "b": 1000}),
+        _run("moe", 1, 2.0, lift, twin, 1000, {"a": 100, "b": 100}),
+        _run("transcoder", 0, 2.0, lift, twin, 1000, {"a": 200, "b": 200}),
+        _run("transcoder", 1, 2.0, lift, twin, 1000, {"a": 2000, "b": 2000}),
+        _run("weight_sparse", 0, 2.0, lift, twin, 1000, {"a": 400, "b": 400}),
+    )
+    Report(out_dir=tmp_path / "S", seeds=(0, 1), config={}, runs=runs).write()
+    rung = read_rung("S", tmp_path / "S" / "report.json")
+    moe = circuit_ratio(rung, "moe")
+    assert moe["seeds"] == [0, 1] and moe["per_seed"] == pytest.approx({0: 10.0, 1: 0.1})
+    assert math.isclose(moe["ratio"], 1.0)
+    assert moe["ci"][0] < 0.1 and moe["ci"][1] > 10.0
+    averaged = edges_ratio(task_edges(rung, "moe"), task_edges(rung, "dense"))
+    assert averaged["ci"] == pytest.approx([1.0, 1.0])
+    tc = circuit_ratio(rung, "transcoder")
+    assert math.isclose(tc["ratio"], 2.0) and tc["ci"] == pytest.approx([2.0, 2.0])
+    ws = circuit_ratio(rung, "weight_sparse")
+    assert ws["seeds"] == [0] and math.isclose(ws["ratio"], 4.0)
+    md = write_ladder_summary(tmp_path, [rung]).read_text()
+    assert "| transcoder | 2.00x [2.00, 2.00] (2 tasks, 2 seeds) |" in md
+    assert "| weight_sparse | 4.00x [4.00, 4.00] (2 tasks) |" in md
 
 
 def test_publish_keeps_each_rung_after_its_run_folders_are_gone(tmp_path):
