@@ -267,9 +267,8 @@ def _circuit_table(rungs: Sequence[Rung], kinds: Sequence[str]) -> Table | None:
             "tasks both learned, [95% interval by bootstrap over those tasks]; over several "
             "seeds, each seed's ratio against dense's at the same seed, their geometric mean "
             "with the t interval over seeds (never narrower than the seeds' own intervals). "
-            "Each model at "
-            "its own loss (the capability table): `glassbox matched-loss` holds the loss "
-            "equal along training.")  # fmt: skip
+            "Each model at its own loss (the capability table): `glassbox matched-loss` "
+            "holds the loss equal along training.")  # fmt: skip
     return Table("Micro-task circuits: edges / dense's", "kind", [_header(r) for r in rungs], rows, note)  # fmt: skip
 
 
