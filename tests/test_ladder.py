@@ -242,15 +242,35 @@ def test_kinds_are_told_from_dense_by_the_interval_of_the_difference(tmp_path):
 def test_edges_ratio_is_the_geometric_mean_over_shared_tasks():
     """Known answers: half of dense's edges on every shared task is 0.5 with no spread
     (a task dense did not learn does not count); 2x on one task and 0.05x on the other
-    is sqrt(0.1), its interval spanning the two; no shared task is no ratio."""
+    is sqrt(0.1) with the t interval of one degree of freedom, exp(mean log +- 12.706 x
+    the standard error); no shared task is no ratio, one is a ratio with no interval."""
     dense = {"a": 100.0, "b": 1000.0}
     half = edges_ratio({"a": 50.0, "b": 500.0, "only_here": 1.0}, dense)
     assert half["tasks"] == ["a", "b"]
     assert math.isclose(half["ratio"], 0.5) and all(math.isclose(x, 0.5) for x in half["ci"])
     mixed = edges_ratio({"a": 200.0, "b": 50.0}, dense)
     assert math.isclose(mixed["ratio"], math.sqrt(0.1))
-    assert math.isclose(mixed["ci"][0], 0.05) and math.isclose(mixed["ci"][1], 2.0)
+    se = (math.log(2.0) - math.log(0.05)) / 2  # the std of two values over sqrt(2)
+    want = [math.sqrt(0.1) * math.exp(s * 12.7062 * se) for s in (-1, 1)]
+    assert mixed["ci"] == pytest.approx(want, rel=1e-4)
     assert edges_ratio({"c": 10.0}, dense) is None
+    one = edges_ratio({"a": 300.0}, dense)
+    assert math.isclose(one["ratio"], 3.0) and one["ci"] is None
+
+
+def test_edges_ratio_does_not_call_two_tasks_larger():
+    """The case the interval must not credit: 1.2x and 2x dense's edges on the only two
+    tasks. A percentile bootstrap over the two tasks gives [1.2, 2.0], "larger", though
+    two tasks say little about a third; the t interval over them holds 1. Seven tasks
+    all near 1.5x (1.4 to 1.6) are larger: the interval lies above 1, inside the tasks'
+    range."""
+    dense = {t: 100.0 for t in "abcdefg"}
+    two = edges_ratio({"a": 120.0, "b": 200.0}, dense)
+    assert two["ci"][0] < 1.0 < two["ci"][1]
+    seven = edges_ratio(
+        dict(zip("abcdefg", (140.0, 145.0, 150.0, 150.0, 150.0, 155.0, 160.0))), dense
+    )
+    assert 1.4 < seven["ci"][0] < 1.5 < seven["ci"][1] < 1.6
 
 
 def test_summary_shows_circuits_where_a_rung_scored_them(tmp_path):
@@ -262,6 +282,7 @@ def test_summary_shows_circuits_where_a_rung_scored_them(tmp_path):
         _run("dense", 0, 2.0, lift, twin, 1000, {"a": 100, "b": 1000}),
         _run("moe", 0, 2.0, lift, twin, 1000, {"a": 50, "b": 500}),
         _run("transcoder", 0, 2.0, lift, twin, 1000, {"c": 7}),
+        _run("weight_sparse", 0, 2.0, lift, twin, 1000, {"a": 300, "c": 7}),
     )
     Report(out_dir=tmp_path / "S", seeds=(0,), config={}, runs=runs).write()
     rung = read_rung("S", tmp_path / "S" / "report.json")
@@ -269,9 +290,11 @@ def test_summary_shows_circuits_where_a_rung_scored_them(tmp_path):
     assert "## Micro-task circuits: edges / dense's" in md
     # the same lift interval as dense's: overlapping, so not marked above or below
     assert "| moe | 0.100 [0.080, 0.120] (twin 0.000) |" in md
-    assert "| moe | 0.50x [0.50, 0.50] (2 tasks) |" in md
+    assert "| moe | 0.50x [0.50, 0.50], smaller (2 tasks) |" in md
     assert "| dense | 1.00x [1.00, 1.00] (2 tasks) |" in md
     assert "| transcoder | – |" in md
+    # one shared task: a ratio, but no interval to decide by
+    assert "| weight_sparse | 3.00x (no interval), same (1 task) |" in md
     assert "## micro-tasks learned" in md
     data = json.loads((tmp_path / "ladder.json").read_text())
     assert math.isclose(data["S"]["microcircuit_edges_to_dense"]["moe"]["ratio"], 0.5)
@@ -304,8 +327,10 @@ def test_circuit_ratio_pairs_seeds_and_widens_where_they_disagree(tmp_path):
     Report(out_dir=tmp_path / "S", seeds=(0, 1), config={}, runs=runs).write()
     rung = read_rung("S", tmp_path / "S" / "report.json")
     moe = circuit_ratio(rung, "moe")
-    assert moe["seeds"] == [0, 1] and moe["per_seed"] == pytest.approx({0: 10.0, 1: 0.1})
-    assert math.isclose(moe["ratio"], 1.0)
+    assert moe["seeds"] == [0, 1]
+    assert [e["ratio"] for e in moe["per_seed"].values()] == pytest.approx([10.0, 0.1])
+    assert [e["said"] for e in moe["per_seed"].values()] == ["larger", "smaller"]
+    assert math.isclose(moe["ratio"], 1.0) and moe["said"] == "same"
     assert moe["ci"][0] < 0.1 and moe["ci"][1] > 10.0
     averaged = edges_ratio(task_edges(rung, "moe"), task_edges(rung, "dense"))
     assert averaged["ci"] == pytest.approx([1.0, 1.0])
@@ -314,8 +339,17 @@ def test_circuit_ratio_pairs_seeds_and_widens_where_they_disagree(tmp_path):
     ws = circuit_ratio(rung, "weight_sparse")
     assert ws["seeds"] == [0] and math.isclose(ws["ratio"], 4.0)
     md = write_ladder_summary(tmp_path, [rung]).read_text()
-    assert "| transcoder | 2.00x [2.00, 2.00] (2 tasks, 2 seeds) |" in md
-    assert "| weight_sparse | 4.00x [4.00, 4.00] (2 tasks) |" in md
+    # each seed's ratio and decision beside the ratio over seeds; dense, the reference, none
+    assert (
+        "| moe | 1.00x [" in md
+        and "same (2 tasks; seeds 0, 1: 10.00x larger, 0.10x smaller) |" in md
+    )
+    assert (
+        "| transcoder | 2.00x [2.00, 2.00], larger (2 tasks; seeds 0, 1: 2.00x larger, 2.00x larger) |"
+        in md
+    )
+    assert "| weight_sparse | 4.00x [4.00, 4.00], larger (2 tasks) |" in md
+    assert "| dense | 1.00x [1.00, 1.00] (2 tasks, 2 seeds) |" in md
 
 
 def test_publish_keeps_each_rung_after_its_run_folders_are_gone(tmp_path):
