@@ -250,7 +250,7 @@ def circuit_ratio(r: Rung, arch: str) -> dict[str, Any] | None:
     if len(per) == 1:
         return {**next(iter(per.values())), **out}
     logs = stat([math.log(e["ratio"]) for e in per.values()],
-                [e["ci"] and [math.log(x) for x in e["ci"]] for e in per.values()])  # fmt: skip
+                [[math.log(x) for x in e["ci"]] if e["ci"] else None for e in per.values()])  # fmt: skip
     ci = [math.exp(x) for x in logs["ci"]] if "ci" in logs else None
     tasks = sorted({t for e in per.values() for t in e["tasks"]})
     return {"ratio": math.exp(logs["mean"]), "ci": ci, "tasks": tasks,

@@ -352,6 +352,27 @@ def test_circuit_ratio_pairs_seeds_and_widens_where_they_disagree(tmp_path):
     assert "| dense | 1.00x [1.00, 1.00] (2 tasks, 2 seeds) |" in md
 
 
+def test_circuit_ratio_over_seeds_keeps_a_seed_with_one_task(tmp_path):
+    """moe shares one task with dense at seed 0 (2x, no interval) and two at seed 1 (4x
+    on both, no spread): over the seeds the ratio is sqrt(8), with the t interval of
+    one degree of freedom over the seeds' log ratios (12.706 x |log 4 - log 2| / 2),
+    which holds 1, so "same"; seed 0 keeps its missing interval."""
+    lift, twin = (0.1, 0.08, 0.12), (0.0, -0.01, 0.01)
+    runs = (
+        _run("dense", 0, 2.0, lift, twin, 1000, {"a": 100, "b": 100}),
+        _run("dense", 1, 2.0, lift, twin, 1000, {"a": 100, "b": 100}),
+        _run("moe", 0, 2.0, lift, twin, 1000, {"a": 200}),
+        _run("moe", 1, 2.0, lift, twin, 1000, {"a": 400, "b": 400}),
+    )
+    Report(out_dir=tmp_path / "S", seeds=(0, 1), config={}, runs=runs).write()
+    moe = circuit_ratio(read_rung("S", tmp_path / "S" / "report.json"), "moe")
+    assert moe["per_seed"][0]["ci"] is None and moe["per_seed"][1]["said"] == "larger"
+    assert math.isclose(moe["ratio"], math.sqrt(8.0))
+    half = 12.7062 * math.log(2.0) / 2
+    want = [math.sqrt(8.0) * math.exp(s * half) for s in (-1, 1)]
+    assert moe["ci"] == pytest.approx(want, rel=1e-4) and moe["said"] == "same"
+
+
 def test_publish_keeps_each_rung_after_its_run_folders_are_gone(tmp_path):
     """Rung S published, its folder then gone, rung M scored: publishing M keeps S's
     report where it was published, and the summary there has both rungs, each link to a
