@@ -259,8 +259,8 @@ def circuit_ratio(r: Rung, arch: str) -> dict[str, Any] | None:
 
 def _size_said(ci: Sequence[float] | None) -> str:
     """ "larger" or "smaller" than dense's where the interval excludes 1, else "same"
-    (no interval: "same")."""
-    return "same" if ci is None else "larger" if ci[0] > 1 else "smaller" if ci[1] < 1 else "same"
+    (no interval: "same"); the report's decide against the point 1."""
+    return {"above": "larger", "below": "smaller"}.get(decide(ci, [1.0, 1.0]), "same")
 
 
 def _circuit_cell(e: Mapping[str, Any] | None, arch: str) -> str:
