@@ -20,6 +20,7 @@ import html
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -338,26 +339,36 @@ class Report(ReportTables):
         made relative to `dest`. Returns report.md's path there. Only what it writes is
         replaced: other results documents committed in `dest` stay."""
         dest = Path(dest)
-        for folder in ("plots", "models"):  # runs no longer in the report leave nothing
-            if (dest / folder).exists():
-                shutil.rmtree(dest / folder)
-        linked = self.checkpoint_dirs()  # the checkpoint each model card link points into
-        runs = []
-        for r in self.runs:
-            plots = []
-            for p in r.plots:
-                src = Path(p) if Path(p).is_absolute() else Path.cwd() / p
-                if src.is_file():
-                    to = dest / "plots" / f"{r.arch}-seed{r.seed}" / src.name
-                    to.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, to)
-                    plots.append(to.as_posix())
-            run_dir, card = r.run_dir, Path(r.run_dir) / "checkpoint" / "README.md"
-            if linked[r.arch] == card.parent and card.is_file():
-                run_dir = (dest / "models" / f"{r.arch}-seed{r.seed}").as_posix()
-                (Path(run_dir) / "checkpoint").mkdir(parents=True)
-                shutil.copy2(card, Path(run_dir) / "checkpoint" / "README.md")
-            runs.append(replace(r, plots=tuple(plots), run_dir=run_dir))
+        dest.mkdir(parents=True, exist_ok=True)
+        # Copied into a hidden folder in dest first: a report read from dest itself (published
+        # again after a merge) has its plots and cards there, in the folders being replaced.
+        staged = Path(tempfile.mkdtemp(prefix=".publish-", dir=dest))
+        try:
+            linked = self.checkpoint_dirs()  # the checkpoint each model card link points into
+            runs = []
+            for r in self.runs:
+                plots = []
+                for p in r.plots:
+                    src = Path(p) if Path(p).is_absolute() else Path.cwd() / p
+                    if src.is_file():
+                        to = Path("plots") / f"{r.arch}-seed{r.seed}" / src.name
+                        (staged / to).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(src, staged / to)
+                        plots.append((dest / to).as_posix())
+                run_dir, card = r.run_dir, Path(r.run_dir) / "checkpoint" / "README.md"
+                if linked[r.arch] == card.parent and card.is_file():
+                    to = Path("models") / f"{r.arch}-seed{r.seed}" / "checkpoint"
+                    (staged / to).mkdir(parents=True)
+                    shutil.copy2(card, staged / to / "README.md")
+                    run_dir = (dest / to.parent).as_posix()
+                runs.append(replace(r, plots=tuple(plots), run_dir=run_dir))
+            for folder in ("plots", "models"):  # runs no longer in the report leave nothing
+                if (dest / folder).exists():
+                    shutil.rmtree(dest / folder)
+                if (staged / folder).exists():
+                    (staged / folder).rename(dest / folder)
+        finally:  # a copy that fails leaves dest as it was
+            shutil.rmtree(staged, ignore_errors=True)
         return replace(self, out_dir=dest, runs=tuple(runs)).write()
 
     def write(self) -> Path:

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -205,6 +206,32 @@ def test_publish_copies_a_trained_runs_model_card_and_links_it_there(tmp_path, m
         assert card.read_text() == f"# {r.arch} card"
         assert f"[model card](models/{r.arch}-seed{r.seed}/checkpoint/README.md)" in text
     assert not (dest / "models" / "gone-seed9").exists()
+
+
+def test_publishing_a_published_report_again_keeps_its_plots_and_model_cards(tmp_path, monkeypatch):
+    """A published report merged with new runs (glassbox merge) is published again from
+    its own folder: its plots and cards are read from the folders being replaced."""
+    monkeypatch.chdir(tmp_path)
+    report = _report(Path("out"), (0,))
+    runs = []
+    for r in report.runs:
+        (Path(r.run_dir) / "checkpoint").mkdir(parents=True)
+        (Path(r.run_dir) / "checkpoint" / "README.md").write_text(f"# {r.arch} card")
+        plot = Path(r.run_dir) / "expert_domain.png"
+        plot.write_bytes(r.arch.encode())
+        runs.append(replace(r, plots=(plot.as_posix(),)))
+    dest = Path("published")
+    replace(report, runs=tuple(runs), config={"seeds": [0]}).publish(dest)
+    shutil.rmtree("runs")
+    first = (dest / "report.md").read_text()
+    Report.read(dest / "report.json").publish(dest)
+    assert (dest / "report.md").read_text() == first  # links and cards where they were
+    for r in report.runs:
+        assert (
+            dest / "plots" / f"{r.arch}-seed0" / "expert_domain.png"
+        ).read_bytes() == r.arch.encode()
+        assert (dest / "models" / f"{r.arch}-seed0" / "checkpoint" / "README.md").is_file()
+    assert [p.name for p in dest.iterdir() if p.name.startswith(".")] == []  # nothing staged left
 
 
 def test_per_domain_tables_keep_the_domains_some_model_was_scored_on(tmp_path):
