@@ -23,7 +23,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -43,6 +43,8 @@ __all__ = [
     "next_work",
     "scoring_todo",
     "threads_per_job",
+    "training_cost",
+    "training_todo",
     "train_and_score",
     "train_runs",
 ]
@@ -63,6 +65,34 @@ def _last_line(path: Path) -> str:
     return one_line(lines[-1])[:200] if lines else "(empty log)"
 
 
+def training_cost(run: Run) -> float:
+    """What orders the trainings: the run's training FLOPs as MFU counts them
+    (Transformer.flops_per_token at its context length, the matmuls dense, zeros
+    included, so a weight-sparse model twice as wide costs its full width) times the
+    tokens it trains on (max_steps x rows per step x that length), the model built on
+    the meta device (no memory, no time). At rung M on 2 cores weight_sparse costs 3.6x
+    dense and trained for 58 minutes against 11 to 24 for the other kinds."""
+    from glassbox.archs import Transformer
+
+    cfg = run.cfg
+    seq = {"code": cfg.data.code.block_size, "text": cfg.data.text.block_size}.get(
+        cfg.data.source, cfg.model.max_seq_len
+    )
+    with torch.device("meta"):  # a vocabulary still to come from the data: the kinds share it
+        model = Transformer(replace(cfg.model, vocab_size=cfg.model.vocab_size or 1))
+    rows = cfg.trainer.max_steps * cfg.data.batch_size * cfg.trainer.accumulate_grad_batches
+    return model.flops_per_token(seq) * rows * seq
+
+
+def training_todo(plan: list[Run]) -> list[Run]:
+    """The runs of `plan` whose checkpoints are not current, the costliest first
+    (training_cost; a kind's seeds in the plan's order), the order in which the slots
+    of train_runs and train_and_score take them: the slowest training does not start
+    last, after the others, with the whole of it still to go."""
+    todo = [run for run in plan if not run.is_current()]
+    return sorted(todo, key=training_cost, reverse=True)
+
+
 def train_runs(plan: list[Run], jobs: int, progress: Jobs | None = None) -> None:
     """Train every run of `plan` whose checkpoint is not current. jobs=1: one after
     another in this process. jobs>1: up to `jobs` at once, each its own `glassbox
@@ -70,8 +100,8 @@ def train_runs(plan: list[Run], jobs: int, progress: Jobs | None = None) -> None
     (threads_per_job). After a failure no new run starts and the running ones finish
     (their checkpoints are reused by the next compare); then a one-line GlassboxError
     names the failed run and its log. `progress` (the compare's bar) counts each
-    trained run."""
-    todo = [run for run in plan if not run.is_current()]
+    trained run. Runs start the costliest first (training_todo)."""
+    todo = training_todo(plan)
     progress = progress or Jobs(len(todo), "train")
     if jobs == 1 or len(todo) <= 1:
         for run in todo:
@@ -223,13 +253,14 @@ def train_and_score(plan: list[Run], cc: CompareConfig, progress: Jobs) -> list[
     """Train the runs of `plan` that are not current and score the jobs whose saved
     results are not, `cc.jobs` at once: a training in a `glassbox train` subprocess, a
     scoring job in a worker process, each with its share of the cores (threads_per_job)
-    and each slot taking next_work as it frees. So the runs trained first are scored
-    while the slowest still trains (at rung L on 2 cores, weight_sparse trains for 92
-    minutes against 31 to 41 for the others). After a failed training nothing new starts,
+    and each slot taking next_work as it frees. The costliest training starts first
+    (training_todo), so the runs trained beside it are scored while it still trains (at
+    rung L on 2 cores, weight_sparse trains for 92 minutes against 31 to 41 for the
+    others). After a failed training nothing new starts,
     the running jobs finish, and a one-line GlassboxError names the run and its log, as
     train_runs does. Returns the scoring jobs that failed in their workers (compare()
     redoes them in its own process, where the error is raised as it is)."""
-    to_train = [run for run in plan if not run.is_current()]
+    to_train = training_todo(plan)
     training = {run.name for run in to_train}
     # a job on a run to train is to do (its key reads the checkpoint it has not made)
     to_score = [j for j in scoring_jobs(plan, cc) if _needs(j) & training or not j.is_saved(cc)]

@@ -400,6 +400,37 @@ def test_scoring_starts_with_the_longest_jobs(tmp_path):
     assert expected_cost(todo[-1]) * 2 == expected_cost(dense)
 
 
+def test_training_starts_with_the_costliest_runs(tmp_path, monkeypatch):
+    """The runs to train are ordered by their training FLOPs, costliest first, so the
+    slowest does not start after the others: weight_sparse (twice as wide, its matmuls
+    dense: 3.6x dense's FLOPs a token at rung M, where on 2 cores it trained for 58
+    minutes against 11 to 24) first, each kind's seeds in order, the transcoder (fewer
+    active parameters) last; twice the steps cost twice as much; a current run is not
+    trained."""
+    from glassbox.ladder import LADDER_CONFIG, load_ladder_config, rung_config, rung_params
+    from glassbox.runs import Run
+    from glassbox.scheduling import training_cost, training_todo
+
+    plan = plan_runs(load_compare_config("configs/compare.yaml"), tmp_path / "report")
+    todo = training_todo(plan)
+    assert [r.name for r in todo[:2]] == ["weight_sparse-seed0", "weight_sparse-seed1"]
+    assert [r.arch for r in todo[-2:]] == ["transcoder", "transcoder"] and len(todo) == len(plan)
+    costs = [training_cost(r) for r in todo]
+    assert costs == sorted(costs, reverse=True)
+    _, (short,) = _tiny_plan(tmp_path / "a", seeds="[0]")
+    _, (long,) = _tiny_plan(tmp_path / "b", "trainer.max_steps=6", seeds="[0]")
+    assert training_cost(long) == 2 * training_cost(short)
+
+    cc = rung_config(load_ladder_config(str(LADDER_CONFIG)), "M", "cpu", [])
+    m = {r.arch: r for r in plan_runs(cc, tmp_path / "M")}
+    flops = rung_params(cc)  # the ladder's own count (glassbox ladder --params)
+    ratio = training_cost(m["weight_sparse"]) / training_cost(m["dense"])
+    assert ratio == pytest.approx(flops["weight_sparse"]["flops_per_token"] / flops["dense"]["flops_per_token"])  # fmt: skip
+    assert 3.5 < ratio < 3.7
+    monkeypatch.setattr(Run, "is_current", lambda run: run.arch == "weight_sparse")
+    assert [r.arch for r in training_todo(list(m.values()))] == ["moe", "dense", "transcoder"]
+
+
 @pytest.mark.slow
 def test_parallel_training_equals_training_in_process(tmp_path):
     """jobs=2 trains both seeds as separate processes, each logging to its run
