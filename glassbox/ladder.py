@@ -50,6 +50,7 @@ from glassbox.archs.config import ConfigError
 from glassbox.archs.errors import ArgumentError
 from glassbox.compare_config import CompareConfig, load_compare_config, run_overrides
 from glassbox.training.config import CONFIG_DIR, ExperimentConfig, load_config, load_yaml_file
+from glassbox.training.data.config import row_length
 
 __all__ = ["LadderConfig", "add_arguments", "load_ladder_config", "main", "rung_params"]
 
@@ -165,7 +166,7 @@ def tokens_per_step(cfg: ExperimentConfig) -> int:
     """Training tokens of one optimizer step: rows x their length (code and text rows
     are packed blocks; skills rows are pack_length long when packed)."""
     d = cfg.data
-    length = {"code": d.code.block_size, "text": d.text.block_size}.get(d.source, d.pack_length)
+    length = row_length(d) or d.pack_length
     if not length:
         raise ConfigError("data.pack_length", 0, "skills rows have no fixed length unpacked")
     return d.batch_size * length * cfg.trainer.accumulate_grad_batches

@@ -36,6 +36,7 @@ from glassbox.results import PostHocResult, RunResult, load_saved
 from glassbox.runs import Run
 from glassbox.scoring import posthoc_applies, posthoc_key, score_key, score_posthoc, score_run
 from glassbox.training.config import ExperimentConfig
+from glassbox.training.data.config import row_length
 
 __all__ = [
     "ScoreJob",
@@ -75,9 +76,7 @@ def training_cost(run: Run) -> float:
     from glassbox.archs import Transformer
 
     cfg = run.cfg
-    seq = {"code": cfg.data.code.block_size, "text": cfg.data.text.block_size}.get(
-        cfg.data.source, cfg.model.max_seq_len
-    )
+    seq = row_length(cfg.data) or cfg.model.max_seq_len
     with torch.device("meta"):  # a vocabulary still to come from the data: the kinds share it
         model = Transformer(replace(cfg.model, vocab_size=cfg.model.vocab_size or 1))
     rows = cfg.trainer.max_steps * cfg.data.batch_size * cfg.trainer.accumulate_grad_batches

@@ -13,7 +13,7 @@ DataConfig, before `text`. `mix` says how much of each split every skill gets. o
 key, so a YAML or command-line `mix` only changes the weights it names: set a
 weight to 0 to leave a skill out.
 
-This module is the schema only; the checks, which need the skill registry, are in
+This module is the schema (and `row_length`, what a row of it holds); the checks, which need the skill registry, are in
 training.data.validate (`validate_data_config`, `data_config_from_dict`).
 """
 
@@ -98,3 +98,10 @@ class DataConfig:
     # here, one section per registered skill that brings one (`copy:`, ..., `ioi:`)
     text: TextConfig = field(default_factory=TextConfig)
     code: CodeConfig = field(default_factory=CodeConfig)
+
+
+def row_length(data: DataConfig) -> int:
+    """Tokens in one training row of `data`: a packed block of code or text
+    (code.block_size, text.block_size); 0 for the skills, whose rows are examples
+    (pack_length long only when packed)."""
+    return {"code": data.code.block_size, "text": data.text.block_size}.get(data.source, 0)
